@@ -1,0 +1,1260 @@
+/*
+ * batch.c -- op batches: their encoding, their integration, the pending set,
+ * commit and diff.
+ *
+ * Batch encoding, version 1 (all integers LEB128 varints unless noted):
+ *
+ *   'T' 'B' 0x01
+ *   nagents, then nagents agent ids as u64 little-endian, strictly ascending
+ *   nobjs, then per object: tag 0/1/2 = root text/list/map + name length +
+ *           name bytes, or tag 3 = nested object + agent index + seq
+ *   nops, then per op a head byte:
+ *     bits 0-1 type: 0 INS, 1 DEL, 2 SET, 3 NOP
+ *     bit 2    the op continues the previous one (same agent, next seq);
+ *              otherwise agent index and seq follow
+ *     INS: bit 3 deleted, bit 4 no left origin, bit 5 no right origin,
+ *          bit 6 left origin is the previous op's last item, bit 7 content
+ *          is text (UTF-8) rather than list values
+ *     DEL: bit 3 targets run downwards
+ *   then: INS: len, object index, [left agent, seq], [right agent, seq],
+ *              content: text as byte length + UTF-8 holding exactly len code
+ *              points (absent when deleted), or len values (always present)
+ *         DEL: len, object index, target agent, target seq
+ *         SET: object index, key length, key, lamport, value
+ *         NOP: len
+ *
+ * An agent's ops appear in increasing, non-overlapping seq order. The whole
+ * batch is decoded and validated before anything is applied; then a plan
+ * orders its ops so that each one's references (object, origins, delete
+ * targets) exist when it integrates -- in the document, or made by an op
+ * planned before it. Ops already known are skipped (a partly known op is
+ * trimmed). If every op can be planned the batch integrates; if some wait on
+ * ops that have not arrived, the whole batch is parked in the pending set and
+ * retried after each successful apply. A reference that can never be valid
+ * rejects the batch with nothing applied.
+ */
+#include "crdt_internal.h"
+
+enum { OP_INS = 0, OP_DEL = 1, OP_SET = 2, OP_NOP = 3 };
+enum { F_CONT = 4, F_DELETED = 8, F_NOLEFT = 16, F_NORIGHT = 32, F_LEFTPREV = 64, F_TEXT = 128 };
+enum { OBJ_NESTED = 3 };
+
+typedef struct bobj {
+    uint8_t root_kind; /* 0 for nested */
+    const char *name;
+    uint32_t name_len;
+    uint32_t agent, seq; /* nested: batch agent index, seq */
+} bobj;
+
+typedef struct bop {
+    uint8_t type, deleted, desc, text;
+    uint32_t agent, seq, len, obj;
+    td_id left, right, target; /* batch agent indexes */
+    const uint8_t *content;
+    size_t clen;
+    const char *key;
+    uint32_t klen;
+    uint64_t lamport;
+    uint8_t vtag; /* SET: value tag */
+} bop;
+
+typedef struct batch {
+    uint32_t nagents, nobjs, nops;
+    const uint8_t *agents; /* u64le each */
+    bobj *objs;
+    bop *ops;
+    uint32_t *doc_agent; /* batch agent -> doc agent index or TD_NONE */
+} batch;
+
+static uint64_t batch_agent_id(const batch *b, uint32_t i)
+{
+    uint64_t v = 0;
+    for (int k = 0; k < 8; k++)
+        v |= (uint64_t)b->agents[8 * i + k] << (8 * k);
+    return v;
+}
+
+static void batch_free(td_crdt_doc *d, batch *b)
+{
+    td_memfree(d, b->objs);
+    td_memfree(d, b->ops);
+    td_memfree(d, b->doc_agent);
+    memset(b, 0, sizeof *b);
+}
+
+/* ---- decoding ------------------------------------------------------------- */
+
+/* Validates one value and skips it; reports its tag. */
+static int val_skip(td_rd *r, uint8_t *tag)
+{
+    *tag = td_rd_u8(r);
+    if (r->bad || *tag >= TD_VT_COUNT)
+        return 0;
+    switch (*tag) {
+    case TD_VT_INT: td_rd_varint(r); break;
+    case TD_VT_FLOAT: {
+        uint64_t bits = td_rd_u64le(r);
+        double f;
+        memcpy(&f, &bits, 8);
+        if (f != f)
+            return 0;
+        break;
+    }
+    case TD_VT_STR: {
+        uint32_t n = td_rd_u32(r, 0x7fffffff);
+        const uint8_t *p = td_rd_bytes(r, n);
+        if (!p || td_utf8_count((const char *)p, n) == SIZE_MAX)
+            return 0;
+        break;
+    }
+    default: break;
+    }
+    return !r->bad;
+}
+
+static td_id rd_id(td_rd *r, uint32_t nagents)
+{
+    td_id id;
+    id.agent = td_rd_u32(r, nagents ? nagents - 1 : 0);
+    id.seq = td_rd_u32(r, TD_MAX_SEQ);
+    if (!nagents)
+        r->bad = 1;
+    return id;
+}
+
+static td_crdt_err decode_objs(td_crdt_doc *d, td_rd *r, batch *b)
+{
+    b->nobjs = td_rd_u32(r, (uint32_t)td_rd_left(r));
+    if (r->bad)
+        return TD_CRDT_ERR_DECODE;
+    if (b->nobjs && !(b->objs = td_mem(d, NULL, b->nobjs * sizeof *b->objs)))
+        return TD_CRDT_ERR_NOMEM;
+    for (uint32_t i = 0; i < b->nobjs; i++) {
+        bobj *o = &b->objs[i];
+        memset(o, 0, sizeof *o);
+        uint8_t tag = td_rd_u8(r);
+        if (tag < OBJ_NESTED) {
+            o->root_kind = (uint8_t)(tag + 1);
+            o->name_len = td_rd_u32(r, TD_MAX_NAME);
+            o->name = (const char *)td_rd_bytes(r, o->name_len);
+            if (o->name_len == 0 || !o->name || td_utf8_count(o->name, o->name_len) == SIZE_MAX)
+                return TD_CRDT_ERR_DECODE;
+        } else if (tag == OBJ_NESTED) {
+            td_id id = rd_id(r, b->nagents);
+            o->agent = id.agent;
+            o->seq = id.seq;
+        } else {
+            return TD_CRDT_ERR_DECODE;
+        }
+    }
+    return r->bad ? TD_CRDT_ERR_DECODE : TD_CRDT_OK;
+}
+
+static int decode_content(td_rd *r, bop *o)
+{
+    const uint8_t *start = r->p;
+    if (o->text) {
+        if (o->deleted)
+            return 1;
+        uint32_t n = td_rd_u32(r, 0x7fffffff);
+        const uint8_t *p = td_rd_bytes(r, n);
+        if (!p || td_utf8_count((const char *)p, n) != o->len)
+            return 0;
+        o->content = p;
+        o->clen = n;
+        return 1;
+    }
+    for (uint32_t i = 0; i < o->len; i++) {
+        uint8_t tag;
+        if (!val_skip(r, &tag) || tag == TD_VT_DELETED)
+            return 0;
+    }
+    o->content = start;
+    o->clen = (size_t)(r->p - start);
+    return 1;
+}
+
+static td_crdt_err decode_op(td_rd *r, batch *b, bop *o, const bop *prev)
+{
+    uint8_t head = td_rd_u8(r);
+    memset(o, 0, sizeof *o);
+    o->type = head & 3;
+    if (head & F_CONT) {
+        if (!prev)
+            return TD_CRDT_ERR_DECODE;
+        o->agent = prev->agent;
+        o->seq = prev->seq + prev->len;
+    } else {
+        td_id id = rd_id(r, b->nagents);
+        o->agent = id.agent;
+        o->seq = id.seq;
+    }
+    o->len = o->type == OP_SET ? 1 : td_rd_u32(r, TD_MAX_SEQ);
+    if (o->type != OP_NOP)
+        o->obj = td_rd_u32(r, b->nobjs ? b->nobjs - 1 : 0);
+    if (r->bad || o->len == 0 || (uint64_t)o->seq + o->len > TD_MAX_SEQ ||
+        (o->type != OP_NOP && !b->nobjs))
+        return TD_CRDT_ERR_DECODE;
+    o->left.agent = o->right.agent = o->target.agent = TD_NONE;
+    switch (o->type) {
+    case OP_INS:
+        o->deleted = (head & F_DELETED) != 0;
+        o->text = (head & F_TEXT) != 0;
+        if ((head & F_NOLEFT) && (head & F_LEFTPREV))
+            return TD_CRDT_ERR_DECODE;
+        if (head & F_LEFTPREV) {
+            if (!prev || prev->type != OP_INS || !(head & F_CONT))
+                return TD_CRDT_ERR_DECODE;
+            o->left.agent = o->agent;
+            o->left.seq = o->seq - 1;
+        } else if (!(head & F_NOLEFT)) {
+            o->left = rd_id(r, b->nagents);
+        }
+        if (!(head & F_NORIGHT))
+            o->right = rd_id(r, b->nagents);
+        if (!decode_content(r, o))
+            return TD_CRDT_ERR_DECODE;
+        break;
+    case OP_DEL:
+        if (head & ~(uint8_t)(3 | F_CONT | F_DELETED))
+            return TD_CRDT_ERR_DECODE;
+        o->desc = (head & F_DELETED) != 0;
+        o->target = rd_id(r, b->nagents);
+        if (o->desc ? o->target.seq < o->len - 1
+                    : (uint64_t)o->target.seq + o->len > TD_MAX_SEQ)
+            return TD_CRDT_ERR_DECODE;
+        break;
+    case OP_SET:
+        if (head & ~(uint8_t)(3 | F_CONT))
+            return TD_CRDT_ERR_DECODE;
+        o->klen = td_rd_u32(r, TD_MAX_KEY);
+        o->key = (const char *)td_rd_bytes(r, o->klen);
+        if (!o->key || o->klen == 0 || td_utf8_count(o->key, o->klen) == SIZE_MAX)
+            return TD_CRDT_ERR_DECODE;
+        o->lamport = td_rd_varint(r);
+        if (o->lamport == 0 || o->lamport > ((uint64_t)1 << 62))
+            return TD_CRDT_ERR_DECODE;
+        o->content = r->p;
+        if (!val_skip(r, &o->vtag))
+            return TD_CRDT_ERR_DECODE;
+        o->clen = (size_t)(r->p - o->content);
+        break;
+    default:
+        if (head & ~(uint8_t)(3 | F_CONT))
+            return TD_CRDT_ERR_DECODE;
+        break;
+    }
+    return r->bad ? TD_CRDT_ERR_DECODE : TD_CRDT_OK;
+}
+
+static td_crdt_err batch_decode(td_crdt_doc *d, const uint8_t *p, size_t len, batch *b)
+{
+    memset(b, 0, sizeof *b);
+    td_rd r = {p, p + len, 0};
+    const uint8_t *magic = td_rd_bytes(&r, 3);
+    if (!magic || magic[0] != 'T' || magic[1] != 'B')
+        return td_fail(d, TD_CRDT_ERR_DECODE, "not a batch");
+    if (magic[2] != 1)
+        return td_fail(d, TD_CRDT_ERR_VERSION, "batch version %u not supported", magic[2]);
+    b->nagents = td_rd_u32(&r, (uint32_t)(td_rd_left(&r) / 8));
+    b->agents = td_rd_bytes(&r, (size_t)b->nagents * 8);
+    if (r.bad)
+        return td_fail(d, TD_CRDT_ERR_DECODE, "batch: bad agent table");
+    for (uint32_t i = 1; i < b->nagents; i++)
+        if (batch_agent_id(b, i - 1) >= batch_agent_id(b, i))
+            return td_fail(d, TD_CRDT_ERR_DECODE, "batch: agents not in order");
+    td_crdt_err e = decode_objs(d, &r, b);
+    if (e)
+        return td_fail(d, e, "batch: bad object table");
+    b->nops = td_rd_u32(&r, (uint32_t)(td_rd_left(&r) / 2));
+    if (r.bad)
+        return td_fail(d, TD_CRDT_ERR_DECODE, "batch: bad op count");
+    if ((b->nops && !(b->ops = td_mem(d, NULL, b->nops * sizeof *b->ops))) ||
+        !(b->doc_agent = td_mem(d, NULL, (b->nagents + 1) * sizeof *b->doc_agent)))
+        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    /* last seq end per batch agent, to check order */
+    for (uint32_t i = 0; i < b->nagents; i++)
+        b->doc_agent[i] = 0;
+    for (uint32_t i = 0; i < b->nops; i++) {
+        if ((e = decode_op(&r, b, &b->ops[i], i ? &b->ops[i - 1] : NULL)))
+            return td_fail(d, e, "batch: op %u malformed", i);
+        bop *o = &b->ops[i];
+        if (o->seq < b->doc_agent[o->agent])
+            return td_fail(d, TD_CRDT_ERR_DECODE, "batch: op %u out of order", i);
+        b->doc_agent[o->agent] = o->seq + o->len;
+    }
+    if (td_rd_left(&r) != 0 || r.bad)
+        return td_fail(d, TD_CRDT_ERR_DECODE, "batch: trailing bytes");
+    for (uint32_t i = 0; i < b->nagents; i++) {
+        uint32_t a;
+        b->doc_agent[i] = td_agent_find(d, batch_agent_id(b, i), &a) ? a : TD_NONE;
+    }
+    return TD_CRDT_OK;
+}
+
+/* ---- planning --------------------------------------------------------------- */
+
+typedef struct plan {
+    batch *b;
+    uint32_t *sim;     /* per batch agent: ops known once the plan so far runs */
+    uint32_t *docvv;   /* per batch agent: ops the document has */
+    uint32_t *order;   /* planned op indexes */
+    uint32_t *trim;    /* per planned op: items already known */
+    uint16_t *depth;   /* per op: depth of the objects it creates */
+    uint32_t norder;
+    size_t dups, news;
+} plan;
+
+enum { READY, WAIT, INVALID };
+
+/* The batch op holding (agent, seq), by binary search among that agent's ops. */
+static const bop *batch_op_at(const batch *b, uint32_t agent, uint32_t seq, uint32_t *idx)
+{
+    /* ops of one agent are sorted, but agents interleave: scan is O(n);
+     * batches are small enough that a linear scan per lookup is fine. */
+    for (uint32_t i = 0; i < b->nops; i++) {
+        const bop *o = &b->ops[i];
+        if (o->agent == agent && seq >= o->seq && seq - o->seq < o->len) {
+            if (idx)
+                *idx = i;
+            return o;
+        }
+    }
+    return NULL;
+}
+
+/* Kind and depth of batch object oi, once it exists. */
+static int obj_status(const plan *pl, td_crdt_doc *d, uint32_t oi, uint8_t *kind,
+                      uint16_t *depth)
+{
+    const bobj *bo = &pl->b->objs[oi];
+    if (bo->root_kind) {
+        *kind = bo->root_kind;
+        *depth = 0;
+        return READY;
+    }
+    if (bo->seq >= pl->sim[bo->agent])
+        return WAIT;
+    if (bo->seq < pl->docvv[bo->agent]) {
+        uint32_t h = td_obj_find_nested(d, batch_agent_id(pl->b, bo->agent), bo->seq);
+        if (!h)
+            return INVALID;
+        *kind = d->objs[h - 1]->kind;
+        *depth = d->objs[h - 1]->depth;
+        return READY;
+    }
+    uint32_t idx;
+    const bop *o = batch_op_at(pl->b, bo->agent, bo->seq, &idx);
+    if (!o)
+        return INVALID;
+    uint8_t tag = 0;
+    if (o->type == OP_SET) {
+        tag = o->vtag;
+    } else if (o->type == OP_INS && !o->text) {
+        td_rd r = {o->content, o->content + o->clen, 0};
+        for (uint32_t i = 0; i <= bo->seq - o->seq; i++)
+            val_skip(&r, &tag);
+    }
+    if (tag < TD_VT_TEXT || tag > TD_VT_MAP)
+        return INVALID;
+    *kind = (uint8_t)(tag - TD_VT_TEXT + 1);
+    *depth = pl->depth[idx];
+    return READY;
+}
+
+static int same_obj(const batch *b, uint32_t x, uint32_t y)
+{
+    const bobj *p = &b->objs[x], *q = &b->objs[y];
+    if (p->root_kind || q->root_kind)
+        return p->root_kind == q->root_kind && p->name_len == q->name_len &&
+               memcmp(p->name, q->name, p->name_len) == 0;
+    return p->agent == q->agent && p->seq == q->seq;
+}
+
+/* Doc handle of batch object oi if it exists in the document, else 0. */
+static uint32_t doc_obj(td_crdt_doc *d, const batch *b, uint32_t oi)
+{
+    const bobj *bo = &b->objs[oi];
+    if (bo->root_kind)
+        return td_obj_find_root(d, bo->root_kind, bo->name, bo->name_len);
+    return td_obj_find_nested(d, batch_agent_id(b, bo->agent), bo->seq);
+}
+
+/* Are items (agent, lo..hi) items of batch object oi once the plan so far
+ * has run? */
+static int items_status(const plan *pl, td_crdt_doc *d, uint32_t oi, uint32_t agent,
+                        uint32_t lo, uint32_t hi)
+{
+    if (hi >= pl->sim[agent])
+        return WAIT;
+    uint32_t dv = pl->docvv[agent];
+    if (lo < dv) {
+        uint32_t h = doc_obj(d, pl->b, oi);
+        uint32_t top = hi < dv ? hi : dv - 1;
+        if (!h || !td_seq_has_range(d, h, pl->b->doc_agent[agent], lo, top))
+            return INVALID;
+    }
+    for (uint64_t s = lo > dv ? lo : dv; s <= hi;) {
+        const bop *o = batch_op_at(pl->b, agent, (uint32_t)s, NULL);
+        if (!o || o->type != OP_INS || !same_obj(pl->b, o->obj, oi))
+            return INVALID;
+        s = (uint64_t)o->seq + o->len;
+    }
+    return READY;
+}
+
+static int worst(int a, int b)
+{
+    return a > b ? a : b;
+}
+
+/* Can op o (its first `trim` items known) integrate now? */
+static int op_status(plan *pl, td_crdt_doc *d, uint32_t oi, uint32_t trim)
+{
+    bop *o = &pl->b->ops[oi];
+    if (o->type == OP_NOP)
+        return READY;
+    uint8_t kind;
+    uint16_t depth;
+    int st = obj_status(pl, d, o->obj, &kind, &depth);
+    if (st != READY)
+        return st;
+    static const uint8_t need[3][2] = {{TD_CRDT_LIST, TD_CRDT_TEXT}, {0, 0}, {TD_CRDT_MAP, TD_CRDT_MAP}};
+    if (o->type == OP_DEL ? kind == TD_CRDT_MAP : kind != need[o->type][o->text])
+        return INVALID;
+    pl->depth[oi] = (uint16_t)(depth + 1);
+    if (depth + 1u > d->max_depth && (o->type == OP_SET ? o->vtag >= TD_VT_TEXT && o->vtag <= TD_VT_MAP
+                                                        : o->type == OP_INS && !o->text))
+        return INVALID;
+    if (o->type == OP_INS) {
+        td_id left = o->left;
+        if (trim) {
+            left.agent = o->agent;
+            left.seq = o->seq + trim - 1;
+        }
+        int s = READY;
+        if (left.agent != TD_NONE) {
+            if (left.agent == o->agent && left.seq >= o->seq + trim)
+                return INVALID;
+            s = items_status(pl, d, o->obj, left.agent, left.seq, left.seq);
+        }
+        if (o->right.agent != TD_NONE) {
+            if (o->right.agent == o->agent && o->right.seq >= o->seq)
+                return INVALID;
+            s = worst(s, items_status(pl, d, o->obj, o->right.agent, o->right.seq, o->right.seq));
+        }
+        return s;
+    }
+    if (o->type == OP_DEL) {
+        uint32_t lo = o->desc ? o->target.seq - (o->len - 1) : o->target.seq;
+        uint32_t hi = lo + o->len - 1;
+        if (o->target.agent == o->agent && hi >= o->seq)
+            return INVALID;
+        return items_status(pl, d, o->obj, o->target.agent, lo, hi);
+    }
+    return READY;
+}
+
+static td_crdt_err plan_batch(td_crdt_doc *d, batch *b, plan *pl)
+{
+    memset(pl, 0, sizeof *pl);
+    pl->b = b;
+    size_t na = b->nagents + 1, no = b->nops + 1;
+    pl->sim = td_mem(d, NULL, na * sizeof *pl->sim);
+    pl->docvv = td_mem(d, NULL, na * sizeof *pl->docvv);
+    pl->order = td_mem(d, NULL, no * sizeof *pl->order);
+    pl->trim = td_mem(d, NULL, no * sizeof *pl->trim);
+    pl->depth = td_mem(d, NULL, no * sizeof *pl->depth);
+    uint32_t *next = td_mem(d, NULL, na * sizeof *next); /* per agent: next op index to try */
+    if (!pl->sim || !pl->docvv || !pl->order || !pl->trim || !pl->depth || !next) {
+        td_memfree(d, next);
+        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    }
+    for (uint32_t a = 0; a < b->nagents; a++) {
+        uint32_t da = b->doc_agent[a];
+        pl->sim[a] = pl->docvv[a] = da == TD_NONE ? 0 : d->agents[da].vv;
+        next[a] = 0;
+    }
+    for (int progress = 1; progress;) {
+        progress = 0;
+        for (uint32_t a = 0; a < b->nagents; a++) {
+            for (uint32_t i = next[a]; i < b->nops; i = ++next[a]) {
+                bop *o = &b->ops[i];
+                if (o->agent != a)
+                    continue;
+                if (o->seq + o->len <= pl->sim[a] && pl->sim[a] == pl->docvv[a]) {
+                    pl->dups += o->len;
+                    continue;
+                }
+                if (o->seq > pl->sim[a])
+                    break;
+                uint32_t trim = pl->sim[a] - o->seq;
+                int st = op_status(pl, d, i, trim);
+                if (st == INVALID) {
+                    td_memfree(d, next);
+                    return td_fail(d, TD_CRDT_ERR_INVALID_OP, "batch: op %u names an object or item that cannot exist", i);
+                }
+                if (st == WAIT)
+                    break;
+                pl->dups += trim;
+                pl->news += o->len - trim;
+                pl->order[pl->norder] = i;
+                pl->trim[pl->norder++] = trim;
+                pl->sim[a] = o->seq + o->len;
+                progress = 1;
+            }
+        }
+    }
+    int complete = 1;
+    for (uint32_t a = 0; a < b->nagents; a++)
+        for (uint32_t i = next[a]; i < b->nops; i++)
+            if (b->ops[i].agent == a)
+                complete = 0;
+    td_memfree(d, next);
+    return complete ? TD_CRDT_OK : TD_CRDT_ERR_LIMIT; /* LIMIT here means: must wait */
+}
+
+static void plan_free(td_crdt_doc *d, plan *pl)
+{
+    td_memfree(d, pl->sim);
+    td_memfree(d, pl->docvv);
+    td_memfree(d, pl->order);
+    td_memfree(d, pl->trim);
+    td_memfree(d, pl->depth);
+}
+
+/* ---- integration ------------------------------------------------------------ */
+
+static td_id doc_id(const batch *b, td_id id)
+{
+    if (id.agent != TD_NONE)
+        id.agent = b->doc_agent[id.agent];
+    return id;
+}
+
+static td_crdt_err resolve_obj(td_crdt_doc *d, const batch *b, uint32_t oi, uint32_t *h)
+{
+    const bobj *bo = &b->objs[oi];
+    *h = doc_obj(d, b, oi);
+    if (*h)
+        return TD_CRDT_OK;
+    if (!bo->root_kind)
+        return td_fail(d, TD_CRDT_ERR_INVALID_OP, "object missing");
+    return td_obj_new_root(d, bo->root_kind, bo->name, bo->name_len, h);
+}
+
+static td_crdt_err integrate_ins(td_crdt_doc *d, const batch *b, const bop *o,
+                                 uint32_t trim, uint32_t h)
+{
+    uint32_t agent = b->doc_agent[o->agent];
+    td_id id = {agent, o->seq + trim};
+    uint32_t n = o->len - trim;
+    td_id left = trim ? (td_id){agent, o->seq + trim - 1} : doc_id(b, o->left);
+    td_id right = doc_id(b, o->right);
+    td_crdt_err e = TD_CRDT_OK;
+    if (o->text) {
+        if (o->deleted)
+            return td_seq_integrate(d, h, id, n, left, right, 1, NULL, NULL);
+        uint32_t *cps = td_mem(d, NULL, (size_t)o->len * sizeof *cps);
+        if (!cps)
+            return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        td_utf8_decode((const char *)o->content, o->clen, cps);
+        e = td_seq_integrate(d, h, id, n, left, right, 0, cps + trim, NULL);
+        td_memfree(d, cps);
+        return e;
+    }
+    td_val *vals = td_mem(d, NULL, (size_t)n * sizeof *vals);
+    if (!vals)
+        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    td_rd r = {o->content, o->content + o->clen, 0};
+    uint8_t tag;
+    for (uint32_t i = 0; i < trim; i++)
+        val_skip(&r, &tag);
+    uint32_t got = 0;
+    for (; got < n && !e; got++) {
+        e = td_val_decode(d, &r, &vals[got]);
+        uint8_t t = vals[got].tag;
+        if (!e && t >= TD_VT_TEXT && t <= TD_VT_MAP)
+            e = td_obj_new_nested(d, (uint8_t)(t - TD_VT_TEXT + 1),
+                                  (td_id){agent, id.seq + got}, h, &vals[got].u.obj);
+    }
+    if (!e)
+        e = td_seq_integrate(d, h, id, n, left, right, o->deleted, NULL, vals);
+    if (e)
+        for (uint32_t i = 0; i < got; i++)
+            td_val_free(d, &vals[i]);
+    td_memfree(d, vals);
+    return e;
+}
+
+static td_crdt_err integrate_set(td_crdt_doc *d, const batch *b, const bop *o, uint32_t h)
+{
+    td_rd r = {o->content, o->content + o->clen, 0};
+    td_val v;
+    td_crdt_err e = td_val_decode(d, &r, &v);
+    if (e)
+        return td_fail(d, e, "bad value");
+    td_id id = {b->doc_agent[o->agent], o->seq};
+    if (v.tag >= TD_VT_TEXT && v.tag <= TD_VT_MAP) {
+        if ((e = td_obj_new_nested(d, (uint8_t)(v.tag - TD_VT_TEXT + 1), id, h, &v.u.obj)))
+            return e;
+        td_obj *co = d->objs[v.u.obj - 1];
+        if (!(co->key = td_mem(d, NULL, o->klen)))
+            return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        memcpy(co->key, o->key, o->klen);
+        co->klen = o->klen;
+        co->lamport = o->lamport;
+    }
+    if ((e = td_map_write(d, &d->objs[h - 1]->u.map, o->key, o->klen, &v, o->lamport, id)))
+        td_val_free(d, &v);
+    if (o->lamport > d->max_lamport)
+        d->max_lamport = o->lamport;
+    return e;
+}
+
+static td_crdt_err integrate_op(td_crdt_doc *d, const batch *b, const bop *o, uint32_t trim)
+{
+    uint32_t h = 0;
+    td_crdt_err e = TD_CRDT_OK;
+    if (o->type != OP_NOP && (e = resolve_obj(d, b, o->obj, &h)))
+        return e;
+    switch (o->type) {
+    case OP_INS:
+        e = integrate_ins(d, b, o, trim, h);
+        break;
+    case OP_DEL: {
+        td_delrec rec = {o->seq + trim, o->len - trim, h, doc_id(b, o->target), o->desc};
+        rec.target.seq = o->desc ? rec.target.seq - trim : rec.target.seq + trim;
+        uint32_t lo = o->desc ? rec.target.seq - (rec.len - 1) : rec.target.seq;
+        e = td_seq_delete_ids(d, h, rec.target.agent, lo, lo + rec.len - 1);
+        if (!e)
+            e = td_delrec_add(d, b->doc_agent[o->agent], &rec);
+        break;
+    }
+    case OP_SET:
+        e = integrate_set(d, b, o, h);
+        break;
+    default:
+        break;
+    }
+    if (!e) {
+        d->agents[b->doc_agent[o->agent]].vv = o->seq + o->len;
+        d->nops += o->len - trim;
+    }
+    return e;
+}
+
+/* Applies a decoded, planned batch. Agents are interned first: an agent
+ * with no ops is invisible, so doing it early changes nothing visible. */
+static td_crdt_err integrate_plan(td_crdt_doc *d, batch *b, plan *pl)
+{
+    for (uint32_t a = 0; a < b->nagents; a++) {
+        if (b->doc_agent[a] != TD_NONE)
+            continue;
+        td_crdt_err e = td_agent_intern(d, batch_agent_id(b, a), &b->doc_agent[a]);
+        if (e)
+            return e;
+    }
+    for (uint32_t i = 0; i < pl->norder; i++) {
+        td_crdt_err e = integrate_op(d, b, &b->ops[pl->order[i]], pl->trim[i]);
+        if (e)
+            return e;
+    }
+    return TD_CRDT_OK;
+}
+
+/* ---- apply and the pending set ---------------------------------------------- */
+
+enum { TRY_DONE, TRY_WAIT };
+
+/* Decodes, plans and (if complete) integrates. *state says which. */
+static td_crdt_err try_apply(td_crdt_doc *d, const uint8_t *p, size_t len, int *state,
+                             size_t *news, size_t *dups)
+{
+    batch b;
+    plan pl;
+    td_crdt_err e = batch_decode(d, p, len, &b);
+    if (e) {
+        batch_free(d, &b);
+        return e;
+    }
+    e = plan_batch(d, &b, &pl);
+    *news = pl.news;
+    *dups = pl.dups;
+    if (e == TD_CRDT_ERR_LIMIT) {
+        *state = TRY_WAIT;
+        /* count what is still missing, for the pending bound */
+        size_t total = 0;
+        for (uint32_t i = 0; i < b.nops; i++)
+            total += b.ops[i].len;
+        *news = total > pl.dups ? total - pl.dups : 0;
+        e = TD_CRDT_OK;
+    } else if (!e) {
+        *state = TRY_DONE;
+        e = integrate_plan(d, &b, &pl);
+    }
+    plan_free(d, &pl);
+    batch_free(d, &b);
+    return e;
+}
+
+void td_pending_free(td_crdt_doc *d)
+{
+    for (uint32_t i = 0; i < d->npend; i++)
+        td_memfree(d, d->pend[i].bytes);
+    td_memfree(d, d->pend);
+    d->pend = NULL;
+    d->npend = d->cappend = 0;
+    d->pend_ops = d->pend_bytes = 0;
+}
+
+static void pending_drop(td_crdt_doc *d, uint32_t i)
+{
+    d->pend_ops -= d->pend[i].ops;
+    d->pend_bytes -= d->pend[i].len;
+    td_memfree(d, d->pend[i].bytes);
+    d->pend[i] = d->pend[--d->npend];
+}
+
+/* Retries parked batches until none makes progress. */
+static size_t pending_retry(td_crdt_doc *d)
+{
+    size_t applied = 0;
+    for (int progress = 1; progress;) {
+        progress = 0;
+        for (uint32_t i = 0; i < d->npend;) {
+            int state;
+            size_t news, dups;
+            char saved[sizeof d->err];
+            memcpy(saved, d->err, sizeof saved);
+            td_crdt_err e = try_apply(d, d->pend[i].bytes, d->pend[i].len, &state, &news, &dups);
+            memcpy(d->err, saved, sizeof saved);
+            if (e || state == TRY_DONE) {
+                if (!e) {
+                    applied += news;
+                    progress = news > 0;
+                }
+                pending_drop(d, i);
+                continue;
+            }
+            i++;
+        }
+    }
+    return applied;
+}
+
+static td_crdt_err pending_park(td_crdt_doc *d, const uint8_t *p, size_t len, size_t ops)
+{
+    if (d->pend_ops + ops > d->max_pending_ops || d->pend_bytes + len > d->max_pending_bytes)
+        return td_fail(d, TD_CRDT_ERR_LIMIT, "pending set full (%zu ops, %zu bytes)",
+                       d->pend_ops, d->pend_bytes);
+    uint8_t *copy = td_mem(d, NULL, len);
+    if (!copy || !td_grow(d, (void **)&d->pend, &d->cappend, d->npend + 1, sizeof *d->pend)) {
+        td_memfree(d, copy);
+        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    }
+    memcpy(copy, p, len);
+    d->pend[d->npend].bytes = copy;
+    d->pend[d->npend].len = len;
+    d->pend[d->npend].ops = ops;
+    d->npend++;
+    d->pend_ops += ops;
+    d->pend_bytes += len;
+    return TD_CRDT_OK;
+}
+
+td_crdt_err td_crdt_apply(td_crdt_doc *d, const uint8_t *p, size_t len,
+                          td_crdt_apply_info *info)
+{
+    td_crdt_apply_info dummy;
+    if (!info)
+        info = &dummy;
+    memset(info, 0, sizeof *info);
+    if (!p && len)
+        return td_fail(d, TD_CRDT_ERR_ARG, "no batch");
+    int state;
+    size_t news, dups;
+    td_crdt_err e = try_apply(d, p, len, &state, &news, &dups);
+    if (e)
+        return e;
+    info->ops_duplicate = dups;
+    if (state == TRY_WAIT) {
+        if ((e = pending_park(d, p, len, news)))
+            return e;
+        info->parked = 1;
+        return TD_CRDT_OK;
+    }
+    info->ops_applied = news;
+    if (news && d->npend)
+        info->ops_applied += pending_retry(d);
+    return TD_CRDT_OK;
+}
+
+size_t td_crdt_pending_ops(const td_crdt_doc *d)
+{
+    return d->pend_ops;
+}
+
+/* ---- encoding: commit and diff -------------------------------------------- */
+
+/* One op to encode, in document terms. */
+typedef struct eop {
+    uint8_t type, deleted, desc, text;
+    uint32_t agent, seq, len, obj;
+    td_id left, right, target;
+    const uint32_t *cps; /* text content */
+    const td_val *vals;  /* list content */
+    const char *key;
+    uint32_t klen;
+    uint64_t lamport;
+    const td_val *val;
+    td_val tmpval; /* SET of a losing object creation */
+} eop;
+
+typedef struct encoder {
+    td_crdt_doc *d;
+    eop *ops;
+    uint32_t n, cap;
+    uint32_t *agent_map; /* doc agent -> batch index + 1 */
+    uint32_t *obj_map;   /* doc handle -> batch index + 1 */
+    uint32_t *objs;      /* batch index -> doc handle */
+    uint32_t nobjs, capobjs;
+    int oom;
+} encoder;
+
+static eop *enc_push(encoder *en)
+{
+    if (!td_grow(en->d, (void **)&en->ops, &en->cap, en->n + 1, sizeof *en->ops)) {
+        en->oom = 1;
+        return NULL;
+    }
+    eop *o = &en->ops[en->n++];
+    memset(o, 0, sizeof *o);
+    o->left.agent = o->right.agent = o->target.agent = TD_NONE;
+    return o;
+}
+
+static void enc_nop(encoder *en, uint32_t agent, uint32_t seq, uint32_t len)
+{
+    eop *o = enc_push(en);
+    if (o) {
+        o->type = OP_NOP;
+        o->agent = agent;
+        o->seq = seq;
+        o->len = len;
+    }
+}
+
+/* Items of run r (agent a) clipped to [from, to). */
+static void enc_run(encoder *en, const td_obj *ob, uint32_t h, const td_run *r,
+                    uint32_t from, uint32_t to)
+{
+    uint32_t s = r->id.seq > from ? r->id.seq : from;
+    uint32_t e = r->id.seq + r->len < to ? r->id.seq + r->len : to;
+    if (s >= e)
+        return;
+    eop *o = enc_push(en);
+    if (!o)
+        return;
+    uint32_t k = s - r->id.seq;
+    o->type = OP_INS;
+    o->agent = r->id.agent;
+    o->seq = s;
+    o->len = e - s;
+    o->obj = h;
+    o->deleted = r->deleted;
+    o->text = ob->kind == TD_CRDT_TEXT;
+    o->left = k ? (td_id){r->id.agent, s - 1} : r->left;
+    o->right = r->right;
+    if (o->text && !o->deleted)
+        o->cps = ob->u.seq.text + r->content + k;
+    if (!o->text)
+        o->vals = ob->u.seq.vals + r->content + k;
+}
+
+typedef struct run_walk {
+    encoder *en;
+    uint32_t agent, from, to;
+} run_walk;
+
+static int walk_run_entry(void *ud, td_idx_ent *ent)
+{
+    run_walk *w = ud;
+    if (ent->seq >= w->to)
+        return 1;
+    td_leaf *l = ent->leaf;
+    for (uint32_t i = 0; i < l->n; i++)
+        if (l->r[i].id.agent == w->agent && l->r[i].id.seq == ent->seq) {
+            td_obj *ob = w->en->d->objs[l->obj - 1];
+            enc_run(w->en, ob, l->obj, &l->r[i], w->from, w->to);
+            break;
+        }
+    return 0;
+}
+
+static int eop_cmp_seq(const eop *a, const eop *b)
+{
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* Sorts ops[lo..hi) by seq (insertion sort on nearly sorted input, merging
+ * three sorted sources). */
+static void sort_by_seq(eop *ops, uint32_t lo, uint32_t hi)
+{
+    for (uint32_t i = lo + 1; i < hi; i++) {
+        eop t = ops[i];
+        uint32_t j = i;
+        while (j > lo && eop_cmp_seq(&ops[j - 1], &t) > 0) {
+            ops[j] = ops[j - 1];
+            j--;
+        }
+        ops[j] = t;
+    }
+}
+
+/* Everything agent a did in seqs [from, to), in seq order, gaps as NOPs. */
+static void enc_agent(encoder *en, uint32_t a, uint32_t from, uint32_t to)
+{
+    td_crdt_doc *d = en->d;
+    uint32_t start = en->n;
+    /* items: the run holding `from` may start before it */
+    td_idx_ent *fl = td_idx_floor(&d->agents[a].idx, from);
+    run_walk w = {en, a, from, to};
+    td_idx_walk(&d->agents[a].idx, fl ? fl->seq : 0, walk_run_entry, &w);
+    /* deletes */
+    td_agent *ag = &d->agents[a];
+    for (uint32_t i = 0; i < ag->ndels; i++) {
+        const td_delrec *r = &ag->dels[i];
+        if (r->seq + r->len <= from || r->seq >= to)
+            continue;
+        uint32_t s = r->seq > from ? r->seq : from;
+        uint32_t e = r->seq + r->len < to ? r->seq + r->len : to;
+        eop *o = enc_push(en);
+        if (!o)
+            return;
+        o->type = OP_DEL;
+        o->agent = a;
+        o->seq = s;
+        o->len = e - s;
+        o->obj = r->obj;
+        o->desc = r->desc;
+        o->target = r->target;
+        o->target.seq = r->desc ? r->target.seq - (s - r->seq) : r->target.seq + (s - r->seq);
+    }
+    /* map writes that still win, and object creations that lost */
+    for (uint32_t h = 1; h <= d->nobjs; h++) {
+        td_obj *ob = d->objs[h - 1];
+        if (ob->key && ob->id.agent == a && ob->id.seq >= from && ob->id.seq < to) {
+            td_mapent *m = td_map_find(&d->objs[ob->parent - 1]->u.map, ob->key, ob->klen);
+            if (m && m->id.agent == a && m->id.seq == ob->id.seq)
+                continue; /* the winner: sent below */
+            eop *o = enc_push(en);
+            if (!o)
+                return;
+            o->type = OP_SET;
+            o->agent = a;
+            o->seq = ob->id.seq;
+            o->len = 1;
+            o->obj = ob->parent;
+            o->key = ob->key;
+            o->klen = ob->klen;
+            o->lamport = ob->lamport;
+            o->tmpval.tag = (uint8_t)(TD_VT_TEXT + ob->kind - 1);
+            o->val = NULL;
+        }
+        if (ob->kind != TD_CRDT_MAP)
+            continue;
+        for (uint32_t i = 0; i < ob->u.map.n; i++) {
+            td_mapent *m = &ob->u.map.e[i];
+            if (m->id.agent != a || m->id.seq < from || m->id.seq >= to)
+                continue;
+            eop *o = enc_push(en);
+            if (!o)
+                return;
+            o->type = OP_SET;
+            o->agent = a;
+            o->seq = m->id.seq;
+            o->len = 1;
+            o->obj = h;
+            o->key = m->key;
+            o->klen = m->klen;
+            o->lamport = m->lamport;
+            o->val = &m->val;
+        }
+    }
+    if (en->oom)
+        return;
+    sort_by_seq(en->ops, start, en->n);
+    /* fill gaps with NOPs */
+    uint32_t end = en->n, cur = from;
+    for (uint32_t i = start; i < end; i++) {
+        if (en->ops[i].seq > cur)
+            enc_nop(en, a, cur, en->ops[i].seq - cur);
+        cur = en->ops[i].seq + en->ops[i].len;
+    }
+    if (cur < to)
+        enc_nop(en, a, cur, to - cur);
+    if (!en->oom)
+        sort_by_seq(en->ops, start, en->n);
+}
+
+static uint32_t enc_obj_index(encoder *en, uint32_t h)
+{
+    if (!en->obj_map[h - 1]) {
+        if (!td_grow(en->d, (void **)&en->objs, &en->capobjs, en->nobjs + 1, sizeof *en->objs)) {
+            en->oom = 1;
+            return 0;
+        }
+        en->objs[en->nobjs++] = h;
+        en->obj_map[h - 1] = en->nobjs;
+    }
+    return en->obj_map[h - 1] - 1;
+}
+
+static void enc_id(td_buf *b, const encoder *en, td_id id)
+{
+    td_buf_varint(b, en->agent_map[id.agent] - 1);
+    td_buf_varint(b, id.seq);
+}
+
+static void enc_note_agent(encoder *en, td_id id)
+{
+    if (id.agent != TD_NONE)
+        en->agent_map[id.agent] = 1;
+}
+
+static void enc_write_op(td_buf *b, encoder *en, const eop *o, const eop *prev)
+{
+    uint8_t head = o->type;
+    int cont = prev && prev->agent == o->agent && prev->seq + prev->len == o->seq;
+    if (cont)
+        head |= F_CONT;
+    int leftprev = 0;
+    if (o->type == OP_INS) {
+        leftprev = cont && prev->type == OP_INS && o->left.agent == o->agent &&
+                   o->left.seq + 1 == o->seq;
+        head |= (o->deleted ? F_DELETED : 0) | (o->left.agent == TD_NONE ? F_NOLEFT : 0) |
+                (o->right.agent == TD_NONE ? F_NORIGHT : 0) | (leftprev ? F_LEFTPREV : 0) |
+                (o->text ? F_TEXT : 0);
+    }
+    if (o->type == OP_DEL && o->desc)
+        head |= F_DELETED;
+    td_buf_u8(b, head);
+    if (!cont) {
+        td_buf_varint(b, en->agent_map[o->agent] - 1);
+        td_buf_varint(b, o->seq);
+    }
+    if (o->type != OP_SET)
+        td_buf_varint(b, o->len);
+    if (o->type != OP_NOP)
+        td_buf_varint(b, en->obj_map[o->obj - 1] - 1);
+    switch (o->type) {
+    case OP_INS:
+        if (o->left.agent != TD_NONE && !leftprev)
+            enc_id(b, en, o->left);
+        if (o->right.agent != TD_NONE)
+            enc_id(b, en, o->right);
+        if (o->text && !o->deleted) {
+            td_buf tmp;
+            td_buf_init(&tmp, en->d);
+            td_buf_utf8(&tmp, o->cps, o->len);
+            if (tmp.oom)
+                b->oom = 1;
+            td_buf_varint(b, tmp.len);
+            td_buf_bytes(b, tmp.p, tmp.len);
+            td_buf_free(&tmp);
+        } else if (!o->text) {
+            for (uint32_t i = 0; i < o->len; i++)
+                td_val_encode(b, &o->vals[i]);
+        }
+        break;
+    case OP_DEL:
+        enc_id(b, en, o->target);
+        break;
+    case OP_SET:
+        td_buf_varint(b, o->klen);
+        td_buf_bytes(b, o->key, o->klen);
+        td_buf_varint(b, o->lamport);
+        td_val_encode(b, o->val ? o->val : &o->tmpval);
+        break;
+    default:
+        break;
+    }
+}
+
+static td_crdt_err enc_finish(encoder *en, uint8_t **out, size_t *len)
+{
+    td_crdt_doc *d = en->d;
+    *out = NULL;
+    *len = 0;
+    if (en->oom)
+        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    if (en->n == 0)
+        return TD_CRDT_OK;
+    /* which agents and objects are named */
+    for (uint32_t i = 0; i < en->n; i++) {
+        eop *o = &en->ops[i];
+        en->agent_map[o->agent] = 1;
+        enc_note_agent(en, o->left);
+        enc_note_agent(en, o->right);
+        enc_note_agent(en, o->target);
+        if (o->type != OP_NOP) {
+            enc_obj_index(en, o->obj);
+            td_obj *ob = d->objs[o->obj - 1];
+            if (!ob->is_root)
+                en->agent_map[ob->id.agent] = 1;
+        }
+    }
+    td_buf b;
+    td_buf_init(&b, d);
+    td_buf_bytes(&b, "TB\x01", 3);
+    uint32_t na = 0;
+    for (uint32_t i = 0; i < d->nagents; i++)
+        na += en->agent_map[d->agent_order[i]] != 0;
+    td_buf_varint(&b, na);
+    na = 0;
+    for (uint32_t i = 0; i < d->nagents; i++) {
+        uint32_t a = d->agent_order[i];
+        if (en->agent_map[a]) {
+            en->agent_map[a] = ++na;
+            td_buf_u64le(&b, d->agents[a].id);
+        }
+    }
+    td_buf_varint(&b, en->nobjs);
+    for (uint32_t i = 0; i < en->nobjs; i++) {
+        td_obj *ob = d->objs[en->objs[i] - 1];
+        if (ob->is_root) {
+            td_buf_u8(&b, (uint8_t)(ob->kind - 1));
+            td_buf_varint(&b, ob->name_len);
+            td_buf_bytes(&b, ob->name, ob->name_len);
+        } else {
+            td_buf_u8(&b, OBJ_NESTED);
+            enc_id(&b, en, ob->id);
+        }
+    }
+    td_buf_varint(&b, en->n);
+    for (uint32_t i = 0; i < en->n; i++)
+        enc_write_op(&b, en, &en->ops[i], i ? &en->ops[i - 1] : NULL);
+    if (b.oom) {
+        td_buf_free(&b);
+        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    }
+    *out = b.p;
+    *len = b.len;
+    return TD_CRDT_OK;
+}
+
+static td_crdt_err enc_init(encoder *en, td_crdt_doc *d)
+{
+    memset(en, 0, sizeof *en);
+    en->d = d;
+    en->agent_map = td_mem(d, NULL, (d->nagents + 1) * sizeof *en->agent_map);
+    en->obj_map = td_mem(d, NULL, (d->nobjs + 1) * sizeof *en->obj_map);
+    if (!en->agent_map || !en->obj_map)
+        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    memset(en->agent_map, 0, (d->nagents + 1) * sizeof *en->agent_map);
+    memset(en->obj_map, 0, (d->nobjs + 1) * sizeof *en->obj_map);
+    return TD_CRDT_OK;
+}
+
+static void enc_free(encoder *en)
+{
+    td_memfree(en->d, en->ops);
+    td_memfree(en->d, en->agent_map);
+    td_memfree(en->d, en->obj_map);
+    td_memfree(en->d, en->objs);
+}
+
+td_crdt_err td_crdt_commit(td_crdt_doc *d, uint8_t **out, size_t *len)
+{
+    if (!out || !len)
+        return td_fail(d, TD_CRDT_ERR_ARG, "commit needs out and len");
+    encoder en;
+    td_crdt_err e = enc_init(&en, d);
+    uint32_t to = d->agents[d->self].vv;
+    if (!e && d->committed < to)
+        enc_agent(&en, d->self, d->committed, to);
+    if (!e)
+        e = enc_finish(&en, out, len);
+    enc_free(&en);
+    if (!e)
+        d->committed = to;
+    return e;
+}
+
+/* ---- version vectors ------------------------------------------------------- */
+
+td_crdt_err td_crdt_vv_encode(const td_crdt_doc *cd, uint8_t **out, size_t *len)
+{
+    td_crdt_doc *d = (td_crdt_doc *)cd; /* only its allocator is used */
+    td_buf b;
+    td_buf_init(&b, d);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < d->nagents; i++)
+        n += d->agents[i].vv > 0;
+    td_buf_u8(&b, 1);
+    td_buf_varint(&b, n);
+    for (uint32_t i = 0; i < d->nagents; i++) {
+        const td_agent *a = &d->agents[d->agent_order[i]];
+        if (a->vv) {
+            td_buf_u64le(&b, a->id);
+            td_buf_varint(&b, a->vv);
+        }
+    }
+    if (b.oom) {
+        td_buf_free(&b);
+        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    }
+    *out = b.p;
+    *len = b.len;
+    return TD_CRDT_OK;
+}
+
+td_crdt_err td_crdt_diff(td_crdt_doc *d, const uint8_t *vv, size_t vv_len,
+                         uint8_t **out, size_t *len)
+{
+    if (!out || !len || (vv_len && !vv))
+        return td_fail(d, TD_CRDT_ERR_ARG, "diff needs out and len");
+    *out = NULL;
+    *len = 0;
+    uint32_t *peer = td_mem(d, NULL, (d->nagents + 1) * sizeof *peer);
+    if (!peer)
+        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    memset(peer, 0, (d->nagents + 1) * sizeof *peer);
+    if (vv_len) {
+        td_rd r = {vv, vv + vv_len, 0};
+        if (td_rd_u8(&r) != 1) {
+            td_memfree(d, peer);
+            return td_fail(d, r.bad ? TD_CRDT_ERR_DECODE : TD_CRDT_ERR_VERSION,
+                           "version vector: unknown version");
+        }
+        uint32_t n = td_rd_u32(&r, (uint32_t)(td_rd_left(&r) / 9));
+        uint64_t prev = 0;
+        for (uint32_t i = 0; i < n && !r.bad; i++) {
+            uint64_t agent = td_rd_u64le(&r);
+            uint64_t cnt = td_rd_varint(&r);
+            if ((i && agent <= prev) || cnt > TD_MAX_SEQ)
+                r.bad = 1;
+            prev = agent;
+            uint32_t a;
+            if (!r.bad && td_agent_find(d, agent, &a))
+                peer[a] = (uint32_t)cnt;
+        }
+        if (r.bad || td_rd_left(&r)) {
+            td_memfree(d, peer);
+            return td_fail(d, TD_CRDT_ERR_DECODE, "version vector malformed");
+        }
+    }
+    encoder en;
+    td_crdt_err e = enc_init(&en, d);
+    for (uint32_t i = 0; !e && i < d->nagents; i++) {
+        uint32_t a = d->agent_order[i];
+        if (peer[a] < d->agents[a].vv)
+            enc_agent(&en, a, peer[a], d->agents[a].vv);
+    }
+    if (!e)
+        e = enc_finish(&en, out, len);
+    enc_free(&en);
+    td_memfree(d, peer);
+    return e;
+}

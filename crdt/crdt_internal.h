@@ -1,0 +1,364 @@
+/*
+ * crdt_internal.h -- data structures shared by the files of crdt/.
+ *
+ * Identity. Ops are named (agent, seq). Inside a document an agent is a small
+ * index into doc->agents (td_id.agent); the 64-bit agent id travels on the
+ * wire and decides every tie, because indexes differ between replicas.
+ *
+ * Sequences (text and list) are YATA/FugueMax lists of items. Items made by
+ * one agent with consecutive seqs, typed one after the other, form a run
+ * (td_run): the first item names its left origin, every later item's left
+ * origin is implicitly its predecessor in the run, and all share one right
+ * origin. A run is entirely visible or entirely deleted.
+ *
+ * Runs live in the leaves of a B+tree (td_leaf, td_inner) whose inner nodes
+ * count, per child, all items (tot) and visible items (vis): a visible
+ * position is found by one descent, and the document index of an item by one
+ * walk up. Leaves never become empty: runs are only inserted or merged with a
+ * neighbour in the same leaf.
+ *
+ * The id index (td_idx, one per agent) maps the first seq of every run of that
+ * agent to the leaf holding it, so a remote op finds its origins without a
+ * scan. Invariant: for every run R there is exactly one entry with key
+ * R.id.seq, and it points at R's leaf.
+ *
+ * Maps are sorted arrays of entries with a last-writer-wins register per key,
+ * ordered by (lamport, agent id, seq). A deleted key keeps its entry (the
+ * delete is a write) so that an older concurrent write cannot resurrect it.
+ *
+ * History. A version vector counts each agent's ops; every seq below it is an
+ * item, a delete (td_delrec), the winning write of a map key, or an op whose
+ * effect is gone (an overwritten map write), which diff() sends as a NOP.
+ */
+#ifndef TD_CRDT_INTERNAL_H
+#define TD_CRDT_INTERNAL_H
+
+#include "tandem_crdt.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <string.h>
+
+#define TD_NONE UINT32_MAX       /* no agent: origin is the start / end */
+#define TD_NO_CONTENT UINT32_MAX /* deleted run whose content was dropped */
+#define TD_MAX_SEQ 0x7fffffffu   /* seqs and item counts stay below this */
+#define TD_LEAF_MAX 32
+#define TD_INNER_MAX 16
+#define TD_IDX_CHUNK 128
+#define TD_MAX_NAME 255
+#define TD_MAX_KEY 65535
+
+typedef struct td_id {
+    uint32_t agent; /* index into doc->agents, or TD_NONE */
+    uint32_t seq;
+} td_id;
+
+/* Value tags, shared by memory and the wire. */
+enum {
+    TD_VT_NULL = 0,
+    TD_VT_FALSE,
+    TD_VT_TRUE,
+    TD_VT_INT,
+    TD_VT_FLOAT,
+    TD_VT_STR,
+    TD_VT_TEXT, /* nested objects: u.obj is the handle */
+    TD_VT_LIST,
+    TD_VT_MAP,
+    TD_VT_DELETED, /* map tombstone */
+    TD_VT_COUNT
+};
+
+typedef struct td_val {
+    uint8_t tag;
+    uint32_t len; /* TD_VT_STR */
+    union {
+        int64_t i;
+        double f;
+        char *s;
+        uint32_t obj;
+    } u;
+} td_val;
+
+typedef struct td_run {
+    td_id id;
+    uint32_t len;
+    uint32_t content; /* index into the sequence's content arena */
+    td_id left;       /* origin of the first item */
+    td_id right;      /* origin of every item */
+    uint8_t deleted;
+} td_run;
+
+typedef struct td_inner td_inner;
+typedef struct td_leaf {
+    td_inner *parent;
+    struct td_leaf *prev, *next;
+    uint32_t obj;
+    uint16_t n;
+    td_run r[TD_LEAF_MAX];
+} td_leaf;
+
+struct td_inner {
+    td_inner *parent;
+    uint16_t n;
+    uint8_t leaf_children;
+    void *c[TD_INNER_MAX];
+    uint32_t tot[TD_INNER_MAX];
+    uint32_t vis[TD_INNER_MAX];
+};
+
+/* A place in a sequence: run ri of leaf, item off within it. */
+typedef struct td_pos {
+    td_leaf *leaf;
+    uint32_t ri;
+    uint32_t off;
+} td_pos;
+
+typedef struct td_seq {
+    uint32_t obj; /* handle of the owning object */
+    void *root;
+    int root_is_leaf;
+    td_leaf *first, *last;
+    uint32_t total, vis;
+    uint32_t *text;  /* text content: code points */
+    td_val *vals;    /* list content */
+    uint32_t clen, ccap;
+    /* Cursor cache for local edits: run `ri` of `leaf` starts at visible
+     * index `vpos`. Valid only while `valid`; any other change clears it. */
+    struct {
+        int valid;
+        td_leaf *leaf;
+        uint32_t ri, vpos;
+    } cur;
+} td_seq;
+
+typedef struct td_mapent {
+    char *key;
+    uint32_t klen;
+    td_val val;
+    uint64_t lamport;
+    td_id id;
+} td_mapent;
+
+typedef struct td_map {
+    td_mapent *e;
+    uint32_t n, cap;
+    uint32_t live;
+} td_map;
+
+typedef struct td_obj {
+    uint8_t kind;   /* td_crdt_kind */
+    uint8_t is_root;
+    uint16_t depth;
+    td_id id;       /* creating op, for nested objects */
+    char *name;     /* roots */
+    uint32_t name_len;
+    uint32_t parent; /* handle of the containing object, 0 for roots */
+    /* For an object made by a map write: its key and lamport, so diff can
+     * resend the write even after another write won the key. */
+    char *key;
+    uint32_t klen;
+    uint64_t lamport;
+    union {
+        td_seq seq;
+        td_map map;
+    } u;
+} td_obj;
+
+typedef struct td_idx_ent {
+    uint32_t seq;
+    td_leaf *leaf;
+} td_idx_ent;
+
+typedef struct td_idx_chunk {
+    uint32_t n;
+    td_idx_ent e[TD_IDX_CHUNK];
+} td_idx_chunk;
+
+typedef struct td_idx {
+    td_idx_chunk **chunks;
+    uint32_t *first; /* first key of each chunk */
+    uint32_t n, cap;
+} td_idx;
+
+/* A delete op run: ops (agent, seq .. seq+len-1) delete the items
+ * target, target+1, ... (or target, target-1, ... when desc) of obj. */
+typedef struct td_delrec {
+    uint32_t seq, len;
+    uint32_t obj;
+    td_id target;
+    uint8_t desc;
+} td_delrec;
+
+typedef struct td_agent {
+    uint64_t id;
+    uint32_t vv; /* ops integrated: seqs 0 .. vv-1 */
+    td_idx idx;
+    td_delrec *dels;
+    uint32_t ndels, capdels;
+} td_agent;
+
+typedef struct td_objkey { /* nested object lookup, sorted by (agent id, seq) */
+    uint64_t agent;
+    uint32_t seq;
+    uint32_t obj;
+} td_objkey;
+
+typedef struct td_pending {
+    uint8_t *bytes;
+    size_t len;
+    size_t ops;
+} td_pending;
+
+struct td_crdt_doc {
+    td_crdt_alloc_fn alloc;
+    void *alloc_ud;
+    size_t max_pending_ops, max_pending_bytes, max_depth;
+
+    td_agent *agents;
+    uint32_t nagents, capagents;
+    uint32_t *agent_order; /* agent indexes sorted by id */
+    uint32_t self;         /* index of the local agent */
+    uint32_t committed;    /* local seqs below this are committed */
+    uint64_t max_lamport;
+    uint64_t nops;
+
+    td_obj **objs; /* handle h is objs[h-1] */
+    uint32_t nobjs, capobjs;
+    td_objkey *okeys;
+    uint32_t nokeys, capokeys;
+    uint32_t *roots; /* handles of root objects */
+    uint32_t nroots, caproots;
+
+    /* Nodes set aside before a tree insertion starts, so that splitting can
+     * never fail halfway through. */
+    td_inner *spare_inner[12];
+    uint32_t nspare_inner;
+    td_leaf *spare_leaf;
+
+    td_pending *pend;
+    uint32_t npend, cappend;
+    size_t pend_ops, pend_bytes;
+
+    char err[160];
+};
+
+/* ---- doc.c: memory, errors, agents, objects ---------------------------- */
+void *td_mem(td_crdt_doc *d, void *p, size_t n);
+void td_memfree(td_crdt_doc *d, void *p);
+/* Grows *arr (element size sz) to hold at least need elements. */
+int td_grow(td_crdt_doc *d, void **arr, uint32_t *cap, uint32_t need, size_t sz);
+td_crdt_err td_fail(td_crdt_doc *d, td_crdt_err e, const char *fmt, ...);
+td_crdt_err td_agent_intern(td_crdt_doc *d, uint64_t id, uint32_t *out);
+int td_agent_find(const td_crdt_doc *d, uint64_t id, uint32_t *out);
+td_obj *td_obj_get(const td_crdt_doc *d, td_crdt_obj h);
+uint32_t td_obj_find_nested(const td_crdt_doc *d, uint64_t agent, uint32_t seq);
+uint32_t td_obj_find_root(const td_crdt_doc *d, uint8_t kind, const char *name,
+                          size_t len);
+td_crdt_err td_obj_new_root(td_crdt_doc *d, uint8_t kind, const char *name,
+                            size_t len, uint32_t *out);
+td_crdt_err td_obj_new_nested(td_crdt_doc *d, uint8_t kind, td_id id,
+                              uint32_t parent, uint32_t *out);
+td_crdt_err td_delrec_add(td_crdt_doc *d, uint32_t agent, const td_delrec *r);
+void td_val_free(td_crdt_doc *d, td_val *v);
+void td_val_export(const td_crdt_doc *d, const td_val *v, td_crdt_value *out);
+
+/* ---- id_index.c -------------------------------------------------------- */
+td_idx_ent *td_idx_floor(td_idx *x, uint32_t seq);
+td_crdt_err td_idx_put(td_crdt_doc *d, td_idx *x, uint32_t seq, td_leaf *leaf);
+void td_idx_del(td_crdt_doc *d, td_idx *x, uint32_t seq);
+/* Calls fn for each entry with key >= from, in key order, until fn returns
+ * non-zero. */
+int td_idx_walk(td_idx *x, uint32_t from, int (*fn)(void *, td_idx_ent *), void *ud);
+void td_idx_free(td_crdt_doc *d, td_idx *x);
+
+/* ---- seq_tree.c -------------------------------------------------------- */
+void td_seq_init(td_seq *s, uint32_t obj);
+void td_seq_free(td_crdt_doc *d, td_seq *s);
+/* Item at visible index vpos (< s->vis). */
+td_pos td_seq_find_visible(td_seq *s, uint32_t vpos);
+/* Item with this id, if it is an item of object obj. */
+int td_seq_locate(td_crdt_doc *d, uint32_t obj, td_id id, td_pos *out);
+/* Index of an item counting tombstones. */
+uint32_t td_seq_index(const td_pos *p);
+/* Splits the run at p so that p starts a run (no-op if p->off == 0); p is
+ * updated to the run that now starts at the item. */
+td_crdt_err td_seq_split(td_crdt_doc *d, td_seq *s, td_pos *p);
+/* Inserts run r before the run at (leaf, ri) -- ri may equal leaf->n --
+ * counting its items. On return *at names the new run. */
+td_crdt_err td_seq_insert_run(td_crdt_doc *d, td_seq *s, td_leaf *leaf,
+                              uint32_t ri, const td_run *r, td_pos *at);
+void td_spares_free(td_crdt_doc *d);
+void td_seq_adjust(td_seq *s, td_leaf *leaf, int64_t dtot, int64_t dvis);
+/* Tries to merge run ri with run ri+1 of the same leaf. */
+int td_seq_try_merge(td_crdt_doc *d, td_leaf *leaf, uint32_t ri);
+int td_run_continues(const td_run *a, const td_run *b);
+int td_pos_next_run(td_pos *p);
+td_id td_run_last(const td_run *r);
+
+/* ---- seq_ops.c --------------------------------------------------------- */
+td_crdt_err td_seq_local_insert(td_crdt_doc *d, uint32_t obj, uint32_t pos,
+                                const uint32_t *cps, const td_val *vals,
+                                uint32_t n);
+td_crdt_err td_seq_local_delete(td_crdt_doc *d, uint32_t obj, uint32_t pos,
+                                uint32_t n);
+/* Integrates items (agent,seq..seq+n-1) with the given origins; content is
+ * cps (text) or vals (list) or neither when deleted. Origins were checked. */
+td_crdt_err td_seq_integrate(td_crdt_doc *d, uint32_t obj, td_id id, uint32_t n,
+                             td_id left, td_id right, int deleted,
+                             const uint32_t *cps, const td_val *vals);
+/* Marks items [lo, hi] of agent ta in obj deleted (all checked to exist). */
+td_crdt_err td_seq_delete_ids(td_crdt_doc *d, uint32_t obj, uint32_t ta,
+                              uint32_t lo, uint32_t hi);
+/* 1 if every id (agent, lo..hi) is an item of obj. */
+int td_seq_has_range(td_crdt_doc *d, uint32_t obj, uint32_t agent, uint32_t lo,
+                     uint32_t hi);
+
+/* ---- map.c ------------------------------------------------------------- */
+td_mapent *td_map_find(const td_map *m, const char *key, size_t klen);
+/* Applies an LWW write; takes ownership of v's string. */
+td_crdt_err td_map_write(td_crdt_doc *d, td_map *m, const char *key, size_t klen,
+                         td_val *v, uint64_t lamport, td_id id);
+void td_map_free(td_crdt_doc *d, td_map *m);
+
+/* ---- codec.c ----------------------------------------------------------- */
+typedef struct td_buf {
+    td_crdt_doc *d;
+    uint8_t *p;
+    size_t len, cap;
+    int oom;
+} td_buf;
+void td_buf_init(td_buf *b, td_crdt_doc *d);
+void td_buf_bytes(td_buf *b, const void *p, size_t n);
+void td_buf_u8(td_buf *b, uint8_t v);
+void td_buf_varint(td_buf *b, uint64_t v);
+void td_buf_u64le(td_buf *b, uint64_t v);
+void td_buf_free(td_buf *b);
+
+typedef struct td_rd {
+    const uint8_t *p, *end;
+    int bad;
+} td_rd;
+uint8_t td_rd_u8(td_rd *r);
+uint64_t td_rd_varint(td_rd *r);
+uint32_t td_rd_u32(td_rd *r, uint32_t max); /* varint, bad if > max */
+uint64_t td_rd_u64le(td_rd *r);
+const uint8_t *td_rd_bytes(td_rd *r, size_t n);
+size_t td_rd_left(const td_rd *r);
+
+/* UTF-8: number of code points, or SIZE_MAX if invalid. */
+size_t td_utf8_count(const char *s, size_t len);
+/* Decodes valid UTF-8 into code points (n known). */
+void td_utf8_decode(const char *s, size_t len, uint32_t *out);
+size_t td_utf8_put(uint32_t cp, char *out);
+void td_buf_utf8(td_buf *b, const uint32_t *cps, uint32_t n);
+
+/* Values on the wire: tag byte, then payload. Decoding copies strings. */
+void td_val_encode(td_buf *b, const td_val *v);
+td_crdt_err td_val_decode(td_crdt_doc *d, td_rd *r, td_val *out);
+
+/* ---- batch.c / snapshot.c ---------------------------------------------- */
+void td_pending_free(td_crdt_doc *d);
+uint64_t td_zigzag(int64_t v);
+int64_t td_unzigzag(uint64_t v);
+
+#endif

@@ -1,0 +1,374 @@
+/*
+ * seq_ops.c -- edits of a sequence: local inserts and deletes, and the
+ * integration of remote ones.
+ *
+ * Local insert at visible position p: the left origin is the item at p-1,
+ * the right origin the item right after it (deleted or not). When the left
+ * origin is the last item of a run this agent is still typing -- its last
+ * seq, its content at the end of the arena, the same right origin -- the run
+ * just grows: no new run, no index entry, one walk up the tree for counts.
+ *
+ * Remote insert (YATA as modified by Yjs, i.e. FugueMax): the new item goes
+ * after its left origin, skipping the items between the origins that belong
+ * before it. Runs are split so that the left origin ends a run and the right
+ * origin starts one; then every item of a run between them decides like the
+ * run's first item (later items have their predecessor as left origin and
+ * are skipped as its children), so the scan moves a run at a time. In the
+ * common case -- no concurrent insert at that spot -- the run after the left
+ * origin is the right origin and no index is computed at all.
+ *
+ * The cursor cache remembers where the last local edit happened (a run and
+ * the visible index it starts at), so that typing and backspacing find their
+ * place without a descent from the root.
+ */
+#include "crdt_internal.h"
+
+static uint32_t run_vis(const td_run *r)
+{
+    return r->deleted ? 0 : r->len;
+}
+
+static int id_eq(td_id a, td_id b)
+{
+    return a.agent == b.agent && (a.agent == TD_NONE || a.seq == b.seq);
+}
+
+static td_seq *seq_of(td_crdt_doc *d, uint32_t obj)
+{
+    return &d->objs[obj - 1]->u.seq;
+}
+
+/* Appends content to the arena; *off receives its index. */
+static td_crdt_err content_append(td_crdt_doc *d, td_seq *s, const uint32_t *cps,
+                                  const td_val *vals, uint32_t n, uint32_t *off)
+{
+    if (s->clen > TD_MAX_SEQ - n)
+        return td_fail(d, TD_CRDT_ERR_LIMIT, "sequence too long");
+    if (cps) {
+        if (!td_grow(d, (void **)&s->text, &s->ccap, s->clen + n, sizeof *s->text))
+            return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        memcpy(s->text + s->clen, cps, n * sizeof *cps);
+    } else {
+        if (!td_grow(d, (void **)&s->vals, &s->ccap, s->clen + n, sizeof *s->vals))
+            return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        memcpy(s->vals + s->clen, vals, n * sizeof *vals);
+    }
+    *off = s->clen;
+    s->clen += n;
+    return TD_CRDT_OK;
+}
+
+/* Finds the visible item vpos near the cached cursor (a few runs either way
+ * within its leaf). */
+static int cache_find(td_seq *s, uint32_t vpos, td_pos *out)
+{
+    if (!s->cur.valid || s->cur.ri >= s->cur.leaf->n)
+        return 0;
+    td_leaf *l = s->cur.leaf;
+    uint32_t v = s->cur.vpos;
+    for (uint32_t j = s->cur.ri; j < l->n && j < s->cur.ri + 4; j++) {
+        uint32_t w = run_vis(&l->r[j]);
+        if (vpos >= v && vpos - v < w) {
+            *out = (td_pos){l, j, vpos - v};
+            return 1;
+        }
+        v += w;
+    }
+    v = s->cur.vpos;
+    for (uint32_t j = s->cur.ri; j > 0 && j + 4 > s->cur.ri; j--) {
+        uint32_t w = run_vis(&l->r[j - 1]);
+        if (w > v)
+            return 0;
+        v -= w;
+        if (vpos >= v && vpos - v < w) {
+            *out = (td_pos){l, j - 1, vpos - v};
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static td_pos find_visible(td_seq *s, uint32_t vpos)
+{
+    td_pos p;
+    if (cache_find(s, vpos, &p))
+        return p;
+    return td_seq_find_visible(s, vpos);
+}
+
+static void cache_set(td_seq *s, td_leaf *leaf, uint32_t ri, uint32_t vpos)
+{
+    s->cur.valid = 1;
+    s->cur.leaf = leaf;
+    s->cur.ri = ri;
+    s->cur.vpos = vpos;
+}
+
+td_crdt_err td_seq_local_insert(td_crdt_doc *d, uint32_t obj, uint32_t pos,
+                                const uint32_t *cps, const td_val *vals, uint32_t n)
+{
+    td_seq *s = seq_of(d, obj);
+    uint32_t self = d->self;
+    uint32_t seq0 = d->agents[self].vv;
+    td_id left = {TD_NONE, 0}, right = {TD_NONE, 0};
+    td_pos lp = {0};
+    td_run *lr = NULL;
+    if (pos > 0) {
+        lp = find_visible(s, pos - 1);
+        lr = &lp.leaf->r[lp.ri];
+        left = lr->id;
+        left.seq += lp.off;
+        if (lp.off + 1 < lr->len) {
+            right = left;
+            right.seq++;
+        } else {
+            td_pos nx = lp;
+            if (td_pos_next_run(&nx))
+                right = nx.leaf->r[nx.ri].id;
+        }
+        /* Typing on: the run grows in place. */
+        if (lp.off + 1 == lr->len && lr->id.agent == self && lr->id.seq + lr->len == seq0 &&
+            lr->content != TD_NO_CONTENT && lr->content + lr->len == s->clen &&
+            id_eq(lr->right, right)) {
+            uint32_t off;
+            td_crdt_err e = content_append(d, s, cps, vals, n, &off);
+            if (e)
+                return e;
+            lr->len += n;
+            td_seq_adjust(s, lp.leaf, n, n);
+            d->agents[self].vv += n;
+            d->nops += n;
+            /* the run starts at pos-1-lp.off; lp.off was its last item */
+            cache_set(s, lp.leaf, lp.ri, pos - 1 - lp.off);
+            return TD_CRDT_OK;
+        }
+    } else if (s->first && s->first->n) {
+        right = s->first->r[0].id;
+    }
+    uint32_t off, oldclen = s->clen;
+    td_crdt_err e = content_append(d, s, cps, vals, n, &off);
+    if (e)
+        return e;
+    td_run run = {{self, seq0}, n, off, left, right, 0};
+    td_pos at;
+    if (pos > 0 && lp.off + 1 < lr->len) {
+        td_pos sp = lp;
+        sp.off = lp.off + 1;
+        e = td_seq_split(d, s, &sp);
+        if (!e)
+            e = td_seq_insert_run(d, s, sp.leaf, sp.ri, &run, &at);
+    } else if (pos > 0) {
+        e = td_seq_insert_run(d, s, lp.leaf, lp.ri + 1, &run, &at);
+    } else {
+        e = td_seq_insert_run(d, s, s->first, 0, &run, &at);
+    }
+    if (e) {
+        s->clen = oldclen;
+        return e;
+    }
+    d->agents[self].vv += n;
+    d->nops += n;
+    cache_set(s, at.leaf, at.ri, pos);
+    return TD_CRDT_OK;
+}
+
+/* Makes items [seq, seq+k) of run p one run of their own and marks them
+ * deleted; merges with deleted neighbours. Returns the run's place. */
+static td_crdt_err delete_piece(td_crdt_doc *d, td_seq *s, td_pos p, uint32_t k, td_pos *out)
+{
+    td_id id = p.leaf->r[p.ri].id;
+    id.seq += p.off;
+    td_crdt_err e = td_seq_split(d, s, &p);
+    if (e)
+        return e;
+    if (k < p.leaf->r[p.ri].len) {
+        td_pos q = p;
+        q.off = k;
+        if ((e = td_seq_split(d, s, &q)))
+            return e;
+        if (!td_seq_locate(d, s->obj, id, &p)) /* the split may have moved it */
+            return td_fail(d, TD_CRDT_ERR_INVALID_OP, "index lost a run");
+    }
+    p.leaf->r[p.ri].deleted = 1;
+    td_seq_adjust(s, p.leaf, 0, -(int64_t)k);
+    td_seq_try_merge(d, p.leaf, p.ri);
+    if (p.ri > 0 && td_seq_try_merge(d, p.leaf, p.ri - 1))
+        p.ri--;
+    *out = p;
+    return TD_CRDT_OK;
+}
+
+td_crdt_err td_seq_local_delete(td_crdt_doc *d, uint32_t obj, uint32_t pos, uint32_t n)
+{
+    td_seq *s = seq_of(d, obj);
+    uint32_t self = d->self;
+    while (n > 0) {
+        td_pos p = find_visible(s, pos);
+        td_run *r = &p.leaf->r[p.ri];
+        uint32_t k = r->len - p.off < n ? r->len - p.off : n;
+        td_delrec rec = {d->agents[self].vv, k, obj, r->id, 0};
+        rec.target.seq += p.off;
+        td_pos at;
+        td_crdt_err e = delete_piece(d, s, p, k, &at);
+        if (e)
+            return e;
+        if ((e = td_delrec_add(d, self, &rec)))
+            return e;
+        d->agents[self].vv += k;
+        d->nops += k;
+        n -= k;
+        cache_set(s, at.leaf, at.ri, pos);
+    }
+    return TD_CRDT_OK;
+}
+
+td_crdt_err td_seq_delete_ids(td_crdt_doc *d, uint32_t obj, uint32_t ta, uint32_t lo,
+                              uint32_t hi)
+{
+    td_seq *s = seq_of(d, obj);
+    s->cur.valid = 0;
+    uint64_t seq = lo;
+    while (seq <= hi) {
+        td_pos p;
+        if (!td_seq_locate(d, obj, (td_id){ta, (uint32_t)seq}, &p))
+            return td_fail(d, TD_CRDT_ERR_INVALID_OP, "delete of an unknown item");
+        td_run *r = &p.leaf->r[p.ri];
+        uint32_t k = r->len - p.off;
+        if (k > hi - seq + 1)
+            k = (uint32_t)(hi - seq + 1);
+        if (!r->deleted) {
+            td_pos at;
+            td_crdt_err e = delete_piece(d, s, p, k, &at);
+            if (e)
+                return e;
+        }
+        seq += k;
+    }
+    s->cur.valid = 0;
+    return TD_CRDT_OK;
+}
+
+int td_seq_has_range(td_crdt_doc *d, uint32_t obj, uint32_t agent, uint32_t lo, uint32_t hi)
+{
+    uint64_t seq = lo;
+    while (seq <= hi) {
+        td_pos p;
+        if (!td_seq_locate(d, obj, (td_id){agent, (uint32_t)seq}, &p))
+            return 0;
+        seq += p.leaf->r[p.ri].len - p.off;
+    }
+    return 1;
+}
+
+/* Document index of an origin; -1 for the start, total for the end. */
+static int origin_index(td_crdt_doc *d, td_seq *s, td_id id, int is_right, int64_t *out)
+{
+    if (id.agent == TD_NONE) {
+        *out = is_right ? (int64_t)s->total : -1;
+        return 1;
+    }
+    td_pos p;
+    if (!td_seq_locate(d, s->obj, id, &p))
+        return 0;
+    *out = td_seq_index(&p);
+    return 1;
+}
+
+static int same_run(const td_pos *a, const td_pos *b)
+{
+    return a->leaf == b->leaf && a->ri == b->ri;
+}
+
+/* Where the new run goes: before run *dest, or at the end when *at_end. */
+static td_crdt_err yata_place(td_crdt_doc *d, td_seq *s, uint64_t agent_id,
+                              td_id left, td_id right, td_pos *dest, int *at_end)
+{
+    td_pos cur, rp = {0};
+    int end;
+    if (left.agent != TD_NONE) {
+        if (!td_seq_locate(d, s->obj, left, &cur))
+            return td_fail(d, TD_CRDT_ERR_INVALID_OP, "left origin not found");
+        end = !td_pos_next_run(&cur);
+    } else {
+        end = !(s->first && s->first->n);
+        cur = (td_pos){s->first, 0, 0};
+    }
+    int have_right = right.agent != TD_NONE;
+    if (have_right && !td_seq_locate(d, s->obj, right, &rp))
+        return td_fail(d, TD_CRDT_ERR_INVALID_OP, "right origin not found");
+    *dest = cur;
+    *at_end = end;
+    if (end || (have_right && same_run(&cur, &rp)))
+        return TD_CRDT_OK; /* nothing concurrent between the origins */
+    int64_t lidx, ridx;
+    if (!origin_index(d, s, left, 0, &lidx) || !origin_index(d, s, right, 1, &ridx))
+        return td_fail(d, TD_CRDT_ERR_INVALID_OP, "origin not found");
+    int scanning = 0;
+    for (;;) {
+        if (!scanning) {
+            *dest = cur;
+            *at_end = end;
+        }
+        if (end || (have_right && same_run(&cur, &rp)))
+            break;
+        const td_run *o = &cur.leaf->r[cur.ri];
+        int64_t oleft, oright;
+        if (!origin_index(d, s, o->left, 0, &oleft) || !origin_index(d, s, o->right, 1, &oright))
+            return td_fail(d, TD_CRDT_ERR_INVALID_OP, "origin not found");
+        if (oleft < lidx)
+            break;
+        if (oleft == lidx) {
+            if (oright == ridx && agent_id < d->agents[o->id.agent].id)
+                break;
+            scanning = oright < ridx;
+        }
+        end = !td_pos_next_run(&cur);
+    }
+    return TD_CRDT_OK;
+}
+
+td_crdt_err td_seq_integrate(td_crdt_doc *d, uint32_t obj, td_id id, uint32_t n,
+                             td_id left, td_id right, int deleted,
+                             const uint32_t *cps, const td_val *vals)
+{
+    td_seq *s = seq_of(d, obj);
+    s->cur.valid = 0;
+    td_crdt_err e;
+    td_pos p;
+    /* Split so that right starts a run and left ends one. */
+    if (right.agent != TD_NONE) {
+        if (!td_seq_locate(d, obj, right, &p))
+            return td_fail(d, TD_CRDT_ERR_INVALID_OP, "right origin not found");
+        if ((e = td_seq_split(d, s, &p)))
+            return e;
+    }
+    if (left.agent != TD_NONE) {
+        if (!td_seq_locate(d, obj, left, &p))
+            return td_fail(d, TD_CRDT_ERR_INVALID_OP, "left origin not found");
+        if (p.off + 1 < p.leaf->r[p.ri].len) {
+            p.off++;
+            if ((e = td_seq_split(d, s, &p)))
+                return e;
+        }
+    }
+    td_pos dest = {0};
+    int at_end = 1;
+    if ((e = yata_place(d, s, d->agents[id.agent].id, left, right, &dest, &at_end)))
+        return e;
+    uint32_t off = TD_NO_CONTENT, oldclen = s->clen;
+    /* deleted text arrives without content; list values always come */
+    if ((!deleted || vals) && (e = content_append(d, s, cps, vals, n, &off)))
+        return e;
+    td_run run = {id, n, off, left, right, (uint8_t)(deleted != 0)};
+    td_pos at;
+    e = at_end ? td_seq_insert_run(d, s, NULL, 0, &run, &at)
+               : td_seq_insert_run(d, s, dest.leaf, dest.ri, &run, &at);
+    if (e) {
+        s->clen = oldclen;
+        return e;
+    }
+    if (at.ri > 0)
+        td_seq_try_merge(d, at.leaf, at.ri - 1);
+    s->cur.valid = 0;
+    return TD_CRDT_OK;
+}

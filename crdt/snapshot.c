@@ -1,0 +1,724 @@
+/*
+ * snapshot.c -- the whole document, history included, in one canonical
+ * encoding, and the loader that rebuilds a replica from it.
+ *
+ * Canonical means: replicas that integrated the same ops produce the same
+ * bytes, whatever the order of delivery and however their runs happen to be
+ * split in memory. So agents are listed by id, roots by (kind, name), nested
+ * objects by creating id, runs in document order and maximally merged, map
+ * entries by key, delete records by (agent, seq); deleted text is dropped.
+ * Roots that no op ever touched are left out (they exist only locally).
+ *
+ * Layout, version 1 (varints unless noted):
+ *   'T' 'S' 0x01
+ *   nagents; per agent: id (u64 little-endian), ops seen
+ *   max lamport
+ *   nobjs; per object: tag 0-2 root text/list/map + name; or tag 3-5 nested
+ *          text/list/map + creating id + parent index + has_key byte
+ *          [+ key length, key, lamport]
+ *   per object, in that order:
+ *     sequence: nruns; per run a flag byte (bit 0 deleted, bit 1 continues
+ *       the previous run, bit 2 no left origin, bit 3 no right origin, bit 4
+ *       left origin is the previous run's last item) then [agent, seq] len
+ *       [left] [right]; list runs then hold their len values. A text ends
+ *       with its visible content: byte length + UTF-8.
+ *     map: nentries; per entry key length, key, lamport, id, value
+ *   per agent (same order): ndeletes; per record seq, len, object index,
+ *     target id, desc byte
+ * Loading validates everything and builds the tree by appending runs in
+ * order, so it costs no integration at all.
+ */
+#include "crdt_internal.h"
+
+enum { R_DELETED = 1, R_CONT = 2, R_NOLEFT = 4, R_NORIGHT = 8, R_LEFTPREV = 16 };
+
+static int id_eq(td_id a, td_id b)
+{
+    return a.agent == b.agent && (a.agent == TD_NONE || a.seq == b.seq);
+}
+
+static int obj_touched(const td_obj *o)
+{
+    return o->kind == TD_CRDT_MAP ? o->u.map.n > 0 : o->u.seq.total > 0;
+}
+
+static int root_cmp(const td_obj *a, const td_obj *b)
+{
+    if (a->kind != b->kind)
+        return a->kind < b->kind ? -1 : 1;
+    uint32_t n = a->name_len < b->name_len ? a->name_len : b->name_len;
+    int c = memcmp(a->name, b->name, n);
+    if (c)
+        return c;
+    return a->name_len < b->name_len ? -1 : a->name_len > b->name_len;
+}
+
+typedef struct snapenc {
+    td_crdt_doc *d;
+    td_buf b;
+    uint32_t *agent_ix; /* doc agent -> snapshot index */
+    uint32_t *obj_ix;   /* doc handle -> snapshot index + 1 */
+    uint32_t *order;    /* snapshot index -> doc handle */
+    uint32_t nobj;
+} snapenc;
+
+static void put_id(snapenc *s, td_id id)
+{
+    td_buf_varint(&s->b, s->agent_ix[id.agent]);
+    td_buf_varint(&s->b, id.seq);
+}
+
+/* Writes the merged run [first .. with total len] */
+static void put_run(snapenc *s, const td_run *r, uint32_t len, const td_run *prev_out,
+                    uint32_t prev_len)
+{
+    uint8_t f = r->deleted ? R_DELETED : 0;
+    int cont = 0, leftprev = 0;
+    if (prev_out) {
+        td_id plast = prev_out->id;
+        plast.seq += prev_len - 1;
+        cont = prev_out->id.agent == r->id.agent && prev_out->id.seq + prev_len == r->id.seq &&
+               id_eq(r->left, plast) && id_eq(r->right, prev_out->right);
+        leftprev = !cont && id_eq(r->left, plast);
+    }
+    if (cont)
+        f |= R_CONT;
+    if (!cont) {
+        if (r->left.agent == TD_NONE)
+            f |= R_NOLEFT;
+        else if (leftprev)
+            f |= R_LEFTPREV;
+        if (r->right.agent == TD_NONE)
+            f |= R_NORIGHT;
+    }
+    td_buf_u8(&s->b, f);
+    if (!cont)
+        put_id(s, r->id);
+    td_buf_varint(&s->b, len);
+    if (!cont) {
+        if (r->left.agent != TD_NONE && !leftprev)
+            put_id(s, r->left);
+        if (r->right.agent != TD_NONE)
+            put_id(s, r->right);
+    }
+}
+
+/* Runs of a sequence, merged where the merge is invisible (a continuation
+ * with the same deleted flag). */
+static void enc_seq(snapenc *s, const td_obj *o)
+{
+    const td_seq *q = &o->u.seq;
+    uint32_t n = 0;
+    td_run cur, prev;
+    int have = 0, have_prev = 0;
+    uint32_t prev_len = 0;
+    /* first pass counts merged runs */
+    for (int pass = 0; pass < 2; pass++) {
+        have = have_prev = 0;
+        if (pass == 1)
+            td_buf_varint(&s->b, n);
+        for (td_leaf *l = q->first; l; l = l->next) {
+            for (uint32_t i = 0; i < l->n; i++) {
+                const td_run *r = &l->r[i];
+                if (have && cur.deleted == r->deleted && td_run_continues(&cur, r)) {
+                    cur.len += r->len;
+                    goto values;
+                }
+                if (have) {
+                    if (pass == 0)
+                        n++;
+                    else
+                        put_run(s, &cur, cur.len, have_prev ? &prev : NULL, prev_len);
+                    prev = cur;
+                    prev_len = cur.len;
+                    have_prev = 1;
+                }
+                cur = *r;
+                have = 1;
+            values:;
+            }
+        }
+        if (have) {
+            if (pass == 0)
+                n++;
+            else
+                put_run(s, &cur, cur.len, have_prev ? &prev : NULL, prev_len);
+        }
+    }
+    if (o->kind == TD_CRDT_LIST) {
+        for (td_leaf *l = q->first; l; l = l->next)
+            for (uint32_t i = 0; i < l->n; i++)
+                for (uint32_t k = 0; k < l->r[i].len; k++)
+                    td_val_encode(&s->b, &q->vals[l->r[i].content + k]);
+        return;
+    }
+    td_buf t;
+    td_buf_init(&t, s->d);
+    for (td_leaf *l = q->first; l; l = l->next)
+        for (uint32_t i = 0; i < l->n; i++)
+            if (!l->r[i].deleted)
+                td_buf_utf8(&t, q->text + l->r[i].content, l->r[i].len);
+    if (t.oom)
+        s->b.oom = 1;
+    td_buf_varint(&s->b, t.len);
+    td_buf_bytes(&s->b, t.p, t.len);
+    td_buf_free(&t);
+}
+
+static void enc_map(snapenc *s, const td_obj *o)
+{
+    const td_map *m = &o->u.map;
+    td_buf_varint(&s->b, m->n);
+    for (uint32_t i = 0; i < m->n; i++) {
+        const td_mapent *e = &m->e[i];
+        td_buf_varint(&s->b, e->klen);
+        td_buf_bytes(&s->b, e->key, e->klen);
+        td_buf_varint(&s->b, e->lamport);
+        put_id(s, e->id);
+        td_val_encode(&s->b, &e->val);
+    }
+}
+
+/* Snapshot order of objects: touched roots by (kind, name), then nested
+ * objects by creating id. */
+static td_crdt_err order_objects(snapenc *s)
+{
+    td_crdt_doc *d = s->d;
+    for (uint32_t i = 0; i < d->nroots; i++) {
+        const td_obj *o = d->objs[d->roots[i] - 1];
+        if (!obj_touched(o))
+            continue;
+        uint32_t j = s->nobj++;
+        while (j > 0 && root_cmp(d->objs[s->order[j - 1] - 1], o) > 0) {
+            s->order[j] = s->order[j - 1];
+            j--;
+        }
+        s->order[j] = d->roots[i];
+    }
+    for (uint32_t i = 0; i < d->nokeys; i++)
+        s->order[s->nobj++] = d->okeys[i].obj;
+    for (uint32_t i = 0; i < s->nobj; i++)
+        s->obj_ix[s->order[i] - 1] = i + 1;
+    return TD_CRDT_OK;
+}
+
+td_crdt_err td_crdt_snapshot_encode(td_crdt_doc *d, uint8_t **out, size_t *len)
+{
+    if (!out || !len)
+        return td_fail(d, TD_CRDT_ERR_ARG, "snapshot needs out and len");
+    snapenc s = {.d = d};
+    td_buf_init(&s.b, d);
+    s.agent_ix = td_mem(d, NULL, (d->nagents + 1) * sizeof *s.agent_ix);
+    s.obj_ix = td_mem(d, NULL, (d->nobjs + 1) * sizeof *s.obj_ix);
+    s.order = td_mem(d, NULL, (d->nobjs + 1) * sizeof *s.order);
+    td_crdt_err e = TD_CRDT_OK;
+    if (!s.agent_ix || !s.obj_ix || !s.order) {
+        e = td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    memset(s.obj_ix, 0, (d->nobjs + 1) * sizeof *s.obj_ix);
+    td_buf_bytes(&s.b, "TS\x01", 3);
+    uint32_t na = 0;
+    for (uint32_t i = 0; i < d->nagents; i++)
+        na += d->agents[i].vv > 0;
+    td_buf_varint(&s.b, na);
+    na = 0;
+    for (uint32_t i = 0; i < d->nagents; i++) {
+        const td_agent *a = &d->agents[d->agent_order[i]];
+        if (!a->vv)
+            continue;
+        s.agent_ix[d->agent_order[i]] = na++;
+        td_buf_u64le(&s.b, a->id);
+        td_buf_varint(&s.b, a->vv);
+    }
+    td_buf_varint(&s.b, d->max_lamport);
+    order_objects(&s);
+    td_buf_varint(&s.b, s.nobj);
+    for (uint32_t i = 0; i < s.nobj; i++) {
+        const td_obj *o = d->objs[s.order[i] - 1];
+        if (o->is_root) {
+            td_buf_u8(&s.b, (uint8_t)(o->kind - 1));
+            td_buf_varint(&s.b, o->name_len);
+            td_buf_bytes(&s.b, o->name, o->name_len);
+            continue;
+        }
+        td_buf_u8(&s.b, (uint8_t)(o->kind + 2));
+        put_id(&s, o->id);
+        td_buf_varint(&s.b, s.obj_ix[o->parent - 1] - 1);
+        td_buf_u8(&s.b, o->key != NULL);
+        if (o->key) {
+            td_buf_varint(&s.b, o->klen);
+            td_buf_bytes(&s.b, o->key, o->klen);
+            td_buf_varint(&s.b, o->lamport);
+        }
+    }
+    for (uint32_t i = 0; i < s.nobj; i++) {
+        const td_obj *o = d->objs[s.order[i] - 1];
+        if (o->kind == TD_CRDT_MAP)
+            enc_map(&s, o);
+        else
+            enc_seq(&s, o);
+    }
+    for (uint32_t i = 0; i < d->nagents; i++) {
+        const td_agent *a = &d->agents[d->agent_order[i]];
+        if (!a->vv)
+            continue;
+        td_buf_varint(&s.b, a->ndels);
+        for (uint32_t k = 0; k < a->ndels; k++) {
+            const td_delrec *r = &a->dels[k];
+            td_buf_varint(&s.b, r->seq);
+            td_buf_varint(&s.b, r->len);
+            td_buf_varint(&s.b, s.obj_ix[r->obj - 1] - 1);
+            put_id(&s, r->target);
+            td_buf_u8(&s.b, r->desc);
+        }
+    }
+    if (s.b.oom)
+        e = td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+done:
+    td_memfree(d, s.agent_ix);
+    td_memfree(d, s.obj_ix);
+    td_memfree(d, s.order);
+    if (e) {
+        td_buf_free(&s.b);
+        return e;
+    }
+    *out = s.b.p;
+    *len = s.b.len;
+    return TD_CRDT_OK;
+}
+
+/* ---- loading -------------------------------------------------------------- */
+
+typedef struct snapdec {
+    td_crdt_doc *d;
+    td_rd r;
+    uint32_t na;
+    uint32_t *agent; /* snapshot agent index -> doc agent index */
+    uint32_t nobj;
+    uint32_t *obj;   /* snapshot object index -> doc handle */
+    const char *why;
+} snapdec;
+
+#define BAD(s, msg) ((s)->why = (msg), TD_CRDT_ERR_DECODE)
+
+static td_id get_id(snapdec *s)
+{
+    td_id id;
+    uint32_t a = td_rd_u32(&s->r, s->na ? s->na - 1 : 0);
+    id.seq = td_rd_u32(&s->r, TD_MAX_SEQ);
+    if (!s->na)
+        s->r.bad = 1;
+    id.agent = s->r.bad ? 0 : s->agent[a];
+    if (!s->r.bad && id.seq >= s->d->agents[id.agent].vv)
+        s->r.bad = 1; /* names an op the vector says was never seen */
+    return id;
+}
+
+/* 1 if some run anywhere already holds an id in [id.seq, id.seq+len). */
+static int ids_taken(td_crdt_doc *d, td_id id, uint32_t len)
+{
+    td_idx_ent *e = td_idx_floor(&d->agents[id.agent].idx, id.seq + len - 1);
+    if (!e)
+        return 0;
+    const td_leaf *l = e->leaf;
+    for (uint32_t i = 0; i < l->n; i++)
+        if (l->r[i].id.agent == id.agent && l->r[i].id.seq == e->seq)
+            return e->seq + l->r[i].len > id.seq;
+    return 1;
+}
+
+static td_crdt_err dec_seq(snapdec *s, uint32_t h)
+{
+    td_crdt_doc *d = s->d;
+    td_obj *o = d->objs[h - 1];
+    td_seq *q = &o->u.seq;
+    uint32_t n = td_rd_u32(&s->r, (uint32_t)td_rd_left(&s->r));
+    td_run prev = {0};
+    int have_prev = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t f = td_rd_u8(&s->r);
+        td_run r = {0};
+        if (f & ~31u)
+            return BAD(s, "run flags");
+        if (f & R_CONT) {
+            if (!have_prev || (f & (R_NOLEFT | R_NORIGHT | R_LEFTPREV)))
+                return BAD(s, "run continuation");
+            r.id = td_run_last(&prev);
+            r.left = r.id;
+            r.id.seq++;
+            r.right = prev.right;
+        } else {
+            r.id = get_id(s);
+        }
+        r.len = td_rd_u32(&s->r, TD_MAX_SEQ);
+        r.deleted = f & R_DELETED;
+        if (!(f & R_CONT)) {
+            if ((f & R_NOLEFT) && (f & R_LEFTPREV))
+                return BAD(s, "run origins");
+            if (f & R_LEFTPREV) {
+                if (!have_prev)
+                    return BAD(s, "run origins");
+                r.left = td_run_last(&prev);
+            } else if (f & R_NOLEFT) {
+                r.left.agent = TD_NONE;
+            } else {
+                r.left = get_id(s);
+            }
+            if (f & R_NORIGHT)
+                r.right.agent = TD_NONE;
+            else
+                r.right = get_id(s);
+        }
+        if (s->r.bad || r.len == 0 || (uint64_t)r.id.seq + r.len > d->agents[r.id.agent].vv)
+            return BAD(s, "run ids");
+        if (ids_taken(d, r.id, r.len))
+            return BAD(s, "run ids repeat");
+        r.content = TD_NO_CONTENT;
+        if (o->kind == TD_CRDT_LIST) {
+            if (q->clen > TD_MAX_SEQ - r.len || td_rd_left(&s->r) < r.len)
+                return BAD(s, "list values");
+            r.content = q->clen; /* values are read after the runs */
+            q->clen += r.len;
+        } else if (!r.deleted) {
+            r.content = q->clen;
+            if (q->clen > TD_MAX_SEQ - r.len)
+                return BAD(s, "text too long");
+            q->clen += r.len;
+        }
+        td_crdt_err e = td_seq_insert_run(d, q, NULL, 0, &r, NULL);
+        if (e)
+            return e;
+        prev = r;
+        have_prev = 1;
+    }
+    /* content */
+    uint32_t clen = q->clen;
+    q->clen = 0;
+    if (clen > td_rd_left(&s->r) + 0u && o->kind == TD_CRDT_LIST)
+        return BAD(s, "list values");
+    if (o->kind == TD_CRDT_LIST) {
+        if (clen && !td_grow(d, (void **)&q->vals, &q->ccap, clen, sizeof *q->vals))
+            return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        for (; q->clen < clen; q->clen++) {
+            td_val *v = &q->vals[q->clen];
+            td_crdt_err e = td_val_decode(d, &s->r, v);
+            if (e) {
+                v->tag = TD_VT_NULL;
+                return e == TD_CRDT_ERR_NOMEM ? e : BAD(s, "list value");
+            }
+            if (v->tag == TD_VT_DELETED) {
+                v->tag = TD_VT_NULL;
+                return BAD(s, "list value");
+            }
+            v->u.obj = v->tag >= TD_VT_TEXT && v->tag <= TD_VT_MAP ? 0 : v->u.obj;
+        }
+        return TD_CRDT_OK;
+    }
+    uint32_t nbytes = td_rd_u32(&s->r, 0x7fffffff);
+    const uint8_t *p = td_rd_bytes(&s->r, nbytes);
+    if (!p || td_utf8_count((const char *)p, nbytes) != clen)
+        return BAD(s, "text content");
+    if (clen && !td_grow(d, (void **)&q->text, &q->ccap, clen, sizeof *q->text))
+        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    td_utf8_decode((const char *)p, nbytes, q->text);
+    q->clen = clen;
+    return TD_CRDT_OK;
+}
+
+/* Nested-object values in lists name the object made by that element. */
+static td_crdt_err link_list_objects(snapdec *s, uint32_t h)
+{
+    td_crdt_doc *d = s->d;
+    td_seq *q = &d->objs[h - 1]->u.seq;
+    for (td_leaf *l = q->first; l; l = l->next)
+        for (uint32_t i = 0; i < l->n; i++)
+            for (uint32_t k = 0; k < l->r[i].len; k++) {
+                td_val *v = &q->vals[l->r[i].content + k];
+                if (v->tag < TD_VT_TEXT || v->tag > TD_VT_MAP)
+                    continue;
+                uint32_t c = td_obj_find_nested(d, d->agents[l->r[i].id.agent].id,
+                                                l->r[i].id.seq + k);
+                if (!c || d->objs[c - 1]->kind != v->tag - TD_VT_TEXT + 1 ||
+                    d->objs[c - 1]->parent != h || d->objs[c - 1]->key)
+                    return BAD(s, "list element names no object");
+                v->u.obj = c;
+            }
+    return TD_CRDT_OK;
+}
+
+static int origin_ok(td_crdt_doc *d, uint32_t h, td_id id)
+{
+    td_pos p;
+    return id.agent == TD_NONE || td_seq_locate(d, h, id, &p);
+}
+
+static td_crdt_err check_origins(snapdec *s, uint32_t h)
+{
+    td_crdt_doc *d = s->d;
+    for (td_leaf *l = d->objs[h - 1]->u.seq.first; l; l = l->next)
+        for (uint32_t i = 0; i < l->n; i++)
+            if (!origin_ok(d, h, l->r[i].left) || !origin_ok(d, h, l->r[i].right))
+                return BAD(s, "run origin is not an item of its sequence");
+    return TD_CRDT_OK;
+}
+
+static td_crdt_err dec_map(snapdec *s, uint32_t h)
+{
+    td_crdt_doc *d = s->d;
+    td_map *m = &d->objs[h - 1]->u.map;
+    uint32_t n = td_rd_u32(&s->r, (uint32_t)td_rd_left(&s->r));
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t klen = td_rd_u32(&s->r, TD_MAX_KEY);
+        const char *key = (const char *)td_rd_bytes(&s->r, klen);
+        uint64_t lamport = td_rd_varint(&s->r);
+        td_id id = get_id(s);
+        if (s->r.bad || !key || klen == 0 || td_utf8_count(key, klen) == SIZE_MAX ||
+            lamport == 0 || lamport > d->max_lamport)
+            return BAD(s, "map entry");
+        if (m->n && td_map_find(m, key, klen))
+            return BAD(s, "map keys repeat");
+        if (m->n) { /* keys must ascend */
+            const td_mapent *last = &m->e[m->n - 1];
+            uint32_t k = last->klen < klen ? last->klen : klen;
+            int c = memcmp(last->key, key, k);
+            if (c > 0 || (c == 0 && last->klen > klen))
+                return BAD(s, "map keys out of order");
+        }
+        td_val v;
+        td_crdt_err e = td_val_decode(d, &s->r, &v);
+        if (e)
+            return e == TD_CRDT_ERR_NOMEM ? e : BAD(s, "map value");
+        if (v.tag >= TD_VT_TEXT && v.tag <= TD_VT_MAP) {
+            uint32_t c = td_obj_find_nested(d, d->agents[id.agent].id, id.seq);
+            if (!c || d->objs[c - 1]->kind != v.tag - TD_VT_TEXT + 1 ||
+                d->objs[c - 1]->parent != h)
+                return BAD(s, "map value names no object");
+            v.u.obj = c;
+        }
+        if ((e = td_map_write(d, m, key, klen, &v, lamport, id))) {
+            td_val_free(d, &v);
+            return e;
+        }
+    }
+    return TD_CRDT_OK;
+}
+
+static td_crdt_err dec_objects(snapdec *s)
+{
+    td_crdt_doc *d = s->d;
+    s->nobj = td_rd_u32(&s->r, (uint32_t)td_rd_left(&s->r));
+    if (s->r.bad)
+        return BAD(s, "object count");
+    s->obj = td_mem(d, NULL, ((size_t)s->nobj + 1) * sizeof *s->obj);
+    uint32_t *parent = td_mem(d, NULL, ((size_t)s->nobj + 1) * sizeof *parent);
+    td_crdt_err e = TD_CRDT_OK;
+    if (!s->obj || !parent) {
+        td_memfree(d, parent);
+        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    }
+    const td_obj *prev_root = NULL;
+    uint64_t prev_agent = 0;
+    uint32_t prev_seq = 0;
+    int have_nested = 0;
+    for (uint32_t i = 0; i < s->nobj && !e; i++) {
+        uint8_t tag = td_rd_u8(&s->r);
+        parent[i] = UINT32_MAX;
+        if (tag < 3) {
+            if (have_nested)
+                e = BAD(s, "roots after nested objects");
+            uint32_t n = td_rd_u32(&s->r, TD_MAX_NAME);
+            const char *name = (const char *)td_rd_bytes(&s->r, n);
+            if (e || !name || n == 0 || td_utf8_count(name, n) == SIZE_MAX) {
+                e = BAD(s, "root name");
+                break;
+            }
+            if ((e = td_obj_new_root(d, (uint8_t)(tag + 1), name, n, &s->obj[i])))
+                break;
+            const td_obj *o = d->objs[s->obj[i] - 1];
+            if (prev_root && root_cmp(prev_root, o) >= 0)
+                e = BAD(s, "roots out of order");
+            prev_root = o;
+        } else if (tag < 6) {
+            td_id id = get_id(s);
+            parent[i] = td_rd_u32(&s->r, s->nobj - 1);
+            uint8_t has_key = td_rd_u8(&s->r);
+            if (s->r.bad || has_key > 1) {
+                e = BAD(s, "nested object");
+                break;
+            }
+            uint64_t agent = d->agents[id.agent].id;
+            if (have_nested && (agent < prev_agent || (agent == prev_agent && id.seq <= prev_seq))) {
+                e = BAD(s, "nested objects out of order");
+                break;
+            }
+            have_nested = 1;
+            prev_agent = agent;
+            prev_seq = id.seq;
+            /* parents are linked below; create without depth checks */
+            if ((e = td_obj_new_nested(d, (uint8_t)(tag - 2), id, 0, &s->obj[i])))
+                break;
+            if (has_key) {
+                td_obj *o = d->objs[s->obj[i] - 1];
+                uint32_t kl = td_rd_u32(&s->r, TD_MAX_KEY);
+                const char *key = (const char *)td_rd_bytes(&s->r, kl);
+                o->lamport = td_rd_varint(&s->r);
+                if (!key || kl == 0 || td_utf8_count(key, kl) == SIZE_MAX || o->lamport == 0 ||
+                    o->lamport > d->max_lamport) {
+                    e = BAD(s, "nested object key");
+                    break;
+                }
+                if (!(o->key = td_mem(d, NULL, kl))) {
+                    e = td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+                    break;
+                }
+                memcpy(o->key, key, kl);
+                o->klen = kl;
+            }
+        } else {
+            e = BAD(s, "object tag");
+        }
+    }
+    /* link parents; depth by walking up, which also catches cycles */
+    for (uint32_t i = 0; i < s->nobj && !e; i++) {
+        if (parent[i] == UINT32_MAX)
+            continue;
+        td_obj *o = d->objs[s->obj[i] - 1];
+        td_obj *p = d->objs[s->obj[parent[i]] - 1];
+        if (p->kind == TD_CRDT_TEXT || (o->key != NULL) != (p->kind == TD_CRDT_MAP)) {
+            e = BAD(s, "object parent");
+            break;
+        }
+        o->parent = s->obj[parent[i]];
+        uint32_t depth = 0;
+        for (uint32_t j = i; parent[j] != UINT32_MAX; j = parent[j])
+            if (++depth > d->max_depth) {
+                e = td_fail(d, TD_CRDT_ERR_LIMIT, "objects nested too deeply (or in a cycle)");
+                break;
+            }
+        o->depth = (uint16_t)depth;
+    }
+    td_memfree(d, parent);
+    return e;
+}
+
+static td_crdt_err dec_deletes(snapdec *s)
+{
+    td_crdt_doc *d = s->d;
+    for (uint32_t ai = 0; ai < s->na; ai++) {
+        uint32_t a = s->agent[ai];
+        uint32_t n = td_rd_u32(&s->r, (uint32_t)td_rd_left(&s->r));
+        uint64_t end = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            td_delrec r;
+            r.seq = td_rd_u32(&s->r, TD_MAX_SEQ);
+            r.len = td_rd_u32(&s->r, TD_MAX_SEQ);
+            uint32_t oi = td_rd_u32(&s->r, s->nobj ? s->nobj - 1 : 0);
+            r.target = get_id(s);
+            r.desc = td_rd_u8(&s->r);
+            if (s->r.bad || !s->nobj || r.len == 0 || r.desc > 1 || r.seq < end ||
+                (uint64_t)r.seq + r.len > d->agents[a].vv)
+                return BAD(s, "delete record");
+            end = (uint64_t)r.seq + r.len;
+            r.obj = s->obj[oi];
+            uint32_t lo = r.desc ? r.target.seq - (r.len - 1) : r.target.seq;
+            if ((r.desc && r.target.seq < r.len - 1) ||
+                d->objs[r.obj - 1]->kind == TD_CRDT_MAP ||
+                !td_seq_has_range(d, r.obj, r.target.agent, lo, lo + r.len - 1))
+                return BAD(s, "delete record target");
+            if (!td_grow(d, (void **)&d->agents[a].dels, &d->agents[a].capdels,
+                         d->agents[a].ndels + 1, sizeof(td_delrec)))
+                return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+            d->agents[a].dels[d->agents[a].ndels++] = r;
+        }
+    }
+    return TD_CRDT_OK;
+}
+
+static td_crdt_err dec_all(snapdec *s)
+{
+    td_crdt_doc *d = s->d;
+    const uint8_t *magic = td_rd_bytes(&s->r, 3);
+    if (!magic || magic[0] != 'T' || magic[1] != 'S')
+        return BAD(s, "not a snapshot");
+    if (magic[2] != 1) {
+        s->why = "unsupported snapshot version";
+        return TD_CRDT_ERR_VERSION;
+    }
+    s->na = td_rd_u32(&s->r, (uint32_t)(td_rd_left(&s->r) / 9));
+    if (s->r.bad)
+        return BAD(s, "agent count");
+    s->agent = td_mem(d, NULL, ((size_t)s->na + 1) * sizeof *s->agent);
+    if (!s->agent)
+        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    uint64_t prev = 0;
+    for (uint32_t i = 0; i < s->na; i++) {
+        uint64_t id = td_rd_u64le(&s->r);
+        uint32_t vv = td_rd_u32(&s->r, TD_MAX_SEQ);
+        if (s->r.bad || vv == 0 || (i && id <= prev))
+            return BAD(s, "agent table");
+        prev = id;
+        td_crdt_err e = td_agent_intern(d, id, &s->agent[i]);
+        if (e)
+            return e;
+        d->agents[s->agent[i]].vv = vv;
+        d->nops += vv;
+    }
+    d->max_lamport = td_rd_varint(&s->r);
+    if (s->r.bad || d->max_lamport > ((uint64_t)1 << 62))
+        return BAD(s, "lamport");
+    td_crdt_err e = dec_objects(s);
+    for (uint32_t i = 0; !e && i < s->nobj; i++) {
+        uint32_t h = s->obj[i];
+        e = d->objs[h - 1]->kind == TD_CRDT_MAP ? dec_map(s, h) : dec_seq(s, h);
+        if (!e && s->r.bad)
+            e = BAD(s, "truncated");
+    }
+    for (uint32_t i = 0; !e && i < s->nobj; i++) {
+        uint32_t h = s->obj[i];
+        if (d->objs[h - 1]->kind == TD_CRDT_LIST)
+            e = link_list_objects(s, h);
+        if (!e && d->objs[h - 1]->kind != TD_CRDT_MAP)
+            e = check_origins(s, h);
+    }
+    if (!e)
+        e = dec_deletes(s);
+    if (!e && (s->r.bad || td_rd_left(&s->r)))
+        e = BAD(s, "trailing bytes");
+    return e;
+}
+
+td_crdt_err td_crdt_doc_load(const td_crdt_options *opts, const uint8_t *snap,
+                             size_t len, td_crdt_doc **out, const char **errmsg)
+{
+    static const char *const nomem = "out of memory";
+    if (errmsg)
+        *errmsg = "ok";
+    if (!out)
+        return TD_CRDT_ERR_ARG;
+    *out = NULL;
+    td_crdt_doc *d;
+    td_crdt_err e = td_crdt_doc_new(opts, &d);
+    if (e) {
+        if (errmsg)
+            *errmsg = nomem;
+        return e;
+    }
+    if (!snap && len) {
+        td_crdt_doc_free(d);
+        return TD_CRDT_ERR_ARG;
+    }
+    snapdec s = {.d = d, .r = {snap, snap + len, 0}};
+    e = dec_all(&s);
+    td_memfree(d, s.agent);
+    td_memfree(d, s.obj);
+    if (e) {
+        if (errmsg)
+            *errmsg = s.why ? s.why : (e == TD_CRDT_ERR_NOMEM ? nomem : "snapshot rejected");
+        td_crdt_doc_free(d);
+        return e;
+    }
+    d->committed = d->agents[d->self].vv;
+    *out = d;
+    return TD_CRDT_OK;
+}

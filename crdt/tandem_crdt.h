@@ -1,0 +1,220 @@
+/*
+ * tandem_crdt.h -- the public API of tandem's document core.
+ *
+ * A document (td_crdt_doc) holds named root objects of three kinds -- text,
+ * list and map -- and the objects nested inside them. Every change is an op
+ * with an id (agent, seq): `agent` is the 64-bit id of the replica that made
+ * it, `seq` counts that agent's ops from 0. A version vector (agent -> number
+ * of that agent's ops seen) names a state.
+ *
+ * Local edits (td_crdt_text_insert, td_crdt_map_set, ...) apply at once and
+ * are collected until td_crdt_commit() encodes them as one batch: the unit a
+ * client sends, a server stores and rebroadcasts. td_crdt_apply() integrates a
+ * batch from anywhere: it is idempotent (ops already seen are skipped),
+ * order-free (a batch whose dependencies are missing waits in a bounded
+ * pending set and is retried as they arrive) and all-or-nothing (a batch that
+ * fails validation changes nothing).
+ *
+ * td_crdt_diff() encodes exactly the ops a peer at a given version vector
+ * lacks, as a batch. td_crdt_snapshot_encode() encodes the whole state,
+ * history included, canonically: two replicas that have seen the same ops
+ * produce the same bytes. td_crdt_doc_load() builds a replica from it.
+ *
+ * Positions in text count Unicode code points; text is passed as UTF-8.
+ * Every decoder validates its whole input; on error the document is exactly
+ * as it was and td_crdt_doc_error() says why.
+ *
+ * The core does no I/O, keeps no global state and allocates only through the
+ * hook in td_crdt_options, so it builds for wasm32-wasi as it does natively.
+ * A td_crdt_doc is not thread-safe; distinct documents are independent.
+ */
+#ifndef TANDEM_CRDT_H
+#define TANDEM_CRDT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum td_crdt_err {
+    TD_CRDT_OK = 0,
+    TD_CRDT_ERR_NOMEM,      /* the allocation hook returned NULL */
+    TD_CRDT_ERR_ARG,        /* the caller passed an invalid argument */
+    TD_CRDT_ERR_DECODE,     /* malformed, truncated or non-canonical encoding */
+    TD_CRDT_ERR_VERSION,    /* encoding of an unknown format version */
+    TD_CRDT_ERR_INVALID_OP, /* well-formed op that contradicts the document */
+    TD_CRDT_ERR_LIMIT       /* a bound was exceeded (pending set, nesting, sizes) */
+} td_crdt_err;
+
+/* Static name of an error code ("ok", "nomem", ...). */
+const char *td_crdt_strerror(td_crdt_err err);
+
+typedef enum td_crdt_kind {
+    TD_CRDT_TEXT = 1,
+    TD_CRDT_LIST = 2,
+    TD_CRDT_MAP = 3
+} td_crdt_kind;
+
+/* realloc semantics: ptr NULL allocates, size 0 frees (and returns NULL). */
+typedef void *(*td_crdt_alloc_fn)(void *ud, void *ptr, size_t size);
+
+typedef struct td_crdt_options {
+    td_crdt_alloc_fn alloc;   /* NULL: libc realloc/free */
+    void *alloc_ud;
+    uint64_t agent;           /* this replica's id; choose it at random */
+    size_t max_pending_ops;   /* ops parked waiting for dependencies; 0: 1,000,000 */
+    size_t max_pending_bytes; /* encoded bytes parked; 0: 64 MiB */
+    size_t max_depth;         /* nesting depth of objects; 0: 64 */
+} td_crdt_options;
+
+typedef struct td_crdt_doc td_crdt_doc;
+
+/* Handle of an object inside one document; 0 is never a valid handle. */
+typedef uint32_t td_crdt_obj;
+
+typedef enum td_crdt_vtype {
+    TD_CRDT_V_NONE = 0, /* absent (map_get of a missing key) */
+    TD_CRDT_V_NULL,
+    TD_CRDT_V_FALSE,
+    TD_CRDT_V_TRUE,
+    TD_CRDT_V_INT,
+    TD_CRDT_V_FLOAT,
+    TD_CRDT_V_STR,
+    TD_CRDT_V_OBJ       /* a nested object: u.obj, of kind obj_kind */
+} td_crdt_vtype;
+
+typedef struct td_crdt_value {
+    td_crdt_vtype type;
+    td_crdt_kind obj_kind; /* for TD_CRDT_V_OBJ */
+    union {
+        int64_t i;
+        double f;
+        struct {
+            const char *ptr; /* UTF-8, not NUL-terminated; valid until the next change */
+            size_t len;
+        } str;
+        td_crdt_obj obj;
+    } u;
+} td_crdt_value;
+
+/* Result of td_crdt_apply. */
+typedef struct td_crdt_apply_info {
+    size_t ops_applied;   /* new ops integrated (this batch and pending ones it released) */
+    size_t ops_duplicate; /* ops of this batch that were already known */
+    int parked;           /* 1 if this batch waits in the pending set */
+} td_crdt_apply_info;
+
+/* ---- documents ---------------------------------------------------------- */
+
+td_crdt_err td_crdt_doc_new(const td_crdt_options *opts, td_crdt_doc **out);
+/* Builds a replica from a snapshot (td_crdt_snapshot_encode). opts->agent is
+ * the new replica's own agent; its seq continues after what the snapshot
+ * holds of it. On error *out is NULL and *errmsg (if errmsg is not NULL)
+ * points to a static description. */
+td_crdt_err td_crdt_doc_load(const td_crdt_options *opts, const uint8_t *snap,
+                             size_t len, td_crdt_doc **out, const char **errmsg);
+void td_crdt_doc_free(td_crdt_doc *doc);
+
+/* Message of the last failing call on this document (never NULL). */
+const char *td_crdt_doc_error(const td_crdt_doc *doc);
+uint64_t td_crdt_doc_agent(const td_crdt_doc *doc);
+/* Frees a buffer returned by this API for this document. */
+void td_crdt_buf_free(td_crdt_doc *doc, void *buf);
+
+/* ---- objects ------------------------------------------------------------ */
+
+/* Gets the root object (kind, name), creating it locally if needed. Roots
+ * need no op: the same (kind, name) is the same object on every replica.
+ * name is 1..255 bytes of UTF-8. */
+td_crdt_err td_crdt_root(td_crdt_doc *doc, td_crdt_kind kind, const char *name,
+                         size_t name_len, td_crdt_obj *out);
+/* Kind of an object, or 0 if the handle is invalid. */
+td_crdt_kind td_crdt_obj_kind(const td_crdt_doc *doc, td_crdt_obj obj);
+
+/* ---- text --------------------------------------------------------------- */
+
+td_crdt_err td_crdt_text_insert(td_crdt_doc *doc, td_crdt_obj text, size_t pos,
+                                const char *utf8, size_t len);
+td_crdt_err td_crdt_text_delete(td_crdt_doc *doc, td_crdt_obj text, size_t pos,
+                                size_t count);
+/* Length in code points (0 for an invalid handle). */
+size_t td_crdt_text_length(const td_crdt_doc *doc, td_crdt_obj text);
+/* The text as UTF-8, NUL-terminated, allocated for the caller (free with
+ * td_crdt_buf_free); *len excludes the NUL. */
+td_crdt_err td_crdt_text_get(td_crdt_doc *doc, td_crdt_obj text, char **out,
+                             size_t *len);
+
+/* ---- list --------------------------------------------------------------- */
+
+/* Inserts n scalar values (not TD_CRDT_V_OBJ) before position pos. */
+td_crdt_err td_crdt_list_insert(td_crdt_doc *doc, td_crdt_obj list, size_t pos,
+                                const td_crdt_value *vals, size_t n);
+/* Inserts a new empty nested object before position pos. */
+td_crdt_err td_crdt_list_insert_obj(td_crdt_doc *doc, td_crdt_obj list,
+                                    size_t pos, td_crdt_kind kind,
+                                    td_crdt_obj *out);
+td_crdt_err td_crdt_list_delete(td_crdt_doc *doc, td_crdt_obj list, size_t pos,
+                                size_t count);
+size_t td_crdt_list_length(const td_crdt_doc *doc, td_crdt_obj list);
+td_crdt_err td_crdt_list_get(const td_crdt_doc *doc, td_crdt_obj list,
+                             size_t pos, td_crdt_value *out);
+
+/* ---- map ---------------------------------------------------------------- */
+
+/* Keys are 1..65535 bytes. A scalar value (not TD_CRDT_V_OBJ). */
+td_crdt_err td_crdt_map_set(td_crdt_doc *doc, td_crdt_obj map, const char *key,
+                            size_t key_len, const td_crdt_value *val);
+td_crdt_err td_crdt_map_set_obj(td_crdt_doc *doc, td_crdt_obj map,
+                                const char *key, size_t key_len,
+                                td_crdt_kind kind, td_crdt_obj *out);
+td_crdt_err td_crdt_map_delete(td_crdt_doc *doc, td_crdt_obj map,
+                               const char *key, size_t key_len);
+/* out->type is TD_CRDT_V_NONE when the key is absent. */
+td_crdt_err td_crdt_map_get(const td_crdt_doc *doc, td_crdt_obj map,
+                            const char *key, size_t key_len, td_crdt_value *out);
+/* Live keys, in bytewise key order: entries 0 .. size-1. */
+size_t td_crdt_map_size(const td_crdt_doc *doc, td_crdt_obj map);
+td_crdt_err td_crdt_map_entry(const td_crdt_doc *doc, td_crdt_obj map,
+                              size_t index, const char **key, size_t *key_len,
+                              td_crdt_value *out);
+
+/* ---- batches, version vectors, snapshots -------------------------------- */
+
+/* Encodes the local ops made since the last commit as one batch. *out is
+ * NULL and *len 0 when there are none. */
+td_crdt_err td_crdt_commit(td_crdt_doc *doc, uint8_t **out, size_t *len);
+/* Integrates a batch (from td_crdt_commit or td_crdt_diff). info may be NULL. */
+td_crdt_err td_crdt_apply(td_crdt_doc *doc, const uint8_t *batch, size_t len,
+                          td_crdt_apply_info *info);
+/* Ops waiting in the pending set. */
+size_t td_crdt_pending_ops(const td_crdt_doc *doc);
+
+/* The version vector, encoded (a count, then agent and seq count pairs in
+ * agent order). */
+td_crdt_err td_crdt_vv_encode(const td_crdt_doc *doc, uint8_t **out, size_t *len);
+/* Number of ops of `agent` this document has integrated. */
+uint64_t td_crdt_vv_get(const td_crdt_doc *doc, uint64_t agent);
+/* Total ops integrated, over all agents. */
+uint64_t td_crdt_op_count(const td_crdt_doc *doc);
+/* A batch holding exactly the ops a peer whose version vector is `vv` (as
+ * encoded by td_crdt_vv_encode; len 0 means empty) lacks. *out is NULL and
+ * *len 0 when it lacks none. */
+td_crdt_err td_crdt_diff(td_crdt_doc *doc, const uint8_t *vv, size_t vv_len,
+                         uint8_t **out, size_t *len);
+
+/* The whole document, history included, canonically encoded. */
+td_crdt_err td_crdt_snapshot_encode(td_crdt_doc *doc, uint8_t **out, size_t *len);
+
+/* The document's content as JSON: an object whose keys are root names (in
+ * byte order; a name used by several kinds gets the suffix "@text", "@list"
+ * or "@map"), text as strings, lists as arrays, maps as objects. NUL-
+ * terminated; *len excludes the NUL. */
+td_crdt_err td_crdt_to_json(td_crdt_doc *doc, char **out, size_t *len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TANDEM_CRDT_H */
