@@ -625,6 +625,8 @@ static td_crdt_err integrate_op(td_crdt_doc *d, const batch *b, const bop *o, ui
     case OP_DEL: {
         td_delrec rec = {o->seq + trim, o->len - trim, h, doc_id(b, o->target), o->desc};
         rec.target.seq = o->desc ? rec.target.seq - trim : rec.target.seq + trim;
+        if (rec.len == 1)
+            rec.desc = 0; /* one target has no direction: keep records canonical */
         uint32_t lo = o->desc ? rec.target.seq - (rec.len - 1) : rec.target.seq;
         e = td_seq_delete_ids(d, h, rec.target.agent, lo, lo + rec.len - 1);
         if (!e)

@@ -94,6 +94,7 @@ typedef struct td_leaf {
     struct td_leaf *prev, *next;
     uint32_t obj;
     uint16_t n;
+    uint8_t slot; /* index in parent->c */
     td_run r[TD_LEAF_MAX];
 } td_leaf;
 
@@ -101,6 +102,7 @@ struct td_inner {
     td_inner *parent;
     uint16_t n;
     uint8_t leaf_children;
+    uint8_t slot; /* index in parent->c */
     void *c[TD_INNER_MAX];
     uint32_t tot[TD_INNER_MAX];
     uint32_t vis[TD_INNER_MAX];
@@ -266,6 +268,8 @@ void td_val_export(const td_crdt_doc *d, const td_val *v, td_crdt_value *out);
 td_idx_ent *td_idx_floor(td_idx *x, uint32_t seq);
 td_crdt_err td_idx_put(td_crdt_doc *d, td_idx *x, uint32_t seq, td_leaf *leaf);
 void td_idx_del(td_crdt_doc *d, td_idx *x, uint32_t seq);
+/* Changes key `from` to `to`; the caller guarantees the order is kept. */
+void td_idx_rekey(td_idx *x, uint32_t from, uint32_t to);
 /* Calls fn for each entry with key >= from, in key order, until fn returns
  * non-zero. */
 int td_idx_walk(td_idx *x, uint32_t from, int (*fn)(void *, td_idx_ent *), void *ud);

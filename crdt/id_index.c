@@ -158,6 +158,19 @@ void td_idx_del(td_crdt_doc *d, td_idx *x, uint32_t seq)
     x->n--;
 }
 
+void td_idx_rekey(td_idx *x, uint32_t from, uint32_t to)
+{
+    int64_t ci = chunk_floor(x, from);
+    if (ci < 0)
+        return;
+    td_idx_chunk *c = x->chunks[ci];
+    int64_t ei = ent_floor(c, from);
+    if (ei < 0 || c->e[ei].seq != from)
+        return;
+    c->e[ei].seq = to;
+    x->first[ci] = c->e[0].seq;
+}
+
 int td_idx_walk(td_idx *x, uint32_t from, int (*fn)(void *, td_idx_ent *), void *ud)
 {
     int64_t ci = chunk_floor(x, from);

@@ -42,6 +42,11 @@ static td_seq *seq_of(td_crdt_doc *d, uint32_t obj)
 static td_crdt_err content_append(td_crdt_doc *d, td_seq *s, const uint32_t *cps,
                                   const td_val *vals, uint32_t n, uint32_t *off)
 {
+    if (cps && n == 1 && s->clen < s->ccap) { /* typing: one code point */
+        s->text[s->clen] = *cps;
+        *off = s->clen++;
+        return TD_CRDT_OK;
+    }
     if (s->clen > TD_MAX_SEQ - n)
         return td_fail(d, TD_CRDT_ERR_LIMIT, "sequence too long");
     if (cps) {
@@ -198,6 +203,53 @@ static td_crdt_err delete_piece(td_crdt_doc *d, td_seq *s, td_pos p, uint32_t k,
     return TD_CRDT_OK;
 }
 
+/* Deleting the item at a boundary between a visible run and its deleted
+ * continuation (backspace after a backspace, delete after a delete) moves
+ * one item across the boundary: no split, no new run, no merge. */
+static int delete_by_shift(td_crdt_doc *d, td_seq *s, td_pos p, td_pos *at)
+{
+    td_leaf *l = p.leaf;
+    td_run *r = &l->r[p.ri];
+    int is_list = d->objs[s->obj - 1]->kind == TD_CRDT_LIST;
+    if (r->len < 2)
+        return 0;
+    if (p.off == r->len - 1 && p.ri + 1 < l->n) { /* backspace */
+        td_run *t = &l->r[p.ri + 1];
+        if (!t->deleted || !td_run_continues(r, t))
+            return 0;
+        int contiguous = t->content != TD_NO_CONTENT && t->content == r->content + r->len;
+        if (is_list && !contiguous)
+            return 0;
+        r->len--;
+        td_idx_rekey(&d->agents[t->id.agent].idx, t->id.seq, t->id.seq - 1);
+        t->id.seq--;
+        t->len++;
+        t->left = td_run_last(r);
+        t->content = contiguous ? t->content - 1 : TD_NO_CONTENT;
+        *at = (td_pos){l, p.ri + 1, 0};
+    } else if (p.off == 0 && p.ri > 0) { /* delete key */
+        td_run *t = &l->r[p.ri - 1];
+        if (!t->deleted || !td_run_continues(t, r))
+            return 0;
+        int contiguous = t->content != TD_NO_CONTENT && t->content + t->len == r->content;
+        if (is_list && !contiguous)
+            return 0;
+        t->len++;
+        if (!contiguous)
+            t->content = TD_NO_CONTENT;
+        td_idx_rekey(&d->agents[r->id.agent].idx, r->id.seq, r->id.seq + 1);
+        r->left = r->id;
+        r->id.seq++;
+        r->len--;
+        r->content++;
+        *at = (td_pos){l, p.ri - 1, 0};
+    } else {
+        return 0;
+    }
+    td_seq_adjust(s, l, 0, -1);
+    return 1;
+}
+
 td_crdt_err td_seq_local_delete(td_crdt_doc *d, uint32_t obj, uint32_t pos, uint32_t n)
 {
     td_seq *s = seq_of(d, obj);
@@ -209,7 +261,9 @@ td_crdt_err td_seq_local_delete(td_crdt_doc *d, uint32_t obj, uint32_t pos, uint
         td_delrec rec = {d->agents[self].vv, k, obj, r->id, 0};
         rec.target.seq += p.off;
         td_pos at;
-        td_crdt_err e = delete_piece(d, s, p, k, &at);
+        td_crdt_err e = TD_CRDT_OK;
+        if (k > 1 || !delete_by_shift(d, s, p, &at))
+            e = delete_piece(d, s, p, k, &at);
         if (e)
             return e;
         if ((e = td_delrec_add(d, self, &rec)))

@@ -106,12 +106,11 @@ static td_leaf *take_leaf(td_crdt_doc *d, uint32_t obj)
     return l;
 }
 
+/* Every node records its index in its parent, so walks up cost no search. */
 static uint32_t slot_of(const td_inner *p, const void *child)
 {
-    uint32_t i = 0;
-    while (i < p->n && p->c[i] != child)
-        i++;
-    return i;
+    (void)p;
+    return p->leaf_children ? ((const td_leaf *)child)->slot : ((const td_inner *)child)->slot;
 }
 
 void td_seq_adjust(td_seq *s, td_leaf *leaf, int64_t dtot, int64_t dvis)
@@ -126,12 +125,15 @@ void td_seq_adjust(td_seq *s, td_leaf *leaf, int64_t dtot, int64_t dvis)
     }
 }
 
-static void set_parent(void *child, int is_leaf, td_inner *p)
+static void set_parent(void *child, int is_leaf, td_inner *p, uint32_t slot)
 {
-    if (is_leaf)
+    if (is_leaf) {
         ((td_leaf *)child)->parent = p;
-    else
+        ((td_leaf *)child)->slot = (uint8_t)slot;
+    } else {
         ((td_inner *)child)->parent = p;
+        ((td_inner *)child)->slot = (uint8_t)slot;
+    }
 }
 
 /* `right` (holding t items, v visible) was split off `left`, whose counts
@@ -149,8 +151,8 @@ static void hang_after(td_crdt_doc *d, td_seq *s, td_inner *p, void *left,
         r->vis[0] = s->vis - v;
         r->tot[1] = t;
         r->vis[1] = v;
-        set_parent(left, is_leaf, r);
-        set_parent(right, is_leaf, r);
+        set_parent(left, is_leaf, r, 0);
+        set_parent(right, is_leaf, r, 1);
         s->root = r;
         s->root_is_leaf = 0;
         return;
@@ -170,7 +172,7 @@ static void hang_after(td_crdt_doc *d, td_seq *s, td_inner *p, void *left,
             q->c[j] = p->c[keep + j];
             q->tot[j] = p->tot[keep + j];
             q->vis[j] = p->vis[keep + j];
-            set_parent(q->c[j], q->leaf_children, q);
+            set_parent(q->c[j], q->leaf_children, q, j);
         }
         p->n = (uint16_t)keep;
         if (at >= keep) {
@@ -185,7 +187,8 @@ static void hang_after(td_crdt_doc *d, td_seq *s, td_inner *p, void *left,
     dst->tot[at] = t;
     dst->vis[at] = v;
     dst->n++;
-    set_parent(right, is_leaf, dst);
+    for (uint32_t j = at; j < dst->n; j++)
+        set_parent(dst->c[j], is_leaf, dst, j);
     if (q) {
         uint32_t qt = 0, qv = 0;
         for (uint32_t j = 0; j < q->n; j++) {
@@ -388,9 +391,9 @@ uint32_t td_seq_index(const td_pos *p)
     uint32_t idx = p->off;
     for (uint32_t i = 0; i < p->ri; i++)
         idx += p->leaf->r[i].len;
-    const void *child = p->leaf;
-    for (const td_inner *q = p->leaf->parent; q; child = q, q = q->parent)
-        for (uint32_t i = 0; q->c[i] != child; i++)
+    uint32_t slot = p->leaf->slot;
+    for (const td_inner *q = p->leaf->parent; q; slot = q->slot, q = q->parent)
+        for (uint32_t i = 0; i < slot; i++)
             idx += q->tot[i];
     return idx;
 }

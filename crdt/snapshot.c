@@ -30,7 +30,16 @@
  */
 #include "crdt_internal.h"
 
-enum { R_DELETED = 1, R_CONT = 2, R_NOLEFT = 4, R_NORIGHT = 8, R_LEFTPREV = 16 };
+/* Run flags. Origins are coded by mode: explicit, none (start/end),
+ * implied by the neighbouring run (left: the previous run's last item;
+ * right: the next run's first item), or near: the same for the run k places
+ * back or ahead, k following as a varint. Editing is local, so most origins
+ * are near. */
+enum { R_DELETED = 1, R_CONT = 2, R_SAMEAGENT = 4, R_LEFT_SHIFT = 3, R_RIGHT_SHIFT = 5, R_LEN1 = 128 };
+enum { O_EXPLICIT = 0, O_NONE = 1, O_NEIGHBOUR = 2, O_NEAR = 3 };
+#define NEAR_RUNS 64 /* how far O_NEAR may look: k runs back (left) or ahead (right) */
+/* Delete record flags. */
+enum { D_DESC = 1, D_SAMEOBJ = 2, D_OWNTARGET = 4, D_LEN1 = 8 };
 
 static int id_eq(td_id a, td_id b)
 {
@@ -68,83 +77,93 @@ static void put_id(snapenc *s, td_id id)
     td_buf_varint(&s->b, id.seq);
 }
 
-/* Writes the merged run [first .. with total len] */
-static void put_run(snapenc *s, const td_run *r, uint32_t len, const td_run *prev_out,
-                    uint32_t prev_len)
+/* An origin relative to the run it belongs to: agent, then (same agent) the
+ * distance back from the run's first seq, zigzagged, or the plain seq. */
+static void put_rel(snapenc *s, td_id id, td_id base)
 {
+    td_buf_varint(&s->b, s->agent_ix[id.agent]);
+    if (id.agent == base.agent)
+        td_buf_varint(&s->b, td_zigzag((int64_t)base.seq - (int64_t)id.seq));
+    else
+        td_buf_varint(&s->b, id.seq);
+}
+
+static void put_run(snapenc *s, const td_run *m, uint32_t i, uint32_t n)
+{
+    const td_run *r = &m[i], *prev = i ? &m[i - 1] : NULL;
     uint8_t f = r->deleted ? R_DELETED : 0;
-    int cont = 0, leftprev = 0;
-    if (prev_out) {
-        td_id plast = prev_out->id;
-        plast.seq += prev_len - 1;
-        cont = prev_out->id.agent == r->id.agent && prev_out->id.seq + prev_len == r->id.seq &&
-               id_eq(r->left, plast) && id_eq(r->right, prev_out->right);
-        leftprev = !cont && id_eq(r->left, plast);
-    }
-    if (cont)
+    int cont = prev && td_run_continues(prev, r);
+    int same = 0, lm = O_EXPLICIT, rm = O_EXPLICIT;
+    uint32_t lk = 0, rk = 0;
+    if (cont) {
         f |= R_CONT;
-    if (!cont) {
+    } else {
+        same = prev && prev->id.agent == r->id.agent;
         if (r->left.agent == TD_NONE)
-            f |= R_NOLEFT;
-        else if (leftprev)
-            f |= R_LEFTPREV;
+            lm = O_NONE;
+        for (uint32_t k = 1; lm == O_EXPLICIT && k <= NEAR_RUNS && k <= i; k++)
+            if (id_eq(r->left, td_run_last(&m[i - k]))) {
+                lm = k == 1 ? O_NEIGHBOUR : O_NEAR;
+                lk = k;
+            }
         if (r->right.agent == TD_NONE)
-            f |= R_NORIGHT;
+            rm = O_NONE;
+        for (uint32_t k = 1; rm == O_EXPLICIT && k <= NEAR_RUNS && i + k < n; k++)
+            if (id_eq(r->right, m[i + k].id)) {
+                rm = k == 1 ? O_NEIGHBOUR : O_NEAR;
+                rk = k;
+            }
+        f |= (uint8_t)((same ? R_SAMEAGENT : 0) | lm << R_LEFT_SHIFT | rm << R_RIGHT_SHIFT);
     }
+    if (r->len == 1)
+        f |= R_LEN1;
     td_buf_u8(&s->b, f);
-    if (!cont)
-        put_id(s, r->id);
-    td_buf_varint(&s->b, len);
     if (!cont) {
-        if (r->left.agent != TD_NONE && !leftprev)
-            put_id(s, r->left);
-        if (r->right.agent != TD_NONE)
-            put_id(s, r->right);
+        if (same)
+            td_buf_varint(&s->b, td_zigzag((int64_t)r->id.seq - (int64_t)(prev->id.seq + prev->len)));
+        else {
+            td_buf_varint(&s->b, s->agent_ix[r->id.agent]);
+            td_buf_varint(&s->b, r->id.seq);
+        }
     }
+    if (r->len != 1)
+        td_buf_varint(&s->b, r->len);
+    if (lm == O_EXPLICIT && !cont)
+        put_rel(s, r->left, r->id);
+    if (lm == O_NEAR)
+        td_buf_varint(&s->b, lk - 2);
+    if (rm == O_EXPLICIT && !cont)
+        put_rel(s, r->right, r->id);
+    if (rm == O_NEAR)
+        td_buf_varint(&s->b, rk - 2);
 }
 
 /* Runs of a sequence, merged where the merge is invisible (a continuation
- * with the same deleted flag). */
+ * with the same deleted flag), then written with their neighbours known. */
 static void enc_seq(snapenc *s, const td_obj *o)
 {
     const td_seq *q = &o->u.seq;
-    uint32_t n = 0;
-    td_run cur, prev;
-    int have = 0, have_prev = 0;
-    uint32_t prev_len = 0;
-    /* first pass counts merged runs */
-    for (int pass = 0; pass < 2; pass++) {
-        have = have_prev = 0;
-        if (pass == 1)
-            td_buf_varint(&s->b, n);
-        for (td_leaf *l = q->first; l; l = l->next) {
-            for (uint32_t i = 0; i < l->n; i++) {
-                const td_run *r = &l->r[i];
-                if (have && cur.deleted == r->deleted && td_run_continues(&cur, r)) {
-                    cur.len += r->len;
-                    goto values;
-                }
-                if (have) {
-                    if (pass == 0)
-                        n++;
-                    else
-                        put_run(s, &cur, cur.len, have_prev ? &prev : NULL, prev_len);
-                    prev = cur;
-                    prev_len = cur.len;
-                    have_prev = 1;
-                }
-                cur = *r;
-                have = 1;
-            values:;
-            }
-        }
-        if (have) {
-            if (pass == 0)
-                n++;
-            else
-                put_run(s, &cur, cur.len, have_prev ? &prev : NULL, prev_len);
-        }
+    uint32_t nruns = 0;
+    for (td_leaf *l = q->first; l; l = l->next)
+        nruns += l->n;
+    td_run *m = td_mem(s->d, NULL, ((size_t)nruns + 1) * sizeof *m);
+    if (!m) {
+        s->b.oom = 1;
+        return;
     }
+    uint32_t n = 0;
+    for (td_leaf *l = q->first; l; l = l->next)
+        for (uint32_t i = 0; i < l->n; i++) {
+            const td_run *r = &l->r[i];
+            if (n && m[n - 1].deleted == r->deleted && td_run_continues(&m[n - 1], r))
+                m[n - 1].len += r->len;
+            else
+                m[n++] = *r;
+        }
+    td_buf_varint(&s->b, n);
+    for (uint32_t i = 0; i < n; i++)
+        put_run(s, m, i, n);
+    td_memfree(s->d, m);
     if (o->kind == TD_CRDT_LIST) {
         for (td_leaf *l = q->first; l; l = l->next)
             for (uint32_t i = 0; i < l->n; i++)
@@ -177,6 +196,33 @@ static void enc_map(snapenc *s, const td_obj *o)
         put_id(s, e->id);
         td_val_encode(&s->b, &e->val);
     }
+}
+
+/* A delete record: seq as the gap after the previous record, the target as
+ * the distance back from the record's own seq when the agent deleted its own
+ * items (the usual case: targets always precede the delete). */
+static void put_delrec(snapenc *s, uint32_t agent, const td_delrec *r, uint32_t *end,
+                       uint32_t *obj)
+{
+    int desc = r->desc && r->len > 1;
+    int own = r->target.agent == agent;
+    uint8_t f = (uint8_t)((desc ? D_DESC : 0) | (r->obj == *obj ? D_SAMEOBJ : 0) |
+                          (own ? D_OWNTARGET : 0) | (r->len == 1 ? D_LEN1 : 0));
+    td_buf_u8(&s->b, f);
+    td_buf_varint(&s->b, r->seq - *end);
+    if (r->len != 1)
+        td_buf_varint(&s->b, r->len);
+    if (r->obj != *obj)
+        td_buf_varint(&s->b, s->obj_ix[r->obj - 1] - 1);
+    uint32_t hi = desc ? r->target.seq : r->target.seq + r->len - 1;
+    if (own) {
+        td_buf_varint(&s->b, r->seq - hi - 1);
+    } else {
+        td_buf_varint(&s->b, s->agent_ix[r->target.agent]);
+        td_buf_varint(&s->b, hi);
+    }
+    *end = r->seq + r->len;
+    *obj = r->obj;
 }
 
 /* Snapshot order of objects: touched roots by (kind, name), then nested
@@ -260,18 +306,14 @@ td_crdt_err td_crdt_snapshot_encode(td_crdt_doc *d, uint8_t **out, size_t *len)
             enc_seq(&s, o);
     }
     for (uint32_t i = 0; i < d->nagents; i++) {
-        const td_agent *a = &d->agents[d->agent_order[i]];
+        uint32_t ai = d->agent_order[i];
+        const td_agent *a = &d->agents[ai];
         if (!a->vv)
             continue;
         td_buf_varint(&s.b, a->ndels);
-        for (uint32_t k = 0; k < a->ndels; k++) {
-            const td_delrec *r = &a->dels[k];
-            td_buf_varint(&s.b, r->seq);
-            td_buf_varint(&s.b, r->len);
-            td_buf_varint(&s.b, s.obj_ix[r->obj - 1] - 1);
-            put_id(&s, r->target);
-            td_buf_u8(&s.b, r->desc);
-        }
+        uint32_t end = 0, obj = 0;
+        for (uint32_t k = 0; k < a->ndels; k++)
+            put_delrec(&s, ai, &a->dels[k], &end, &obj);
     }
     if (s.b.oom)
         e = td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
@@ -328,70 +370,138 @@ static int ids_taken(td_crdt_doc *d, td_id id, uint32_t len)
     return 1;
 }
 
+static td_id get_rel(snapdec *s, td_id base)
+{
+    td_id id;
+    uint32_t a = td_rd_u32(&s->r, s->na ? s->na - 1 : 0);
+    uint64_t v = td_rd_varint(&s->r);
+    if (s->r.bad || !s->na) {
+        s->r.bad = 1;
+        return base;
+    }
+    id.agent = s->agent[a];
+    int64_t seq = id.agent == base.agent ? (int64_t)base.seq - td_unzigzag(v) : (int64_t)v;
+    if (seq < 0 || seq >= (int64_t)s->d->agents[id.agent].vv) {
+        s->r.bad = 1;
+        return base;
+    }
+    id.seq = (uint32_t)seq;
+    return id;
+}
+
+/* Run i of m; earlier runs are decoded. A right origin that names a later
+ * run is left for the caller: *ahead receives k (0 if none). */
+static td_crdt_err dec_run(snapdec *s, td_run *m, uint32_t i, uint32_t *ahead, uint8_t *cont)
+{
+    td_crdt_doc *d = s->d;
+    td_run *r = &m[i];
+    const td_run *prev = i ? &m[i - 1] : NULL;
+    uint8_t f = td_rd_u8(&s->r);
+    int lm = (f >> R_LEFT_SHIFT) & 3, rm = (f >> R_RIGHT_SHIFT) & 3;
+    memset(r, 0, sizeof *r);
+    *ahead = 0;
+    *cont = (f & R_CONT) != 0;
+    if (f & R_CONT) {
+        if (!prev || (f & R_SAMEAGENT) || lm || rm)
+            return BAD(s, "run continuation");
+        r->id = td_run_last(prev);
+        r->left = r->id;
+        r->id.seq++;
+    } else if (f & R_SAMEAGENT) {
+        if (!prev)
+            return BAD(s, "run flags");
+        r->id.agent = prev->id.agent;
+        int64_t seq = (int64_t)prev->id.seq + prev->len + td_unzigzag(td_rd_varint(&s->r));
+        if (seq < 0 || seq > TD_MAX_SEQ)
+            return BAD(s, "run seq");
+        r->id.seq = (uint32_t)seq;
+    } else {
+        uint32_t a = td_rd_u32(&s->r, s->na ? s->na - 1 : 0);
+        r->id.seq = td_rd_u32(&s->r, TD_MAX_SEQ);
+        if (s->r.bad || !s->na)
+            return BAD(s, "run id");
+        r->id.agent = s->agent[a];
+    }
+    r->len = (f & R_LEN1) ? 1 : td_rd_u32(&s->r, TD_MAX_SEQ);
+    r->deleted = f & R_DELETED;
+    if (s->r.bad || r->len == 0 || (uint64_t)r->id.seq + r->len > d->agents[r->id.agent].vv)
+        return BAD(s, "run ids");
+    if (f & R_CONT)
+        return TD_CRDT_OK;
+    r->left.agent = r->right.agent = TD_NONE;
+    if (lm == O_EXPLICIT) {
+        r->left = get_rel(s, r->id);
+    } else if (lm != O_NONE) {
+        uint64_t k = lm == O_NEIGHBOUR ? 1 : td_rd_varint(&s->r) + 2;
+        if (k > i)
+            return BAD(s, "run left origin");
+        r->left = td_run_last(&m[i - k]);
+    }
+    if (rm == O_EXPLICIT)
+        r->right = get_rel(s, r->id);
+    else if (rm != O_NONE)
+        *ahead = rm == O_NEIGHBOUR ? 1 : (uint32_t)td_rd_u32(&s->r, NEAR_RUNS) + 2;
+    return s->r.bad ? BAD(s, "run origins") : TD_CRDT_OK;
+}
+
+/* Decodes all runs, resolves origins that name later runs, then appends
+ * the runs to the (empty) tree in order. */
+static td_crdt_err dec_runs(snapdec *s, td_seq *q, int is_list)
+{
+    td_crdt_doc *d = s->d;
+    uint32_t n = td_rd_u32(&s->r, (uint32_t)td_rd_left(&s->r));
+    if (s->r.bad)
+        return BAD(s, "run count");
+    td_run *m = td_mem(d, NULL, ((size_t)n + 1) * sizeof *m);
+    uint32_t *ahead = td_mem(d, NULL, ((size_t)n + 1) * sizeof *ahead);
+    uint8_t *cont = td_mem(d, NULL, (size_t)n + 1);
+    td_crdt_err e = (!m || !ahead || !cont) ? td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory")
+                                            : TD_CRDT_OK;
+    for (uint32_t i = 0; !e && i < n; i++)
+        e = dec_run(s, m, i, &ahead[i], &cont[i]);
+    for (uint32_t i = 0; !e && i < n; i++) {
+        if (ahead[i]) {
+            if (ahead[i] >= n - i)
+                e = BAD(s, "run right origin");
+            else
+                m[i].right = m[i + ahead[i]].id;
+        }
+        if (cont[i])
+            m[i].right = m[i - 1].right;
+        if (!e && id_eq(m[i].right, m[i].id))
+            e = BAD(s, "run is its own origin");
+    }
+    for (uint32_t i = 0; !e && i < n; i++) {
+        td_run r = m[i];
+        if (ids_taken(d, r.id, r.len)) {
+            e = BAD(s, "run ids repeat");
+            break;
+        }
+        r.content = TD_NO_CONTENT;
+        if (is_list || !r.deleted) {
+            if (q->clen > TD_MAX_SEQ - r.len) {
+                e = BAD(s, "sequence too long");
+                break;
+            }
+            r.content = q->clen; /* content is read after the runs */
+            q->clen += r.len;
+        }
+        e = td_seq_insert_run(d, q, NULL, 0, &r, NULL);
+    }
+    td_memfree(d, m);
+    td_memfree(d, ahead);
+    td_memfree(d, cont);
+    return e;
+}
+
 static td_crdt_err dec_seq(snapdec *s, uint32_t h)
 {
     td_crdt_doc *d = s->d;
     td_obj *o = d->objs[h - 1];
     td_seq *q = &o->u.seq;
-    uint32_t n = td_rd_u32(&s->r, (uint32_t)td_rd_left(&s->r));
-    td_run prev = {0};
-    int have_prev = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        uint8_t f = td_rd_u8(&s->r);
-        td_run r = {0};
-        if (f & ~31u)
-            return BAD(s, "run flags");
-        if (f & R_CONT) {
-            if (!have_prev || (f & (R_NOLEFT | R_NORIGHT | R_LEFTPREV)))
-                return BAD(s, "run continuation");
-            r.id = td_run_last(&prev);
-            r.left = r.id;
-            r.id.seq++;
-            r.right = prev.right;
-        } else {
-            r.id = get_id(s);
-        }
-        r.len = td_rd_u32(&s->r, TD_MAX_SEQ);
-        r.deleted = f & R_DELETED;
-        if (!(f & R_CONT)) {
-            if ((f & R_NOLEFT) && (f & R_LEFTPREV))
-                return BAD(s, "run origins");
-            if (f & R_LEFTPREV) {
-                if (!have_prev)
-                    return BAD(s, "run origins");
-                r.left = td_run_last(&prev);
-            } else if (f & R_NOLEFT) {
-                r.left.agent = TD_NONE;
-            } else {
-                r.left = get_id(s);
-            }
-            if (f & R_NORIGHT)
-                r.right.agent = TD_NONE;
-            else
-                r.right = get_id(s);
-        }
-        if (s->r.bad || r.len == 0 || (uint64_t)r.id.seq + r.len > d->agents[r.id.agent].vv)
-            return BAD(s, "run ids");
-        if (ids_taken(d, r.id, r.len))
-            return BAD(s, "run ids repeat");
-        r.content = TD_NO_CONTENT;
-        if (o->kind == TD_CRDT_LIST) {
-            if (q->clen > TD_MAX_SEQ - r.len || td_rd_left(&s->r) < r.len)
-                return BAD(s, "list values");
-            r.content = q->clen; /* values are read after the runs */
-            q->clen += r.len;
-        } else if (!r.deleted) {
-            r.content = q->clen;
-            if (q->clen > TD_MAX_SEQ - r.len)
-                return BAD(s, "text too long");
-            q->clen += r.len;
-        }
-        td_crdt_err e = td_seq_insert_run(d, q, NULL, 0, &r, NULL);
-        if (e)
-            return e;
-        prev = r;
-        have_prev = 1;
-    }
+    td_crdt_err e = dec_runs(s, q, o->kind == TD_CRDT_LIST);
+    if (e)
+        return e;
     /* content */
     uint32_t clen = q->clen;
     q->clen = 0;
@@ -602,33 +712,72 @@ static td_crdt_err dec_objects(snapdec *s)
     return e;
 }
 
+static td_crdt_err dec_delrec(snapdec *s, uint32_t agent, td_delrec *r, uint32_t *end,
+                              uint32_t *obj)
+{
+    td_crdt_doc *d = s->d;
+    uint8_t f = td_rd_u8(&s->r);
+    if (f & ~15u)
+        return BAD(s, "delete record flags");
+    uint64_t seq = (uint64_t)*end + td_rd_varint(&s->r);
+    r->len = (f & D_LEN1) ? 1 : td_rd_u32(&s->r, TD_MAX_SEQ);
+    r->desc = (f & D_DESC) != 0;
+    if (f & D_SAMEOBJ) {
+        if (!*obj)
+            return BAD(s, "delete record object");
+        r->obj = *obj;
+    } else {
+        uint32_t oi = td_rd_u32(&s->r, s->nobj ? s->nobj - 1 : 0);
+        if (s->r.bad || !s->nobj)
+            return BAD(s, "delete record object");
+        r->obj = s->obj[oi];
+    }
+    if (s->r.bad || r->len == 0 || (r->desc && r->len == 1) || seq + r->len > d->agents[agent].vv)
+        return BAD(s, "delete record");
+    r->seq = (uint32_t)seq;
+    uint64_t hi;
+    if (f & D_OWNTARGET) {
+        r->target.agent = agent;
+        uint64_t dist = td_rd_varint(&s->r);
+        if (dist >= seq)
+            return BAD(s, "delete record target");
+        hi = seq - dist - 1;
+    } else {
+        uint32_t a = td_rd_u32(&s->r, s->na ? s->na - 1 : 0);
+        hi = td_rd_varint(&s->r);
+        if (s->r.bad || !s->na)
+            return BAD(s, "delete record target");
+        r->target.agent = s->agent[a];
+    }
+    if (s->r.bad || hi + 1 < r->len || hi >= d->agents[r->target.agent].vv)
+        return BAD(s, "delete record target");
+    uint32_t lo = (uint32_t)(hi - (r->len - 1));
+    r->target.seq = r->desc ? (uint32_t)hi : lo;
+    if (d->objs[r->obj - 1]->kind == TD_CRDT_MAP ||
+        !td_seq_has_range(d, r->obj, r->target.agent, lo, (uint32_t)hi))
+        return BAD(s, "delete record target");
+    *end = r->seq + r->len;
+    *obj = r->obj;
+    return TD_CRDT_OK;
+}
+
 static td_crdt_err dec_deletes(snapdec *s)
 {
     td_crdt_doc *d = s->d;
     for (uint32_t ai = 0; ai < s->na; ai++) {
         uint32_t a = s->agent[ai];
         uint32_t n = td_rd_u32(&s->r, (uint32_t)td_rd_left(&s->r));
-        uint64_t end = 0;
+        uint32_t end = 0, obj = 0;
+        if (s->r.bad)
+            return BAD(s, "delete count");
+        if (n && !td_grow(d, (void **)&d->agents[a].dels, &d->agents[a].capdels, n,
+                          sizeof(td_delrec)))
+            return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
         for (uint32_t i = 0; i < n; i++) {
             td_delrec r;
-            r.seq = td_rd_u32(&s->r, TD_MAX_SEQ);
-            r.len = td_rd_u32(&s->r, TD_MAX_SEQ);
-            uint32_t oi = td_rd_u32(&s->r, s->nobj ? s->nobj - 1 : 0);
-            r.target = get_id(s);
-            r.desc = td_rd_u8(&s->r);
-            if (s->r.bad || !s->nobj || r.len == 0 || r.desc > 1 || r.seq < end ||
-                (uint64_t)r.seq + r.len > d->agents[a].vv)
-                return BAD(s, "delete record");
-            end = (uint64_t)r.seq + r.len;
-            r.obj = s->obj[oi];
-            uint32_t lo = r.desc ? r.target.seq - (r.len - 1) : r.target.seq;
-            if ((r.desc && r.target.seq < r.len - 1) ||
-                d->objs[r.obj - 1]->kind == TD_CRDT_MAP ||
-                !td_seq_has_range(d, r.obj, r.target.agent, lo, lo + r.len - 1))
-                return BAD(s, "delete record target");
-            if (!td_grow(d, (void **)&d->agents[a].dels, &d->agents[a].capdels,
-                         d->agents[a].ndels + 1, sizeof(td_delrec)))
-                return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+            td_crdt_err e = dec_delrec(s, a, &r, &end, &obj);
+            if (e)
+                return e;
             d->agents[a].dels[d->agents[a].ndels++] = r;
         }
     }
