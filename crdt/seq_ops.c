@@ -135,7 +135,7 @@ td_crdt_err td_seq_local_insert(td_crdt_doc *d, uint32_t obj, uint32_t pos,
         if (lp.off + 1 == lr->len && lr->id.agent == self && lr->id.seq + lr->len == seq0 &&
             lr->content != TD_NO_CONTENT && lr->content + lr->len == s->clen &&
             id_eq(lr->right, right)) {
-            uint32_t off;
+            uint32_t off = 0;
             td_crdt_err e = content_append(d, s, cps, vals, n, &off);
             if (e)
                 return e;
@@ -150,7 +150,7 @@ td_crdt_err td_seq_local_insert(td_crdt_doc *d, uint32_t obj, uint32_t pos,
     } else if (s->first && s->first->n) {
         right = s->first->r[0].id;
     }
-    uint32_t off, oldclen = s->clen;
+    uint32_t off = 0, oldclen = s->clen;
     td_crdt_err e = content_append(d, s, cps, vals, n, &off);
     if (e)
         return e;
