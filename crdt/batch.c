@@ -640,8 +640,11 @@ static td_crdt_err integrate_op(td_crdt_doc *d, const batch *b, const bop *o, ui
         break;
     }
     if (!e) {
-        d->agents[b->doc_agent[o->agent]].vv = o->seq + o->len;
+        uint32_t a = b->doc_agent[o->agent];
+        d->agents[a].vv = o->seq + o->len;
         d->nops += o->len - trim;
+        if (a == d->self && d->committed < d->agents[a].vv)
+            d->committed = d->agents[a].vv; /* our own ops, back from a peer */
     }
     return e;
 }
