@@ -660,12 +660,12 @@ static td_crdt_err integrate_plan(td_crdt_doc *d, batch *b, plan *pl)
         if (e)
             return e;
     }
-    for (uint32_t i = 0; i < pl->norder; i++) {
-        td_crdt_err e = integrate_op(d, b, &b->ops[pl->order[i]], pl->trim[i]);
-        if (e)
-            return e;
-    }
-    return TD_CRDT_OK;
+    d->integrating = 1;
+    td_crdt_err e = TD_CRDT_OK;
+    for (uint32_t i = 0; i < pl->norder && !e; i++)
+        e = integrate_op(d, b, &b->ops[pl->order[i]], pl->trim[i]);
+    d->integrating = 0;
+    return e;
 }
 
 /* ---- apply and the pending set ---------------------------------------------- */

@@ -241,6 +241,10 @@ struct td_crdt_doc {
     uint32_t npend, cappend;
     size_t pend_ops, pend_bytes;
 
+    td_crdt_observer_fn observer;
+    void *observer_ud;
+    int integrating; /* 1 while a batch is integrated: events are remote */
+
     char err[160];
 };
 
@@ -264,6 +268,9 @@ td_crdt_err td_delrec_add(td_crdt_doc *d, uint32_t agent, const td_delrec *r);
 void td_val_free(td_crdt_doc *d, td_val *v);
 void td_val_export(const td_crdt_doc *d, const td_val *v, td_crdt_value *out);
 
+void td_emit(td_crdt_doc *d, td_crdt_event_kind kind, uint32_t obj, uint32_t pos,
+             uint32_t count, const char *key, size_t klen);
+
 /* ---- id_index.c -------------------------------------------------------- */
 td_idx_ent *td_idx_floor(td_idx *x, uint32_t seq);
 td_crdt_err td_idx_put(td_crdt_doc *d, td_idx *x, uint32_t seq, td_leaf *leaf);
@@ -284,6 +291,8 @@ td_pos td_seq_find_visible(td_seq *s, uint32_t vpos);
 int td_seq_locate(td_crdt_doc *d, uint32_t obj, td_id id, td_pos *out);
 /* Index of an item counting tombstones. */
 uint32_t td_seq_index(const td_pos *p);
+/* Number of visible items before the item at p. */
+uint32_t td_seq_vis_index(const td_pos *p);
 /* Splits the run at p so that p starts a run (no-op if p->off == 0); p is
  * updated to the run that now starts at the item. */
 td_crdt_err td_seq_split(td_crdt_doc *d, td_seq *s, td_pos *p);

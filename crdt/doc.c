@@ -77,6 +77,19 @@ const char *td_crdt_strerror(td_crdt_err e)
     return names[e];
 }
 
+void td_crdt_set_observer(td_crdt_doc *d, td_crdt_observer_fn fn, void *ud)
+{
+    d->observer = fn;
+    d->observer_ud = ud;
+}
+
+void td_emit(td_crdt_doc *d, td_crdt_event_kind kind, uint32_t obj, uint32_t pos,
+             uint32_t count, const char *key, size_t klen)
+{
+    td_crdt_event ev = {kind, obj, pos, count, key, klen, !d->integrating};
+    d->observer(d->observer_ud, &ev);
+}
+
 /* ---- agents -------------------------------------------------------------- */
 
 int td_agent_find(const td_crdt_doc *d, uint64_t id, uint32_t *out)

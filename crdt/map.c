@@ -55,6 +55,15 @@ static int lww_beats(const td_crdt_doc *d, uint64_t l1, td_id a1, uint64_t l2, t
     return a1.seq > a2.seq;
 }
 
+/* Handle of the object owning m (events only: a scan is fine there). */
+static uint32_t map_handle(const td_crdt_doc *d, const td_map *m)
+{
+    for (uint32_t h = 1; h <= d->nobjs; h++)
+        if (&d->objs[h - 1]->u.map == m)
+            return h;
+    return 0;
+}
+
 td_crdt_err td_map_write(td_crdt_doc *d, td_map *m, const char *key, size_t klen,
                          td_val *v, uint64_t lamport, td_id id)
 {
@@ -72,6 +81,8 @@ td_crdt_err td_map_write(td_crdt_doc *d, td_map *m, const char *key, size_t klen
         e->lamport = lamport;
         e->id = id;
         m->live = m->live - (uint32_t)was_live + (uint32_t)is_live;
+        if (d->observer && (was_live || is_live))
+            td_emit(d, TD_CRDT_EV_KEY, map_handle(d, m), 0, 0, e->key, e->klen);
         return TD_CRDT_OK;
     }
     char *k = td_mem(d, NULL, klen);
@@ -88,8 +99,11 @@ td_crdt_err td_map_write(td_crdt_doc *d, td_map *m, const char *key, size_t klen
     e->lamport = lamport;
     e->id = id;
     m->n++;
-    if (v->tag != TD_VT_DELETED)
+    if (v->tag != TD_VT_DELETED) {
         m->live++;
+        if (d->observer)
+            td_emit(d, TD_CRDT_EV_KEY, map_handle(d, m), 0, 0, e->key, e->klen);
+    }
     return TD_CRDT_OK;
 }
 

@@ -143,6 +143,8 @@ td_crdt_err td_seq_local_insert(td_crdt_doc *d, uint32_t obj, uint32_t pos,
             td_seq_adjust(s, lp.leaf, n, n);
             d->agents[self].vv += n;
             d->nops += n;
+            if (d->observer)
+                td_emit(d, TD_CRDT_EV_INSERT, obj, pos, n, NULL, 0);
             /* the run starts at pos-1-lp.off; lp.off was its last item */
             cache_set(s, lp.leaf, lp.ri, pos - 1 - lp.off);
             return TD_CRDT_OK;
@@ -173,6 +175,8 @@ td_crdt_err td_seq_local_insert(td_crdt_doc *d, uint32_t obj, uint32_t pos,
     }
     d->agents[self].vv += n;
     d->nops += n;
+    if (d->observer)
+        td_emit(d, TD_CRDT_EV_INSERT, obj, pos, n, NULL, 0);
     cache_set(s, at.leaf, at.ri, pos);
     return TD_CRDT_OK;
 }
@@ -194,6 +198,8 @@ static td_crdt_err delete_piece(td_crdt_doc *d, td_seq *s, td_pos p, uint32_t k,
         if (!td_seq_locate(d, s->obj, id, &p)) /* the split may have moved it */
             return td_fail(d, TD_CRDT_ERR_INVALID_OP, "index lost a run");
     }
+    if (d->observer)
+        td_emit(d, TD_CRDT_EV_DELETE, s->obj, td_seq_vis_index(&p), k, NULL, 0);
     p.leaf->r[p.ri].deleted = 1;
     td_seq_adjust(s, p.leaf, 0, -(int64_t)k);
     td_seq_try_merge(d, p.leaf, p.ri);
@@ -262,8 +268,12 @@ td_crdt_err td_seq_local_delete(td_crdt_doc *d, uint32_t obj, uint32_t pos, uint
         rec.target.seq += p.off;
         td_pos at;
         td_crdt_err e = TD_CRDT_OK;
-        if (k > 1 || !delete_by_shift(d, s, p, &at))
+        if (k == 1 && delete_by_shift(d, s, p, &at)) {
+            if (d->observer)
+                td_emit(d, TD_CRDT_EV_DELETE, obj, pos, 1, NULL, 0);
+        } else {
             e = delete_piece(d, s, p, k, &at);
+        }
         if (e)
             return e;
         if ((e = td_delrec_add(d, self, &rec)))
@@ -421,6 +431,8 @@ td_crdt_err td_seq_integrate(td_crdt_doc *d, uint32_t obj, td_id id, uint32_t n,
         s->clen = oldclen;
         return e;
     }
+    if (d->observer && !deleted)
+        td_emit(d, TD_CRDT_EV_INSERT, obj, td_seq_vis_index(&at), n, NULL, 0);
     if (at.ri > 0)
         td_seq_try_merge(d, at.leaf, at.ri - 1);
     s->cur.valid = 0;

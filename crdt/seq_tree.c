@@ -398,6 +398,19 @@ uint32_t td_seq_index(const td_pos *p)
     return idx;
 }
 
+uint32_t td_seq_vis_index(const td_pos *p)
+{
+    const td_run *r = &p->leaf->r[p->ri];
+    uint32_t idx = r->deleted ? 0 : p->off;
+    for (uint32_t i = 0; i < p->ri; i++)
+        idx += run_vis(&p->leaf->r[i]);
+    uint32_t slot = p->leaf->slot;
+    for (const td_inner *q = p->leaf->parent; q; slot = q->slot, q = q->parent)
+        for (uint32_t i = 0; i < slot; i++)
+            idx += q->vis[i];
+    return idx;
+}
+
 int td_pos_next_run(td_pos *p)
 {
     p->off = 0;

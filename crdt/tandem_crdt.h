@@ -180,6 +180,29 @@ td_crdt_err td_crdt_map_entry(const td_crdt_doc *doc, td_crdt_obj map,
                               size_t index, const char **key, size_t *key_len,
                               td_crdt_value *out);
 
+/* ---- change events -------------------------------------------------------- */
+
+typedef enum td_crdt_event_kind {
+    TD_CRDT_EV_INSERT = 1, /* count items became visible at pos */
+    TD_CRDT_EV_DELETE = 2, /* count visible items at pos were deleted */
+    TD_CRDT_EV_KEY = 3     /* key of a map got a new value (or was deleted) */
+} td_crdt_event_kind;
+
+typedef struct td_crdt_event {
+    td_crdt_event_kind kind;
+    td_crdt_obj obj;
+    size_t pos, count;  /* INSERT, DELETE: visible positions at that moment */
+    const char *key;    /* KEY */
+    size_t key_len;
+    int local;          /* 1 for a local edit, 0 when integrating a batch */
+} td_crdt_event;
+
+/* Called synchronously for every visible change, in order: replaying the
+ * events on a copy of the old state gives the new one. The observer must
+ * not change the document. fn NULL removes it. */
+typedef void (*td_crdt_observer_fn)(void *ud, const td_crdt_event *ev);
+void td_crdt_set_observer(td_crdt_doc *doc, td_crdt_observer_fn fn, void *ud);
+
 /* ---- batches, version vectors, snapshots -------------------------------- */
 
 /* Encodes the local ops made since the last commit as one batch. *out is
