@@ -928,10 +928,16 @@ static void enc_agent(encoder *en, uint32_t a, uint32_t from, uint32_t to)
     td_idx_walk(&d->agents[a].idx, fl ? fl->seq : 0, walk_run_entry, &w);
     /* deletes */
     td_agent *ag = &d->agents[a];
-    for (uint32_t i = 0; i < ag->ndels; i++) {
+    uint32_t lo = 0, hi = ag->ndels; /* first record ending after from */
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (ag->dels[mid].seq + ag->dels[mid].len <= from)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (uint32_t i = lo; i < ag->ndels && ag->dels[i].seq < to; i++) {
         const td_delrec *r = &ag->dels[i];
-        if (r->seq + r->len <= from || r->seq >= to)
-            continue;
         uint32_t s = r->seq > from ? r->seq : from;
         uint32_t e = r->seq + r->len < to ? r->seq + r->len : to;
         eop *o = enc_push(en);
