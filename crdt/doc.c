@@ -497,6 +497,11 @@ td_crdt_err td_crdt_text_insert(td_crdt_doc *d, td_crdt_obj h, size_t pos,
         return td_fail(d, TD_CRDT_ERR_ARG, "position %zu past the end (%u)", pos, o->u.seq.vis);
     if (len == 0)
         return TD_CRDT_OK;
+    if (len == 1 && utf8 && (uint8_t)utf8[0] < 0x80) { /* a keystroke */
+        uint32_t cp = (uint8_t)utf8[0];
+        td_crdt_err e = room_for_ops(d, 1);
+        return e ? e : td_seq_local_insert(d, h, (uint32_t)pos, &cp, NULL, 1);
+    }
     size_t n = utf8 ? td_utf8_count(utf8, len) : SIZE_MAX;
     if (n == SIZE_MAX)
         return td_fail(d, TD_CRDT_ERR_ARG, "text is not valid UTF-8");

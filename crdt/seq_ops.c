@@ -109,12 +109,48 @@ static void cache_set(td_seq *s, td_leaf *leaf, uint32_t ri, uint32_t vpos)
     s->cur.vpos = vpos;
 }
 
+/* The hottest path of all: the cursor cache names the run this agent is
+ * typing and pos is right after its last item. The run grows in place if
+ * nothing was inserted after it meanwhile (its right origin is still next). */
+static int typing_on(td_crdt_doc *d, td_seq *s, uint32_t pos, const uint32_t *cps,
+                     const td_val *vals, uint32_t n)
+{
+    if (!s->cur.valid || s->cur.ri >= s->cur.leaf->n)
+        return 0;
+    td_leaf *l = s->cur.leaf;
+    td_run *r = &l->r[s->cur.ri];
+    td_agent *me = &d->agents[d->self];
+    if (r->deleted || s->cur.vpos + r->len != pos || r->id.agent != d->self ||
+        r->id.seq + r->len != me->vv || r->content == TD_NO_CONTENT ||
+        r->content + r->len != s->clen)
+        return 0;
+    td_id right = {TD_NONE, 0};
+    if (s->cur.ri + 1 < l->n)
+        right = l->r[s->cur.ri + 1].id;
+    else if (l->next)
+        right = l->next->r[0].id;
+    if (!id_eq(r->right, right))
+        return 0;
+    uint32_t off;
+    if (content_append(d, s, cps, vals, n, &off))
+        return 0; /* the general path reports the error */
+    r->len += n;
+    td_seq_adjust(s, l, n, n);
+    me->vv += n;
+    d->nops += n;
+    if (d->observer)
+        td_emit(d, TD_CRDT_EV_INSERT, s->obj, pos, n, NULL, 0);
+    return 1;
+}
+
 td_crdt_err td_seq_local_insert(td_crdt_doc *d, uint32_t obj, uint32_t pos,
                                 const uint32_t *cps, const td_val *vals, uint32_t n)
 {
     td_seq *s = seq_of(d, obj);
     uint32_t self = d->self;
     uint32_t seq0 = d->agents[self].vv;
+    if (typing_on(d, s, pos, cps, vals, n))
+        return TD_CRDT_OK;
     td_id left = {TD_NONE, 0}, right = {TD_NONE, 0};
     td_pos lp = {0};
     td_run *lr = NULL;
