@@ -737,7 +737,7 @@ static size_t pending_retry(td_crdt_doc *d)
             if (e || state == TRY_DONE) {
                 if (!e) {
                     applied += news;
-                    progress = news > 0;
+                    progress |= news > 0;
                 }
                 pending_drop(d, i);
                 continue;

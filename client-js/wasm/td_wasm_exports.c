@@ -1,0 +1,358 @@
+/*
+ * td_wasm_exports.c -- the WebAssembly face of the document core.
+ *
+ * crdt/ is compiled for wasm32-wasi together with this file into
+ * build/wasm/tandem_crdt.wasm (see client-js/CMakeLists.txt). JavaScript can
+ * only pass numbers across the boundary, so every function here is a thin
+ * wrapper over crdt/tandem_crdt.h that takes and returns plain integers and
+ * pointers into the module's linear memory. The module imports nothing
+ * (see the WASI stubs below); it exports `memory` and the functions below.
+ * The idiomatic JS API (issue 6) is built on top of these; nothing here is
+ * meant to be pleasant to call by hand.
+ *
+ * Conventions (wasm32: pointers and size_t are 32-bit):
+ * - A function that can fail returns the td_crdt_err code as i32 (0 = ok);
+ *   on failure doc_error(doc) (a NUL-terminated C string) says why, and
+ *   strerror(code) names the code. Results go through out slots the caller
+ *   allocates with alloc().
+ * - A buffer result is written to an 8-byte out slot: pointer at +0, length
+ *   in bytes at +4. Free the pointer with buf_free(doc, ptr). commit() and
+ *   diff() leave {0, 0} when there is nothing to send.
+ * - Strings and byte buffers passed in are (pointer, length) pairs in linear
+ *   memory; text is UTF-8, positions and counts are Unicode code points.
+ * - 64-bit values (agents, op counts) are i64, i.e. BigInt in JS; results
+ *   come back signed, so read them with BigInt.asUintN(64, x).
+ * - u32 results (lengths, handles) may come back negative in JS; use x >>> 0.
+ * - A value (list element, map value) is a td_crdt_value, 16 bytes:
+ *     +0 u32 type (td_crdt_vtype)   +4 u32 obj_kind (for TYPE OBJ)
+ *     +8 i64 int | f64 float | u32 str_ptr, +12 u32 str_len | u32 obj handle
+ *   A string read back points into the document and is valid until its next
+ *   change.
+ * - apply() fills an optional 12-byte info slot: +0 u32 ops_applied,
+ *   +4 u32 ops_duplicate, +8 i32 parked.
+ * The layout is checked below at compile time and its version is
+ * abi_version(); bump it when any signature or layout here changes.
+ *
+ * Memory: alloc()/free() are the module's malloc/free, and the core allocates
+ * through the same heap (default hook). Growing the heap replaces
+ * memory.buffer, so JS must re-create its typed-array views after any call.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "tandem_crdt.h"
+
+#define TD_WASM_ABI_VERSION 1
+
+/* Natively (e.g. to check this file under a sanitizer) exports are plain
+ * external functions. */
+#if defined(__wasm__)
+#define TD_EXPORT(name) __attribute__((export_name(name)))
+#else
+#define TD_EXPORT(name)
+#endif
+
+/* The out slot of every buffer-returning call. */
+typedef struct td_wasm_buf {
+    void *ptr;
+    size_t len;
+} td_wasm_buf;
+
+#if defined(__wasm32__)
+_Static_assert(sizeof(void *) == 4 && sizeof(size_t) == 4, "wasm32 ABI");
+_Static_assert(sizeof(td_crdt_value) == 16, "td_crdt_value is 16 bytes");
+_Static_assert(offsetof(td_crdt_value, type) == 0, "value.type at +0");
+_Static_assert(offsetof(td_crdt_value, obj_kind) == 4, "value.obj_kind at +4");
+_Static_assert(offsetof(td_crdt_value, u) == 8, "value.u at +8");
+_Static_assert(offsetof(td_crdt_value, u.str.len) == 12, "value.str.len at +12");
+_Static_assert(sizeof(td_crdt_apply_info) == 12, "apply_info is 12 bytes");
+_Static_assert(offsetof(td_crdt_apply_info, parked) == 8, "parked at +8");
+_Static_assert(sizeof(td_wasm_buf) == 8, "buffer out slot is 8 bytes");
+#endif
+
+#if defined(__wasm__)
+/*
+ * The module must import nothing. The core formats numbers and error
+ * messages with snprintf, and wasi-libc's printf family links the stdio exit
+ * path (flushing stdout/stderr), which imports WASI's fd_write, fd_seek and
+ * fd_close although formatting into a string never calls them. Defining the
+ * import symbols here satisfies the linker instead of the host; they trap,
+ * so should anything ever reach them, it fails loudly rather than silently.
+ * The prototypes are wasi_snapshot_preview1's.
+ */
+int32_t __imported_wasi_snapshot_preview1_fd_write(int32_t fd, int32_t iovs,
+                                                   int32_t iovs_len, int32_t nwritten);
+int32_t __imported_wasi_snapshot_preview1_fd_seek(int32_t fd, int64_t offset,
+                                                  int32_t whence, int32_t newoffset);
+int32_t __imported_wasi_snapshot_preview1_fd_close(int32_t fd);
+
+int32_t __imported_wasi_snapshot_preview1_fd_write(int32_t fd, int32_t iovs,
+                                                   int32_t iovs_len, int32_t nwritten)
+{
+    (void)fd, (void)iovs, (void)iovs_len, (void)nwritten;
+    __builtin_trap();
+}
+
+int32_t __imported_wasi_snapshot_preview1_fd_seek(int32_t fd, int64_t offset,
+                                                  int32_t whence, int32_t newoffset)
+{
+    (void)fd, (void)offset, (void)whence, (void)newoffset;
+    __builtin_trap();
+}
+
+int32_t __imported_wasi_snapshot_preview1_fd_close(int32_t fd)
+{
+    (void)fd;
+    __builtin_trap();
+}
+#endif
+
+static int buf_result(td_crdt_err err, uint8_t *ptr, size_t len, td_wasm_buf *out)
+{
+    out->ptr = err == TD_CRDT_OK ? ptr : NULL;
+    out->len = err == TD_CRDT_OK ? len : 0;
+    return (int)err;
+}
+
+/* ---- module ------------------------------------------------------------- */
+
+TD_EXPORT("abi_version") int tdw_abi_version(void) { return TD_WASM_ABI_VERSION; }
+
+/* Never returns NULL for size 0, so JS can treat 0 as failure. */
+TD_EXPORT("alloc") void *tdw_alloc(size_t size) { return malloc(size ? size : 1); }
+TD_EXPORT("free") void tdw_free(void *ptr) { free(ptr); }
+
+TD_EXPORT("strerror") const char *tdw_strerror(int err)
+{
+    return td_crdt_strerror((td_crdt_err)err);
+}
+
+/* ---- documents ---------------------------------------------------------- */
+
+/* A document with default limits and the default allocator. */
+TD_EXPORT("doc_new") int tdw_doc_new(uint64_t agent, td_crdt_doc **out)
+{
+    td_crdt_options opts = {0};
+    opts.agent = agent;
+    return (int)td_crdt_doc_new(&opts, out);
+}
+
+/* On error *out is NULL and *errmsg a static C string. */
+TD_EXPORT("doc_load")
+int tdw_doc_load(uint64_t agent, const uint8_t *snap, size_t len,
+                 td_crdt_doc **out, const char **errmsg)
+{
+    td_crdt_options opts = {0};
+    opts.agent = agent;
+    return (int)td_crdt_doc_load(&opts, snap, len, out, errmsg);
+}
+
+TD_EXPORT("doc_free") void tdw_doc_free(td_crdt_doc *doc) { td_crdt_doc_free(doc); }
+
+TD_EXPORT("doc_error") const char *tdw_doc_error(const td_crdt_doc *doc)
+{
+    return td_crdt_doc_error(doc);
+}
+
+TD_EXPORT("doc_agent") uint64_t tdw_doc_agent(const td_crdt_doc *doc)
+{
+    return td_crdt_doc_agent(doc);
+}
+
+TD_EXPORT("buf_free") void tdw_buf_free(td_crdt_doc *doc, void *buf)
+{
+    td_crdt_buf_free(doc, buf);
+}
+
+/* ---- objects ------------------------------------------------------------ */
+
+TD_EXPORT("root")
+int tdw_root(td_crdt_doc *doc, int kind, const char *name, size_t name_len,
+             td_crdt_obj *out)
+{
+    return (int)td_crdt_root(doc, (td_crdt_kind)kind, name, name_len, out);
+}
+
+TD_EXPORT("obj_kind") int tdw_obj_kind(const td_crdt_doc *doc, td_crdt_obj obj)
+{
+    return (int)td_crdt_obj_kind(doc, obj);
+}
+
+/* ---- text --------------------------------------------------------------- */
+
+TD_EXPORT("text_insert")
+int tdw_text_insert(td_crdt_doc *doc, td_crdt_obj text, size_t pos,
+                    const char *utf8, size_t len)
+{
+    return (int)td_crdt_text_insert(doc, text, pos, utf8, len);
+}
+
+TD_EXPORT("text_delete")
+int tdw_text_delete(td_crdt_doc *doc, td_crdt_obj text, size_t pos, size_t count)
+{
+    return (int)td_crdt_text_delete(doc, text, pos, count);
+}
+
+TD_EXPORT("text_length") size_t tdw_text_length(const td_crdt_doc *doc, td_crdt_obj text)
+{
+    return td_crdt_text_length(doc, text);
+}
+
+/* out: {ptr, len} of the UTF-8 text (NUL-terminated, len excludes it). */
+TD_EXPORT("text_get") int tdw_text_get(td_crdt_doc *doc, td_crdt_obj text, td_wasm_buf *out)
+{
+    char *ptr = NULL;
+    size_t len = 0;
+    td_crdt_err err = td_crdt_text_get(doc, text, &ptr, &len);
+    return buf_result(err, (uint8_t *)ptr, len, out);
+}
+
+/* ---- list --------------------------------------------------------------- */
+
+/* vals: n consecutive 16-byte values. */
+TD_EXPORT("list_insert")
+int tdw_list_insert(td_crdt_doc *doc, td_crdt_obj list, size_t pos,
+                    const td_crdt_value *vals, size_t n)
+{
+    return (int)td_crdt_list_insert(doc, list, pos, vals, n);
+}
+
+TD_EXPORT("list_insert_obj")
+int tdw_list_insert_obj(td_crdt_doc *doc, td_crdt_obj list, size_t pos, int kind,
+                        td_crdt_obj *out)
+{
+    return (int)td_crdt_list_insert_obj(doc, list, pos, (td_crdt_kind)kind, out);
+}
+
+TD_EXPORT("list_delete")
+int tdw_list_delete(td_crdt_doc *doc, td_crdt_obj list, size_t pos, size_t count)
+{
+    return (int)td_crdt_list_delete(doc, list, pos, count);
+}
+
+TD_EXPORT("list_length") size_t tdw_list_length(const td_crdt_doc *doc, td_crdt_obj list)
+{
+    return td_crdt_list_length(doc, list);
+}
+
+TD_EXPORT("list_get")
+int tdw_list_get(const td_crdt_doc *doc, td_crdt_obj list, size_t pos, td_crdt_value *out)
+{
+    return (int)td_crdt_list_get(doc, list, pos, out);
+}
+
+/* ---- map ---------------------------------------------------------------- */
+
+TD_EXPORT("map_set")
+int tdw_map_set(td_crdt_doc *doc, td_crdt_obj map, const char *key, size_t key_len,
+                const td_crdt_value *val)
+{
+    return (int)td_crdt_map_set(doc, map, key, key_len, val);
+}
+
+TD_EXPORT("map_set_obj")
+int tdw_map_set_obj(td_crdt_doc *doc, td_crdt_obj map, const char *key,
+                    size_t key_len, int kind, td_crdt_obj *out)
+{
+    return (int)td_crdt_map_set_obj(doc, map, key, key_len, (td_crdt_kind)kind, out);
+}
+
+TD_EXPORT("map_delete")
+int tdw_map_delete(td_crdt_doc *doc, td_crdt_obj map, const char *key, size_t key_len)
+{
+    return (int)td_crdt_map_delete(doc, map, key, key_len);
+}
+
+TD_EXPORT("map_get")
+int tdw_map_get(const td_crdt_doc *doc, td_crdt_obj map, const char *key,
+                size_t key_len, td_crdt_value *out)
+{
+    return (int)td_crdt_map_get(doc, map, key, key_len, out);
+}
+
+TD_EXPORT("map_size") size_t tdw_map_size(const td_crdt_doc *doc, td_crdt_obj map)
+{
+    return td_crdt_map_size(doc, map);
+}
+
+/* key_out: {ptr, len} of the key, pointing into the document (do not free). */
+TD_EXPORT("map_entry")
+int tdw_map_entry(const td_crdt_doc *doc, td_crdt_obj map, size_t index,
+                  td_wasm_buf *key_out, td_crdt_value *val_out)
+{
+    const char *key = NULL;
+    size_t key_len = 0;
+    td_crdt_err err = td_crdt_map_entry(doc, map, index, &key, &key_len, val_out);
+    key_out->ptr = err == TD_CRDT_OK ? (void *)(uintptr_t)key : NULL;
+    key_out->len = err == TD_CRDT_OK ? key_len : 0;
+    return (int)err;
+}
+
+/* ---- batches, version vectors, snapshots -------------------------------- */
+
+TD_EXPORT("commit") int tdw_commit(td_crdt_doc *doc, td_wasm_buf *out)
+{
+    uint8_t *ptr = NULL;
+    size_t len = 0;
+    td_crdt_err err = td_crdt_commit(doc, &ptr, &len);
+    return buf_result(err, ptr, len, out);
+}
+
+/* info: NULL or a 12-byte slot (see the top of this file). */
+TD_EXPORT("apply")
+int tdw_apply(td_crdt_doc *doc, const uint8_t *batch, size_t len,
+              td_crdt_apply_info *info)
+{
+    return (int)td_crdt_apply(doc, batch, len, info);
+}
+
+TD_EXPORT("pending_ops") size_t tdw_pending_ops(const td_crdt_doc *doc)
+{
+    return td_crdt_pending_ops(doc);
+}
+
+TD_EXPORT("vv_encode") int tdw_vv_encode(const td_crdt_doc *doc, td_wasm_buf *out)
+{
+    uint8_t *ptr = NULL;
+    size_t len = 0;
+    td_crdt_err err = td_crdt_vv_encode(doc, &ptr, &len);
+    return buf_result(err, ptr, len, out);
+}
+
+TD_EXPORT("vv_get") uint64_t tdw_vv_get(const td_crdt_doc *doc, uint64_t agent)
+{
+    return td_crdt_vv_get(doc, agent);
+}
+
+TD_EXPORT("op_count") uint64_t tdw_op_count(const td_crdt_doc *doc)
+{
+    return td_crdt_op_count(doc);
+}
+
+/* vv: an encoded version vector (vv_encode), or len 0 for the empty one. */
+TD_EXPORT("diff")
+int tdw_diff(td_crdt_doc *doc, const uint8_t *vv, size_t vv_len, td_wasm_buf *out)
+{
+    uint8_t *ptr = NULL;
+    size_t len = 0;
+    td_crdt_err err = td_crdt_diff(doc, vv, vv_len, &ptr, &len);
+    return buf_result(err, ptr, len, out);
+}
+
+TD_EXPORT("snapshot_encode") int tdw_snapshot_encode(td_crdt_doc *doc, td_wasm_buf *out)
+{
+    uint8_t *ptr = NULL;
+    size_t len = 0;
+    td_crdt_err err = td_crdt_snapshot_encode(doc, &ptr, &len);
+    return buf_result(err, ptr, len, out);
+}
+
+/* out: {ptr, len} of the NUL-terminated JSON text. */
+TD_EXPORT("to_json") int tdw_to_json(td_crdt_doc *doc, td_wasm_buf *out)
+{
+    char *ptr = NULL;
+    size_t len = 0;
+    td_crdt_err err = td_crdt_to_json(doc, &ptr, &len);
+    return buf_result(err, (uint8_t *)ptr, len, out);
+}
