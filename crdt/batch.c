@@ -955,10 +955,12 @@ static void enc_agent(encoder *en, uint32_t a, uint32_t from, uint32_t to)
     /* map writes that still win, and object creations that lost */
     for (uint32_t h = 1; h <= d->nobjs; h++) {
         td_obj *ob = d->objs[h - 1];
-        if (ob->key && ob->id.agent == a && ob->id.seq >= from && ob->id.seq < to) {
-            td_mapent *m = td_map_find(&d->objs[ob->parent - 1]->u.map, ob->key, ob->klen);
-            if (m && m->id.agent == a && m->id.seq == ob->id.seq)
-                continue; /* the winner: sent below */
+        td_mapent *w = ob->key && ob->id.agent == a && ob->id.seq >= from && ob->id.seq < to
+                           ? td_map_find(&d->objs[ob->parent - 1]->u.map, ob->key, ob->klen)
+                           : NULL;
+        /* an object made by a map write that has since lost: resend the write
+         * (a winning one is sent with its map's entries) */
+        if (w && !(w->id.agent == a && w->id.seq == ob->id.seq)) {
             eop *o = enc_push(en);
             if (!o)
                 return;

@@ -65,12 +65,12 @@ const char *td_crdt_strerror(td_crdt_err e)
 {
     static const char *const names[] = {
         [TD_CRDT_OK] = "ok",
-        [TD_CRDT_ERR_NOMEM] = "out of memory",
-        [TD_CRDT_ERR_ARG] = "invalid argument",
-        [TD_CRDT_ERR_DECODE] = "malformed encoding",
-        [TD_CRDT_ERR_VERSION] = "unsupported encoding version",
-        [TD_CRDT_ERR_INVALID_OP] = "invalid operation",
-        [TD_CRDT_ERR_LIMIT] = "limit exceeded",
+        [TD_CRDT_ERR_NOMEM] = "nomem",
+        [TD_CRDT_ERR_ARG] = "arg",
+        [TD_CRDT_ERR_DECODE] = "decode",
+        [TD_CRDT_ERR_VERSION] = "version",
+        [TD_CRDT_ERR_INVALID_OP] = "invalid_op",
+        [TD_CRDT_ERR_LIMIT] = "limit",
     };
     if ((unsigned)e >= sizeof names / sizeof names[0])
         return "unknown error";

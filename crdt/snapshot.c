@@ -840,30 +840,38 @@ static td_crdt_err dec_all(snapdec *s)
 td_crdt_err td_crdt_doc_load(const td_crdt_options *opts, const uint8_t *snap,
                              size_t len, td_crdt_doc **out, const char **errmsg)
 {
-    static const char *const nomem = "out of memory";
-    if (errmsg)
-        *errmsg = "ok";
-    if (!out)
+    static const char *const by_code[] = {
+        [TD_CRDT_OK] = "ok",
+        [TD_CRDT_ERR_NOMEM] = "out of memory",
+        [TD_CRDT_ERR_ARG] = "invalid argument",
+        [TD_CRDT_ERR_DECODE] = "malformed snapshot",
+        [TD_CRDT_ERR_VERSION] = "unsupported snapshot version",
+        [TD_CRDT_ERR_INVALID_OP] = "snapshot names what does not exist",
+        [TD_CRDT_ERR_LIMIT] = "snapshot exceeds a limit (nesting depth, size)",
+    };
+    const char *dummy;
+    if (!errmsg)
+        errmsg = &dummy;
+    *errmsg = "ok";
+    if (!out || (!snap && len)) {
+        *errmsg = "doc_load needs out, and snap when len > 0";
         return TD_CRDT_ERR_ARG;
+    }
     *out = NULL;
     td_crdt_doc *d;
     td_crdt_err e = td_crdt_doc_new(opts, &d);
     if (e) {
-        if (errmsg)
-            *errmsg = nomem;
+        *errmsg = "out of memory";
         return e;
-    }
-    if (!snap && len) {
-        td_crdt_doc_free(d);
-        return TD_CRDT_ERR_ARG;
     }
     snapdec s = {.d = d, .r = {snap, snap + len, 0}};
     e = dec_all(&s);
     td_memfree(d, s.agent);
     td_memfree(d, s.obj);
     if (e) {
-        if (errmsg)
-            *errmsg = s.why ? s.why : (e == TD_CRDT_ERR_NOMEM ? nomem : "snapshot rejected");
+        /* static strings only: the document that held a formatted
+         * message is freed here, and the core keeps no global state */
+        *errmsg = s.why ? s.why : by_code[e];
         td_crdt_doc_free(d);
         return e;
     }
