@@ -35,6 +35,8 @@
  */
 #include "crdt_internal.h"
 
+#include <stdlib.h>
+
 enum { OP_INS = 0, OP_DEL = 1, OP_SET = 2, OP_NOP = 3 };
 enum { F_CONT = 4, F_DELETED = 8, F_NOLEFT = 16, F_NORIGHT = 32, F_LEFTPREV = 64, F_TEXT = 128 };
 enum { OBJ_NESTED = 3 };
@@ -64,6 +66,8 @@ typedef struct batch {
     bobj *objs;
     bop *ops;
     uint32_t *doc_agent; /* batch agent -> doc agent index or TD_NONE */
+    /* ops of agent a, in seq order: by_agent[first[a] .. first[a+1]) */
+    uint32_t *by_agent, *first;
 } batch;
 
 static uint64_t batch_agent_id(const batch *b, uint32_t i)
@@ -76,6 +80,8 @@ static uint64_t batch_agent_id(const batch *b, uint32_t i)
 
 static void batch_free(td_crdt_doc *d, batch *b)
 {
+    td_memfree(d, b->by_agent);
+    td_memfree(d, b->first);
     td_memfree(d, b->objs);
     td_memfree(d, b->ops);
     td_memfree(d, b->doc_agent);
@@ -285,6 +291,18 @@ static td_crdt_err batch_decode(td_crdt_doc *d, const uint8_t *p, size_t len, ba
     }
     if (td_rd_left(&r) != 0 || r.bad)
         return td_fail(d, TD_CRDT_ERR_DECODE, "batch: trailing bytes");
+    /* group op indexes by agent (a counting sort keeps each agent's order) */
+    b->by_agent = td_mem(d, NULL, ((size_t)b->nops + 1) * sizeof *b->by_agent);
+    b->first = td_mem(d, NULL, ((size_t)b->nagents + 2) * sizeof *b->first);
+    if (!b->by_agent || !b->first)
+        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    memset(b->first, 0, ((size_t)b->nagents + 2) * sizeof *b->first);
+    for (uint32_t i = 0; i < b->nops; i++)
+        b->first[b->ops[i].agent + 2]++;
+    for (uint32_t a = 0; a < b->nagents; a++)
+        b->first[a + 2] += b->first[a + 1];
+    for (uint32_t i = 0; i < b->nops; i++)
+        b->by_agent[b->first[b->ops[i].agent + 1]++] = i;
     for (uint32_t i = 0; i < b->nagents; i++) {
         uint32_t a;
         b->doc_agent[i] = td_agent_find(d, batch_agent_id(b, i), &a) ? a : TD_NONE;
@@ -305,18 +323,22 @@ typedef struct plan {
     size_t dups, news;
 } plan;
 
-enum { READY, WAIT, INVALID };
+enum { READY, WAIT, INVALID, TOO_DEEP };
 
 /* The batch op holding (agent, seq), by binary search among that agent's ops. */
 static const bop *batch_op_at(const batch *b, uint32_t agent, uint32_t seq, uint32_t *idx)
 {
-    /* ops of one agent are sorted, but agents interleave: scan is O(n);
-     * batches are small enough that a linear scan per lookup is fine. */
-    for (uint32_t i = 0; i < b->nops; i++) {
-        const bop *o = &b->ops[i];
-        if (o->agent == agent && seq >= o->seq && seq - o->seq < o->len) {
+    uint32_t lo = b->first[agent], hi = b->first[agent + 1];
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        const bop *o = &b->ops[b->by_agent[mid]];
+        if (o->seq + o->len <= seq) {
+            lo = mid + 1;
+        } else if (o->seq > seq) {
+            hi = mid;
+        } else {
             if (idx)
-                *idx = i;
+                *idx = b->by_agent[mid];
             return o;
         }
     }
@@ -425,7 +447,7 @@ static int op_status(plan *pl, td_crdt_doc *d, uint32_t oi, uint32_t trim)
     pl->depth[oi] = (uint16_t)(depth + 1);
     if (depth + 1u > d->max_depth && (o->type == OP_SET ? o->vtag >= TD_VT_TEXT && o->vtag <= TD_VT_MAP
                                                         : o->type == OP_INS && !o->text))
-        return INVALID;
+        return TOO_DEEP;
     if (o->type == OP_INS) {
         td_id left = o->left;
         if (trim) {
@@ -455,8 +477,10 @@ static int op_status(plan *pl, td_crdt_doc *d, uint32_t oi, uint32_t trim)
     return READY;
 }
 
-static td_crdt_err plan_batch(td_crdt_doc *d, batch *b, plan *pl)
+/* Orders the batch's ops; *waits says some must wait for ops not yet here. */
+static td_crdt_err plan_batch(td_crdt_doc *d, batch *b, plan *pl, int *waits)
 {
+    *waits = 0;
     memset(pl, 0, sizeof *pl);
     pl->b = b;
     size_t na = b->nagents + 1, no = b->nops + 1;
@@ -475,14 +499,15 @@ static td_crdt_err plan_batch(td_crdt_doc *d, batch *b, plan *pl)
         pl->sim[a] = pl->docvv[a] = da == TD_NONE ? 0 : d->agents[da].vv;
         next[a] = 0;
     }
+    for (uint32_t a = 0; a < b->nagents; a++)
+        next[a] = b->first[a];
     for (int progress = 1; progress;) {
         progress = 0;
         for (uint32_t a = 0; a < b->nagents; a++) {
-            for (uint32_t i = next[a]; i < b->nops; i = ++next[a]) {
+            for (; next[a] < b->first[a + 1]; next[a]++) {
+                uint32_t i = b->by_agent[next[a]];
                 bop *o = &b->ops[i];
-                if (o->agent != a)
-                    continue;
-                if (o->seq + o->len <= pl->sim[a] && pl->sim[a] == pl->docvv[a]) {
+                if (o->seq + o->len <= pl->sim[a]) {
                     pl->dups += o->len;
                     continue;
                 }
@@ -490,8 +515,10 @@ static td_crdt_err plan_batch(td_crdt_doc *d, batch *b, plan *pl)
                     break;
                 uint32_t trim = pl->sim[a] - o->seq;
                 int st = op_status(pl, d, i, trim);
-                if (st == INVALID) {
+                if (st == INVALID || st == TOO_DEEP) {
                     td_memfree(d, next);
+                    if (st == TOO_DEEP)
+                        return td_fail(d, TD_CRDT_ERR_LIMIT, "batch: op %u nests objects deeper than %zu", i, d->max_depth);
                     return td_fail(d, TD_CRDT_ERR_INVALID_OP, "batch: op %u names an object or item that cannot exist", i);
                 }
                 if (st == WAIT)
@@ -507,11 +534,11 @@ static td_crdt_err plan_batch(td_crdt_doc *d, batch *b, plan *pl)
     }
     int complete = 1;
     for (uint32_t a = 0; a < b->nagents; a++)
-        for (uint32_t i = next[a]; i < b->nops; i++)
-            if (b->ops[i].agent == a)
-                complete = 0;
+        if (next[a] < b->first[a + 1])
+            complete = 0;
     td_memfree(d, next);
-    return complete ? TD_CRDT_OK : TD_CRDT_ERR_LIMIT; /* LIMIT here means: must wait */
+    *waits = !complete;
+    return TD_CRDT_OK;
 }
 
 static void plan_free(td_crdt_doc *d, plan *pl)
@@ -683,17 +710,17 @@ static td_crdt_err try_apply(td_crdt_doc *d, const uint8_t *p, size_t len, int *
         batch_free(d, &b);
         return e;
     }
-    e = plan_batch(d, &b, &pl);
+    int waits;
+    e = plan_batch(d, &b, &pl, &waits);
     *news = pl.news;
     *dups = pl.dups;
-    if (e == TD_CRDT_ERR_LIMIT) {
+    if (!e && waits) {
         *state = TRY_WAIT;
         /* count what is still missing, for the pending bound */
         size_t total = 0;
         for (uint32_t i = 0; i < b.nops; i++)
             total += b.ops[i].len;
         *news = total > pl.dups ? total - pl.dups : 0;
-        e = TD_CRDT_OK;
     } else if (!e) {
         *state = TRY_DONE;
         e = integrate_plan(d, &b, &pl);
@@ -897,24 +924,18 @@ static int walk_run_entry(void *ud, td_idx_ent *ent)
     return 0;
 }
 
-static int eop_cmp_seq(const eop *a, const eop *b)
+static int eop_cmp_seq(const void *x, const void *y)
 {
+    const eop *a = x, *b = y;
     return a->seq < b->seq ? -1 : a->seq > b->seq;
 }
 
-/* Sorts ops[lo..hi) by seq (insertion sort on nearly sorted input, merging
- * three sorted sources). */
+/* Sorts ops[lo..hi) by seq: one agent's items, deletes and map writes
+ * (their seqs are distinct). */
 static void sort_by_seq(eop *ops, uint32_t lo, uint32_t hi)
 {
-    for (uint32_t i = lo + 1; i < hi; i++) {
-        eop t = ops[i];
-        uint32_t j = i;
-        while (j > lo && eop_cmp_seq(&ops[j - 1], &t) > 0) {
-            ops[j] = ops[j - 1];
-            j--;
-        }
-        ops[j] = t;
-    }
+    if (hi - lo > 1)
+        qsort(ops + lo, hi - lo, sizeof *ops, eop_cmp_seq);
 }
 
 /* Everything agent a did in seqs [from, to), in seq order, gaps as NOPs. */
