@@ -370,6 +370,9 @@ void td_val_encode(td_buf *b, const td_val *v);
 td_crdt_err td_val_decode(td_crdt_doc *d, td_rd *r, td_val *out);
 
 /* ---- batch.c / snapshot.c ---------------------------------------------- */
+/* NULL if a freshly loaded document is consistent as a whole, else why not
+ * (snapshot_check.c). */
+const char *td_snapshot_check(td_crdt_doc *d, int *oom);
 void td_pending_free(td_crdt_doc *d);
 uint64_t td_zigzag(int64_t v);
 int64_t td_unzigzag(uint64_t v);

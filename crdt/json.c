@@ -126,15 +126,19 @@ static void put_obj(td_crdt_doc *d, td_buf *b, uint32_t h)
     td_buf_u8(b, '}');
 }
 
+/* Roots in byte order of their keys as printed: by name, and for one name
+ * by suffix ("@list" < "@map" < "@text"). A name that is a prefix of
+ * another sorts first either way, since '@' only follows a shared name. */
 static int name_cmp(const td_obj *a, const td_obj *b)
 {
+    static const uint8_t suffix_rank[] = {0, 3, 1, 2}; /* by kind: text, list, map */
     uint32_t n = a->name_len < b->name_len ? a->name_len : b->name_len;
     int c = memcmp(a->name, b->name, n);
     if (c)
         return c;
     if (a->name_len != b->name_len)
         return a->name_len < b->name_len ? -1 : 1;
-    return a->kind < b->kind ? -1 : a->kind > b->kind;
+    return suffix_rank[a->kind] < suffix_rank[b->kind] ? -1 : suffix_rank[a->kind] > suffix_rank[b->kind];
 }
 
 static int touched(const td_obj *o)

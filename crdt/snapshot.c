@@ -834,6 +834,12 @@ static td_crdt_err dec_all(snapdec *s)
         e = dec_deletes(s);
     if (!e && (s->r.bad || td_rd_left(&s->r)))
         e = BAD(s, "trailing bytes");
+    if (!e) {
+        int oom;
+        const char *why = td_snapshot_check(d, &oom);
+        if (why)
+            e = oom ? td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory") : BAD(s, why);
+    }
     return e;
 }
 

@@ -1,0 +1,29 @@
+# srv.cmake -- the server layer as a static library, `tandem_srv`.
+#
+# Included from server/CMakeLists.txt (and, if that has not done it yet,
+# from tests/server/CMakeLists.txt). Paths are relative to this file, so it
+# works from any directory that includes it.
+if(NOT TARGET tandem_srv)
+  find_package(Threads REQUIRED)
+  find_package(libwebsockets 4.1 CONFIG REQUIRED) # target: websockets_shared
+  if(NOT TARGET PkgConfig::SODIUM)
+    pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium>=1.0.18)
+  endif()
+  set(_srv ${CMAKE_CURRENT_LIST_DIR})
+  add_library(tandem_srv STATIC
+    ${_srv}/srv_proto.c
+    ${_srv}/srv_auth.c
+    ${_srv}/srv_keycmd.c
+    ${_srv}/srv_main.c
+    ${_srv}/srv_loop.c
+    ${_srv}/srv_session.c
+    ${_srv}/srv_docs.c
+    ${_srv}/srv_presence.c
+    ${_srv}/srv_metrics.c)
+  target_include_directories(tandem_srv PUBLIC ${_srv})
+  # Default --static: client-js/demo of this source tree, if it exists.
+  target_compile_definitions(tandem_srv PRIVATE
+    TD_SRV_SOURCE_DIR="${PROJECT_SOURCE_DIR}" _GNU_SOURCE)
+  target_link_libraries(tandem_srv PUBLIC tandem_crdt tandem_store websockets_shared
+    PkgConfig::SODIUM Threads::Threads)
+endif()

@@ -1,0 +1,366 @@
+/*
+ * store_codec.c -- keys, value formats and their validation.
+ *
+ * Everything here is pure: no RocksDB, no threads. Values read back from the
+ * disk are treated like network input: lengths are checked before they are
+ * used, varints must be minimal and in range, and a digest over the document
+ * id plus the value catches truncation, bit flips and values that were
+ * copied from another document. The layouts are described in store_codec.h.
+ */
+#include "store_codec.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- document ids ------------------------------------------------------- */
+
+/* Ids are names people type and read (CLI, URLs, token patterns), so they
+ * are valid UTF-8 without control characters; the store itself would cope
+ * with any bytes. */
+int td_store_doc_id_valid(const char *id, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)id;
+    size_t i = 0;
+
+    if (id == NULL || len == 0 || len > TD_STORE_DOC_ID_MAX)
+        return 0;
+    while (i < len) {
+        unsigned c = p[i];
+        size_t n;
+        uint32_t cp, min;
+        if (c < 0x80) {
+            if (c < 0x20 || c == 0x7f)
+                return 0;
+            i++;
+            continue;
+        }
+        if ((c & 0xe0) == 0xc0) { n = 1; cp = c & 0x1f; min = 0x80; }
+        else if ((c & 0xf0) == 0xe0) { n = 2; cp = c & 0x0f; min = 0x800; }
+        else if ((c & 0xf8) == 0xf0) { n = 3; cp = c & 0x07; min = 0x10000; }
+        else return 0;
+        if (len - i <= n)
+            return 0;
+        for (size_t k = 1; k <= n; k++) {
+            if ((p[i + k] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += n + 1;
+    }
+    return 1;
+}
+
+const char *td_store_fmt_id(char *buf, size_t cap, const char *id, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    if (cap < 8) {
+        if (cap)
+            buf[0] = '\0';
+        return buf;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)id[i];
+        if (o + 8 >= cap) {
+            memcpy(buf + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (c == '\'' || c == '\\') {
+            buf[o++] = '\\';
+            buf[o++] = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            buf[o++] = '\\';
+            buf[o++] = 'x';
+            buf[o++] = hex[c >> 4];
+            buf[o++] = hex[c & 15];
+        } else {
+            buf[o++] = (char)c;
+        }
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+/* ---- varints (LEB128, minimal) ------------------------------------------ */
+
+static size_t varint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static size_t varint_put(uint8_t *out, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        out[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    out[n++] = (uint8_t)v;
+    return n;
+}
+
+/* Returns bytes consumed, 0 on truncated, overlong or >64-bit input. */
+static size_t varint_get(const uint8_t *p, size_t len, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < len && i < 10; i++) {
+        uint64_t b = p[i] & 0x7f;
+        if (i == 9 && b > 1)
+            return 0;
+        v |= b << (7 * i);
+        if (!(p[i] & 0x80)) {
+            if (i > 0 && p[i] == 0)
+                return 0; /* overlong */
+            *out = v;
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+static void be64_put(uint8_t *out, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        out[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static uint64_t be64_get(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* ---- digests ------------------------------------------------------------ */
+
+/* BLAKE2b over (id length, id, data) so that a value only validates under
+ * the document it was written for. */
+static void digest(uint8_t *out, size_t outlen, const char *doc,
+                   size_t doc_len, const uint8_t *a, size_t alen,
+                   const uint8_t *b, size_t blen)
+{
+    crypto_generichash_state st;
+    uint8_t l = (uint8_t)doc_len;
+
+    crypto_generichash_init(&st, NULL, 0, outlen);
+    crypto_generichash_update(&st, &l, 1);
+    crypto_generichash_update(&st, (const uint8_t *)doc, doc_len);
+    crypto_generichash_update(&st, a, alen);
+    if (blen)
+        crypto_generichash_update(&st, b, blen);
+    crypto_generichash_final(&st, out, outlen);
+}
+
+static int digest_ok(const uint8_t *want, size_t outlen, const char *doc,
+                     size_t doc_len, const uint8_t *a, size_t alen,
+                     const uint8_t *b, size_t blen)
+{
+    uint8_t got[crypto_generichash_BYTES_MAX];
+    digest(got, outlen, doc, doc_len, a, alen, b, blen);
+    return sodium_memcmp(got, want, outlen) == 0;
+}
+
+/* ---- log keys ----------------------------------------------------------- */
+
+size_t td_store_log_prefix(uint8_t *out, const char *doc, size_t doc_len)
+{
+    out[0] = (uint8_t)doc_len;
+    memcpy(out + 1, doc, doc_len);
+    return 1 + doc_len;
+}
+
+size_t td_store_log_key(uint8_t *out, const char *doc, size_t doc_len,
+                        uint64_t seq)
+{
+    size_t n = td_store_log_prefix(out, doc, doc_len);
+    be64_put(out + n, seq);
+    return n + 8;
+}
+
+int td_store_log_key_parse(const uint8_t *key, size_t len, const char **doc,
+                           size_t *doc_len, uint64_t *seq)
+{
+    if (len < 1 + 1 + 8 || key[0] == 0 || (size_t)key[0] + 9 != len)
+        return 0;
+    *doc = (const char *)key + 1;
+    *doc_len = key[0];
+    *seq = be64_get(key + 1 + key[0]);
+    return 1;
+}
+
+/* ---- log values --------------------------------------------------------- */
+
+size_t td_store_log_value_size(size_t ops_len, uint64_t nops)
+{
+    return 1 + varint_size(nops) + ops_len + TD_STORE_LOG_DIGEST;
+}
+
+void td_store_log_value_encode(uint8_t *out, size_t out_len, const char *doc,
+                               size_t doc_len, const uint8_t *ops,
+                               size_t ops_len, uint64_t nops)
+{
+    size_t n = 0;
+    out[n++] = TD_STORE_VALUE_V1;
+    n += varint_put(out + n, nops);
+    memcpy(out + n, ops, ops_len);
+    n += ops_len;
+    digest(out + n, TD_STORE_LOG_DIGEST, doc, doc_len, out, n, NULL, 0);
+    (void)out_len;
+}
+
+int td_store_log_value_decode(const uint8_t *val, size_t len, const char *doc,
+                              size_t doc_len, const uint8_t **ops,
+                              size_t *ops_len, uint64_t *nops,
+                              const char **why)
+{
+    size_t n;
+    if (len < 1 + 1 + 1 + TD_STORE_LOG_DIGEST) {
+        *why = "log value too short";
+        return 0;
+    }
+    if (val[0] != TD_STORE_VALUE_V1) {
+        *why = "unknown log value format";
+        return 0;
+    }
+    if (!digest_ok(val + len - TD_STORE_LOG_DIGEST, TD_STORE_LOG_DIGEST, doc,
+                   doc_len, val, len - TD_STORE_LOG_DIGEST, NULL, 0)) {
+        *why = "log value checksum mismatch";
+        return 0;
+    }
+    n = varint_get(val + 1, len - 1 - TD_STORE_LOG_DIGEST, nops);
+    if (n == 0 || 1 + n >= len - TD_STORE_LOG_DIGEST) {
+        *why = "log value header malformed";
+        return 0;
+    }
+    *ops = val + 1 + n;
+    *ops_len = len - TD_STORE_LOG_DIGEST - 1 - n;
+    return 1;
+}
+
+/* ---- meta values -------------------------------------------------------- */
+
+uint8_t *td_store_meta_encode(const td_store_meta *m, const char *doc,
+                              size_t doc_len, size_t *len)
+{
+    uint64_t f[7] = {m->last_seq, m->snap_seq, m->log_ops, m->log_bytes,
+                     m->snap_ops, m->snap_bytes, m->vv_len};
+    size_t cap = 1 + 7 * 10 + m->vv_len + TD_STORE_META_DIGEST, n = 0;
+    uint8_t *out = malloc(cap);
+
+    if (out == NULL)
+        return NULL;
+    out[n++] = TD_STORE_VALUE_V1;
+    for (size_t i = 0; i < 7; i++)
+        n += varint_put(out + n, f[i]);
+    if (m->vv_len)
+        memcpy(out + n, m->vv, m->vv_len);
+    n += m->vv_len;
+    digest(out + n, TD_STORE_META_DIGEST, doc, doc_len, out, n, NULL, 0);
+    *len = n + TD_STORE_META_DIGEST;
+    return out;
+}
+
+int td_store_meta_decode(const uint8_t *val, size_t len, const char *doc,
+                         size_t doc_len, td_store_meta *m, const char **why)
+{
+    uint64_t f[7];
+    size_t n = 1, body;
+
+    if (len < 1 + 7 + TD_STORE_META_DIGEST) {
+        *why = "metadata value too short";
+        return 0;
+    }
+    if (val[0] != TD_STORE_VALUE_V1) {
+        *why = "unknown metadata format";
+        return 0;
+    }
+    body = len - TD_STORE_META_DIGEST;
+    if (!digest_ok(val + body, TD_STORE_META_DIGEST, doc, doc_len, val, body,
+                   NULL, 0)) {
+        *why = "metadata checksum mismatch";
+        return 0;
+    }
+    for (size_t i = 0; i < 7; i++) {
+        size_t k = varint_get(val + n, body - n, &f[i]);
+        if (k == 0) {
+            *why = "metadata field malformed";
+            return 0;
+        }
+        n += k;
+    }
+    if (f[6] != body - n) {
+        *why = "metadata version vector length mismatch";
+        return 0;
+    }
+    m->last_seq = f[0];
+    m->snap_seq = f[1];
+    m->log_ops = f[2];
+    m->log_bytes = f[3];
+    m->snap_ops = f[4];
+    m->snap_bytes = f[5];
+    m->vv = f[6] ? val + n : NULL;
+    m->vv_len = (size_t)f[6];
+    /* Cross-field invariants the writer always keeps. */
+    if (m->snap_seq > m->last_seq || m->last_seq > TD_STORE_SEQ_MAX ||
+        (m->last_seq == m->snap_seq && (m->log_ops || m->log_bytes)) ||
+        (m->last_seq > m->snap_seq && m->log_bytes < m->last_seq - m->snap_seq) ||
+        ((m->snap_seq == 0) != (m->snap_bytes == 0))) {
+        *why = "metadata fields inconsistent";
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- snapshot values ---------------------------------------------------- */
+
+uint8_t *td_store_snap_encode(const uint8_t *snap, size_t snap_len,
+                              uint64_t seq, const char *doc, size_t doc_len,
+                              size_t *len)
+{
+    uint8_t *out = malloc(TD_STORE_SNAP_HEADER + snap_len);
+    if (out == NULL)
+        return NULL;
+    out[0] = TD_STORE_VALUE_V1;
+    be64_put(out + 1, seq);
+    memcpy(out + TD_STORE_SNAP_HEADER, snap, snap_len);
+    digest(out + 9, TD_STORE_SNAP_DIGEST, doc, doc_len, out, 9, snap, snap_len);
+    *len = TD_STORE_SNAP_HEADER + snap_len;
+    return out;
+}
+
+int td_store_snap_decode(const uint8_t *val, size_t len, const char *doc,
+                         size_t doc_len, const uint8_t **snap,
+                         size_t *snap_len, uint64_t *seq, const char **why)
+{
+    if (len <= TD_STORE_SNAP_HEADER) {
+        *why = "snapshot value too short";
+        return 0;
+    }
+    if (val[0] != TD_STORE_VALUE_V1) {
+        *why = "unknown snapshot format";
+        return 0;
+    }
+    if (!digest_ok(val + 9, TD_STORE_SNAP_DIGEST, doc, doc_len, val, 9,
+                   val + TD_STORE_SNAP_HEADER, len - TD_STORE_SNAP_HEADER)) {
+        *why = "snapshot checksum mismatch";
+        return 0;
+    }
+    *seq = be64_get(val + 1);
+    *snap = val + TD_STORE_SNAP_HEADER;
+    *snap_len = len - TD_STORE_SNAP_HEADER;
+    return 1;
+}

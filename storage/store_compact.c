@@ -1,0 +1,280 @@
+/*
+ * store_compact.c -- folding a document's log into a new snapshot.
+ *
+ * Compaction loads the document as of a RocksDB snapshot (old snapshot plus
+ * log tail up to sequence S), encodes it with td_crdt_snapshot_encode() and
+ * then, in one WriteBatch, stores the new snapshot value covering S, deletes
+ * the log entries up to S with one range delete and rewrites the metadata.
+ * The expensive part runs without any lock, so appends go on meanwhile; the
+ * final write takes write_mu and starts from the metadata as it is then, so
+ * entries appended after S simply stay in the log tail. If another
+ * compaction of the same document got there first, this one gives up
+ * (TD_STORE_ERR_BUSY) without writing.
+ *
+ * With TD_STORE_COMPACT_AUTO the store thread queues every document whose
+ * log crossed compact_ops or compact_bytes, and a second thread compacts
+ * them one at a time, so neither the event loop nor the appends wait for it.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_internal.h"
+
+/* Ops parked for missing dependencies are not part of an encoded snapshot,
+ * so a document holding any is left uncompacted (its log still has them). */
+static int has_pending(td_crdt_doc *d)
+{
+    return td_crdt_pending_ops(d) > 0;
+}
+
+/* Writes the new snapshot (sequence s) and drops the folded log entries. */
+static td_store_err fold(td_store *st, const char *doc, size_t doc_len,
+                         const td_store_meta *old, uint64_t s,
+                         const td_store_scan_totals *folded,
+                         const uint8_t *snap, size_t snap_len, uint64_t snap_ops,
+                         td_store_compact_info *info, td_store_error *err)
+{
+    uint8_t lo[TD_STORE_LOG_KEY_MAX], hi[TD_STORE_LOG_KEY_MAX];
+    size_t lo_len, hi_len, sval_len, mval_len;
+    uint8_t *sval, *mval;
+    td_store_meta now, next;
+    td_store_ent *ent;
+    char *raw = NULL, *rerr = NULL, shown[TD_STORE_FMT_ID_CAP];
+    rocksdb_writebatch_t *wb;
+    td_store_err code;
+
+    sval = td_store_snap_encode(snap, snap_len, s, doc, doc_len, &sval_len);
+    if (sval == NULL)
+        return td_store_seterr(err, TD_STORE_ERR_NOMEM, "out of memory");
+    td_store_fmt_id(shown, sizeof shown, doc, doc_len);
+
+    pthread_mutex_lock(&st->write_mu);
+    ent = td_store_table_find(st, doc, doc_len);
+    if (ent) {
+        now = ent->cur;
+        code = TD_STORE_OK;
+    } else {
+        code = td_store_meta_get(st, NULL, doc, doc_len, &now, &raw, err);
+    }
+    if (code == TD_STORE_OK && now.snap_seq != old->snap_seq)
+        code = td_store_seterr(err, TD_STORE_ERR_BUSY,
+                               "document '%s' was compacted concurrently", shown);
+    /* Deleted and re-created meanwhile: what was loaded is not it. */
+    if (code == TD_STORE_OK && (now.last_seq < s || now.log_ops < folded->ops ||
+                                now.log_bytes < folded->bytes))
+        code = td_store_seterr(err, TD_STORE_ERR_BUSY,
+                               "document '%s' changed during compaction", shown);
+    if (code == TD_STORE_ERR_NOT_FOUND)
+        code = td_store_seterr(err, TD_STORE_ERR_BUSY,
+                               "document '%s' was deleted during compaction", shown);
+    if (code != TD_STORE_OK) {
+        pthread_mutex_unlock(&st->write_mu);
+        rocksdb_free(raw);
+        free(sval);
+        return code;
+    }
+    next = now;
+    next.snap_seq = s;
+    next.snap_ops = snap_ops;
+    next.snap_bytes = sval_len;
+    next.log_ops = now.log_ops - folded->ops;
+    next.log_bytes = now.log_bytes - folded->bytes;
+    mval = td_store_meta_encode(&next, doc, doc_len, &mval_len);
+    if (mval == NULL) {
+        pthread_mutex_unlock(&st->write_mu);
+        rocksdb_free(raw);
+        free(sval);
+        return td_store_seterr(err, TD_STORE_ERR_NOMEM, "out of memory");
+    }
+    lo_len = td_store_log_key(lo, doc, doc_len, 0);
+    hi_len = td_store_log_key(hi, doc, doc_len, s + 1);
+    wb = rocksdb_writebatch_create();
+    rocksdb_writebatch_put_cf(wb, st->cf[TD_CF_SNAP], doc, doc_len,
+                              (const char *)sval, sval_len);
+    rocksdb_writebatch_delete_range_cf(wb, st->cf[TD_CF_LOG], (const char *)lo,
+                                       lo_len, (const char *)hi, hi_len);
+    rocksdb_writebatch_put_cf(wb, st->cf[TD_CF_META], doc, doc_len,
+                              (const char *)mval, mval_len);
+    rocksdb_write(st->db, st->wo_admin, wb, &rerr);
+    rocksdb_writebatch_destroy(wb);
+    if (rerr) {
+        code = td_store_seterr(err, TD_STORE_ERR_IO,
+                               "document '%s': writing the compacted snapshot "
+                               "failed: %s",
+                               shown, rerr);
+        rocksdb_free(rerr);
+    } else if (ent) {
+        /* vv is unchanged and still owned by the entry. */
+        ent->cur.snap_seq = next.snap_seq;
+        ent->cur.snap_ops = next.snap_ops;
+        ent->cur.snap_bytes = next.snap_bytes;
+        ent->cur.log_ops = next.log_ops;
+        ent->cur.log_bytes = next.log_bytes;
+    }
+    pthread_mutex_unlock(&st->write_mu);
+    rocksdb_free(raw);
+    free(mval);
+    if (code == TD_STORE_OK && info) {
+        info->compacted = 1;
+        info->snap_seq = s;
+        info->folded_entries = folded->entries;
+        info->folded_bytes = folded->bytes;
+        info->snap_bytes = sval_len;
+    }
+    free(sval);
+    return code;
+}
+
+td_store_err td_store_compact(td_store *st, const char *doc, size_t doc_len,
+                              int force, td_store_compact_info *info,
+                              td_store_error *err)
+{
+    const rocksdb_snapshot_t *rs;
+    td_store_meta m;
+    td_store_scan_totals folded;
+    td_crdt_doc *d = NULL;
+    uint8_t *snap = NULL;
+    size_t snap_len = 0;
+    char *raw = NULL;
+    td_store_err code;
+    td_crdt_err ce;
+
+    if (info)
+        memset(info, 0, sizeof *info);
+    if (!td_store_doc_id_valid(doc, doc_len))
+        return td_store_seterr(err, TD_STORE_ERR_ARG, "invalid document id");
+    if (st->o.read_only)
+        return td_store_seterr(err, TD_STORE_ERR_ARG, "store %s is open read-only",
+                               st->dir);
+    rs = rocksdb_create_snapshot(st->db);
+    code = td_store_meta_get(st, rs, doc, doc_len, &m, &raw, err);
+    if (code != TD_STORE_OK || m.last_seq == m.snap_seq ||
+        (!force && !td_store_compact_due(st, &m)))
+        goto out;
+    code = td_store_load_at(st, rs, doc, doc_len, st->have_crdt ? &st->crdt : NULL,
+                            &m, &d, &folded, err);
+    if (code != TD_STORE_OK)
+        goto out;
+    if (has_pending(d)) {
+        if (info)
+            info->pending_ops = td_crdt_pending_ops(d);
+        goto out;
+    }
+    ce = td_crdt_snapshot_encode(d, &snap, &snap_len);
+    if (ce != TD_CRDT_OK) {
+        char shown[TD_STORE_FMT_ID_CAP];
+        code = td_store_seterr(err, ce == TD_CRDT_ERR_NOMEM ? TD_STORE_ERR_NOMEM
+                                                           : TD_STORE_ERR_CORRUPT,
+                               "document '%s': encoding the snapshot failed (%s: %s)",
+                               td_store_fmt_id(shown, sizeof shown, doc, doc_len),
+                               td_crdt_strerror(ce), td_crdt_doc_error(d));
+        goto out;
+    }
+    code = fold(st, doc, doc_len, &m, m.last_seq, &folded, snap, snap_len,
+                td_crdt_op_count(d), info, err);
+    if (code == TD_STORE_OK)
+        atomic_fetch_add(&st->n_compactions, 1);
+out:
+    if (snap)
+        td_crdt_buf_free(d, snap);
+    if (d)
+        td_crdt_doc_free(d);
+    rocksdb_free(raw);
+    rocksdb_release_snapshot(st->db, rs);
+    return code;
+}
+
+/* ---- the background compaction thread ----------------------------------- */
+
+void td_store_compactor_enqueue(td_store *st, td_store_ent *ent)
+{
+    td_store_cjob *j;
+    if (!st->compactor_started)
+        return;
+    j = malloc(sizeof *j + ent->id_len);
+    if (j == NULL)
+        return; /* the next append retries */
+    j->next = NULL;
+    j->id_len = ent->id_len;
+    memcpy(j->id, ent->id, ent->id_len);
+    ent->compact_queued = 1;
+    pthread_mutex_lock(&st->cq_mu);
+    *st->cq_tail = j;
+    st->cq_tail = &j->next;
+    pthread_cond_signal(&st->cq_cond);
+    pthread_mutex_unlock(&st->cq_mu);
+}
+
+static void *compactor_main(void *arg)
+{
+    td_store *st = arg;
+    for (;;) {
+        td_store_cjob *j;
+        td_store_compact_info info;
+        td_store_error e;
+        td_store_ent *ent;
+        td_store_err code;
+
+        pthread_mutex_lock(&st->cq_mu);
+        while (st->cq_head == NULL && !st->cq_stopping)
+            pthread_cond_wait(&st->cq_cond, &st->cq_mu);
+        if (st->cq_stopping) {
+            pthread_mutex_unlock(&st->cq_mu);
+            break;
+        }
+        j = st->cq_head;
+        st->cq_head = j->next;
+        if (st->cq_head == NULL)
+            st->cq_tail = &st->cq_head;
+        pthread_mutex_unlock(&st->cq_mu);
+
+        code = td_store_compact(st, j->id, j->id_len, 0, &info, &e);
+        if (code != TD_STORE_OK && code != TD_STORE_ERR_BUSY &&
+            code != TD_STORE_ERR_NOT_FOUND)
+            atomic_fetch_add(&st->n_compaction_errors, 1);
+        pthread_mutex_lock(&st->write_mu);
+        ent = td_store_table_find(st, j->id, j->id_len);
+        if (ent) {
+            ent->compact_queued = 0;
+            /* A document that could not be compacted (damaged, or holding
+             * parked ops) is retried only once its log has doubled, so a
+             * stuck document does not cost a full load per append. */
+            if (code != TD_STORE_ERR_BUSY && !info.compacted) {
+                uint64_t tail = ent->cur.last_seq - ent->cur.snap_seq;
+                ent->compact_hold = ent->cur.last_seq + (tail ? tail : 1);
+            }
+        }
+        pthread_mutex_unlock(&st->write_mu);
+        free(j);
+    }
+    return NULL;
+}
+
+int td_store_compactor_start(td_store *st)
+{
+    if (pthread_create(&st->compactor, NULL, compactor_main, st) != 0)
+        return -1;
+    st->compactor_started = 1;
+    return 0;
+}
+
+/* Abandons queued jobs: their documents are still due and get queued again
+ * after the next open's first append. */
+void td_store_compactor_stop(td_store *st)
+{
+    td_store_cjob *j, *next;
+    pthread_mutex_lock(&st->cq_mu);
+    st->cq_stopping = 1;
+    pthread_cond_signal(&st->cq_cond);
+    pthread_mutex_unlock(&st->cq_mu);
+    if (st->compactor_started) {
+        pthread_join(st->compactor, NULL);
+        st->compactor_started = 0;
+    }
+    for (j = st->cq_head; j; j = next) {
+        next = j->next;
+        free(j);
+    }
+    st->cq_head = NULL;
+    st->cq_tail = &st->cq_head;
+}

@@ -1,0 +1,567 @@
+/*
+ * store_db.c -- opening and closing a data directory, and whole-store
+ * maintenance (checkpoints, file compaction, statistics).
+ *
+ * A data directory is a RocksDB database with the column families default,
+ * log, snap and meta. The default family holds one key, the format version
+ * marker, written when the directory is created. Opening refuses anything
+ * else: a directory of another format version, a RocksDB database that is
+ * not ours, a non-empty directory that is not a database at all. A lock held
+ * by another process (RocksDB's LOCK file) is reported as such, naming the
+ * directory, instead of RocksDB's raw message.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <dirent.h>
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "store_internal.h"
+
+static const char *const cf_names[TD_CF_COUNT] = {"default", "log", "snap",
+                                                   "meta"};
+
+static const char *const err_names[] = {
+    [TD_STORE_OK] = "ok",
+    [TD_STORE_ERR_NOMEM] = "out of memory",
+    [TD_STORE_ERR_ARG] = "invalid argument",
+    [TD_STORE_ERR_IO] = "i/o error",
+    [TD_STORE_ERR_LOCKED] = "locked",
+    [TD_STORE_ERR_VERSION] = "incompatible format version",
+    [TD_STORE_ERR_NOT_FOUND] = "not found",
+    [TD_STORE_ERR_CORRUPT] = "corrupt",
+    [TD_STORE_ERR_EXISTS] = "already exists",
+    [TD_STORE_ERR_CLOSED] = "closed",
+    [TD_STORE_ERR_BUSY] = "busy",
+};
+
+const char *td_store_strerror(td_store_err err)
+{
+    if ((size_t)err < sizeof err_names / sizeof err_names[0] && err_names[err])
+        return err_names[err];
+    return "unknown error";
+}
+
+static const char *const durability_names[] = {
+    [TD_STORE_SYNC_GROUP] = "group",
+    [TD_STORE_SYNC_ALWAYS] = "always",
+    [TD_STORE_SYNC_OFF] = "off",
+};
+
+int td_store_durability_parse(const char *name, td_store_durability *out)
+{
+    for (size_t i = 0; i < sizeof durability_names / sizeof durability_names[0]; i++) {
+        if (name && strcmp(name, durability_names[i]) == 0) {
+            *out = (td_store_durability)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+const char *td_store_durability_name(td_store_durability d)
+{
+    if ((size_t)d < sizeof durability_names / sizeof durability_names[0])
+        return durability_names[d];
+    return "?";
+}
+
+td_store_err td_store_seterr(td_store_error *err, td_store_err code,
+                             const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        err->code = code;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+void td_store_free(void *buf)
+{
+    free(buf);
+}
+
+/* ---- opening ------------------------------------------------------------ */
+
+/* What is at `dir` before RocksDB sees it. DIR_EMPTY: nothing but files of
+ * an unfinished RocksDB creation. */
+typedef enum { DIR_MISSING, DIR_EMPTY, DIR_DATABASE, DIR_OTHER, DIR_ERROR } dir_state;
+
+/* Names RocksDB itself creates. A directory holding only these but no
+ * CURRENT is a database whose creation was interrupted (say by a crash
+ * during the first open): it is safe to create the database again. */
+static int rocksdb_file(const char *name)
+{
+    static const char *const exact[] = {"LOCK", "LOG", "IDENTITY", "CURRENT"};
+    static const char *const prefix[] = {"LOG.old.", "MANIFEST-", "OPTIONS-"};
+    static const char *const suffix[] = {".log", ".sst", ".dbtmp", ".tmp", ".blob"};
+    size_t n = strlen(name);
+
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+        if (strcmp(name, exact[i]) == 0)
+            return 1;
+    for (size_t i = 0; i < sizeof prefix / sizeof prefix[0]; i++)
+        if (strncmp(name, prefix[i], strlen(prefix[i])) == 0)
+            return 1;
+    for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
+        size_t k = strlen(suffix[i]);
+        if (n > k && strcmp(name + n - k, suffix[i]) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static dir_state probe_dir(const char *dir, int *errnum)
+{
+    struct stat sb;
+    DIR *d;
+    struct dirent *e;
+    int has_current = 0, has_other = 0;
+
+    if (stat(dir, &sb) != 0) {
+        *errnum = errno;
+        return errno == ENOENT ? DIR_MISSING : DIR_ERROR;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        *errnum = ENOTDIR;
+        return DIR_ERROR;
+    }
+    d = opendir(dir);
+    if (d == NULL) {
+        *errnum = errno;
+        return DIR_ERROR;
+    }
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (strcmp(e->d_name, "CURRENT") == 0)
+            has_current = 1;
+        else if (!rocksdb_file(e->d_name))
+            has_other = 1;
+    }
+    closedir(d);
+    if (has_current)
+        return DIR_DATABASE;
+    return has_other ? DIR_OTHER : DIR_EMPTY;
+}
+
+/* RocksDB reports a held lock as an I/O error mentioning the LOCK file
+ * ("While lock file: DIR/LOCK: Resource temporarily unavailable", or "lock
+ * hold by current process" within one process). */
+static td_store_err open_error(const char *dir, char *rerr, td_store_error *err)
+{
+    td_store_err code = TD_STORE_ERR_IO;
+    if (strstr(rerr, "/LOCK") || strstr(rerr, "lock hold"))
+        code = td_store_seterr(err, TD_STORE_ERR_LOCKED,
+                               "data directory %s is in use by another process "
+                               "(its LOCK file is held); stop that process or "
+                               "use another directory",
+                               dir);
+    else
+        code = td_store_seterr(err, TD_STORE_ERR_IO,
+                               "cannot open data directory %s: %s", dir, rerr);
+    rocksdb_free(rerr);
+    return code;
+}
+
+/* 1 if any of the n families of the database at dir holds a key, 0 if
+ * none does, -1 if it cannot be read. Opened read-only: nothing changes. */
+static int any_data(td_store *st, char **names, size_t n)
+{
+    const rocksdb_options_t **cfo = calloc(n, sizeof *cfo);
+    rocksdb_column_family_handle_t **h = calloc(n, sizeof *h);
+    char *rerr = NULL;
+    rocksdb_t *db = NULL;
+    int found = -1;
+
+    if (cfo && h) {
+        for (size_t i = 0; i < n; i++)
+            cfo[i] = st->dbopts;
+        db = rocksdb_open_for_read_only_column_families(
+            st->dbopts, st->dir, (int)n, (const char *const *)names, cfo, h, 0, &rerr);
+    }
+    if (db) {
+        found = 0;
+        for (size_t i = 0; i < n; i++) {
+            rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db, st->ro, h[i]);
+            rocksdb_iter_seek_to_first(it);
+            found |= rocksdb_iter_valid(it);
+            rocksdb_iter_destroy(it);
+            rocksdb_column_family_handle_destroy(h[i]);
+        }
+        rocksdb_close(db);
+    }
+    rocksdb_free(rerr);
+    free(cfo);
+    free(h);
+    return found;
+}
+
+/* Existing databases must have only our column families. One with some of
+ * them missing is accepted only if it holds no data at all: that is a
+ * creation interrupted between creating the database and its families
+ * (a crash during the very first open); anything else is someone else's
+ * database, which must not be changed. */
+static td_store_err check_families(td_store *st, td_store_error *err)
+{
+    size_t n = 0;
+    char *rerr = NULL;
+    char **names = rocksdb_list_column_families(st->dbopts, st->dir, &n, &rerr);
+    int seen[TD_CF_COUNT] = {0};
+    td_store_err code = TD_STORE_OK;
+
+    if (rerr)
+        return open_error(st->dir, rerr, err);
+    for (size_t i = 0; i < n && code == TD_STORE_OK; i++) {
+        size_t k = 0;
+        while (k < TD_CF_COUNT && strcmp(names[i], cf_names[k]) != 0)
+            k++;
+        if (k == TD_CF_COUNT)
+            code = td_store_seterr(err, TD_STORE_ERR_CORRUPT,
+                                   "%s is not a tandem data directory "
+                                   "(unexpected column family '%s')",
+                                   st->dir, names[i]);
+        else
+            seen[k] = 1;
+    }
+    if (code == TD_STORE_OK && !(seen[0] && seen[1] && seen[2] && seen[3])) {
+        int data = any_data(st, names, n);
+        if (data < 0)
+            code = td_store_seterr(err, TD_STORE_ERR_IO,
+                                   "cannot read the RocksDB database in %s", st->dir);
+        else if (data > 0)
+            code = td_store_seterr(err, TD_STORE_ERR_CORRUPT,
+                                   "%s is not a tandem data directory (a RocksDB "
+                                   "database without the log, snap and meta "
+                                   "column families)",
+                                   st->dir);
+        else if (st->o.read_only)
+            code = td_store_seterr(err, TD_STORE_ERR_NOT_FOUND,
+                                   "data directory %s was never initialised", st->dir);
+    }
+    rocksdb_list_column_families_destroy(names, n);
+    return code;
+}
+
+static int family_empty(td_store *st, int cf)
+{
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->db, st->ro, st->cf[cf]);
+    int empty;
+    rocksdb_iter_seek_to_first(it);
+    empty = !rocksdb_iter_valid(it);
+    rocksdb_iter_destroy(it);
+    return empty;
+}
+
+/* Reads (or, for a fresh directory, writes) the format version marker. */
+static td_store_err check_format(td_store *st, td_store_error *err)
+{
+    char *rerr = NULL, *val;
+    size_t len = 0;
+    char want[16];
+
+    snprintf(want, sizeof want, "%d", TD_STORE_FORMAT_VERSION);
+    val = rocksdb_get_cf(st->db, st->ro, st->cf[TD_CF_DEFAULT],
+                         TD_STORE_FORMAT_KEY, strlen(TD_STORE_FORMAT_KEY), &len,
+                         &rerr);
+    if (rerr) {
+        td_store_seterr(err, TD_STORE_ERR_IO, "reading the format marker of %s: %s",
+                        st->dir, rerr);
+        rocksdb_free(rerr);
+        return TD_STORE_ERR_IO;
+    }
+    if (val) {
+        td_store_err code = TD_STORE_OK;
+        if (len != strlen(want) || memcmp(val, want, len) != 0) {
+            char shown[32];
+            size_t k;
+            for (k = 0; k < len && k < sizeof shown - 1; k++)
+                shown[k] = (val[k] >= 0x20 && val[k] < 0x7f) ? val[k] : '?';
+            shown[k] = '\0';
+            code = td_store_seterr(err, TD_STORE_ERR_VERSION,
+                                   "data directory %s has format version '%s'; "
+                                   "this build reads format version %s only",
+                                   st->dir, shown, want);
+        }
+        rocksdb_free(val);
+        return code;
+    }
+    /* No marker: a directory we created but did not finish initialising is
+     * fine (all families empty); anything else is someone else's data. */
+    for (int cf = 0; cf < TD_CF_COUNT; cf++)
+        if (!family_empty(st, cf))
+            return td_store_seterr(err, TD_STORE_ERR_CORRUPT,
+                                   "%s is not a tandem data directory (no "
+                                   "format marker, but column family '%s' "
+                                   "holds data)",
+                                   st->dir, cf_names[cf]);
+    if (st->o.read_only)
+        return td_store_seterr(err, TD_STORE_ERR_NOT_FOUND,
+                               "data directory %s was never initialised", st->dir);
+    rocksdb_put_cf(st->db, st->wo_admin, st->cf[TD_CF_DEFAULT],
+                   TD_STORE_FORMAT_KEY, strlen(TD_STORE_FORMAT_KEY), want,
+                   strlen(want), &rerr);
+    if (rerr) {
+        td_store_seterr(err, TD_STORE_ERR_IO, "writing the format marker of %s: %s",
+                        st->dir, rerr);
+        rocksdb_free(rerr);
+        return TD_STORE_ERR_IO;
+    }
+    return TD_STORE_OK;
+}
+
+static td_store_err open_db(td_store *st, td_store_error *err)
+{
+    int errnum = 0;
+    dir_state ds = probe_dir(st->dir, &errnum);
+    const rocksdb_options_t *cfopts[TD_CF_COUNT];
+    char *rerr = NULL;
+    td_store_err code;
+
+    switch (ds) {
+    case DIR_MISSING:
+        if (!st->o.create_if_missing || st->o.read_only)
+            return td_store_seterr(err, TD_STORE_ERR_NOT_FOUND,
+                                   "data directory %s does not exist", st->dir);
+        break;
+    case DIR_ERROR:
+        return td_store_seterr(err, TD_STORE_ERR_IO, "data directory %s: %s",
+                               st->dir, strerror(errnum));
+    case DIR_OTHER:
+        return td_store_seterr(err, TD_STORE_ERR_CORRUPT,
+                               "%s is not a tandem data directory (not empty, "
+                               "and no RocksDB database in it)",
+                               st->dir);
+    case DIR_EMPTY:
+        if (st->o.read_only)
+            return td_store_seterr(err, TD_STORE_ERR_NOT_FOUND,
+                                   "data directory %s is empty", st->dir);
+        break;
+    case DIR_DATABASE:
+        code = check_families(st, err);
+        if (code != TD_STORE_OK)
+            return code;
+        break;
+    }
+
+    for (int i = 0; i < TD_CF_COUNT; i++)
+        cfopts[i] = st->dbopts;
+    if (st->o.read_only) {
+        st->db = rocksdb_open_for_read_only_column_families(
+            st->dbopts, st->dir, TD_CF_COUNT, cf_names, cfopts, st->cf, 0, &rerr);
+    } else {
+        st->db = rocksdb_open_column_families(st->dbopts, st->dir, TD_CF_COUNT,
+                                              cf_names, cfopts, st->cf, &rerr);
+    }
+    if (rerr) {
+        st->db = NULL;
+        return open_error(st->dir, rerr, err);
+    }
+    return check_format(st, err);
+}
+
+static td_store_err init_options(td_store *st, const td_store_options *opts,
+                                 td_store_error *err)
+{
+    if (opts)
+        st->o = *opts;
+    if (td_store_durability_name(st->o.durability)[0] == '?')
+        return td_store_seterr(err, TD_STORE_ERR_ARG, "unknown durability mode %d",
+                               (int)st->o.durability);
+    if (st->o.compact_ops == 0)
+        st->o.compact_ops = 10000;
+    if (st->o.compact_bytes == 0)
+        st->o.compact_bytes = (uint64_t)4 << 20;
+    if (opts && opts->crdt) {
+        st->crdt = *opts->crdt;
+        st->have_crdt = 1;
+    }
+    st->o.crdt = NULL;
+
+    st->dbopts = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(st->dbopts, 1);
+    rocksdb_options_set_create_missing_column_families(st->dbopts, 1);
+    rocksdb_options_set_paranoid_checks(st->dbopts, 1);
+    rocksdb_options_set_compression(st->dbopts, rocksdb_lz4_compression);
+    rocksdb_options_set_info_log_level(st->dbopts, 2 /* warn */);
+    rocksdb_options_set_keep_log_file_num(st->dbopts, 2);
+    rocksdb_options_set_max_log_file_size(st->dbopts, 1 << 20);
+
+    st->wo_append = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(st->wo_append,
+                                  st->o.durability != TD_STORE_SYNC_OFF);
+    st->wo_admin = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(st->wo_admin,
+                                  st->o.durability != TD_STORE_SYNC_OFF);
+    st->ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_verify_checksums(st->ro, 1);
+    return TD_STORE_OK;
+}
+
+static void destroy(td_store *st)
+{
+    for (int i = 0; i < TD_CF_COUNT; i++)
+        if (st->cf[i])
+            rocksdb_column_family_handle_destroy(st->cf[i]);
+    if (st->db)
+        rocksdb_close(st->db);
+    if (st->dbopts)
+        rocksdb_options_destroy(st->dbopts);
+    if (st->wo_append)
+        rocksdb_writeoptions_destroy(st->wo_append);
+    if (st->wo_admin)
+        rocksdb_writeoptions_destroy(st->wo_admin);
+    if (st->ro)
+        rocksdb_readoptions_destroy(st->ro);
+    td_store_table_free(st);
+    pthread_mutex_destroy(&st->write_mu);
+    pthread_mutex_destroy(&st->q_mu);
+    pthread_cond_destroy(&st->q_cond);
+    pthread_mutex_destroy(&st->done_mu);
+    pthread_cond_destroy(&st->done_cond);
+    pthread_mutex_destroy(&st->cq_mu);
+    pthread_cond_destroy(&st->cq_cond);
+    free(st->dir);
+    free(st);
+}
+
+td_store_err td_store_open(const char *dir, const td_store_options *opts,
+                           td_store **out, td_store_error *err)
+{
+    td_store *st;
+    td_store_err code;
+
+    *out = NULL;
+    if (dir == NULL || dir[0] == '\0')
+        return td_store_seterr(err, TD_STORE_ERR_ARG, "no data directory given");
+    if (sodium_init() < 0)
+        return td_store_seterr(err, TD_STORE_ERR_IO, "libsodium failed to initialise");
+    st = calloc(1, sizeof *st);
+    if (st == NULL)
+        return td_store_seterr(err, TD_STORE_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&st->write_mu, NULL);
+    pthread_mutex_init(&st->q_mu, NULL);
+    pthread_cond_init(&st->q_cond, NULL);
+    pthread_mutex_init(&st->done_mu, NULL);
+    pthread_cond_init(&st->done_cond, NULL);
+    pthread_mutex_init(&st->cq_mu, NULL);
+    pthread_cond_init(&st->cq_cond, NULL);
+    st->q_tail = &st->q_head;
+    st->done_tail = &st->done_head;
+    st->cq_tail = &st->cq_head;
+    atomic_init(&st->outstanding, 0);
+    randombytes_buf(st->hash_key, sizeof st->hash_key);
+    st->dir = strdup(dir);
+    if (st->dir == NULL) {
+        destroy(st);
+        return td_store_seterr(err, TD_STORE_ERR_NOMEM, "out of memory");
+    }
+    code = init_options(st, opts, err);
+    if (code == TD_STORE_OK)
+        code = open_db(st, err);
+    if (code == TD_STORE_OK && !st->o.read_only) {
+        if (td_store_writer_start(st) != 0)
+            code = td_store_seterr(err, TD_STORE_ERR_IO, "cannot start the store thread");
+        else if (st->o.compaction == TD_STORE_COMPACT_AUTO &&
+                 td_store_compactor_start(st) != 0)
+            code = td_store_seterr(err, TD_STORE_ERR_IO,
+                                   "cannot start the compaction thread");
+    }
+    if (code != TD_STORE_OK) {
+        td_store_compactor_stop(st);
+        td_store_writer_stop(st);
+        destroy(st);
+        return code;
+    }
+    *out = st;
+    return TD_STORE_OK;
+}
+
+void td_store_close(td_store *st)
+{
+    if (st == NULL)
+        return;
+    td_store_writer_stop(st);
+    td_store_compactor_stop(st);
+    while (td_store_poll(st, 0) > 0)
+        ;
+    destroy(st);
+}
+
+/* ---- whole-store maintenance -------------------------------------------- */
+
+td_store_err td_store_checkpoint(td_store *st, const char *dir,
+                                 td_store_error *err)
+{
+    struct stat sb;
+    char *rerr = NULL;
+    rocksdb_checkpoint_t *cp;
+
+    if (dir == NULL || dir[0] == '\0')
+        return td_store_seterr(err, TD_STORE_ERR_ARG, "no backup directory given");
+    if (stat(dir, &sb) == 0)
+        return td_store_seterr(err, TD_STORE_ERR_EXISTS,
+                               "backup directory %s already exists; name a new one",
+                               dir);
+    cp = rocksdb_checkpoint_object_create(st->db, &rerr);
+    if (rerr == NULL)
+        /* log_size_for_flush 0: flush the memtables, so the checkpoint is
+         * self-contained SST files plus an empty WAL. */
+        rocksdb_checkpoint_create(cp, dir, 0, &rerr);
+    if (cp)
+        rocksdb_checkpoint_object_destroy(cp);
+    if (rerr) {
+        td_store_seterr(err, TD_STORE_ERR_IO, "checkpoint into %s failed: %s", dir,
+                        rerr);
+        rocksdb_free(rerr);
+        return TD_STORE_ERR_IO;
+    }
+    return TD_STORE_OK;
+}
+
+td_store_err td_store_compact_files(td_store *st, td_store_error *err)
+{
+    if (st->o.read_only)
+        return td_store_seterr(err, TD_STORE_ERR_ARG, "store %s is open read-only",
+                               st->dir);
+    for (int i = 0; i < TD_CF_COUNT; i++)
+        rocksdb_compact_range_cf(st->db, st->cf[i], NULL, 0, NULL, 0);
+    return TD_STORE_OK;
+}
+
+static uint64_t dir_bytes(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    uint64_t total = 0;
+    char path[4096];
+
+    if (d == NULL)
+        return 0;
+    while ((e = readdir(d)) != NULL) {
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode))
+            total += (uint64_t)sb.st_size;
+    }
+    closedir(d);
+    return total;
+}
+
+void td_store_get_stats(td_store *st, td_store_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->appends_ok = atomic_load(&st->n_appends_ok);
+    out->appends_failed = atomic_load(&st->n_appends_failed);
+    out->writes = atomic_load(&st->n_writes);
+    out->compactions = atomic_load(&st->n_compactions);
+    out->compaction_errors = atomic_load(&st->n_compaction_errors);
+    out->disk_bytes = dir_bytes(st->dir);
+}
