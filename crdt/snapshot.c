@@ -389,6 +389,12 @@ static td_id get_rel(snapdec *s, td_id base)
     return id;
 }
 
+static int origin_ok(td_crdt_doc *d, uint32_t h, td_id id)
+{
+    td_pos p;
+    return id.agent == TD_NONE || td_seq_locate(d, h, id, &p);
+}
+
 /* Run i of m; earlier runs are decoded. A right origin that names a later
  * run is left for the caller: *ahead receives k (0 if none). */
 static td_crdt_err dec_run(snapdec *s, td_run *m, uint32_t i, uint32_t *ahead, uint8_t *cont)
@@ -430,6 +436,7 @@ static td_crdt_err dec_run(snapdec *s, td_run *m, uint32_t i, uint32_t *ahead, u
         return TD_CRDT_OK;
     r->left.agent = r->right.agent = TD_NONE;
     if (lm == O_EXPLICIT) {
+        *cont |= 2; /* an explicit origin: checked once the runs are in */
         r->left = get_rel(s, r->id);
     } else if (lm != O_NONE) {
         uint64_t k = lm == O_NEIGHBOUR ? 1 : td_rd_varint(&s->r) + 2;
@@ -437,9 +444,10 @@ static td_crdt_err dec_run(snapdec *s, td_run *m, uint32_t i, uint32_t *ahead, u
             return BAD(s, "run left origin");
         r->left = td_run_last(&m[i - k]);
     }
-    if (rm == O_EXPLICIT)
+    if (rm == O_EXPLICIT) {
+        *cont |= 2;
         r->right = get_rel(s, r->id);
-    else if (rm != O_NONE)
+    } else if (rm != O_NONE)
         *ahead = rm == O_NEIGHBOUR ? 1 : (uint32_t)td_rd_u32(&s->r, NEAR_RUNS) + 2;
     return s->r.bad ? BAD(s, "run origins") : TD_CRDT_OK;
 }
@@ -466,7 +474,7 @@ static td_crdt_err dec_runs(snapdec *s, td_seq *q, int is_list)
             else
                 m[i].right = m[i + ahead[i]].id;
         }
-        if (cont[i])
+        if (cont[i] & 1)
             m[i].right = m[i - 1].right;
         if (!e && id_eq(m[i].right, m[i].id))
             e = BAD(s, "run is its own origin");
@@ -488,6 +496,11 @@ static td_crdt_err dec_runs(snapdec *s, td_seq *q, int is_list)
         }
         e = td_seq_insert_run(d, q, NULL, 0, &r, NULL);
     }
+    /* Origins named by position (the neighbouring or a near run) are items
+     * of this sequence by construction; explicit ones must be looked up. */
+    for (uint32_t i = 0; !e && i < n; i++)
+        if ((cont[i] & 2) && !(origin_ok(d, q->obj, m[i].left) && origin_ok(d, q->obj, m[i].right)))
+            e = BAD(s, "run origin is not an item of its sequence");
     td_memfree(d, m);
     td_memfree(d, ahead);
     td_memfree(d, cont);
@@ -554,22 +567,6 @@ static td_crdt_err link_list_objects(snapdec *s, uint32_t h)
                     return BAD(s, "list element names no object");
                 v->u.obj = c;
             }
-    return TD_CRDT_OK;
-}
-
-static int origin_ok(td_crdt_doc *d, uint32_t h, td_id id)
-{
-    td_pos p;
-    return id.agent == TD_NONE || td_seq_locate(d, h, id, &p);
-}
-
-static td_crdt_err check_origins(snapdec *s, uint32_t h)
-{
-    td_crdt_doc *d = s->d;
-    for (td_leaf *l = d->objs[h - 1]->u.seq.first; l; l = l->next)
-        for (uint32_t i = 0; i < l->n; i++)
-            if (!origin_ok(d, h, l->r[i].left) || !origin_ok(d, h, l->r[i].right))
-                return BAD(s, "run origin is not an item of its sequence");
     return TD_CRDT_OK;
 }
 
@@ -827,8 +824,6 @@ static td_crdt_err dec_all(snapdec *s)
         uint32_t h = s->obj[i];
         if (d->objs[h - 1]->kind == TD_CRDT_LIST)
             e = link_list_objects(s, h);
-        if (!e && d->objs[h - 1]->kind != TD_CRDT_MAP)
-            e = check_origins(s, h);
     }
     if (!e)
         e = dec_deletes(s);

@@ -36,6 +36,7 @@ typedef struct unit {
 typedef struct units {
     unit *u;
     uint32_t n, cap;
+    uint32_t sorted; /* u[0 .. sorted) is in seq order */
 } units;
 
 typedef struct checker {
@@ -129,35 +130,100 @@ static int record_applied(td_crdt_doc *d, const td_delrec *r)
     return 1;
 }
 
-static void collect_seq(checker *c, uint32_t h)
+/* Runs in seq order: the id index has one entry per run, sorted. */
+typedef struct run_walk {
+    checker *c;
+    uint32_t agent;
+} run_walk;
+
+static int walk_entry(void *ud, td_idx_ent *e)
 {
-    const td_seq *q = &c->d->objs[h - 1]->u.seq;
-    td_id cr = creator(c->d, h);
-    for (const td_leaf *l = q->first; l; l = l->next)
-        for (uint32_t i = 0; i < l->n; i++) {
-            const td_run *r = &l->r[i];
-            unit *u = push(c, r->id.agent, r->id.seq, r->len);
+    run_walk *w = ud;
+    const td_leaf *l = e->leaf;
+    for (uint32_t i = 0; i < l->n; i++) {
+        const td_run *r = &l->r[i];
+        if (r->id.agent != w->agent || r->id.seq != e->seq)
+            continue;
+        unit *u = push(w->c, r->id.agent, r->id.seq, r->len);
+        if (!u)
+            return 1;
+        add_ref(u, r->left);
+        add_ref(u, r->right);
+        add_ref(u, creator(w->c->d, l->obj));
+        return 0;
+    }
+    return 0;
+}
+
+/* u[0 .. sorted) and u[sorted .. n) of agent a are each in seq order (the
+ * tail once sorted, if sort_tail): merges them. */
+static void merge_tail(checker *c, uint32_t a, int sort_tail)
+{
+    units *us = &c->per_agent[a];
+    uint32_t mid = us->sorted;
+    if (sort_tail && us->n - mid > 1)
+        qsort(us->u + mid, us->n - mid, sizeof *us->u, unit_cmp);
+    if (mid > 0 && mid < us->n && us->u[mid - 1].seq > us->u[mid].seq) {
+        unit *tmp = td_mem(c->d, NULL, (size_t)us->n * sizeof *tmp);
+        if (!tmp) {
+            c->oom = 1;
+            return;
+        }
+        uint32_t i = 0, j = mid, k = 0;
+        while (i < mid || j < us->n)
+            tmp[k++] = (j >= us->n || (i < mid && us->u[i].seq <= us->u[j].seq)) ? us->u[i++]
+                                                                                : us->u[j++];
+        memcpy(us->u, tmp, (size_t)us->n * sizeof *tmp);
+        td_memfree(c->d, tmp);
+    }
+    us->sorted = us->n;
+}
+
+/* Per agent: runs (from the index) and delete records (stored in seq
+ * order) merged; then map writes and losing object writes, few, sorted and
+ * merged in. No general sort of everything. */
+static void collect(checker *c)
+{
+    td_crdt_doc *d = c->d;
+    for (uint32_t a = 0; a < d->nagents && !c->oom; a++) {
+        run_walk w = {c, a};
+        td_idx_walk(&d->agents[a].idx, 0, walk_entry, &w);
+        c->per_agent[a].sorted = c->per_agent[a].n;
+        for (uint32_t i = 0; i < d->agents[a].ndels && !c->oom; i++) {
+            const td_delrec *r = &d->agents[a].dels[i];
+            unit *u = push(c, a, r->seq, r->len);
             if (!u)
                 return;
-            add_ref(u, r->left);
-            add_ref(u, r->right);
-            add_ref(u, cr);
+            td_id hi = r->target;
+            if (!r->desc)
+                hi.seq += r->len - 1;
+            add_ref(u, hi);
+            add_ref(u, creator(d, r->obj));
         }
-}
-
-static void collect_map(checker *c, uint32_t h)
-{
-    const td_map *m = &c->d->objs[h - 1]->u.map;
-    td_id cr = creator(c->d, h);
-    for (uint32_t i = 0; i < m->n; i++) {
-        unit *u = push(c, m->e[i].id.agent, m->e[i].id.seq, 1);
-        if (!u)
-            return;
-        add_ref(u, cr);
+        merge_tail(c, a, 0);
     }
+    for (uint32_t h = 1; h <= d->nobjs && !c->oom; h++) {
+        const td_obj *o = d->objs[h - 1];
+        if (o->kind == TD_CRDT_MAP)
+            for (uint32_t i = 0; i < o->u.map.n && !c->oom; i++) {
+                unit *u = push(c, o->u.map.e[i].id.agent, o->u.map.e[i].id.seq, 1);
+                if (u)
+                    add_ref(u, creator(d, h));
+            }
+        if (o->key && !o->is_root) { /* a losing write that made an object */
+            const td_mapent *e = td_map_find(&d->objs[o->parent - 1]->u.map, o->key, o->klen);
+            if (e && !(e->id.agent == o->id.agent && e->id.seq == o->id.seq)) {
+                unit *u = push(c, o->id.agent, o->id.seq, 1);
+                if (u)
+                    add_ref(u, creator(d, o->parent));
+            }
+        }
+    }
+    for (uint32_t a = 0; a < d->nagents && !c->oom; a++)
+        merge_tail(c, a, 1);
 }
 
-/* 1 and 4: sorted per agent without overlaps, then orderable. */
+/* 1 and 4: no overlaps per agent, then orderable. */
 static int orderable(checker *c)
 {
     td_crdt_doc *d = c->d;
@@ -165,9 +231,7 @@ static int orderable(checker *c)
     uint32_t *done = td_mem(d, NULL, ((size_t)d->nagents + 1) * sizeof *done);
     int ok = next && done;
     for (uint32_t a = 0; ok && a < d->nagents; a++) {
-        units *us = &c->per_agent[a];
-        if (us->n > 1)
-            qsort(us->u, us->n, sizeof *us->u, unit_cmp);
+        const units *us = &c->per_agent[a];
         for (uint32_t i = 1; ok && i < us->n; i++)
             ok = us->u[i].seq >= us->u[i - 1].seq + us->u[i - 1].len;
         next[a] = 0;
@@ -176,7 +240,7 @@ static int orderable(checker *c)
     for (int progress = 1; ok && progress;) {
         progress = 0;
         for (uint32_t a = 0; a < d->nagents; a++) {
-            units *us = &c->per_agent[a];
+            const units *us = &c->per_agent[a];
             for (; next[a] < us->n; next[a]++) {
                 const unit *u = &us->u[next[a]];
                 if (done[a] < u->seq)
@@ -202,7 +266,7 @@ static int orderable(checker *c)
     return ok;
 }
 
-/* 0 if the loaded document is consistent; otherwise a reason. */
+/* NULL if the loaded document is consistent; otherwise why not. */
 const char *td_snapshot_check(td_crdt_doc *d, int *oom)
 {
     checker c = {d, NULL, 0};
@@ -223,34 +287,7 @@ const char *td_snapshot_check(td_crdt_doc *d, int *oom)
         return "out of memory";
     }
     memset(c.per_agent, 0, ((size_t)d->nagents + 1) * sizeof *c.per_agent);
-    for (uint32_t h = 1; h <= d->nobjs && !c.oom; h++) {
-        td_obj *o = d->objs[h - 1];
-        if (o->kind == TD_CRDT_MAP)
-            collect_map(&c, h);
-        else
-            collect_seq(&c, h);
-        /* a losing write that made an object is an op of its own */
-        if (o->key && !o->is_root) {
-            const td_mapent *e = td_map_find(&d->objs[o->parent - 1]->u.map, o->key, o->klen);
-            if (e && !(e->id.agent == o->id.agent && e->id.seq == o->id.seq)) {
-                unit *u = push(&c, o->id.agent, o->id.seq, 1);
-                if (u)
-                    add_ref(u, creator(d, o->parent));
-            }
-        }
-    }
-    for (uint32_t a = 0; a < d->nagents && !c.oom; a++)
-        for (uint32_t i = 0; i < d->agents[a].ndels && !c.oom; i++) {
-            const td_delrec *r = &d->agents[a].dels[i];
-            unit *u = push(&c, a, r->seq, r->len);
-            if (u) {
-                td_id hi = r->target;
-                if (!r->desc)
-                    hi.seq += r->len - 1;
-                add_ref(u, hi);
-                add_ref(u, creator(d, r->obj));
-            }
-        }
+    collect(&c);
     if (c.oom) {
         *oom = 1;
         why = "out of memory";
