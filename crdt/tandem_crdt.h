@@ -208,7 +208,12 @@ void td_crdt_set_observer(td_crdt_doc *doc, td_crdt_observer_fn fn, void *ud);
 /* Encodes the local ops made since the last commit as one batch. *out is
  * NULL and *len 0 when there are none. */
 td_crdt_err td_crdt_commit(td_crdt_doc *doc, uint8_t **out, size_t *len);
-/* Integrates a batch (from td_crdt_commit or td_crdt_diff). info may be NULL. */
+/* Integrates a batch (from td_crdt_commit or td_crdt_diff). info may be NULL.
+ * A batch that fails validation (DECODE, VERSION, INVALID_OP, LIMIT) changes
+ * nothing. If memory runs out while a valid batch is being integrated
+ * (NOMEM), the ops integrated so far stay: they form a causally complete
+ * prefix of the batch, the version vector says exactly which, the document
+ * is consistent, and applying the same batch again completes it. */
 td_crdt_err td_crdt_apply(td_crdt_doc *doc, const uint8_t *batch, size_t len,
                           td_crdt_apply_info *info);
 /* Ops waiting in the pending set. */
