@@ -2,7 +2,7 @@
  * tandem_trace.c -- tandem-trace: replays editing traces into the CRDT,
  * checks the result against the trace's endContent, and measures.
  *
- *     tandem-trace [--json] [--runs N] FILE...
+ *     tandem-trace [--json] [--runs N] [--server ws://HOST:PORT [--token T]] FILE...
  *
  * Per trace, in this order (see README.md for every output field):
  *   1. load: gunzip + cJSON, validated and converted to compact arrays; the
@@ -27,6 +27,7 @@
 #include "gap_buffer.h"
 #include "tandem_crdt.h"
 #include "trace_load.h"
+#include "trace_server.h"
 #include "trace_replay.h"
 
 #include <cjson/cJSON.h>
@@ -698,16 +699,52 @@ static void print_row(const result *r)
 
 static void usage(FILE *f)
 {
-    fputs("usage: tandem-trace [--json] [--runs N] FILE...\n"
+    fputs("usage: tandem-trace [--json] [--runs N] [--server ws://HOST:PORT [--token T]] FILE...\n"
           "Replays editing traces (gzipped or plain JSON, sequential or "
           "concurrent),\nchecks each ends at endContent, and prints timings "
           "against a gap-buffer\nbaseline, snapshot size, decode time and peak "
-          "memory.\n", f);
+          "memory.\n"
+          "With --server, each trace is then also replayed through a running\n"
+          "tandem server (one connection per agent) and the wall time and the\n"
+          "bytes on the wire are printed; every client and GET /docs/{id} must\n"
+          "end at endContent.\n", f);
+}
+
+/* The same trace through a running server; prints and returns 0 if ok. */
+static int run_server(const char *path, const char *url, const char *token, int json)
+{
+    tt_trace t;
+    char err[256];
+    td_trace_server_result r;
+    memset(&r, 0, sizeof r);
+    if (tt_trace_load(path, &t, err, sizeof err) != 0) {
+        fprintf(stderr, "tandem-trace: %s: %s\n", path, err);
+        return EXIT_BAD_TRACE;
+    }
+    int rc = td_trace_replay_server(url, &t, NULL, token, &r);
+    tt_trace_free(&t);
+    if (json)
+        printf("{\"trace\":\"%s\",\"server\":\"%s\",\"ok\":%s,\"wall_ms\":%.1f,"
+               "\"bytes_sent\":%llu,\"bytes_recv\":%llu,\"batches\":%llu,"
+               "\"connections\":%u,\"doc\":\"%s\"}\n",
+               path, url, r.ok ? "true" : "false", r.wall_ms, (unsigned long long)r.bytes_sent,
+               (unsigned long long)r.bytes_recv, (unsigned long long)r.batches, r.connections,
+               r.doc);
+    else
+        printf("  through %s: %s, wall %.1f ms, %llu bytes sent, %llu received, %llu batches, "
+               "%u connections, doc %s\n",
+               url, r.ok ? "ok" : "NOT OK", r.wall_ms, (unsigned long long)r.bytes_sent,
+               (unsigned long long)r.bytes_recv, (unsigned long long)r.batches, r.connections,
+               r.doc);
+    if (rc != 0)
+        fprintf(stderr, "tandem-trace: %s through %s: %s\n", path, url, r.error);
+    return rc == 0 ? 0 : EXIT_NOT_OK;
 }
 
 int main(int argc, char **argv)
 {
     int json = 0, runs = 5, nfiles = 0, status = 0;
+    const char *server = NULL, *token = NULL;
     const char **files = calloc((size_t)argc, sizeof *files);
     if (!files)
         return EXIT_USAGE;
@@ -723,6 +760,10 @@ int main(int argc, char **argv)
                 return EXIT_USAGE;
             }
             runs = (int)v;
+        } else if (strcmp(argv[i], "--server") == 0 && i + 1 < argc) {
+            server = argv[++i];
+        } else if (strcmp(argv[i], "--token") == 0 && i + 1 < argc) {
+            token = argv[++i];
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             free(files);
@@ -757,6 +798,11 @@ int main(int argc, char **argv)
             status = EXIT_BAD_TRACE;
         else if (!res.ok && status == 0)
             status = EXIT_NOT_OK;
+        if (server && res.loaded) {
+            int rc = run_server(files[i], server, token, json);
+            if (rc && status == 0)
+                status = rc;
+        }
     }
     free(files);
     return status;

@@ -1,0 +1,560 @@
+/*
+ * tandem_load.c -- `tandem-load`: the server load benchmark of issue 5
+ * ("Speed and memory"). It starts `tandem serve --durability group` itself
+ * (a fresh server and data directory per workload, so that peak RSS and CPU
+ * time belong to one workload) and drives it with the C test client
+ * (tests/client) from one event loop:
+ *
+ *   A fan-out     10 docs x 20 clients, each typing one character every
+ *                 100 ms +-50%; send-to-receive latency of every delivery
+ *   B throughput  1 doc, 2 writers (batches of 10 ops, <= 16 unacked each),
+ *                 8 readers; ops/s delivered to every reader
+ *   C idle        N connections (default 10,000) over 100 docs, each with a
+ *                 presence entry; server RSS per connection, without and
+ *                 with permessage-deflate (fewer connections for the latter:
+ *                 the client's own zlib state would not fit 10,000 times)
+ *   D reconnect   a client makes 1,000 single-character edits offline (as
+ *                 1,000 batches, and as one); time from its reconnect until
+ *                 an online peer holds all of them
+ *
+ * For each: latency percentiles, ops/s, server CPU seconds (utime+stime
+ * from /proc/PID/stat) and peak RSS (VmHWM). Client and server share this
+ * machine's cores, so the client's own work is part of every figure; the
+ * readers of B keep no replica (they count batches) to keep that small.
+ *
+ *   tandem-load [--only A|B|C|D] [--seconds S] [--conns N] [--durability M]
+ *               [--bin TANDEM]
+ */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "td_client.h"
+
+#ifndef TD_LOAD_TANDEM_BIN
+#define TD_LOAD_TANDEM_BIN "tandem"
+#endif
+
+static const char *g_bin = TD_LOAD_TANDEM_BIN;
+static double g_seconds = -1; /* -1: each workload's default */
+static int g_conns = 10000;
+static const char *g_durability = "group";
+static uint64_t g_rng = 88172645463325252ull;
+
+static uint64_t rnd(void)
+{
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return g_rng;
+}
+
+/* ---- latency samples -------------------------------------------------------------------- */
+
+typedef struct lat {
+    uint32_t *us;
+    size_t n, cap;
+} lat;
+
+static void lat_add(lat *l, uint64_t us)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 65536;
+        uint32_t *p = realloc(l->us, cap * sizeof *p);
+        if (!p)
+            return;
+        l->us = p;
+        l->cap = cap;
+    }
+    l->us[l->n++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void lat_print(const char *what, lat *l)
+{
+    if (!l->n) {
+        printf("  %-28s no samples\n", what);
+        return;
+    }
+    qsort(l->us, l->n, sizeof l->us[0], cmp_u32);
+#define PCT(p) (l->us[(size_t)((double)(l->n - 1) * (p))] / 1000.0)
+    printf("  %-28s p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  max %.3f ms  (%zu samples)\n", what,
+           PCT(0.5), PCT(0.9), PCT(0.99), l->us[l->n - 1] / 1000.0, l->n);
+#undef PCT
+}
+
+static void lat_free(lat *l)
+{
+    free(l->us);
+    memset(l, 0, sizeof *l);
+}
+
+/* ---- server ------------------------------------------------------------------------------- */
+
+static int start_server(td_cli_server *s, const char *const *more)
+{
+    const char *args[16];
+    int n = 0;
+    args[n++] = "--durability";
+    args[n++] = g_durability;
+    args[n++] = "--log-level";
+    args[n++] = "warn";
+    for (int i = 0; more && more[i] && n < 15; i++)
+        args[n++] = more[i];
+    args[n] = NULL;
+    if (td_cli_server_start(s, g_bin, NULL, args, 30000) < 0) {
+        fprintf(stderr, "tandem-load: cannot start `%s serve` (log: %s)\n", g_bin, s->log_path);
+        td_cli_server_cleanup(s);
+        return -1;
+    }
+    return 0;
+}
+
+static void server_figures(td_cli_server *s, double cpu0, double secs)
+{
+    double cpu = td_cli_proc_cpu_s(s->pid) - cpu0;
+    printf("  server: %.2f CPU s over %.1f s (%.0f%% of a core), peak RSS %ld KiB\n", cpu, secs,
+           secs > 0 ? 100.0 * cpu / secs : 0.0, td_cli_proc_hwm_kb(s->pid));
+}
+
+static void stop_server(td_cli_server *s)
+{
+    td_cli_server_stop(s, SIGTERM, 20000);
+    td_cli_server_cleanup(s);
+}
+
+typedef struct conns_ready {
+    td_cli_conn **c;
+    td_cli_doc **d;
+    size_t n;
+} conns_ready;
+
+static int all_ready(void *p)
+{
+    conns_ready *r = p;
+    for (size_t i = 0; i < r->n; i++)
+        if (td_cli_conn_state(r->c[i]) != TD_CLI_READY || (r->d && !td_cli_doc_synced(r->d[i])))
+            return 0;
+    return 1;
+}
+
+/* ---- A: fan-out ---------------------------------------------------------------------------- */
+
+#define A_DOCS 10
+#define A_PER 20
+#define A_N (A_DOCS * A_PER)
+
+typedef struct a_client {
+    td_cli_conn *conn;
+    td_cli_doc *doc;
+    td_crdt_obj text;
+    uint64_t agent;
+    uint64_t next_us;
+    uint64_t *sent_us; /* by seq */
+    size_t nsent, capsent;
+    uint64_t seen[A_PER]; /* ops seen of each peer in the same doc */
+    int idx;
+} a_client;
+
+static a_client *A;
+static lat a_lat;
+static uint64_t a_deliveries;
+
+static void a_on_remote(td_cli_doc *d, const uint8_t *b, size_t len, void *ud)
+{
+    (void)b;
+    (void)len;
+    a_client *me = ud;
+    uint64_t now = td_cli_now_us();
+    int base = me->idx / A_PER * A_PER;
+    td_crdt_doc *doc = td_cli_doc_crdt(d);
+    for (int k = 0; k < A_PER; k++) {
+        a_client *w = &A[base + k];
+        if (w == me)
+            continue;
+        uint64_t have = td_crdt_vv_get(doc, w->agent);
+        for (uint64_t s = me->seen[k]; s < have && s < w->nsent; s++) {
+            lat_add(&a_lat, now - w->sent_us[s]);
+            a_deliveries++;
+        }
+        me->seen[k] = have;
+    }
+}
+
+static int run_a(void)
+{
+    double secs = g_seconds > 0 ? g_seconds : 20;
+    printf("A fan-out: %d docs x %d clients, 1 char every 100 ms +-50%%, %.0f s\n", A_DOCS, A_PER,
+           secs);
+    td_cli_server s;
+    if (start_server(&s, NULL) < 0)
+        return -1;
+    td_cli_ctx *ctx = td_cli_ctx_new(NULL);
+    A = calloc(A_N, sizeof *A);
+    td_cli_conn *cs[A_N];
+    td_cli_doc *ds[A_N];
+    for (int i = 0; i < A_N; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "fanout-%d", i / A_PER);
+        td_cli_conn_opts o = {0};
+        o.cb.on_remote = a_on_remote;
+        o.cb.ud = &A[i];
+        A[i].idx = i;
+        A[i].conn = cs[i] = td_cli_connect(ctx, s.url, &o);
+        A[i].doc = ds[i] = td_cli_subscribe(A[i].conn, id, NULL);
+        A[i].agent = td_cli_agent(A[i].conn);
+        td_crdt_root(td_cli_doc_crdt(A[i].doc), TD_CRDT_TEXT, "body", 4, &A[i].text);
+    }
+    conns_ready r = {cs, ds, A_N};
+    if (!td_cli_wait(ctx, all_ready, &r, 30000)) {
+        fprintf(stderr, "A: clients not ready\n");
+        return -1;
+    }
+    uint64_t t0 = td_cli_now_us(), end = t0 + (uint64_t)(secs * 1e6);
+    double cpu0 = td_cli_proc_cpu_s(s.pid);
+    for (int i = 0; i < A_N; i++)
+        A[i].next_us = t0 + 50000 + rnd() % 100000;
+    uint64_t typed = 0;
+    while (td_cli_now_us() < end) {
+        uint64_t now = td_cli_now_us(), soonest = end;
+        for (int i = 0; i < A_N; i++) {
+            a_client *c = &A[i];
+            if (c->next_us <= now) {
+                td_crdt_doc *doc = td_cli_doc_crdt(c->doc);
+                char ch = (char)('a' + rnd() % 26);
+                size_t len = td_crdt_text_length(doc, c->text);
+                td_crdt_text_insert(doc, c->text, len ? rnd() % (len + 1) : 0, &ch, 1);
+                if (c->nsent == c->capsent) {
+                    c->capsent = c->capsent ? c->capsent * 2 : 512;
+                    c->sent_us = realloc(c->sent_us, c->capsent * sizeof *c->sent_us);
+                }
+                c->sent_us[c->nsent++] = td_cli_now_us();
+                td_cli_commit(c->doc, NULL);
+                typed++;
+                c->next_us = now + 50000 + rnd() % 100001;
+            }
+            if (c->next_us < soonest)
+                soonest = c->next_us;
+        }
+        now = td_cli_now_us();
+        td_cli_service(ctx, soonest > now ? (int)((soonest - now) / 1000) : 0);
+    }
+    double elapsed = (double)(td_cli_now_us() - t0) / 1e6;
+    /* drain: every op must reach the 19 others */
+    uint64_t expect = typed * (A_PER - 1);
+    for (uint64_t dl = td_cli_now_us() + 10000000; a_deliveries < expect && td_cli_now_us() < dl;)
+        td_cli_service(ctx, 10);
+    printf("  typed %llu ops (%.0f ops/s), deliveries %llu of %llu (%.0f/s)%s\n",
+           (unsigned long long)typed, typed / elapsed, (unsigned long long)a_deliveries,
+           (unsigned long long)expect, a_deliveries / elapsed,
+           a_deliveries == expect ? "" : "  MISSING DELIVERIES");
+    lat_print("send-to-receive latency", &a_lat);
+    server_figures(&s, cpu0, elapsed);
+    td_cli_ctx_free(ctx);
+    for (int i = 0; i < A_N; i++)
+        free(A[i].sent_us);
+    free(A);
+    lat_free(&a_lat);
+    stop_server(&s);
+    return 0;
+}
+
+/* ---- B: throughput -------------------------------------------------------------------------- */
+
+#define B_WRITERS 2
+#define B_READERS 8
+#define B_OPS 10
+#define B_WINDOW 16
+
+static lat b_ack;
+
+static void b_on_ack(td_cli_doc *d, uint64_t id, uint64_t sent_us, void *ud)
+{
+    (void)d;
+    (void)id;
+    (void)ud;
+    lat_add(&b_ack, td_cli_now_us() - sent_us);
+}
+
+static int run_b(void)
+{
+    double secs = g_seconds > 0 ? g_seconds : 10;
+    printf("B throughput: 1 doc, %d writers (batches of %d ops, <= %d unacked), %d readers, "
+           "%.0f s\n", B_WRITERS, B_OPS, B_WINDOW, B_READERS, secs);
+    td_cli_server s;
+    if (start_server(&s, NULL) < 0)
+        return -1;
+    td_cli_ctx *ctx = td_cli_ctx_new(NULL);
+    td_cli_conn *cs[B_WRITERS + B_READERS];
+    td_cli_doc *ds[B_WRITERS + B_READERS];
+    td_crdt_obj text[B_WRITERS];
+    for (int i = 0; i < B_WRITERS + B_READERS; i++) {
+        td_cli_conn_opts o = {0};
+        td_cli_doc_opts dopt = {0};
+        if (i < B_WRITERS)
+            o.cb.on_ack = b_on_ack;
+        else
+            dopt.no_replica = 1;
+        cs[i] = td_cli_connect(ctx, s.url, &o);
+        ds[i] = td_cli_subscribe(cs[i], "throughput", &dopt);
+        if (i < B_WRITERS)
+            td_crdt_root(td_cli_doc_crdt(ds[i]), TD_CRDT_TEXT, "body", 4, &text[i]);
+    }
+    conns_ready r = {cs, ds, B_WRITERS + B_READERS};
+    if (!td_cli_wait(ctx, all_ready, &r, 30000)) {
+        fprintf(stderr, "B: clients not ready\n");
+        return -1;
+    }
+    uint64_t t0 = td_cli_now_us(), end = t0 + (uint64_t)(secs * 1e6);
+    double cpu0 = td_cli_proc_cpu_s(s.pid);
+    uint64_t sent = 0;
+    while (td_cli_now_us() < end) {
+        for (int w = 0; w < B_WRITERS; w++) {
+            while (td_cli_unacked(ds[w]) < B_WINDOW) {
+                td_crdt_doc *doc = td_cli_doc_crdt(ds[w]);
+                size_t len = td_crdt_text_length(doc, text[w]);
+                td_crdt_text_insert(doc, text[w], len, "0123456789", B_OPS);
+                td_cli_commit(ds[w], NULL);
+                sent++;
+            }
+        }
+        td_cli_service(ctx, 1);
+    }
+    double elapsed = (double)(td_cli_now_us() - t0) / 1e6;
+    uint64_t minb = UINT64_MAX, maxb = 0;
+    for (int i = B_WRITERS; i < B_WRITERS + B_READERS; i++) {
+        uint64_t b = td_cli_doc_stats_get(ds[i])->remote_batches;
+        minb = b < minb ? b : minb;
+        maxb = b > maxb ? b : maxb;
+    }
+    printf("  writers sent %llu batches (%.0f ops/s); each reader got %llu..%llu batches: "
+           "%.0f..%.0f ops/s delivered to every reader (%.0f ops/s in total)\n",
+           (unsigned long long)sent, sent * B_OPS / elapsed, (unsigned long long)minb,
+           (unsigned long long)maxb, minb * B_OPS / elapsed, maxb * B_OPS / elapsed,
+           (double)minb * B_OPS * B_READERS / elapsed);
+    lat_print("UPDATE-to-ACK latency", &b_ack);
+    server_figures(&s, cpu0, elapsed);
+    td_cli_ctx_free(ctx);
+    lat_free(&b_ack);
+    stop_server(&s);
+    return 0;
+}
+
+/* ---- C: idle connections ------------------------------------------------------------------- */
+
+static int run_c_once(int n, int deflate)
+{
+    printf("C idle: %d connections over 100 docs, each with a presence entry, "
+           "permessage-deflate %s\n", n, deflate ? "on" : "off");
+    td_cli_server s;
+    if (start_server(&s, NULL) < 0)
+        return -1;
+    td_cli_ctx_opts co = {0};
+    co.deflate = deflate;
+    co.max_fds = n + 1000;
+    co.rx_buffer = 4096;
+    td_cli_ctx *ctx = td_cli_ctx_new(&co);
+    if (!ctx)
+        return -1;
+    long rss0 = td_cli_proc_rss_kb(s.pid);
+    double cpu0 = td_cli_proc_cpu_s(s.pid);
+    uint64_t t0 = td_cli_now_us();
+    td_cli_conn **cs = calloc((size_t)n, sizeof *cs);
+    td_cli_doc **ds = calloc((size_t)n, sizeof *ds);
+    int wave = 250, up = 0;
+    td_cli_doc_opts dopt = {0};
+    dopt.no_replica = 1;
+    for (int i = 0; i < n; i += wave) {
+        int m = i + wave <= n ? wave : n - i;
+        for (int k = i; k < i + m; k++) {
+            char id[32];
+            snprintf(id, sizeof id, "idle-%d", k % 100);
+            cs[k] = td_cli_connect(ctx, s.url, NULL);
+            ds[k] = td_cli_subscribe(cs[k], id, &dopt);
+        }
+        conns_ready r = {cs + i, ds + i, (size_t)m};
+        if (!td_cli_wait(ctx, all_ready, &r, 30000)) {
+            fprintf(stderr, "C: connections %d..%d not ready\n", i, i + m);
+            break;
+        }
+        for (int k = i; k < i + m; k++) {
+            char st[48];
+            int l = snprintf(st, sizeof st, "{\"cursor\":%d,\"sel\":[%d,%d]}", k, k, k + 3);
+            td_cli_presence(ds[k], st, (size_t)l);
+        }
+        up += m;
+    }
+    /* let presence settle */
+    td_cli_wait(ctx, NULL, NULL, 2000);
+    long rss1 = td_cli_proc_rss_kb(s.pid);
+    double elapsed = (double)(td_cli_now_us() - t0) / 1e6;
+    printf("  %d connections up; server RSS %ld KiB before, %ld KiB after: %.2f KiB per "
+           "connection\n", up, rss0, rss1, up ? (double)(rss1 - rss0) / up : 0.0);
+    server_figures(&s, cpu0, elapsed);
+    td_cli_ctx_free(ctx);
+    free(cs);
+    free(ds);
+    stop_server(&s);
+    return 0;
+}
+
+static int run_c(void)
+{
+    int rc = run_c_once(g_conns, 0);
+    int nd = g_conns < 2000 ? g_conns : 2000;
+    return rc | run_c_once(nd, 1);
+}
+
+/* ---- D: reconnect -------------------------------------------------------------------------- */
+
+typedef struct d_wait {
+    td_cli_doc *peer;
+    uint64_t agent, want;
+} d_wait;
+
+static int d_seen(void *p)
+{
+    d_wait *w = p;
+    return td_crdt_vv_get(td_cli_doc_crdt(w->peer), w->agent) >= w->want;
+}
+
+static int is_closed(void *p)
+{
+    return td_cli_conn_state((td_cli_conn *)p) == TD_CLI_CLOSED;
+}
+
+static int run_d_once(td_cli_server *s, int one_batch, lat *l)
+{
+    td_cli_ctx *ctx = td_cli_ctx_new(NULL);
+    td_cli_conn *ca = td_cli_connect(ctx, s->url, NULL), *cb = td_cli_connect(ctx, s->url, NULL);
+    char id[32];
+    snprintf(id, sizeof id, "reconnect-%llu", (unsigned long long)(rnd() % 1000000));
+    td_cli_doc *a = td_cli_subscribe(ca, id, NULL), *b = td_cli_subscribe(cb, id, NULL);
+    td_cli_conn *cs[2] = {ca, cb};
+    td_cli_doc *ds[2] = {a, b};
+    conns_ready r = {cs, ds, 2};
+    if (!td_cli_wait(ctx, all_ready, &r, 10000))
+        return -1;
+    td_crdt_obj t;
+    td_crdt_root(td_cli_doc_crdt(a), TD_CRDT_TEXT, "body", 4, &t);
+    td_cli_close(ca);
+    td_cli_wait(ctx, is_closed, ca, 5000);
+    for (int i = 0; i < 1000; i++) {
+        td_crdt_doc *doc = td_cli_doc_crdt(a);
+        char ch = (char)('a' + i % 26);
+        size_t len = td_crdt_text_length(doc, t);
+        td_crdt_text_insert(doc, t, len ? rnd() % (len + 1) : 0, &ch, 1);
+        if (!one_batch)
+            td_cli_commit(a, NULL);
+    }
+    td_cli_commit(a, NULL);
+    d_wait w = {b, td_cli_agent(ca), 1000};
+    uint64_t t0 = td_cli_now_us();
+    td_cli_reconnect(ca);
+    int ok = td_cli_wait(ctx, d_seen, &w, 30000);
+    lat_add(l, td_cli_now_us() - t0);
+    td_cli_ctx_free(ctx);
+    return ok ? 0 : -1;
+}
+
+static int run_d(void)
+{
+    int reps = g_seconds > 0 && g_seconds < 5 ? 3 : 10;
+    printf("D reconnect: 1,000 single-character edits offline, then reconnect; time until an "
+           "online peer has all (%d runs each)\n", reps);
+    td_cli_server s;
+    if (start_server(&s, NULL) < 0)
+        return -1;
+    double cpu0 = td_cli_proc_cpu_s(s.pid);
+    uint64_t t0 = td_cli_now_us();
+    lat many = {0}, one = {0};
+    int rc = 0;
+    for (int i = 0; i < reps; i++) {
+        rc |= run_d_once(&s, 0, &many);
+        rc |= run_d_once(&s, 1, &one);
+    }
+    lat_print("1,000 batches of 1 op", &many);
+    lat_print("1 batch of 1,000 ops", &one);
+    server_figures(&s, cpu0, (double)(td_cli_now_us() - t0) / 1e6);
+    lat_free(&many);
+    lat_free(&one);
+    stop_server(&s);
+    return rc;
+}
+
+/* ---- main ------------------------------------------------------------------------------------ */
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: tandem-load [--only A|B|C|D] [--seconds S] [--conns N] [--durability M]\n"
+               "                   [--bin TANDEM]\n"
+               "  --only W      run one workload (default: all four)\n"
+               "  --seconds S   duration of A and B (default 20 and 10)\n"
+               "  --conns N     connections of C (default 10000)\n"
+               "  --durability M  the server's durability mode (default group, as the\n"
+               "                issue asks; off/always to see what the fsync costs)\n"
+               "  --bin PATH    the tandem binary (default %s)\n",
+            TD_LOAD_TANDEM_BIN);
+}
+
+int main(int argc, char **argv)
+{
+    const char *only = NULL;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    signal(SIGPIPE, SIG_IGN);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--only") == 0 && v && strchr("ABCD", v[0]) && !v[1]) {
+            only = v, i++;
+        } else if (strcmp(a, "--seconds") == 0 && v && atof(v) > 0) {
+            g_seconds = atof(v), i++;
+        } else if (strcmp(a, "--conns") == 0 && v && atoi(v) > 0) {
+            g_conns = atoi(v), i++;
+        } else if (strcmp(a, "--durability") == 0 && v) {
+            g_durability = v, i++;
+        } else if (strcmp(a, "--bin") == 0 && v) {
+            g_bin = v, i++;
+        } else {
+            usage(stderr);
+            return 64;
+        }
+    }
+    /* the server inherits our file limit: 10,000 connections need it */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    const char *help[] = {g_bin, "serve", "--help", NULL};
+    char *out = NULL;
+    int hrc = td_cli_run(help, &out, NULL);
+    free(out);
+    if (hrc != 0) {
+        fprintf(stderr, "tandem-load: `%s serve --help` failed (exit %d): no server to load\n",
+                g_bin, hrc);
+        return 77;
+    }
+    g_rng ^= td_cli_random64();
+    int rc = 0;
+    if (!only || *only == 'A')
+        rc |= run_a();
+    if (!only || *only == 'B')
+        rc |= run_b();
+    if (!only || *only == 'C')
+        rc |= run_c();
+    if (!only || *only == 'D')
+        rc |= run_d();
+    return rc ? 1 : 0;
+}

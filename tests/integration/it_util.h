@@ -1,0 +1,84 @@
+/*
+ * it_util.h -- shared helpers of the integration tests.
+ *
+ * Each test is a program run by ctest as `test_x TANDEM_BINARY`: it starts
+ * the real server as a child process on a free loopback port with a fresh
+ * temporary data directory (removed at exit, whatever happens: the checks
+ * below go through it_fail(), and the child dies with the test through
+ * PR_SET_PDEATHSIG), drives it with td_client connections and checks what
+ * the documents say. A test exits 0 on success, 1 on a failed check and 77
+ * (ctest's skip) when the binary has no working `serve` verb yet.
+ *
+ * Builds with sanitizers (IT_SANITIZE) run the server under ASan too, so
+ * it_scale() shrinks loads there.
+ */
+#ifndef IT_UTIL_H
+#define IT_UTIL_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "td_client.h"
+
+#define CHECK(cond)                                                              \
+    do {                                                                         \
+        if (!(cond)) {                                                           \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+            it_fail();                                                           \
+        }                                                                        \
+    } while (0)
+
+#define CHECKF(cond, ...)                                                        \
+    do {                                                                         \
+        if (!(cond)) {                                                           \
+            fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                        \
+            fputc('\n', stderr);                                                 \
+            it_fail();                                                           \
+        }                                                                        \
+    } while (0)
+
+/* Parses argv (argv[1] = the tandem binary), seeds the PRNG (env IT_SEED or
+ * random; printed), exits 77 if `tandem serve --help` does not work. */
+void it_init(int argc, char **argv, const char *name);
+const char *it_bin(void);
+/* 1.0 normally, smaller under sanitizers. */
+double it_scale(void);
+int it_sanitized(void);
+/* Scaled count, at least lo. */
+int it_n(int n, int lo);
+
+/* Exits 1 after printing the server logs' tail and cleaning up. */
+void it_fail(void) __attribute__((noreturn));
+/* Cleans up and exits 0. */
+void it_pass(void) __attribute__((noreturn));
+
+/* PRNG (xorshift64*), seeded by it_init. */
+uint64_t it_rand(void);
+uint32_t it_below(uint32_t n); /* 0..n-1 (0 if n == 0) */
+
+/* Starts a server (registered for cleanup). extra is NULL-terminated. */
+td_cli_server *it_server(const char *const *extra);
+/* The client context of the test (created on first use). */
+td_cli_ctx *it_ctx(void);
+
+/* GET /docs/{id} (percent-encoded); returns the HTTP status, body in *json. */
+int it_get_doc(td_cli_server *s, const char *doc, const char *token, char **json);
+/* 1 if two JSON texts are structurally equal (cJSON_Compare). */
+int it_json_equal(const char *a, const char *b);
+/* GET /metrics and read one sample (whole line prefix, e.g.
+ * "tandem_connections" or "tandem_errors_total{code=\"1\"}"); -1 if absent. */
+double it_metric(td_cli_server *s, const char *name);
+
+/* Waits until every doc has no unacknowledged batch and all replicas' JSON
+ * are equal; returns 1, or 0 on timeout (after printing the replicas). */
+int it_wait_converged(td_cli_doc **docs, size_t n, int timeout_ms);
+/* Waits until a connection reached READY and every doc of it is synced. */
+int it_wait_ready(td_cli_conn *c, int timeout_ms);
+int it_wait_docs_synced(td_cli_doc **docs, size_t n, int timeout_ms);
+
+/* Random edits on a replica: text, list and map roots, sometimes nested
+ * objects; n ops. */
+void it_random_edits(td_crdt_doc *doc, int n);
+
+#endif
