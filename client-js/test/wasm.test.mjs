@@ -311,7 +311,7 @@ test('the module imports nothing and exports the binding', () => {
     assert.ok(names.includes(want), `missing export ${want}`);
   }
   const core = new Core();
-  assert.equal(core.ex.abi_version(), 1);
+  assert.equal(core.ex.abi_version(), 2);
   assert.equal(core.cstr(core.ex.strerror(0)), 'ok');
 });
 

@@ -30,6 +30,17 @@
  *   change.
  * - apply() fills an optional 12-byte info slot: +0 u32 ops_applied,
  *   +4 u32 ops_duplicate, +8 i32 parked.
+ * - Change events (ABI 2): observe(doc, 1) registers an observer that appends
+ *   every td_crdt_event of that document to one module-wide buffer;
+ *   events_take(out) hands JS that buffer as {ptr, len} (valid until the next
+ *   call into the module) and empties it. JS drains it after every call that
+ *   can change a document, so the buffer only ever holds one call's events.
+ *   A record is 24 bytes, then the key padded to 4 bytes:
+ *     +0 u32 kind  +4 u32 obj  +8 u32 pos  +12 u32 count  +16 u32 local
+ *     +20 u32 key_len  +24 key bytes (KEY events; the core's pointer is only
+ *     valid during the callback, so the key is copied)
+ *   events_take() returns 1 if events were lost for lack of memory since the
+ *   last take (JS then re-reads the whole document), else 0.
  * The layout is checked below at compile time and its version is
  * abi_version(); bump it when any signature or layout here changes.
  *
@@ -43,7 +54,7 @@
 
 #include "tandem_crdt.h"
 
-#define TD_WASM_ABI_VERSION 1
+#define TD_WASM_ABI_VERSION 2
 
 /* Natively (e.g. to check this file under a sanitizer) exports are plain
  * external functions. */
@@ -107,6 +118,52 @@ int32_t __imported_wasi_snapshot_preview1_fd_close(int32_t fd)
     __builtin_trap();
 }
 #endif
+
+/* ---- change events ------------------------------------------------------ */
+
+typedef struct td_wasm_events {
+    uint8_t *p;
+    size_t len, cap;
+    int lost;
+} td_wasm_events;
+
+static td_wasm_events g_events;
+
+static void put_u32(uint8_t *at, uint32_t v)
+{
+    at[0] = (uint8_t)v, at[1] = (uint8_t)(v >> 8), at[2] = (uint8_t)(v >> 16),
+    at[3] = (uint8_t)(v >> 24);
+}
+
+static void on_event(void *ud, const td_crdt_event *ev)
+{
+    size_t key_len = ev->kind == TD_CRDT_EV_KEY ? ev->key_len : 0;
+    size_t need = 24 + ((key_len + 3) & ~(size_t)3);
+    (void)ud;
+    if (g_events.cap - g_events.len < need) {
+        size_t cap = g_events.cap ? g_events.cap : 1024;
+        while (cap - g_events.len < need)
+            cap *= 2;
+        uint8_t *p = realloc(g_events.p, cap);
+        if (!p) {
+            g_events.lost = 1;
+            return;
+        }
+        g_events.p = p, g_events.cap = cap;
+    }
+    uint8_t *at = g_events.p + g_events.len;
+    put_u32(at, (uint32_t)ev->kind);
+    put_u32(at + 4, ev->obj);
+    put_u32(at + 8, (uint32_t)ev->pos);
+    put_u32(at + 12, (uint32_t)ev->count);
+    put_u32(at + 16, ev->local ? 1u : 0u);
+    put_u32(at + 20, (uint32_t)key_len);
+    for (size_t i = 0; i < key_len; i++)
+        at[24 + i] = (uint8_t)ev->key[i];
+    for (size_t i = key_len; i < need - 24; i++)
+        at[24 + i] = 0;
+    g_events.len += need;
+}
 
 static int buf_result(td_crdt_err err, uint8_t *ptr, size_t len, td_wasm_buf *out)
 {
@@ -287,6 +344,25 @@ int tdw_map_entry(const td_crdt_doc *doc, td_crdt_obj map, size_t index,
     key_out->ptr = err == TD_CRDT_OK ? (void *)(uintptr_t)key : NULL;
     key_out->len = err == TD_CRDT_OK ? key_len : 0;
     return (int)err;
+}
+
+/* ---- change events ------------------------------------------------------ */
+
+TD_EXPORT("observe") void tdw_observe(td_crdt_doc *doc, int on)
+{
+    td_crdt_set_observer(doc, on ? on_event : NULL, NULL);
+}
+
+/* out: {ptr, len} of the records since the last take; the buffer stays the
+ * module's. Returns 1 if some were lost (out of memory). */
+TD_EXPORT("events_take") int tdw_events_take(td_wasm_buf *out)
+{
+    int lost = g_events.lost;
+    out->ptr = g_events.p;
+    out->len = g_events.len;
+    g_events.len = 0;
+    g_events.lost = 0;
+    return lost;
 }
 
 /* ---- batches, version vectors, snapshots -------------------------------- */

@@ -1,0 +1,220 @@
+// Type declarations of tandem-client (checked by test/types/example.ts with
+// `tsc --noEmit` in the test suite).
+
+export type Scalar = null | boolean | number | bigint | string;
+/** What can be written: scalars, and plain arrays/objects (become nested lists/maps). */
+export type Writable = Scalar | Writable[] | { [key: string]: Writable };
+/** What is read back: scalars, or the wrapper of a nested object. */
+export type Value = Scalar | Text | List | TMap;
+export type JSONValue = null | boolean | number | bigint | string | JSONValue[] | { [key: string]: JSONValue };
+
+export type Status = 'connecting' | 'online' | 'offline';
+
+export type DeltaOp<I> = { retain: number } | { delete: number } | { insert: I };
+
+export interface Range { index: number; length: number }
+
+export interface TextChange {
+  target: Text; kind: 'text'; local: boolean;
+  /** Against the state before the change; UTF-16 units. Absent when reset. */
+  delta?: DeltaOp<string>[];
+  /** Positions after the change. */
+  inserted?: Range[];
+  /** Positions before the change. */
+  deleted?: Range[];
+  /** The object must be re-read (e.g. the replica was rebuilt). */
+  reset?: boolean;
+}
+export interface ListChange {
+  target: List; kind: 'list'; local: boolean;
+  delta?: DeltaOp<Value[]>[];
+  inserted?: Range[];
+  deleted?: Range[];
+  reset?: boolean;
+}
+export interface MapChange {
+  target: TMap; kind: 'map'; local: boolean;
+  /** Keys whose value changed (or were deleted). */
+  keys?: string[];
+  reset?: boolean;
+}
+export type ObjectChange = TextChange | ListChange | MapChange;
+
+export interface ChangeEvent {
+  /** true for this client's own edits, false for batches from the server. */
+  local: boolean;
+  changes: ObjectChange[];
+}
+
+export interface TandemError {
+  /** Protocol error name ('token_invalid', 'forbidden', ...) or a client one ('bad_message', 'storage', 'timeout', ...). */
+  code: string;
+  /** Protocol error number, for server errors. */
+  number?: number;
+  doc?: string;
+  message: string;
+  /** The client stopped retrying: give a new token with setToken(). */
+  fatal?: boolean;
+  /** A batch the server refused for good was discarded and the replica rebuilt. */
+  dropped?: boolean;
+}
+
+type Unsubscribe = () => void;
+
+declare class Emitting<Events extends Record<string, (...args: any[]) => void>> {
+  on<K extends keyof Events>(name: K, fn: Events[K]): Unsubscribe;
+  once<K extends keyof Events>(name: K, fn: Events[K]): Unsubscribe;
+  off<K extends keyof Events>(name: K, fn: Events[K]): void;
+}
+
+export declare class Text extends Emitting<{ change: (c: TextChange) => void }> {
+  readonly kind: 'text';
+  readonly doc: Doc;
+  /** Length in UTF-16 code units, like String.length. */
+  readonly length: number;
+  insert(index: number, text: string): void;
+  delete(index: number, length?: number): void;
+  replace(index: number, length: number, text: string): void;
+  toString(): string;
+  toJSON(): string;
+}
+
+export declare class List extends Emitting<{ change: (c: ListChange) => void }> {
+  readonly kind: 'list';
+  readonly doc: Doc;
+  readonly length: number;
+  insert(index: number, ...values: Writable[]): void;
+  push(...values: Writable[]): void;
+  delete(index: number, count?: number): void;
+  get(index: number): Value | undefined;
+  toArray(): Value[];
+  toJSON(): JSONValue[];
+  insertText(index: number, text?: string): Text;
+  insertList(index: number, items?: Writable[]): List;
+  insertMap(index: number, entries?: { [key: string]: Writable }): TMap;
+}
+
+export declare class TMap extends Emitting<{ change: (c: MapChange) => void }> {
+  readonly kind: 'map';
+  readonly doc: Doc;
+  readonly size: number;
+  get(key: string): Value | undefined;
+  has(key: string): boolean;
+  set(key: string, value: Writable): void;
+  delete(key: string): void;
+  keys(): string[];
+  entries(): [string, Value][];
+  toJSON(): { [key: string]: JSONValue };
+  setText(key: string, text?: string): Text;
+  setList(key: string, items?: Writable[]): List;
+  setMap(key: string, entries?: { [key: string]: Writable }): TMap;
+}
+
+export interface Peer<S = unknown> {
+  session: number;
+  /** The peer's replica id (a 64-bit number, as a decimal string). */
+  agent: string;
+  /** From the peer's token; empty when the server runs open. */
+  user: string;
+  state: S;
+}
+
+export declare class Presence<S = any> extends Emitting<{ change: (peers: Peer<S>[]) => void }> {
+  /** This client's state, as last set. */
+  readonly state: S | undefined;
+  /** The other clients in the document. */
+  readonly peers: Peer<S>[];
+  /** Any JSON value; sent at most once per server interval, heartbeated at ttl/2. */
+  set(state: S): void;
+}
+
+export declare class Doc extends Emitting<{
+  change: (e: ChangeEvent) => void;
+  synced: (synced: boolean) => void;
+  error: (e: TandemError) => void;
+}> {
+  readonly id: string;
+  readonly client: Client;
+  readonly presence: Presence;
+  text(name: string): Text;
+  list(name: string): List;
+  map(name: string): TMap;
+  /** Everything fn edits is one batch and one change event. */
+  transact<R>(fn: (doc: Doc) => R): R;
+  /** Resolves once the first SYNC arrived and every local edit is acknowledged. */
+  readonly synced: Promise<void>;
+  /** The flag behind `synced`. */
+  readonly isSynced: boolean;
+  /** Unacknowledged batches. */
+  readonly pending: ReadonlyArray<{ batch: Uint8Array }>;
+  toJSON(): { [root: string]: JSONValue };
+  /** Writes the local copy (IndexedDB) now. */
+  save(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface Storage {
+  load(key: string): Promise<{ snapshot: Uint8Array | null; pending: { rid: string; batch: Uint8Array }[] }>;
+  addPending(key: string, rid: string, batch: Uint8Array): Promise<void>;
+  save(key: string, snapshot: Uint8Array, removedRids: string[]): Promise<void>;
+}
+
+export declare class MemoryStorage implements Storage {
+  load(key: string): Promise<{ snapshot: Uint8Array | null; pending: { rid: string; batch: Uint8Array }[] }>;
+  addPending(key: string, rid: string, batch: Uint8Array): Promise<void>;
+  save(key: string, snapshot: Uint8Array, removedRids: string[]): Promise<void>;
+}
+export declare class IdbStorage extends MemoryStorage {
+  constructor(dbName?: string);
+}
+
+export type TokenSource = string | (() => string | Promise<string>);
+
+export interface ConnectOptions {
+  /** A token, or a function called on every connect and when the server says it expired. */
+  token?: TokenSource;
+  /** Where tandem_crdt.wasm is (default: next to the bundle, or build/wasm in this repository). */
+  wasm?: string | URL | Uint8Array | ArrayBuffer | WebAssembly.Module;
+  /** A WebSocket class (default: the global one, or the `ws` package in Node). */
+  WebSocket?: unknown;
+  /** Document persistence (default: IndexedDB in browsers, none in Node); null disables it. */
+  storage?: Storage | null;
+  /** Reconnect delays: random in [0, min(capMs, baseMs * 2^attempt)). Defaults 500 and 30000. */
+  backoff?: { baseMs?: number; capMs?: number };
+}
+
+export interface Limits {
+  maxFrame: number; maxBatch: number; maxPresence: number;
+  presenceIntervalMs: number; presenceTtlMs: number;
+}
+
+export declare class Client extends Emitting<{
+  status: (s: Status) => void;
+  error: (e: TandemError) => void;
+  disconnect: (e: { code: number; reason: string }) => void;
+}> {
+  readonly url: string;
+  readonly status: Status;
+  /** This connection's session id (0 while not online). */
+  readonly session: number;
+  /** The token's user (empty when the server runs open). */
+  readonly user: string;
+  readonly limits: Limits | null;
+  /** Opens a document; opening it again shares the subscription. */
+  open(id: string): Promise<Doc>;
+  setToken(token: TokenSource): void;
+  reconnect(): void;
+  close(): Promise<void>;
+}
+
+export declare function connect(url: string | URL, opts?: ConnectOptions): Promise<Client>;
+
+/** A replica with no connection (tools, tests). */
+export declare function createReplica(opts?: {
+  wasm?: ConnectOptions['wasm']; agent?: bigint; snapshot?: Uint8Array; id?: string;
+}): Promise<Doc>;
+
+export declare class CoreError extends Error {
+  code: number;
+  codeName: string;
+}

@@ -1,0 +1,396 @@
+/*
+ * client.js -- the connection: HELLO, subscriptions, resend, reconnect.
+ *
+ * One WebSocket carries every open document. Its life cycle:
+ *
+ *   connecting --WELCOME--> online --close/error--> offline --timer--> connecting
+ *
+ * On WELCOME every open document is resubscribed with its version vector
+ * and its unacknowledged batches are resent (renumbered), then its presence.
+ * Retries wait a random time in [0, min(cap, base * 2^attempt)) ("full
+ * jitter"), so a server restart does not bring every client back in the same
+ * instant. In browsers the page's offline/online events close the socket at
+ * once and retry at once.
+ *
+ * What the server sends is validated (wire.js); a malformed frame, or a batch
+ * the core refuses, is an 'error' event and a reconnect, never an exception
+ * in application code. A refused token (auth_required, token_invalid, or an
+ * expired one that a token function cannot renew) is an 'error' event with
+ * the server's message, and the client stops retrying until setToken().
+ */
+import { Emitter } from './emitter.js';
+import * as wire from './wire.js';
+import { Doc, randomAgent } from './doc.js';
+import { onNetworkChange, defaultStorage, networkUp } from './platform.js';
+import { CoreError } from './core.js';
+
+const AUTH_CODES = new Set([6, 7, 8]);
+const RETRY_CODES = new Set([8, 11, 16, 17, 18, 19]);
+const DROP_CODES = new Set([10, 12, 13]);
+const HELLO_TIMEOUT_MS = 10000;
+
+export class Client extends Emitter {
+  constructor(url, opts, core, WebSocketImpl) {
+    super();
+    this.url = url;
+    this._core = core;
+    this._WS = WebSocketImpl;
+    this._token = opts.token ?? '';
+    this.agent = randomAgent();
+    this.backoff = { baseMs: opts.backoff?.baseMs ?? 500, capMs: opts.backoff?.capMs ?? 30000 };
+    this.storage = opts.storage === undefined ? defaultStorage() : opts.storage;
+    this.status = 'offline';
+    this.session = 0;
+    this.user = '';
+    this.limits = null;
+    this.docs = new Map(); /* id -> Doc */
+    this._opening = new Map(); /* id -> Promise<Doc> */
+    this._ws = null;
+    this._attempt = 0;
+    this._timer = null;
+    this._stopped = false; /* auth refused, bad version, or close() */
+    this._closed = false;
+    this._online = networkUp();
+    this._nextBatch = 1;
+    this._offNet = onNetworkChange((up) => this._onNetwork(up));
+    this._connect();
+  }
+
+  /* ---- public --------------------------------------------------------------- */
+
+  /* Opens a document (one subscription however often it is opened). */
+  open(id) {
+    if (this._closed) return Promise.reject(new Error('client is closed'));
+    if (!wire.validDocId(id)) return Promise.reject(new TypeError(`bad document id ${JSON.stringify(id)}`));
+    const doc = this.docs.get(id);
+    if (doc) { doc._refs++; return Promise.resolve(doc); }
+    let p = this._opening.get(id);
+    if (p) return p.then((d) => { d._refs++; return d; });
+    p = this._load(id).finally(() => this._opening.delete(id));
+    this._opening.set(id, p);
+    return p;
+  }
+
+  /* Gives a new token (string or async function) and reconnects. */
+  setToken(token) {
+    this._token = token;
+    if (this._closed) return;
+    this._stopped = false;
+    this._attempt = 0;
+    if (this._ws && this.status === 'online') this._hello();
+    else { this._drop(); this._connect(); }
+  }
+
+  /* Reconnects now (e.g. after the app learns the network is back). */
+  reconnect() {
+    if (this._closed) return;
+    this._stopped = false;
+    this._attempt = 0;
+    this._drop();
+    this._connect();
+  }
+
+  async close() {
+    for (const d of [...this.docs.values()]) { d._refs = 1; await d.close(); }
+    this._closed = true;
+    this._stopped = true;
+    this._offNet();
+    this._drop();
+    this._setStatus('offline');
+  }
+
+  /* ---- documents -------------------------------------------------------------- */
+
+  async _load(id) {
+    const key = `${this.url}#${id}`;
+    let saved = null;
+    if (this.storage) {
+      try { saved = await this.storage.load(key); } catch (e) {
+        this.emit('error', { code: 'storage', message: `local storage: ${e?.message ?? e}` });
+      }
+    }
+    let coreDoc = null;
+    if (saved?.snapshot) {
+      try { coreDoc = this._core.loadDoc(randomAgent(), saved.snapshot); } catch (e) {
+        this.emit('error', { code: 'storage', doc: id, message: `saved state unreadable, starting empty: ${e.message}` });
+      }
+    }
+    coreDoc ??= this._core.newDoc(randomAgent());
+    const doc = new Doc(this, id, this._core, coreDoc, this.storage, key);
+    for (const rec of saved?.pending ?? []) {
+      try { coreDoc.apply(rec.batch); } catch { continue; }
+      doc.pending.push({ rid: rec.rid, batch: rec.batch, id: 0 });
+    }
+    doc._cycle = null;
+    this.docs.set(id, doc);
+    if (this.status === 'online') this._subscribe(doc);
+    return doc;
+  }
+
+  _closeDoc(doc) {
+    this.docs.delete(doc.id);
+    if (doc._subscribedOnWire) this._send(wire.encodeUnsubscribe(doc.id));
+  }
+
+  _subscribe(doc) {
+    doc._subscribed = false;
+    doc._subscribedOnWire = this._send(wire.encodeSubscribe(doc.id, doc._core.vv()));
+    for (const rec of doc.pending) rec.id = 0;
+    doc._byId.clear();
+    this._sendPending(doc);
+    doc.presence._onSubscribed();
+  }
+
+  /* Sends every pending batch of doc not yet sent on this connection. */
+  _sendPending(doc) {
+    if (this.status !== 'online' || !doc._subscribedOnWire) return;
+    for (const rec of doc.pending) {
+      if (rec.id) continue;
+      const id = this._nextBatch++;
+      if (!this._send(wire.encodeUpdate(doc.id, id, rec.batch))) return;
+      rec.id = id;
+      doc._byId.set(id, rec);
+    }
+  }
+
+  _sendPresence(doc, bytes) {
+    if (this.status !== 'online' || !doc._subscribedOnWire) return false;
+    return this._send(wire.encodePresence(doc.id, bytes));
+  }
+
+  /* ---- connection ------------------------------------------------------------- */
+
+  _setStatus(s) {
+    if (this.status === s) return;
+    this.status = s;
+    this.emit('status', s);
+  }
+
+  /* token: a token to use instead of asking this._token (a renewed one). */
+  async _connect(tokenOverride) {
+    if (this._closed || this._stopped || this._ws) return;
+    clearTimeout(this._timer);
+    this._timer = null;
+    if (!this._online) { this._setStatus('offline'); return; }
+    this._setStatus('connecting');
+    const gen = (this._gen = (this._gen ?? 0) + 1);
+    let token;
+    try {
+      token = tokenOverride ?? (typeof this._token === 'function' ? await this._token() : this._token);
+    } catch (e) {
+      if (gen !== this._gen) return;
+      this._fail({ code: 'token', message: `the token function failed: ${e?.message ?? e}` });
+      return;
+    }
+    if (gen !== this._gen || this._closed || this._stopped) return;
+    this._sentToken = token ?? '';
+    let ws;
+    try {
+      ws = new this._WS(this.url);
+    } catch (e) {
+      this._fail({ code: 'connect', message: e.message });
+      return;
+    }
+    ws.binaryType = 'arraybuffer';
+    this._ws = ws;
+    this._authError = null;
+    this._helloTimer = setTimeout(() => {
+      if (this._ws === ws && this.status !== 'online') {
+        this.emit('error', { code: 'timeout', message: 'no WELCOME from the server' });
+        this._drop();
+        this._retry();
+      }
+    }, HELLO_TIMEOUT_MS);
+    ws.onopen = () => { if (this._ws === ws) this._hello(); };
+    ws.onmessage = (ev) => { if (this._ws === ws) this._onFrame(ev.data); };
+    ws.onerror = () => {};
+    ws.onclose = (ev) => { if (this._ws === ws) this._onClose(ev.code, ev.reason); };
+  }
+
+  _hello() {
+    this._send(wire.encodeHello(this._sentToken, this.agent));
+  }
+
+  async _refreshToken() {
+    if (typeof this._token !== 'function') return false;
+    try {
+      const t = await this._token();
+      if (!t || t === this._sentToken) return false;
+      this._sentToken = t;
+      return true;
+    } catch { return false; }
+  }
+
+  _send(bytes) {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== 1) return false;
+    try { ws.send(bytes); return true; } catch { return false; }
+  }
+
+  /* Closes the socket without events (they are ignored once _ws changes). */
+  _drop() {
+    clearTimeout(this._helloTimer);
+    const ws = this._ws;
+    this._ws = null;
+    this._gen = (this._gen ?? 0) + 1;
+    if (ws) {
+      try { ws.close(); } catch { /* already closed */ }
+    }
+    this.session = 0;
+    for (const d of this.docs.values()) {
+      d._subscribed = false;
+      d._subscribedOnWire = false;
+      d.presence._onDisconnected();
+    }
+  }
+
+  _onClose(code, reason) {
+    const wasOnline = this.status === 'online';
+    this._drop();
+    if (this._authError || code === 1002) {
+      this._stopped = true;
+      this._setStatus('offline');
+      return;
+    }
+    if (wasOnline) this._attempt = 0;
+    this.emit('disconnect', { code, reason });
+    this._retry();
+  }
+
+  _fail(err) {
+    this.emit('error', err);
+    this._drop();
+    this._retry();
+  }
+
+  _retry() {
+    this._setStatus('offline');
+    if (this._closed || this._stopped || this._timer) return;
+    const ceiling = Math.min(this.backoff.capMs, this.backoff.baseMs * 2 ** this._attempt);
+    this._attempt = Math.min(this._attempt + 1, 30);
+    const delay = Math.random() * ceiling;
+    this._timer = setTimeout(() => { this._timer = null; this._connect(); }, delay);
+  }
+
+  _onNetwork(up) {
+    this._online = up;
+    if (!up) {
+      this._drop();
+      clearTimeout(this._timer);
+      this._timer = null;
+      this._setStatus('offline');
+    } else if (!this._ws && !this._stopped && !this._closed) {
+      this._attempt = 0;
+      this._connect();
+    }
+  }
+
+  /* ---- messages --------------------------------------------------------------- */
+
+  _onFrame(data) {
+    if (typeof data === 'string') { this._protocolError('text frame from the server'); return; }
+    const u8 = data instanceof ArrayBuffer ? new Uint8Array(data)
+      : ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+        : null;
+    if (!u8) { this._protocolError('unexpected frame type'); return; }
+    let m;
+    try { m = wire.decodeServer(u8); } catch (e) { this._protocolError(e.message); return; }
+    try {
+      this._dispatch(m);
+    } catch (e) {
+      if (e instanceof CoreError) this._protocolError(`the server sent a batch the core refused: ${e.message}`);
+      else this._protocolError(`internal: ${e?.stack ?? e}`);
+    }
+  }
+
+  _protocolError(message) {
+    this.emit('error', { code: 'bad_message', message });
+    this._drop();
+    this._retry();
+  }
+
+  _dispatch(m) {
+    if (m.type !== 'welcome' && m.type !== 'error' && m.type !== 'unknown' && this.status !== 'online') {
+      throw new wire.WireError(`${m.type} before WELCOME`);
+    }
+    const doc = m.doc ? this.docs.get(m.doc) : null;
+    switch (m.type) {
+      case 'welcome': return this._onWelcome(m);
+      case 'sync': if (doc) doc._onSync(m.batch); return undefined;
+      case 'ack': if (doc) doc._onAck(m.batchId); return undefined;
+      case 'remote': if (doc) for (const b of m.batches) doc._applyRemote(b); return undefined;
+      case 'presence': if (doc) doc.presence._onPeers(m.peers); return undefined;
+      case 'leave': if (doc) doc.presence._onLeave(m.session); return undefined;
+      case 'error':
+        this._onError(m, doc).catch((e) => this.emit('error', { code: 'internal', message: String(e?.stack ?? e) }));
+        return undefined;
+      default: return undefined; /* unknown server type: newer server; ignore */
+    }
+  }
+
+  _onWelcome(m) {
+    if (m.version !== 1) throw new wire.WireError(`unsupported protocol version ${m.version}`);
+    clearTimeout(this._helloTimer);
+    const again = this.status === 'online';
+    this.session = m.session;
+    this.user = m.user;
+    this.rights = m.rights;
+    this.limits = m;
+    this._attempt = 0;
+    this._setStatus('online');
+    if (again) { /* re-HELLO with a fresh token: subscriptions are kept */
+      for (const d of this.docs.values()) this._sendPending(d);
+      return;
+    }
+    for (const d of this.docs.values()) this._subscribe(d);
+  }
+
+  async _onError(m, doc) {
+    const name = wire.ERR[m.code] ?? `error_${m.code}`;
+    const info = { code: name, number: m.code, doc: m.doc || undefined, message: m.message };
+    /* Refused at HELLO: the server closes with 1008 next. */
+    if (AUTH_CODES.has(m.code) && this.status !== 'online') {
+      if (m.code === 8 && await this._refreshToken()) {
+        /* The close follows; reconnect at once with the fresh token. */
+        this._drop();
+        this._connect(this._sentToken);
+        return;
+      }
+      this._authError = info;
+      this._stopped = true;
+      this.emit('error', { ...info, fatal: true });
+      return;
+    }
+    if (m.code === 3) { this._stopped = true; this.emit('error', { ...info, fatal: true }); return; }
+    if (m.code === 8 && !m.doc && !m.batchId) {
+      /* The token expired during the session. */
+      if (await this._refreshToken()) { this._hello(); return; }
+      this.emit('error', info);
+      return;
+    }
+    if (doc && m.batchId) {
+      const rec = doc._byId.get(m.batchId);
+      if (rec) {
+        doc._byId.delete(m.batchId);
+        if (DROP_CODES.has(m.code)) {
+          doc._forget(rec);
+          this.emit('error', { ...info, dropped: true });
+          doc.emit('error', { ...info, dropped: true });
+          doc._rebuild();
+          this._subscribe(doc);
+          return;
+        }
+        if (RETRY_CODES.has(m.code)) {
+          rec.id = 0;
+          if (m.code === 8) { if (await this._refreshToken()) this._hello(); return; }
+          if (m.code === 11) { this._subscribe(doc); return; }
+          if (m.code !== 19) setTimeout(() => this._sendPending(doc), 100 + Math.random() * 200);
+          return;
+        }
+      }
+    }
+    if (doc && (m.code === 9 || m.code === 15)) doc._subscribed = false;
+    this.emit('error', info);
+    if (doc) doc.emit('error', info);
+  }
+}

@@ -1,0 +1,412 @@
+/*
+ * doc.js -- one open document: its replica (a CoreDoc), its change events,
+ * its unacknowledged batches and its persistence.
+ *
+ * Edits apply to the replica at once. Outside doc.transact each edit is
+ * committed as its own batch; inside, the whole transaction is one batch.
+ * A committed batch joins `pending` (and, with a storage, is written there
+ * before anything else), goes to the server when a connection is up, and
+ * leaves `pending` only on its ACK. After a reconnect the client resends
+ * every pending batch after SUBSCRIBE (docs/PROTOCOL.md section 5).
+ *
+ * Change events. The core reports every visible change in code points, in
+ * order (insert/delete at a position, key changed). For each change cycle (a
+ * local edit, a transaction, or a batch from the server) this file composes
+ * one object's events into a delta against the state before the cycle, the
+ * way Quill and Yjs express them: [{retain}, {delete}, {insert}], plus the
+ * inserted ranges (positions after) and deleted ranges (positions before) in
+ * UTF-16 units for texts. Maps report the keys that changed.
+ *
+ * Persistence (browsers: IndexedDB). The snapshot of the replica is saved a
+ * moment after changes (and before the page goes away); every pending batch
+ * is saved as its own record the moment it is committed, and removed with
+ * the next snapshot after its ACK. Opening a document loads the snapshot and
+ * re-applies every saved pending batch, so an edit made offline survives a
+ * reload and is sent when the network returns. Each page load picks a fresh
+ * agent id: two tabs sharing one IndexedDB must never share one.
+ */
+import { Emitter } from './emitter.js';
+import { KIND, KIND_NAME } from './core.js';
+import { Text, List, TMap, cpToU16 } from './objects.js';
+import { Presence } from './presence.js';
+
+const CLASSES = { 1: Text, 2: List, 3: TMap };
+/* Beyond this many events for one object in one cycle, the delta is
+ * "replace everything" rather than a composition (keeps big syncs linear). */
+const MAX_COMPOSE = 4000;
+const SAVE_DELAY_MS = 300;
+
+export function randomAgent() {
+  const b = new Uint32Array(2);
+  globalThis.crypto.getRandomValues(b);
+  const a = (BigInt(b[0]) << 32n) | BigInt(b[1]);
+  return a === 0n ? 1n : a;
+}
+
+let recordSeq = 0;
+function recordId() {
+  const b = new Uint32Array(2);
+  globalThis.crypto.getRandomValues(b);
+  return `${Date.now().toString(36)}-${(recordSeq++).toString(36)}-${b[0].toString(36)}${b[1].toString(36)}`;
+}
+
+export class Doc extends Emitter {
+  constructor(client, id, core, coreDoc, storage, storageKey) {
+    super();
+    this.client = client;
+    this.id = id;
+    this._coreMod = core;
+    this._core = coreDoc;
+    this._storage = storage;
+    this._storageKey = storageKey;
+    this._objs = new Map(); /* handle -> wrapper */
+    this._roots = new Map(); /* "kind:name" -> wrapper */
+    this._depth = 0; /* transact nesting */
+    this._cycle = null;
+    this.pending = []; /* {rid, batch, id} in commit order */
+    this._byId = new Map(); /* batch id on this connection -> record */
+    this._everSynced = false;
+    this._subscribed = false; /* SYNC received on this connection */
+    this._syncWaiters = [];
+    this._saveTimer = null;
+    this._removed = [];
+    this._refs = 1;
+    this._closed = false;
+    this.presence = new Presence(this);
+    coreDoc.onEvents = (evs, lost) => this._onEvents(evs, lost);
+  }
+
+  /* ---- objects ------------------------------------------------------------ */
+
+  text(name) { return this._root('text', name); }
+  list(name) { return this._root('list', name); }
+  map(name) { return this._root('map', name); }
+  _root(kind, name) {
+    if (typeof name !== 'string' || name.length === 0) throw new TypeError('root names are non-empty strings');
+    const key = `${kind}:${name}`;
+    let w = this._roots.get(key);
+    if (!w) {
+      const h = this._core.root(KIND[kind], name);
+      w = this._wrap(h, KIND[kind], { kind, name });
+      this._roots.set(key, w);
+    }
+    return w;
+  }
+  _wrap(h, kind, root) {
+    let w = this._objs.get(h);
+    if (!w) {
+      w = new CLASSES[kind](this, h, root);
+      this._objs.set(h, w);
+    }
+    return w;
+  }
+  /* Core value -> JS value (wrappers for nested objects). */
+  _value(v) {
+    if (v !== null && typeof v === 'object' && 'obj' in v) return this._wrap(v.obj, v.kind);
+    return v;
+  }
+  toJSON() { return JSON.parse(this._core.json()); }
+
+  /* ---- editing -------------------------------------------------------------- */
+
+  /* Runs fn; everything it edits is one batch and one change event. */
+  transact(fn) {
+    this._checkOpen();
+    this._depth++;
+    try {
+      return fn(this);
+    } finally {
+      if (--this._depth === 0) this._endLocal();
+    }
+  }
+  _edit(fn) {
+    this._checkOpen();
+    this._depth++;
+    try { fn(); } finally { if (--this._depth === 0) this._endLocal(); }
+  }
+  _checkOpen() { if (this._closed) throw new Error(`document ${this.id} is closed`); }
+  _endLocal() {
+    const batch = this._core.commit();
+    this._emitCycle(true);
+    if (batch) this._queue(batch);
+  }
+
+  _queue(batch) {
+    const rec = { rid: recordId(), batch, id: 0 };
+    this.pending.push(rec);
+    this._setSynced(false);
+    if (this._storage) {
+      this._storage.addPending(this._storageKey, rec.rid, batch).catch((e) => this._storageError(e));
+      this._scheduleSave();
+    }
+    this.client._sendPending(this);
+  }
+
+  /* ---- change events -------------------------------------------------------- */
+
+  _onEvents(evs, lost) {
+    const c = this._cycle ??= { events: new Map(), old: new Map(), lost: false };
+    if (lost) c.lost = true;
+    for (const ev of evs) {
+      let list = c.events.get(ev.obj);
+      if (!list) {
+        list = [];
+        c.events.set(ev.obj, list);
+        const w = this._objs.get(ev.obj);
+        c.old.set(ev.obj, w && w.kind === 'text' ? w._str : null);
+      }
+      list.push(ev);
+    }
+  }
+
+  /* Turns the cycle's events into one change event. */
+  _emitCycle(local) {
+    const c = this._cycle;
+    this._cycle = null;
+    if (!c) return;
+    const changes = [];
+    if (c.lost) {
+      for (const w of this._objs.values()) {
+        if (w.kind === 'text') w._str = this._core.text(w._h);
+        changes.push({ target: w, kind: w.kind, reset: true });
+      }
+    } else {
+      for (const [h, evs] of c.events) {
+        const kind = this._core.kind(h);
+        if (!kind) continue;
+        const w = this._wrap(h, kind);
+        changes.push(this._compose(w, KIND_NAME[kind], evs, c.old.get(h), local));
+      }
+    }
+    if (!changes.length) return;
+    const e = { local, changes };
+    for (const ch of changes) ch.target.emit('change', { ...ch, local });
+    this.emit('change', e);
+  }
+
+  _compose(w, kind, evs, oldStr, local) {
+    if (kind === 'map') {
+      const keys = [...new Set(evs.filter((e) => e.kind === 'key').map((e) => e.key))];
+      return { target: w, kind, keys };
+    }
+    let newStr = null;
+    if (kind === 'text') {
+      if (!local || oldStr === null) w._str = this._core.text(w._h);
+      newStr = w._str;
+    }
+    const newLen = kind === 'text' ? this._core.textLength(w._h) : this._core.listLength(w._h);
+    let oldLen = newLen;
+    for (const e of evs) oldLen += e.kind === 'delete' ? e.count : e.kind === 'insert' ? -e.count : 0;
+
+    /* Runs of the new state: {old: start in the old state} or {old: -1}. */
+    let runs = [{ old: 0, len: oldLen }];
+    if (evs.length > MAX_COMPOSE) {
+      runs = [{ old: -1, len: newLen }];
+    } else {
+      for (const e of evs) {
+        if (e.kind === 'insert') runs = insertRun(runs, e.pos, e.count);
+        else if (e.kind === 'delete') runs = deleteRuns(runs, e.pos, e.count);
+      }
+    }
+    runs = runs.filter((r) => r.len > 0);
+
+    /* Positions: code points, converted to UTF-16 for texts. */
+    const oldU = kind === 'text' && oldStr !== null ? cpToU16(oldStr) : (x) => x;
+    const newU = kind === 'text' ? cpToU16(newStr) : (x) => x;
+    const delta = [], inserted = [], deleted = [];
+    let oldAt = 0, newAt = 0;
+    const pushOp = (op) => {
+      const last = delta[delta.length - 1];
+      const k = Object.keys(op)[0];
+      if (last && k in last && k !== 'insert') last[k] += op[k];
+      else if (last && k === 'insert' && 'insert' in last && typeof op.insert === 'string') last.insert += op.insert;
+      else if (last && k === 'insert' && 'insert' in last) last.insert.push(...op.insert);
+      else delta.push(op);
+    };
+    const delUpTo = (oldPos) => {
+      if (oldPos > oldAt) {
+        const from = oldU(oldAt), to = oldU(oldPos);
+        pushOp({ delete: to - from });
+        deleted.push({ index: from, length: to - from });
+        oldAt = oldPos;
+      }
+    };
+    for (const r of runs) {
+      if (r.old >= 0) {
+        delUpTo(r.old);
+        pushOp({ retain: newU(newAt + r.len) - newU(newAt) });
+        oldAt = r.old + r.len;
+      } else {
+        const from = newU(newAt), to = newU(newAt + r.len);
+        let content;
+        if (kind === 'text') content = newStr.slice(from, to);
+        else {
+          content = [];
+          for (let i = newAt; i < newAt + r.len; i++) content.push(this._value(this._core.listGet(w._h, i)));
+        }
+        pushOp({ insert: content });
+        const last = inserted[inserted.length - 1];
+        if (last && last.index + last.length === from) last.length += to - from;
+        else inserted.push({ index: from, length: to - from });
+      }
+      newAt += r.len;
+    }
+    delUpTo(oldLen);
+    while (delta.length && 'retain' in delta[delta.length - 1]) delta.pop();
+    /* Deleted ranges in old positions, as an app applying them in order
+     * from the end would need them; coalesced. */
+    return { target: w, kind, delta, inserted, deleted };
+  }
+
+  /* ---- from the server ------------------------------------------------------ */
+
+  /* Applies a batch from the server; throws CoreError if the core refuses it
+   * (the replica is then unchanged). */
+  _applyRemote(batch) {
+    try {
+      this._core.apply(batch);
+    } finally {
+      this._emitCycle(false);
+    }
+    this._scheduleSave();
+  }
+
+  _onSync(batch) {
+    if (batch.length) this._applyRemote(batch);
+    this._subscribed = true;
+    this._everSynced = true;
+    this._checkSynced();
+  }
+
+  _onAck(batchId) {
+    const rec = this._byId.get(batchId);
+    if (!rec) return;
+    this._byId.delete(batchId);
+    this._forget(rec);
+    this._checkSynced();
+  }
+
+  _forget(rec) {
+    const i = this.pending.indexOf(rec);
+    if (i >= 0) this.pending.splice(i, 1);
+    if (this._storage) { this._removed.push(rec.rid); this._scheduleSave(); }
+  }
+
+  _checkSynced() {
+    if (this._everSynced && this.pending.length === 0) this._setSynced(true);
+  }
+
+  _setSynced(flag) {
+    if (this._synced === flag) return;
+    this._synced = flag;
+    if (flag) {
+      const ws = this._syncWaiters;
+      this._syncWaiters = [];
+      ws.forEach((r) => r());
+    }
+    this.emit('synced', flag);
+  }
+
+  /* True once the first SYNC arrived and every local edit is acknowledged. */
+  get isSynced() { return !!this._synced; }
+  /* Resolves when isSynced becomes (or is) true. */
+  get synced() {
+    if (this._synced) return Promise.resolve();
+    return new Promise((r) => this._syncWaiters.push(r));
+  }
+
+  /* A drop error (read_only, invalid_batch, too_large): the server will never
+   * take that batch, so the replica holding it is rebuilt from the server's
+   * state plus the other pending batches (docs/PROTOCOL.md section 5). */
+  _rebuild() {
+    const old = this._core;
+    const fresh = this._coreMod.newDoc(randomAgent());
+    fresh.onEvents = (evs, lost) => this._onEvents(evs, lost);
+    for (const rec of this.pending) {
+      try { fresh.apply(rec.batch); } catch { /* depends on what was dropped */ }
+    }
+    this._cycle = null;
+    this._core = fresh;
+    old.free();
+    const roots = [...this._roots.values()];
+    for (const w of this._objs.values()) if (!w._root) w._detached = true;
+    this._objs.clear();
+    for (const w of roots) {
+      w._h = fresh.root(KIND[w._root.kind], w._root.name);
+      this._objs.set(w._h, w);
+      if (w.kind === 'text') w._str = fresh.text(w._h);
+    }
+    const changes = roots.map((w) => ({ target: w, kind: w.kind, reset: true }));
+    for (const ch of changes) ch.target.emit('change', { ...ch, local: false });
+    if (changes.length) this.emit('change', { local: false, changes });
+    this._everSynced = false;
+    this._setSynced(false);
+    this._scheduleSave();
+  }
+
+  /* ---- persistence ------------------------------------------------------------ */
+
+  _scheduleSave() {
+    if (!this._storage || this._saveTimer) return;
+    this._saveTimer = setTimeout(() => { this._saveTimer = null; this.save(); }, SAVE_DELAY_MS);
+  }
+  /* Writes the snapshot (and forgets acknowledged batches) now. */
+  async save() {
+    if (!this._storage || this._closed) return;
+    if (this._saveTimer) { clearTimeout(this._saveTimer); this._saveTimer = null; }
+    const removed = this._removed;
+    this._removed = [];
+    try {
+      await this._storage.save(this._storageKey, this._core.snapshot(), removed);
+    } catch (e) { this._storageError(e); }
+  }
+  _storageError(e) {
+    this.emit('error', { code: 'storage', message: `local storage: ${e?.message ?? e}` });
+  }
+
+  /* ---- lifetime ------------------------------------------------------------- */
+
+  /* Releases this handle; the last one unsubscribes and frees the replica. */
+  async close() {
+    if (this._closed) return;
+    if (--this._refs > 0) return;
+    await this.save();
+    this._closed = true;
+    this.presence._stop();
+    this.client._closeDoc(this);
+    this._core.free();
+  }
+}
+
+/* ---- run composition (code points) ------------------------------------------ */
+
+function splitAt(runs, pos) {
+  /* Returns the index of the first run starting at pos, splitting one if needed. */
+  let at = 0;
+  for (let i = 0; i < runs.length; i++) {
+    const r = runs[i];
+    if (at === pos) return i;
+    if (pos < at + r.len) {
+      const k = pos - at;
+      const a = { old: r.old, len: k };
+      const b = { old: r.old < 0 ? -1 : r.old + k, len: r.len - k };
+      runs.splice(i, 1, a, b);
+      return i + 1;
+    }
+    at += r.len;
+  }
+  return runs.length;
+}
+
+function insertRun(runs, pos, count) {
+  const i = splitAt(runs, pos);
+  runs.splice(i, 0, { old: -1, len: count });
+  return runs;
+}
+
+function deleteRuns(runs, pos, count) {
+  const i = splitAt(runs, pos);
+  const j = splitAt(runs, pos + count);
+  runs.splice(i, j - i);
+  return runs;
+}

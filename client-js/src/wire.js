@@ -1,0 +1,198 @@
+/*
+ * wire.js -- the tandem wire protocol (docs/PROTOCOL.md), both directions.
+ *
+ * The client validates what the server sends as strictly as the server
+ * validates clients: minimal varints of at most 10 bytes, lengths that stay
+ * inside the message, fatal UTF-8 decoding, doc ids of 1..255 bytes without
+ * control characters, and no trailing bytes. decodeServer() throws a
+ * WireError for anything else; the connection turns that into an 'error'
+ * event and a reconnect, so a bad frame never reaches application code.
+ *
+ * 64-bit fields (agent, session, batch_id) travel as BigInt inside this file;
+ * decoded messages give Numbers where the value is below 2^53 (sessions and
+ * limits) and BigInt for agents.
+ */
+
+export const C = { HELLO: 0x01, SUBSCRIBE: 0x02, UNSUBSCRIBE: 0x03, UPDATE: 0x04, PRESENCE: 0x05 };
+export const S = {
+  WELCOME: 0x81, SYNC: 0x82, ACK: 0x83, REMOTE: 0x84, PRESENCE: 0x85, LEAVE: 0x86, ERROR: 0x87,
+};
+
+export class WireError extends Error {}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder('utf-8', { fatal: true });
+
+/* ---- encoding ------------------------------------------------------------ */
+
+class Writer {
+  constructor() { this.parts = []; this.n = 0; }
+  byte(b) { this.parts.push(Uint8Array.of(b)); this.n += 1; return this; }
+  varint(v) {
+    let x = BigInt(v);
+    if (x < 0n || x >= 1n << 64n) throw new RangeError('varint out of range');
+    const out = [];
+    do {
+      let b = Number(x & 0x7fn);
+      x >>= 7n;
+      if (x) b |= 0x80;
+      out.push(b);
+    } while (x);
+    this.parts.push(Uint8Array.from(out)); this.n += out.length;
+    return this;
+  }
+  bytes(u8) { this.varint(u8.length); this.parts.push(u8); this.n += u8.length; return this; }
+  string(s) { return this.bytes(enc.encode(s)); }
+  done() {
+    const out = new Uint8Array(this.n);
+    let at = 0;
+    for (const p of this.parts) { out.set(p, at); at += p.length; }
+    return out;
+  }
+}
+
+export function encodeHello(token, agent) {
+  return new Writer().byte(C.HELLO).varint(1).string(token || '').varint(agent).done();
+}
+export function encodeSubscribe(doc, vv) {
+  return new Writer().byte(C.SUBSCRIBE).string(doc).bytes(vv).done();
+}
+export function encodeUnsubscribe(doc) {
+  return new Writer().byte(C.UNSUBSCRIBE).string(doc).done();
+}
+export function encodeUpdate(doc, batchId, batch) {
+  return new Writer().byte(C.UPDATE).string(doc).varint(batchId).bytes(batch).done();
+}
+export function encodePresence(doc, state) {
+  return new Writer().byte(C.PRESENCE).string(doc).bytes(state).done();
+}
+
+/* Checks a document id as the server does (1..255 bytes, no controls). */
+export function validDocId(id) {
+  if (typeof id !== 'string') return false;
+  const n = enc.encode(id).length;
+  // eslint-disable-next-line no-control-regex
+  return n >= 1 && n <= 255 && !/[\u0000-\u001f\u007f]/.test(id) && id.isWellFormed?.() !== false;
+}
+
+/* ---- decoding ------------------------------------------------------------ */
+
+class Reader {
+  constructor(u8) { this.u8 = u8; this.at = 0; }
+  fail(what) { throw new WireError(`malformed message: ${what} at byte ${this.at}`); }
+  byte() {
+    if (this.at >= this.u8.length) this.fail('truncated');
+    return this.u8[this.at++];
+  }
+  varintBig() {
+    let x = 0n;
+    for (let i = 0; i < 10; i++) {
+      const b = this.byte();
+      x |= BigInt(b & 0x7f) << BigInt(7 * i);
+      if (!(b & 0x80)) {
+        if (i > 0 && b === 0) this.fail('non-minimal varint');
+        if (x >= 1n << 64n) this.fail('varint above 2^64');
+        return x;
+      }
+    }
+    return this.fail('varint longer than 10 bytes');
+  }
+  /* A varint that must fit a JS number exactly. */
+  num() {
+    const x = this.varintBig();
+    if (x > BigInt(Number.MAX_SAFE_INTEGER)) this.fail('value too large');
+    return Number(x);
+  }
+  bytes() {
+    const n = this.num();
+    if (n > this.u8.length - this.at) this.fail('length past the end');
+    const out = this.u8.slice(this.at, this.at + n);
+    this.at += n;
+    return out;
+  }
+  string() {
+    const b = this.bytes();
+    try { return dec.decode(b); } catch { return this.fail('bad UTF-8'); }
+  }
+  doc(mayBeEmpty = false) {
+    const b = this.bytes();
+    if (b.length > 255 || (!mayBeEmpty && b.length === 0)) this.fail('bad doc id length');
+    let s;
+    try { s = dec.decode(b); } catch { return this.fail('doc id is not UTF-8'); }
+    // eslint-disable-next-line no-control-regex
+    if (/[\u0000-\u001f\u007f]/.test(s)) this.fail('control character in doc id');
+    return s;
+  }
+  end() { if (this.at !== this.u8.length) this.fail('trailing bytes'); }
+}
+
+/* Decodes one server message into a plain object {type, ...}; throws
+ * WireError if it is malformed. Unknown types decode to {type: 'unknown'}. */
+export function decodeServer(u8) {
+  const r = new Reader(u8);
+  const t = r.byte();
+  let m;
+  switch (t) {
+    case S.WELCOME: {
+      m = { type: 'welcome', version: r.num(), session: r.num(), user: r.string(),
+        rights: r.num(), expires: r.num(), maxFrame: r.num(), maxBatch: r.num(),
+        maxPresence: r.num(), presenceIntervalMs: r.num(), presenceTtlMs: r.num() };
+      if (m.session === 0) r.fail('session 0');
+      break;
+    }
+    case S.SYNC:
+      m = { type: 'sync', doc: r.doc(), batch: r.bytes(), vv: r.bytes() };
+      break;
+    case S.ACK: {
+      m = { type: 'ack', doc: r.doc(), batchId: r.num() };
+      if (m.batchId === 0) r.fail('batch_id 0');
+      break;
+    }
+    case S.REMOTE: {
+      m = { type: 'remote', doc: r.doc(), batches: [] };
+      const n = r.num();
+      if (n < 1) r.fail('REMOTE with no batch');
+      /* Each batch takes at least one byte: a count beyond what is left is a lie. */
+      if (n > u8.length - r.at) r.fail('count past the end');
+      for (let i = 0; i < n; i++) {
+        const b = r.bytes();
+        if (b.length === 0) r.fail('empty batch');
+        m.batches.push(b);
+      }
+      break;
+    }
+    case S.PRESENCE: {
+      m = { type: 'presence', doc: r.doc(), peers: [] };
+      const n = r.num();
+      if (n < 1) r.fail('PRESENCE with no entry');
+      if (n > u8.length - r.at) r.fail('count past the end');
+      for (let i = 0; i < n; i++) {
+        const session = r.num(), agent = r.varintBig(), user = r.string(), state = r.bytes();
+        if (state.length === 0) r.fail('empty presence state');
+        if (session === 0) r.fail('session 0');
+        m.peers.push({ session, agent, user, state });
+      }
+      break;
+    }
+    case S.LEAVE:
+      m = { type: 'leave', doc: r.doc(), session: r.num() };
+      break;
+    case S.ERROR: {
+      m = { type: 'error', code: r.num(), doc: r.doc(true), batchId: r.num(), message: r.string() };
+      break;
+    }
+    default:
+      return { type: 'unknown', code: t };
+  }
+  r.end();
+  return m;
+}
+
+/* Error codes of docs/PROTOCOL.md section 6. */
+export const ERR = {
+  1: 'bad_message', 2: 'unknown_type', 3: 'bad_version', 4: 'hello_required',
+  5: 'bad_doc_id', 6: 'auth_required', 7: 'token_invalid', 8: 'token_expired',
+  9: 'forbidden', 10: 'read_only', 11: 'not_subscribed', 12: 'invalid_batch',
+  13: 'too_large', 14: 'limit', 15: 'doc_unavailable', 16: 'store_failed',
+  17: 'busy', 18: 'internal', 19: 'shutting_down',
+};
