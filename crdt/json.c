@@ -15,6 +15,10 @@ static void put_str(td_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     td_buf_u8(b, '"');
+    if (n == 0) { /* s may be NULL (an empty text has no buffer) */
+        td_buf_u8(b, '"');
+        return;
+    }
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         uint8_t c = (uint8_t)s[i];

@@ -379,10 +379,15 @@ static int same_run(const td_pos *a, const td_pos *b)
     return a->leaf == b->leaf && a->ri == b->ri;
 }
 
-/* Where the new run goes: before run *dest, or at the end when *at_end. */
+/* Where the new run goes: before run *dest, or at the end when *at_end.
+ * A right origin that is not after the left one (only a malformed op names
+ * such a pair) is read as "the end": the relative order of two items is the
+ * same on every replica, so every replica rewrites the op alike, and the
+ * stored run then keeps the invariant left < run < right. */
 static td_crdt_err yata_place(td_crdt_doc *d, td_seq *s, uint64_t agent_id,
-                              td_id left, td_id right, td_pos *dest, int *at_end)
+                              td_id left, td_id *rightp, td_pos *dest, int *at_end)
 {
+    td_id right = *rightp;
     td_pos cur, rp = {0};
     int end;
     if (left.agent != TD_NONE) {
@@ -398,11 +403,19 @@ static td_crdt_err yata_place(td_crdt_doc *d, td_seq *s, uint64_t agent_id,
         return td_fail(d, TD_CRDT_ERR_INVALID_OP, "right origin not found");
     *dest = cur;
     *at_end = end;
+    if (end && have_right)
+        rightp->agent = TD_NONE; /* nothing is after the left origin: see above */
     if (end || (have_right && same_run(&cur, &rp)))
         return TD_CRDT_OK; /* nothing concurrent between the origins */
     int64_t lidx, ridx;
     if (!origin_index(d, s, left, 0, &lidx) || !origin_index(d, s, right, 1, &ridx))
         return td_fail(d, TD_CRDT_ERR_INVALID_OP, "origin not found");
+    if (ridx <= lidx) {
+        right.agent = TD_NONE;
+        *rightp = right;
+        have_right = 0;
+        ridx = s->total;
+    }
     int scanning = 0;
     for (;;) {
         if (!scanning) {
@@ -453,7 +466,7 @@ td_crdt_err td_seq_integrate(td_crdt_doc *d, uint32_t obj, td_id id, uint32_t n,
     }
     td_pos dest = {0};
     int at_end = 1;
-    if ((e = yata_place(d, s, d->agents[id.agent].id, left, right, &dest, &at_end)))
+    if ((e = yata_place(d, s, d->agents[id.agent].id, left, &right, &dest, &at_end)))
         return e;
     uint32_t off = TD_NO_CONTENT, oldclen = s->clen;
     /* deleted text arrives without content; list values always come */

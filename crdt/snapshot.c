@@ -380,6 +380,10 @@ static td_id get_rel(snapdec *s, td_id base)
         return base;
     }
     id.agent = s->agent[a];
+    if (v > 2 * (uint64_t)TD_MAX_SEQ + 1) { /* no seq is that far away; keeps the sum in range */
+        s->r.bad = 1;
+        return base;
+    }
     int64_t seq = id.agent == base.agent ? (int64_t)base.seq - td_unzigzag(v) : (int64_t)v;
     if (seq < 0 || seq >= (int64_t)s->d->agents[id.agent].vv) {
         s->r.bad = 1;
@@ -389,10 +393,16 @@ static td_id get_rel(snapdec *s, td_id base)
     return id;
 }
 
-static int origin_ok(td_crdt_doc *d, uint32_t h, td_id id)
+static int origin_before(td_crdt_doc *d, uint32_t h, td_id id, uint32_t index)
 {
     td_pos p;
-    return id.agent == TD_NONE || td_seq_locate(d, h, id, &p);
+    return id.agent == TD_NONE || (td_seq_locate(d, h, id, &p) && td_seq_index(&p) < index);
+}
+
+static int origin_after(td_crdt_doc *d, uint32_t h, td_id id, uint32_t index)
+{
+    td_pos p;
+    return id.agent == TD_NONE || (td_seq_locate(d, h, id, &p) && td_seq_index(&p) > index);
 }
 
 /* Run i of m; earlier runs are decoded. A right origin that names a later
@@ -417,7 +427,10 @@ static td_crdt_err dec_run(snapdec *s, td_run *m, uint32_t i, uint32_t *ahead, u
         if (!prev)
             return BAD(s, "run flags");
         r->id.agent = prev->id.agent;
-        int64_t seq = (int64_t)prev->id.seq + prev->len + td_unzigzag(td_rd_varint(&s->r));
+        uint64_t delta = td_rd_varint(&s->r);
+        if (delta > 2 * (uint64_t)TD_MAX_SEQ + 1)
+            return BAD(s, "run seq");
+        int64_t seq = (int64_t)prev->id.seq + prev->len + td_unzigzag(delta);
         if (seq < 0 || seq > TD_MAX_SEQ)
             return BAD(s, "run seq");
         r->id.seq = (uint32_t)seq;
@@ -497,10 +510,14 @@ static td_crdt_err dec_runs(snapdec *s, td_seq *q, int is_list)
         e = td_seq_insert_run(d, q, NULL, 0, &r, NULL);
     }
     /* Origins named by position (the neighbouring or a near run) are items
-     * of this sequence by construction; explicit ones must be looked up. */
-    for (uint32_t i = 0; !e && i < n; i++)
-        if ((cont[i] & 2) && !(origin_ok(d, q->obj, m[i].left) && origin_ok(d, q->obj, m[i].right)))
-            e = BAD(s, "run origin is not an item of its sequence");
+     * of this sequence on the right side of the run by construction;
+     * explicit ones must be looked up: an item of this sequence, the left
+     * one before the run and the right one after it. */
+    uint32_t at = 0; /* index of run i's first item */
+    for (uint32_t i = 0; !e && i < n; at += m[i].len, i++)
+        if ((cont[i] & 2) && !(origin_before(d, q->obj, m[i].left, at) &&
+                               origin_after(d, q->obj, m[i].right, at + m[i].len - 1)))
+            e = BAD(s, "run origin is not an item of its sequence on the right side");
     td_memfree(d, m);
     td_memfree(d, ahead);
     td_memfree(d, cont);
@@ -865,6 +882,9 @@ td_crdt_err td_crdt_doc_load(const td_crdt_options *opts, const uint8_t *snap,
         *errmsg = "out of memory";
         return e;
     }
+    static const uint8_t none[1] = {0};
+    if (!snap)
+        snap = none; /* len is 0: no pointer arithmetic on NULL */
     snapdec s = {.d = d, .r = {snap, snap + len, 0}};
     e = dec_all(&s);
     td_memfree(d, s.agent);

@@ -31,6 +31,9 @@ typedef struct unit {
     uint32_t seq, len;
     td_id refs[3]; /* each must be seen before this op */
     uint8_t nrefs;
+    uint32_t run_obj; /* for a run: its sequence (0 for other ops) */
+    td_id left, right;
+    uint32_t step; /* when `orderable` reached it */
 } unit;
 
 typedef struct units {
@@ -43,6 +46,8 @@ typedef struct checker {
     td_crdt_doc *d;
     units *per_agent;
     int oom;
+    /* the order `orderable` found: agent and unit index per step */
+    uint32_t *step_agent, *step_unit, nsteps;
 } checker;
 
 static void add_ref(unit *u, td_id id)
@@ -147,6 +152,9 @@ static int walk_entry(void *ud, td_idx_ent *e)
         unit *u = push(w->c, r->id.agent, r->id.seq, r->len);
         if (!u)
             return 1;
+        u->run_obj = l->obj;
+        u->left = r->left;
+        u->right = r->right;
         add_ref(u, r->left);
         add_ref(u, r->right);
         add_ref(u, creator(w->c->d, l->obj));
@@ -229,7 +237,14 @@ static int orderable(checker *c)
     td_crdt_doc *d = c->d;
     uint32_t *next = td_mem(d, NULL, ((size_t)d->nagents + 1) * sizeof *next);
     uint32_t *done = td_mem(d, NULL, ((size_t)d->nagents + 1) * sizeof *done);
-    int ok = next && done;
+    size_t total = 1;
+    for (uint32_t a = 0; a < d->nagents; a++)
+        total += c->per_agent[a].n;
+    c->step_agent = td_mem(d, NULL, total * sizeof *c->step_agent);
+    c->step_unit = td_mem(d, NULL, total * sizeof *c->step_unit);
+    int ok = next && done && c->step_agent && c->step_unit;
+    if (!ok)
+        c->oom = 1; /* not a verdict on the document */
     for (uint32_t a = 0; ok && a < d->nagents; a++) {
         const units *us = &c->per_agent[a];
         for (uint32_t i = 1; ok && i < us->n; i++)
@@ -240,7 +255,7 @@ static int orderable(checker *c)
     for (int progress = 1; ok && progress;) {
         progress = 0;
         for (uint32_t a = 0; a < d->nagents; a++) {
-            const units *us = &c->per_agent[a];
+            units *us = &c->per_agent[a];
             for (; next[a] < us->n; next[a]++) {
                 const unit *u = &us->u[next[a]];
                 if (done[a] < u->seq)
@@ -251,6 +266,9 @@ static int orderable(checker *c)
                 if (!ready)
                     break;
                 done[a] = u->seq + u->len;
+                us->u[next[a]].step = c->nsteps;
+                c->step_agent[c->nsteps] = a;
+                c->step_unit[c->nsteps++] = next[a];
                 progress = 1;
             }
             if (next[a] == us->n && done[a] < d->agents[a].vv) {
@@ -266,10 +284,234 @@ static int orderable(checker *c)
     return ok;
 }
 
+/* Items of sequence h in document order, a run at a time. */
+typedef struct walker {
+    const td_leaf *l;
+    uint32_t ri, off;
+} walker;
+
+static int walker_next(walker *w, td_id *id, uint32_t *n)
+{
+    while (w->l && w->ri >= w->l->n) {
+        w->l = w->l->next;
+        w->ri = 0;
+    }
+    if (!w->l)
+        return 0;
+    const td_run *r = &w->l->r[w->ri];
+    *id = r->id;
+    id->seq += w->off;
+    *n = r->len - w->off;
+    return 1;
+}
+
+static void walker_skip(walker *w, uint32_t k)
+{
+    w->off += k;
+    if (w->off == w->l->r[w->ri].len) {
+        w->ri++;
+        w->off = 0;
+    }
+}
+
+/* 1 if sequences h of a and b hold the same items in the same order. */
+static int same_order(const td_crdt_doc *a, const td_crdt_doc *b, uint32_t h)
+{
+    walker x = {a->objs[h - 1]->u.seq.first, 0, 0}, y = {b->objs[h - 1]->u.seq.first, 0, 0};
+    td_id ix, iy;
+    uint32_t nx, ny;
+    for (;;) {
+        int hx = walker_next(&x, &ix, &nx), hy = walker_next(&y, &iy, &ny);
+        if (!hx || !hy)
+            return hx == hy;
+        if (ix.agent != iy.agent || ix.seq != iy.seq)
+            return 0;
+        uint32_t k = nx < ny ? nx : ny;
+        walker_skip(&x, k);
+        walker_skip(&y, k);
+    }
+}
+
+static int id_same(td_id a, td_id b)
+{
+    return a.agent == b.agent && a.seq == b.seq;
+}
+
+/* The unit of run r: binary search among its agent's units. */
+static const unit *unit_of(const checker *c, const td_run *r)
+{
+    const units *us = &c->per_agent[r->id.agent];
+    uint32_t lo = 0, hi = us->n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (us->u[mid].seq < r->id.seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return &us->u[lo];
+}
+
+typedef struct leafbase {
+    const td_leaf *leaf;
+    uint32_t first; /* ordinal of the leaf's first run */
+} leafbase;
+
+static int leafbase_cmp(const void *x, const void *y)
+{
+    const td_leaf *a = ((const leafbase *)x)->leaf, *b = ((const leafbase *)y)->leaf;
+    return a < b ? -1 : a > b;
+}
+
+/* Ordinal of the run holding item id in sequence h, and whether the item is
+ * that run's first (*first) or last (*last). */
+static int run_ordinal(td_crdt_doc *d, uint32_t h, const leafbase *lb, uint32_t nl, td_id id,
+                       uint32_t *ord, int *first, int *last)
+{
+    td_pos p;
+    if (!td_seq_locate(d, h, id, &p))
+        return 0;
+    leafbase key = {p.leaf, 0};
+    const leafbase *b = bsearch(&key, lb, nl, sizeof *lb, leafbase_cmp);
+    if (!b)
+        return 0;
+    *ord = b->first + p.ri;
+    *first = p.off == 0;
+    *last = p.off + 1 == p.leaf->r[p.ri].len;
+    return 1;
+}
+
+/* 5, the common case in O(n log n): integrating the runs in the order
+ * `orderable` found, if each run's origins are neighbours among the runs
+ * integrated before it (no earlier run stands between them in the stored
+ * order), the integration has nothing to decide and puts the run exactly
+ * where it is stored. A sparse table answers "earliest step in a range of
+ * stored runs". Returns 1 if that holds for every run of sequence h, 0 if
+ * some run needs the full replay, -1 on OOM. */
+static int neighbours_hold(checker *c, uint32_t h)
+{
+    td_crdt_doc *d = c->d;
+    const td_seq *q = &d->objs[h - 1]->u.seq;
+    uint32_t n = 0, nl = 0;
+    for (const td_leaf *l = q->first; l; l = l->next) {
+        n += l->n;
+        nl++;
+    }
+    if (n == 0)
+        return 1;
+    uint32_t levels = 1;
+    while ((1u << levels) <= n)
+        levels++;
+    uint32_t *st = td_mem(d, NULL, (size_t)levels * n * sizeof *st);
+    leafbase *lb = td_mem(d, NULL, (size_t)nl * sizeof *lb);
+    const td_run **runs = td_mem(d, NULL, (size_t)n * sizeof *runs);
+    if (!st || !lb || !runs) {
+        td_memfree(d, st);
+        td_memfree(d, lb);
+        td_memfree(d, runs);
+        return -1;
+    }
+    uint32_t k = 0, li = 0;
+    for (const td_leaf *l = q->first; l; l = l->next) {
+        lb[li].leaf = l;
+        lb[li++].first = k;
+        for (uint32_t i = 0; i < l->n; i++) {
+            runs[k] = &l->r[i];
+            st[k++] = unit_of(c, &l->r[i])->step;
+        }
+    }
+    qsort(lb, nl, sizeof *lb, leafbase_cmp);
+    for (uint32_t j = 1; j < levels; j++)
+        for (uint32_t i = 0; i + (1u << j) <= n; i++) {
+            uint32_t x = st[(j - 1) * n + i], y = st[(j - 1) * n + i + (1u << (j - 1))];
+            st[j * n + i] = x < y ? x : y;
+        }
+    int ok = 1;
+    for (uint32_t i = 0; i < n && ok; i++) {
+        uint32_t step = st[i], lo = 0, hi = n; /* stored runs (lo, hi) must be later */
+        uint32_t ord;
+        int first, last;
+        const td_run *r = runs[i];
+        /* most origins are the neighbouring run: no lookup needed */
+        if (r->left.agent != TD_NONE) {
+            if (i > 0 && id_same(r->left, td_run_last(runs[i - 1])))
+                ord = i - 1;
+            else
+                ok = run_ordinal(d, h, lb, nl, r->left, &ord, &first, &last) && last && ord < i;
+            lo = ord + 1;
+        }
+        if (ok && r->right.agent != TD_NONE) {
+            if (i + 1 < n && id_same(r->right, runs[i + 1]->id))
+                ord = i + 1;
+            else
+                ok = run_ordinal(d, h, lb, nl, r->right, &ord, &first, &last) && first && ord > i;
+            hi = ord;
+        }
+        /* earliest step among stored runs [lo, i) and (i, hi) */
+        for (int side = 0; side < 2 && ok; side++) {
+            uint32_t a = side ? i + 1 : lo, b = side ? hi : i;
+            if (a >= b)
+                continue;
+            uint32_t j = 0;
+            while ((2u << j) <= b - a)
+                j++;
+            uint32_t x = st[j * n + a], y = st[j * n + b - (1u << j)];
+            ok = (x < y ? x : y) > step;
+        }
+    }
+    td_memfree(d, st);
+    td_memfree(d, lb);
+    td_memfree(d, runs);
+    return ok;
+}
+
+/* 5: the stored order is the one the ops produce. Runs are integrated, in
+ * the order `orderable` found, into a scratch document with the same agents
+ * and objects (same handles), and every sequence must come out the same.
+ * This catches what no local check can: concurrent inserts stored in an
+ * order their origins and agent ids do not give. */
+static const char *replay_matches(checker *c)
+{
+    td_crdt_doc *d = c->d, *z;
+    td_crdt_options o = {.alloc = d->alloc, .alloc_ud = d->alloc_ud,
+                         .agent = d->agents[0].id, .max_depth = d->max_depth};
+    if (td_crdt_doc_new(&o, &z)) {
+        c->oom = 1;
+        return "out of memory";
+    }
+    td_crdt_err e = TD_CRDT_OK;
+    uint32_t idx;
+    for (uint32_t a = 1; a < d->nagents && !e; a++)
+        e = td_agent_intern(z, d->agents[a].id, &idx);
+    for (uint32_t h = 1; h <= d->nobjs && !e; h++) {
+        const td_obj *ob = d->objs[h - 1];
+        e = ob->is_root ? td_obj_new_root(z, ob->kind, ob->name, ob->name_len, &idx)
+                        : td_obj_new_nested(z, ob->kind, ob->id, ob->parent, &idx);
+    }
+    for (uint32_t i = 0; i < c->nsteps && !e; i++) {
+        const unit *u = &c->per_agent[c->step_agent[i]].u[c->step_unit[i]];
+        if (u->run_obj)
+            e = td_seq_integrate(z, u->run_obj, (td_id){c->step_agent[i], u->seq}, u->len,
+                                 u->left, u->right, 1, NULL, NULL);
+    }
+    const char *why = NULL;
+    if (e == TD_CRDT_ERR_NOMEM) {
+        c->oom = 1;
+        why = "out of memory";
+    } else if (e) {
+        why = "the ops cannot be integrated";
+    }
+    for (uint32_t h = 1; h <= d->nobjs && !why; h++)
+        if (d->objs[h - 1]->kind != TD_CRDT_MAP && !same_order(d, z, h))
+            why = "a sequence is stored in an order its ops do not give";
+    td_crdt_doc_free(z);
+    return why;
+}
+
 /* NULL if the loaded document is consistent; otherwise why not. */
 const char *td_snapshot_check(td_crdt_doc *d, int *oom)
 {
-    checker c = {d, NULL, 0};
+    checker c = {.d = d};
     const char *why = NULL;
     *oom = 0;
     for (uint32_t h = 1; h <= d->nobjs && !why; h++)
@@ -288,14 +530,27 @@ const char *td_snapshot_check(td_crdt_doc *d, int *oom)
     }
     memset(c.per_agent, 0, ((size_t)d->nagents + 1) * sizeof *c.per_agent);
     collect(&c);
+    if (!c.oom && !orderable(&c) && !c.oom)
+        why = "ops overlap, or reference later ops or each other in a cycle";
+    int replay = 0;
+    for (uint32_t h = 1; h <= d->nobjs && !why && !c.oom && !replay; h++) {
+        if (d->objs[h - 1]->kind == TD_CRDT_MAP)
+            continue;
+        int r = neighbours_hold(&c, h);
+        if (r < 0)
+            c.oom = 1;
+        replay = r == 0;
+    }
+    if (!why && !c.oom && replay)
+        why = replay_matches(&c);
     if (c.oom) {
         *oom = 1;
         why = "out of memory";
-    } else if (!orderable(&c)) {
-        why = "ops overlap, or reference later ops or each other in a cycle";
     }
     for (uint32_t a = 0; a < d->nagents; a++)
         td_memfree(d, c.per_agent[a].u);
     td_memfree(d, c.per_agent);
+    td_memfree(d, c.step_agent);
+    td_memfree(d, c.step_unit);
     return why;
 }

@@ -156,7 +156,7 @@ static batch *make_batches(unsigned k)
         die("core", "cannot create a document");
     for (int i = 0; i < NBATCHES; i++) {
         size_t len = td_crdt_text_length(d, text);
-        uint8_t *p;
+        uint8_t *p = NULL;
         if (td_crdt_text_insert(d, text, (size_t)(rnd() % (len + 1)), chars, k) !=
                 TD_CRDT_OK ||
             td_crdt_commit(d, &p, &b[i].n) != TD_CRDT_OK)
@@ -464,8 +464,8 @@ static double time_load(td_store *st, const char *expect, int runs, double *medi
         td_store_error e = {0};
         td_crdt_doc *d;
         td_crdt_obj body;
-        char *text;
-        size_t len;
+        char *text = NULL;
+        size_t len = 0;
         double t0 = now_s();
         if (td_store_load(st, "paper", 5, NULL, &d, NULL, &e) != TD_STORE_OK)
             die("load", e.msg);
