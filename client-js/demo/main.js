@@ -50,13 +50,24 @@ class CaretWidget extends WidgetType {
   ignoreEvent() { return true; }
 }
 
+/* A peer's position moved through one of our changes. A peer's positions
+ * are in its own copy of the text, which may be ahead of ours: the server
+ * does not order a peer's PRESENCE after the REMOTE holding that peer's
+ * earlier edits (docs/PROTOCOL.md section 7; the REMOTE waits for the store,
+ * the PRESENCE does not), so a caret may name a position past our end. Such
+ * a position is kept as it is (and drawn at the end) until our text catches
+ * up. It must never reach ChangeSet.mapPos, which throws for it: a state
+ * field that throws makes every later transaction of the editor fail, so
+ * neither typing nor remote changes would reach the editor any more. */
+const mapPeerPos = (changes, pos) => (pos <= changes.length ? changes.mapPos(pos) : pos);
+
 /* Peers as {session, name, color, anchor, head}, mapped through changes. */
 const peersField = StateField.define({
   create: () => [],
   update(peers, tr) {
     for (const e of tr.effects) if (e.is(setPeers)) return e.value;
     if (!tr.docChanged) return peers;
-    return peers.map((p) => ({ ...p, anchor: tr.changes.mapPos(p.anchor), head: tr.changes.mapPos(p.head) }));
+    return peers.map((p) => ({ ...p, anchor: mapPeerPos(tr.changes, p.anchor), head: mapPeerPos(tr.changes, p.head) }));
   },
   provide: (f) => EditorView.decorations.from(f, (peers) => (view) => {
     const len = view.state.doc.length;
@@ -74,6 +85,17 @@ const peersField = StateField.define({
 });
 
 /* ---- wiring ------------------------------------------------------------------ */
+
+/* A tandem delta (UTF-16 positions in the old text) as CodeMirror changes. */
+function deltaToChanges(delta) {
+  const changes = [];
+  let pos = 0;
+  for (const op of delta) {
+    if ('retain' in op) pos += op.retain;
+    else if ('delete' in op) { changes.push({ from: pos, to: pos + op.delete }); pos += op.delete; } else changes.push({ from: pos, insert: op.insert });
+  }
+  return changes;
+}
 
 async function main() {
   const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/`;
@@ -108,15 +130,22 @@ async function main() {
         EditorView.updateListener.of((u) => {
           const isRemote = u.transactions.some((tr) => tr.annotation(remote));
           if (u.docChanged && !isRemote) {
-            doc.transact(() => {
-              let adj = 0;
-              u.changes.iterChanges((fromA, toA, _fromB, _toB, inserted) => {
-                const ins = inserted.toString();
-                if (toA > fromA) text.delete(fromA + adj, toA - fromA);
-                if (ins) text.insert(fromA + adj, ins);
-                adj += ins.length - (toA - fromA);
+            try {
+              doc.transact(() => {
+                let adj = 0;
+                u.changes.iterChanges((fromA, toA, _fromB, _toB, inserted) => {
+                  const ins = inserted.toString();
+                  if (toA > fromA) text.delete(fromA + adj, toA - fromA);
+                  if (ins) text.insert(fromA + adj, ins);
+                  adj += ins.length - (toA - fromA);
+                });
               });
-            });
+            } catch (e) {
+              /* Only if the editor had drifted from the text: show the text
+               * (after this update; an update may not dispatch). */
+              console.warn('tandem demo: a local edit did not apply to the document, resetting the editor:', e);
+              queueMicrotask(resetEditor);
+            }
           }
           if (u.selectionSet || (u.docChanged && !isRemote) || u.focusChanged) sendSelection(u.state.selection);
         }),
@@ -124,31 +153,36 @@ async function main() {
     }),
   });
 
+  /* Remote changes become editor changes. The editor must always show the
+   * text: if a delta cannot be applied (it would mean the editor had already
+   * drifted), or the result differs, the editor is reset to the text. A
+   * throw here would only be reported by the client's emitter, and the
+   * editor would silently stop following the document. */
+  const remoteTr = { annotations: [remote.of(true), Transaction.addToHistory.of(false)] };
+  const resetEditor = () => view.dispatch({ changes: { from: 0, to: view.state.doc.length, insert: text.toString() }, ...remoteTr });
   text.on('change', (c) => {
     if (c.local) return;
-    let changes;
-    if (c.reset) changes = { from: 0, to: view.state.doc.length, insert: text.toString() };
-    else {
-      changes = [];
-      let pos = 0;
-      for (const op of c.delta) {
-        if ('retain' in op) pos += op.retain;
-        else if ('delete' in op) { changes.push({ from: pos, to: pos + op.delete }); pos += op.delete; } else changes.push({ from: pos, insert: op.insert });
+    if (!c.reset) {
+      try {
+        view.dispatch({ changes: deltaToChanges(c.delta), ...remoteTr });
+      } catch (e) {
+        console.warn('tandem demo: a remote change did not apply to the editor:', e);
       }
     }
-    view.dispatch({ changes, annotations: [remote.of(true), Transaction.addToHistory.of(false)] });
     if (view.state.doc.toString() !== text.toString()) {
-      /* Should never happen; resynchronise rather than drift. */
-      console.warn('tandem demo: editor drifted, resetting');
-      view.dispatch({ changes: { from: 0, to: view.state.doc.length, insert: text.toString() }, annotations: remote.of(true) });
+      if (!c.reset) console.warn('tandem demo: editor drifted from the document, resetting');
+      resetEditor();
     }
   });
 
   const peopleEl = $('people');
+  /* A peer's state is whatever that peer sent: only non-negative integer
+   * positions are drawn. */
+  const position = (x) => (Number.isSafeInteger(x) && x >= 0 ? x : null);
   const renderPeople = (peers) => {
-    view.dispatch({ effects: setPeers.of(peers.filter((p) => p.state && typeof p.state.head === 'number')
+    view.dispatch({ effects: setPeers.of(peers.filter((p) => p.state && position(p.state.head) !== null)
       .map((p) => ({ session: p.session, name: String(p.state.name ?? p.user ?? '?'), color: String(p.state.color ?? '#888'),
-        anchor: p.state.anchor, head: p.state.head }))) });
+        anchor: position(p.state.anchor) ?? p.state.head, head: p.state.head }))) });
     peopleEl.replaceChildren(...[{ state: { name: `${NAME} (you)`, color: COLOR } }, ...peers].map((p) => {
       const li = document.createElement('li');
       const dot = document.createElement('span');

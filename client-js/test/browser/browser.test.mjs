@@ -8,7 +8,9 @@
  * same text; page B goes offline, types, reloads while still offline and its
  * edits are still there (service worker + IndexedDB), comes back online and
  * both converge; B sees A's cursor and name, and A's cursor goes away when A
- * closes. A screenshot of both pages is saved for a person to look at.
+ * closes; a peer's caret past the end of B's text (a PRESENCE that overtook
+ * the peer's edits) does not break B's editor. A screenshot of both pages
+ * is saved for a person to look at.
  *
  * Environment: TD_DEMO_DIR (the built demo), TD_SCREENSHOT_DIR (where the
  * PNG goes), TD_CHROMIUM (default /usr/bin/chromium), TD_TANDEM.
@@ -37,6 +39,7 @@ const editorText = (page) => page.evaluate(() => window.tandemDemo.text());
 async function openDemo(context, server, name, doc) {
   const page = await context.newPage();
   page.on('pageerror', (e) => { page.errors ??= []; page.errors.push(String(e)); });
+  page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') { page.logs ??= []; page.logs.push(`${m.type()}: ${m.text()}`); } });
   await page.goto(`${server.http}/?doc=${doc}&name=${name}`);
   await page.evaluate(() => window.tandemDemoReady);
   return page;
@@ -63,7 +66,12 @@ test('two pages edit, go offline, reload offline, converge, see cursors', { skip
     const b = await openDemo(ctxB, server, 'Bob', 'e2e');
     await until(() => b.evaluate(() => window.tandemDemo.client.status === 'online'), 'B online');
 
-    /* 1. Concurrent typing converges. */
+    /* 1. Concurrent typing converges. A seed line first, so that "start"
+     * and "end" are different places: typed into an empty text, B's
+     * Control+End could land inside A's words as they arrive, and B's words
+     * would then rightly end up among them. */
+    await typeAt(a, 'start', 'Hello. ');
+    await until(async () => (await editorText(b)) === 'Hello. ', 'B to show the seed');
     await Promise.all([typeAt(a, 'start', 'Alice was here. '), typeAt(b, 'end', 'Bob too! ')]);
     let last;
     await until(async () => {
@@ -71,9 +79,11 @@ test('two pages edit, go offline, reload offline, converge, see cursors', { skip
       last = { a: ta, b: tb, coreA: await a.evaluate(() => window.tandemDemo.doc.text('body').toString()),
         coreB: await b.evaluate(() => window.tandemDemo.doc.text('body').toString()) };
       return ta === tb && ta.includes('Alice was here. ') && ta.includes('Bob too! ') ? ta : null;
-    }, 'both pages to show both edits').catch((e) => { throw new Error(`${e.message}: ${JSON.stringify(last)}`); });
+    }, 'both pages to show both edits').catch((e) => {
+      throw new Error(`${e.message}: ${JSON.stringify(last)} errors A ${JSON.stringify([a.errors, a.logs])} B ${JSON.stringify([b.errors, b.logs])}`);
+    });
     const first = await editorText(a);
-    assert.equal(first.length, 'Alice was here. Bob too! '.length);
+    assert.equal(first, 'Alice was here. Hello. Bob too! ');
 
     /* 2. B sees A's cursor with A's name. */
     await a.click('.cm-content');
@@ -126,6 +136,21 @@ test('two pages edit, go offline, reload offline, converge, see cursors', { skip
     await until(() => b.evaluate(() => document.querySelectorAll('.td-cursor-label').length === 0),
       "Alice's cursor to disappear from B");
     assert.ok(!(await b.evaluate(() => document.getElementById('people').textContent.includes('Alice'))));
+
+    /* 6. A peer's caret past the end of B's text (its PRESENCE overtook the
+     * REMOTE with its edits, which the protocol allows) must not stop B's
+     * editor from taking edits. */
+    await b.evaluate(() => {
+      const { doc, view } = window.tandemDemo;
+      const end = view.state.doc.length + 5;
+      doc.presence.emit('change', [{ session: 999999, agent: 1n, user: '', state: { name: 'Early', color: '#000', anchor: end, head: end } }]);
+    });
+    assert.ok(await b.evaluate(() => [...document.querySelectorAll('.td-cursor-label')].some((l) => l.textContent === 'Early')));
+    await typeAt(b, 'end', 'still typing');
+    const afterEarly = await until(async () => { const t = await editorText(b); return t.endsWith('typing') && t; },
+      'B\'s editor to take the edit').catch((e) => { throw new Error(`${e.message}: ${JSON.stringify([b.errors, b.logs])}`); });
+    assert.equal(afterEarly, `${final}still typing`);
+    assert.equal(await b.evaluate(() => window.tandemDemo.doc.text('body').toString()), afterEarly, 'and so did the document');
     assert.deepEqual(b.errors ?? [], [], 'no page errors');
   } finally {
     await browser.close();
