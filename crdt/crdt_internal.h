@@ -322,6 +322,9 @@ td_crdt_err td_seq_integrate(td_crdt_doc *d, uint32_t obj, td_id id, uint32_t n,
 /* Marks items [lo, hi] of agent ta in obj deleted (all checked to exist). */
 td_crdt_err td_seq_delete_ids(td_crdt_doc *d, uint32_t obj, uint32_t ta,
                               uint32_t lo, uint32_t hi);
+/* 1 if every id (agent, lo..hi) is a deleted item of obj. */
+int td_seq_range_deleted(td_crdt_doc *d, uint32_t obj, uint32_t agent, uint32_t lo,
+                         uint32_t hi);
 /* 1 if every id (agent, lo..hi) is an item of obj. */
 int td_seq_has_range(td_crdt_doc *d, uint32_t obj, uint32_t agent, uint32_t lo,
                      uint32_t hi);

@@ -360,6 +360,20 @@ int td_seq_has_range(td_crdt_doc *d, uint32_t obj, uint32_t agent, uint32_t lo, 
     return 1;
 }
 
+int td_seq_range_deleted(td_crdt_doc *d, uint32_t obj, uint32_t agent, uint32_t lo,
+                         uint32_t hi)
+{
+    uint64_t seq = lo;
+    while (seq <= hi) {
+        td_pos p;
+        if (!td_seq_locate(d, obj, (td_id){agent, (uint32_t)seq}, &p) ||
+            !p.leaf->r[p.ri].deleted)
+            return 0;
+        seq += p.leaf->r[p.ri].len - p.off;
+    }
+    return 1;
+}
+
 /* Document index of an origin; -1 for the start, total for the end. */
 static int origin_index(td_crdt_doc *d, td_seq *s, td_id id, int is_right, int64_t *out)
 {

@@ -393,18 +393,6 @@ static td_id get_rel(snapdec *s, td_id base)
     return id;
 }
 
-static int origin_before(td_crdt_doc *d, uint32_t h, td_id id, uint32_t index)
-{
-    td_pos p;
-    return id.agent == TD_NONE || (td_seq_locate(d, h, id, &p) && td_seq_index(&p) < index);
-}
-
-static int origin_after(td_crdt_doc *d, uint32_t h, td_id id, uint32_t index)
-{
-    td_pos p;
-    return id.agent == TD_NONE || (td_seq_locate(d, h, id, &p) && td_seq_index(&p) > index);
-}
-
 /* Run i of m; earlier runs are decoded. A right origin that names a later
  * run is left for the caller: *ahead receives k (0 if none). */
 static td_crdt_err dec_run(snapdec *s, td_run *m, uint32_t i, uint32_t *ahead, uint8_t *cont)
@@ -509,15 +497,8 @@ static td_crdt_err dec_runs(snapdec *s, td_seq *q, int is_list)
         }
         e = td_seq_insert_run(d, q, NULL, 0, &r, NULL);
     }
-    /* Origins named by position (the neighbouring or a near run) are items
-     * of this sequence on the right side of the run by construction;
-     * explicit ones must be looked up: an item of this sequence, the left
-     * one before the run and the right one after it. */
-    uint32_t at = 0; /* index of run i's first item */
-    for (uint32_t i = 0; !e && i < n; at += m[i].len, i++)
-        if ((cont[i] & 2) && !(origin_before(d, q->obj, m[i].left, at) &&
-                               origin_after(d, q->obj, m[i].right, at + m[i].len - 1)))
-            e = BAD(s, "run origin is not an item of its sequence on the right side");
+    /* Explicit origins are checked with the order of the whole document
+     * (snapshot_check.c): an item of this sequence, on the right side. */
     td_memfree(d, m);
     td_memfree(d, ahead);
     td_memfree(d, cont);
@@ -768,8 +749,8 @@ static td_crdt_err dec_delrec(snapdec *s, uint32_t agent, td_delrec *r, uint32_t
     uint32_t lo = (uint32_t)(hi - (r->len - 1));
     r->target.seq = r->desc ? (uint32_t)hi : lo;
     if (d->objs[r->obj - 1]->kind == TD_CRDT_MAP ||
-        !td_seq_has_range(d, r->obj, r->target.agent, lo, (uint32_t)hi))
-        return BAD(s, "delete record target");
+        !td_seq_range_deleted(d, r->obj, r->target.agent, lo, (uint32_t)hi))
+        return BAD(s, "delete record target (not deleted items of its sequence)");
     *end = r->seq + r->len;
     *obj = r->obj;
     return TD_CRDT_OK;
