@@ -6,7 +6,8 @@
  * plus a log tail can take milliseconds the event loop must not lose), and
  * unloads once nobody has subscribed to it for --doc-idle; the store then
  * gets a chance to compact it. Subscribers arriving during a load wait and
- * get their SYNC when it is done; a load that fails is refused to each of
+ * get their SYNC when it is done, and their other messages for it wait
+ * behind that SYNC (td_srv_sub_defer); a load that fails is refused to each of
  * them with ERROR doc_unavailable and the document is forgotten, so the
  * next SUBSCRIBE tries again. A failed document is never served empty and
  * nothing is ever written to it.
@@ -349,6 +350,65 @@ static void send_sync(td_srv_sub *u, const uint8_t *vv, size_t vv_len)
     td_srv_presence_snapshot(u);
 }
 
+/* ---- messages held back while a document loads ------------------------------------- */
+
+/* A subscription waiting for its SYNC holds back the session's UPDATE,
+ * PRESENCE, UNSUBSCRIBE (and, behind those, SUBSCRIBE) for that document;
+ * when the SYNC goes out they move, in order, to the session's ready list,
+ * which td_srv_replay() runs at the end of the loader poll. Messages on one
+ * connection thus keep their order per document. A resync SUBSCRIBE with
+ * nothing held back only replaces the vv the SYNC will answer. */
+int td_srv_sub_defer(td_srv_sub *u, const td_srv_msg *m, const uint8_t *raw, size_t len)
+{
+    td_srv_session *s = u->sess;
+    td_srv_pend *p;
+    if (!u->pend_head && !(u->waiting && m->type != TD_SRV_MSG_SUBSCRIBE))
+        return 0;
+    if (s->pend_n && (s->pend_n >= TD_SRV_PEND_MAX_MSGS ||
+                      s->pend_bytes + len > TD_SRV_PEND_MAX_BYTES)) {
+        td_srv_send_error(s, TD_SRV_E_BUSY, (const char *)m->doc.ptr, m->doc.len, m->batch_id,
+                          "%zu messages wait for documents to load; resend later", s->pend_n);
+        return 1;
+    }
+    p = malloc(sizeof *p + len);
+    if (!p) {
+        td_srv_send_error(s, TD_SRV_E_INTERNAL, (const char *)m->doc.ptr, m->doc.len,
+                          m->batch_id, "out of memory");
+        return 1;
+    }
+    p->next = NULL;
+    p->len = len;
+    memcpy(p->data, raw, len);
+    if (u->pend_tail)
+        u->pend_tail->next = p;
+    else
+        u->pend_head = p;
+    u->pend_tail = p;
+    s->pend_n++;
+    s->pend_bytes += len;
+    return 1;
+}
+
+/* u's held-back messages are due: hand them to its session's replay. */
+static void pend_release(td_srv_sub *u)
+{
+    td_srv_session *s = u->sess;
+    td_srv_server *srv = s->srv;
+    if (!u->pend_head)
+        return;
+    if (s->ready_tail)
+        s->ready_tail->next = u->pend_head;
+    else
+        s->ready_head = u->pend_head;
+    s->ready_tail = u->pend_tail;
+    u->pend_head = u->pend_tail = NULL;
+    if (!s->in_replay_list) {
+        s->in_replay_list = 1;
+        s->replay_next = srv->replay_head;
+        srv->replay_head = s;
+    }
+}
+
 static void sub_answer(td_srv_sub *u)
 {
     uint8_t *vv = u->vv;
@@ -356,6 +416,7 @@ static void sub_answer(td_srv_sub *u)
     u->vv = NULL;
     u->vv_len = 0;
     u->waiting = 0;
+    pend_release(u);
     send_sync(u, vv, vv_len); /* may remove u */
     free(vv);
 }
@@ -366,6 +427,13 @@ void td_srv_sub_remove(td_srv_sub *u)
     td_srv_doc *d = u->doc;
     if (u->pr)
         td_srv_presence_drop(u, 1);
+    while (u->pend_head) {
+        td_srv_pend *q = u->pend_head;
+        u->pend_head = q->next;
+        s->pend_n--;
+        s->pend_bytes -= q->len;
+        free(q);
+    }
     for (td_srv_sub **p = &s->subs; *p; p = &(*p)->sess_next)
         if (*p == u) {
             *p = u->sess_next;
@@ -492,6 +560,7 @@ static void doc_fail(td_srv_server *srv, td_srv_doc *d, const char *why)
         td_srv_sub *u = d->subs;
         td_srv_send_error(u->sess, TD_SRV_E_DOC_UNAVAILABLE, d->id, d->id_len, 0,
                           "document cannot be loaded: %s", why);
+        pend_release(u); /* processed after this: not subscribed any more */
         td_srv_sub_remove(u);
     }
     reg_remove(srv, d);
@@ -543,6 +612,7 @@ void td_srv_docs_poll(td_srv_server *srv)
         free(rev);
         rev = n;
     }
+    td_srv_replay(srv);
 }
 
 static void doc_reload(td_srv_server *srv, td_srv_doc *d)
@@ -711,8 +781,9 @@ void td_srv_doc_update(td_srv_session *s, const td_srv_msg *m)
         return;
     }
     if (d->state != TD_SRV_DOC_READY || u->waiting) {
+        /* (A waiting subscription holds its UPDATEs back: td_srv_sub_defer.) */
         td_srv_send_error(s, TD_SRV_E_BUSY, id, len, m->batch_id,
-                          "document is loading; resend later");
+                          "document reloading after a store failure; resend later");
         return;
     }
     r = calloc(1, sizeof *r);

@@ -97,6 +97,19 @@ typedef struct td_srv_qitem {
     struct td_srv_qitem *next;
 } td_srv_qitem;
 
+/* One client message held back while its document loads (srv_docs.c). */
+typedef struct td_srv_pend {
+    struct td_srv_pend *next;
+    size_t len;
+    uint8_t data[]; /* the whole message, as received */
+} td_srv_pend;
+
+/* Bound on the messages held back per connection (PROTOCOL.md section 4):
+ * past it, a message for a loading document gets ERROR busy. One message is
+ * always accepted, whatever its size, when nothing is held back. */
+#define TD_SRV_PEND_MAX_MSGS 4096
+#define TD_SRV_PEND_MAX_BYTES (16u << 20)
+
 typedef struct td_srv_doc td_srv_doc;
 typedef struct td_srv_sub td_srv_sub;
 typedef struct td_srv_rec td_srv_rec;
@@ -109,6 +122,7 @@ typedef struct td_srv_session {
     int hello;       /* a HELLO was accepted */
     int expired;     /* the token expired; writes refused */
     int close_code;  /* non-zero: close with it once the queue is written */
+    int close_sent;  /* our close frame is out: wait for the peer's, drop input */
     td_srv_token tok;
     /* rx reassembly */
     uint8_t *rx;
@@ -116,10 +130,17 @@ typedef struct td_srv_session {
     /* tx queue */
     td_srv_qitem *q_head, *q_tail;
     size_t q_bytes, q_n;
+    td_srv_frame *draining; /* written, maybe still read by permessage-deflate */
     /* subscriptions and appends in flight */
     td_srv_sub *subs;
     size_t nsubs;
     td_srv_rec *recs; /* sess_next list */
+    /* messages held back for loading documents: counts over all of them,
+     * and those whose document became ready, to replay in order */
+    size_t pend_n, pend_bytes;
+    td_srv_pend *ready_head, *ready_tail;
+    int in_replay_list;
+    struct td_srv_session *replay_next;
     uint64_t mark;    /* flush epoch scratch */
     struct td_srv_session *next, *prev;
 } td_srv_session;
@@ -139,6 +160,12 @@ void td_srv_send_error(td_srv_session *s, td_srv_code code, const char *doc,
     __attribute__((format(printf, 6, 7)));
 /* Writes the next queued frame. Returns -1 when the connection must close. */
 int td_srv_session_writeable(td_srv_session *s);
+/* Handles one decoded message (also for replays of held-back ones). */
+void td_srv_session_dispatch(td_srv_session *s, const td_srv_msg *m, const uint8_t *raw,
+                             size_t len);
+/* Replays the held-back messages of every session whose documents became
+ * ready (srv->replay list), each session's in arrival order. */
+void td_srv_replay(td_srv_server *srv);
 /* Marks the session for closing with `code` once its queue is written. */
 void td_srv_session_close_with(td_srv_session *s, int code);
 void td_srv_token_timer(td_srv_session *s);
@@ -171,6 +198,7 @@ struct td_srv_sub {
     int waiting;   /* SYNC owed once the document is ready */
     uint8_t *vv;   /* the vv to answer, while waiting */
     size_t vv_len;
+    td_srv_pend *pend_head, *pend_tail; /* held back until the SYNC is sent */
     td_srv_presence *pr;
 };
 
@@ -219,6 +247,12 @@ void td_srv_doc_subscribe(td_srv_session *s, const td_srv_msg *m);
 void td_srv_doc_unsubscribe(td_srv_session *s, const td_srv_msg *m);
 void td_srv_doc_update(td_srv_session *s, const td_srv_msg *m);
 td_srv_sub *td_srv_sub_find(td_srv_session *s, const uint8_t *doc, size_t len);
+/* Holds m back if its subscription is still waiting for its SYNC (or holds
+ * back earlier messages): returns 1 if m was taken care of (held back, or
+ * refused past the bound), 0 if the caller processes it now. */
+int td_srv_sub_defer(td_srv_sub *u, const td_srv_msg *m, const uint8_t *raw, size_t len);
+/* Frees s's held-back messages that are ready to replay. */
+void td_srv_session_drop_ready(td_srv_session *s);
 void td_srv_sub_remove(td_srv_sub *sub);
 /* Marks the document for the next flush. */
 void td_srv_doc_mark(td_srv_doc *d);
@@ -261,6 +295,7 @@ struct td_srv_server {
     size_t inflight; /* appends in flight, all documents */
     /* flush */
     td_srv_doc *dirty_head;
+    td_srv_session *replay_head; /* sessions with held-back messages to replay */
     uint64_t flush_epoch;
     int flush_scheduled;
     lws_sorted_usec_list_t sul_flush, sul_presence, sul_maint;

@@ -274,26 +274,42 @@ static void maint_tick(lws_sorted_usec_list_t *sul)
 
 /* ---- the protocol callback ----------------------------------------------------- */
 
-static int close_now(struct lws *wsi, int code, const char *why)
+/* Closes with `code` through the session's close handshake (what is queued
+ * goes first; the rest of the peer's input is read and dropped). */
+static int close_soon(td_srv_session *s, int code)
 {
-    lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)why, strlen(why));
-    return -1;
+    td_srv_session_close_with(s, code);
+    s->rx_len = 0;
+    return 0;
 }
 
 static int on_receive(td_srv_server *srv, struct lws *wsi, td_srv_session *s,
                       const void *in, size_t len)
 {
+    if (s->close_code) {
+        /* Closing: read and drop until the peer's close frame (see
+         * td_srv_session_writeable), so no unread input turns into an RST. */
+        srv->m.bytes_in += len;
+        s->rx_len = 0;
+        return 0;
+    }
     if (lws_is_first_fragment(wsi)) {
         s->rx_len = 0;
         if (!lws_frame_is_binary(wsi)) {
             srv->m.errors[TD_SRV_E_BAD_MESSAGE]++;
-            return close_now(wsi, 1003, "binary messages only");
+            return close_soon(s, 1003);
+        }
+        /* Whole in one piece (nearly every message): straight from lws's
+         * buffer, no copy and no per-connection reassembly buffer. */
+        if (lws_is_final_fragment(wsi) && len <= srv->cfg.max_frame) {
+            srv->m.bytes_in += len;
+            return td_srv_session_message(s, in, len);
         }
     }
     srv->m.bytes_in += len;
     if (len > srv->cfg.max_frame - s->rx_len) {
         srv->m.errors[TD_SRV_E_TOO_LARGE]++;
-        return close_now(wsi, 1009, "message too big");
+        return close_soon(s, 1009);
     }
     if (s->rx_len + len > s->rx_cap) {
         size_t cap = s->rx_cap ? s->rx_cap : 4096;
@@ -301,7 +317,7 @@ static int on_receive(td_srv_server *srv, struct lws *wsi, td_srv_session *s,
             cap *= 2;
         uint8_t *nb = realloc(s->rx, cap);
         if (!nb)
-            return close_now(wsi, 1011, "out of memory");
+            return close_soon(s, 1011);
         s->rx = nb;
         s->rx_cap = cap;
     }
@@ -310,12 +326,11 @@ static int on_receive(td_srv_server *srv, struct lws *wsi, td_srv_session *s,
     if (!lws_is_final_fragment(wsi))
         return 0;
     int rc = td_srv_session_message(s, s->rx, s->rx_len);
-    s->rx_len = 0;
-    if (s->rx_cap > 1 << 20) { /* do not keep a big buffer per idle connection */
-        free(s->rx);
-        s->rx = NULL;
-        s->rx_cap = 0;
-    }
+    /* Only messages bigger than the rx buffer get here: an idle connection
+     * keeps no reassembly buffer. */
+    free(s->rx);
+    s->rx = NULL;
+    s->rx_len = s->rx_cap = 0;
     return rc;
 }
 
@@ -336,6 +351,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (!p->s)
             return -1;
         td_srv_session_open(srv, p->s, wsi);
+        /* (Not server_max_window_bits: lws 4.1 sizes the inflater of the
+         * peer's messages from it too, which breaks clients that compress
+         * with the full 15-bit window.) */
         if (srv->cfg.deflate)
             lws_set_extension_option(wsi, "permessage-deflate", "mem_level", "1");
         return 0;
@@ -344,6 +362,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (!p->s)
             return -1;
         return on_receive(srv, wsi, p->s, in, len);
+
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        /* The answer to our close frame: the handshake is complete, close
+         * the socket now (lws would otherwise echo a second close frame). */
+        return p && p->s && p->s->close_sent ? -1 : 0;
 
     case LWS_CALLBACK_SERVER_WRITEABLE:
         if (!p->s)
@@ -395,8 +418,16 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     return lws_callback_http_dummy(wsi, reason, user, in, len);
 }
 
+/* lws gives every connection an rx buffer of this size (plus LWS_PRE) for
+ * its whole life, and reads at most this much per poll wakeup. Messages
+ * bigger than it arrive in pieces and are reassembled (up to --max-frame) in
+ * on_receive. Below 128 lws would turn permessage-deflate off. */
+#ifndef RX_BUFFER
+#define RX_BUFFER 4096
+#endif
+
 static const struct lws_protocols protocols[] = {
-    {"tandem", callback, sizeof(pss), 65536, 0, NULL, 0},
+    {"tandem", callback, sizeof(pss), RX_BUFFER, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0}};
 
 static const struct lws_extension extensions[] = {

@@ -75,7 +75,7 @@ void td_srv_session_close_with(td_srv_session *s, int code)
 void td_srv_send(td_srv_session *s, td_srv_frame *f)
 {
     td_srv_qitem *q;
-    if (!f || s->close_code == 1008 || !s->wsi)
+    if (!f || s->close_code == 1008 || s->close_sent || !s->wsi)
         return;
     if (s->q_n > 0 && s->q_bytes + f->len > s->srv->cfg.send_queue) {
         /* Slow consumer: free its backlog now, close it. */
@@ -136,36 +136,101 @@ void td_srv_send_error(td_srv_session *s, td_srv_code code, const char *doc,
     td_srv_send_msg(s, &m);
 }
 
+/* The close handshake (RFC 6455 section 5.5.1) is ours, not lws's: once the
+ * queue is written we send the close frame, keep reading (and dropping)
+ * whatever the peer still sends, and close the socket only when its close
+ * frame arrives (LWS_CALLBACK_WS_PEER_INITIATED_CLOSE) or after
+ * CLOSE_WAIT_S. Closing a socket with unread input makes the kernel send an
+ * RST, and a peer that gets an RST drops what it had not read yet, our
+ * ERROR and close frame included: a client that pipelined SUBSCRIBE and
+ * UPDATE behind a refused HELLO would see only a dropped connection. */
+#define CLOSE_WAIT_S 3
+
+static int send_close(td_srv_session *s)
+{
+    static const struct {
+        int code;
+        const char *why;
+    } reasons[] = {{1001, "going away"},    {1002, "protocol error"}, {1003, "unsupported data"},
+                   {1008, "policy"},        {1009, "too big"},        {1011, "internal error"}};
+    uint8_t buf[LWS_PRE + 2 + 125], *p = buf + LWS_PRE;
+    const char *why = "closing";
+    size_t n;
+    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
+        if (reasons[i].code == s->close_code)
+            why = reasons[i].why;
+    n = strlen(why);
+    /* lws keeps LWS_WRITE_CLOSE to itself (lws_close_reason() sends the
+     * frame only as lws closes the socket), so the frame goes out raw: a
+     * server frame is unmasked, FIN + opcode 8, payload code + reason. */
+    p[0] = 0x88;
+    p[1] = (uint8_t)(2 + n);
+    p[2] = (uint8_t)(s->close_code >> 8);
+    p[3] = (uint8_t)(s->close_code & 0xff);
+    memcpy(p + 4, why, n);
+    if (lws_write(s->wsi, p, 4 + n, LWS_WRITE_RAW) < 0)
+        return -1;
+    s->close_sent = 1;
+    lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_ACK, CLOSE_WAIT_S);
+    return 0;
+}
+
+/* Frames written per writeable callback, at most: a connection with a
+ * backlog writes it in a few loop turns (not one turn per message, each
+ * costing a poll() over every connection) without starving the others. */
+#define WRITE_BUDGET_FRAMES 64
+#define DEFLATE_STEP 512 /* frames above this may be drained over several turns */
+#define WRITE_BUDGET_BYTES (256u << 10)
+
 int td_srv_session_writeable(td_srv_session *s)
 {
-    td_srv_qitem *q = s->q_head;
-    if (q) {
+    size_t frames = 0, bytes = 0;
+    /* permessage-deflate compresses a big frame in ~1 KiB steps, reading
+     * our buffer after lws_write() returned, and lws calls us writeable
+     * again only once it is done: the frame lives until then. */
+    td_srv_frame_unref(s->draining);
+    s->draining = NULL;
+    if (s->close_sent)
+        return 0;
+    while (s->q_head) {
+        td_srv_qitem *q = s->q_head;
+        /* Past the first frame, stop where the kernel would not take more
+         * (lws would then buffer the frame itself) or the budget ends. */
+        if (frames && (frames >= WRITE_BUDGET_FRAMES || bytes >= WRITE_BUDGET_BYTES ||
+                       lws_send_pipe_choked(s->wsi))) {
+            lws_callback_on_writable(s->wsi);
+            return 0;
+        }
         int n = lws_write(s->wsi, q->f->buf + LWS_PRE, q->f->len, LWS_WRITE_BINARY);
         if (n < 0)
             return -1;
         s->srv->m.bytes_out += q->f->len;
         s->srv->m.frames_out++;
+        frames++;
+        bytes += q->f->len;
         s->q_head = q->next;
         if (!s->q_head)
             s->q_tail = NULL;
         s->q_bytes -= q->f->len;
         s->q_n--;
+        if (q->f->len > DEFLATE_STEP) {
+            s->draining = q->f; /* keeps the reference */
+            free(q);
+            if (s->q_head || s->close_code)
+                lws_callback_on_writable(s->wsi);
+            return 0;
+        }
         td_srv_frame_unref(q->f);
         free(q);
-        if (s->q_head || s->close_code)
-            lws_callback_on_writable(s->wsi);
-        return 0;
     }
     if (s->close_code) {
-        static const char *const why[] = {"going away", "policy", "too big",
-                                          "protocol error", "unsupported data"};
-        const char *r = s->close_code == 1001 ? why[0]
-                        : s->close_code == 1008 ? why[1]
-                        : s->close_code == 1009 ? why[2]
-                        : s->close_code == 1003 ? why[4] : why[3];
-        lws_close_reason(s->wsi, (enum lws_close_status)s->close_code,
-                         (unsigned char *)r, strlen(r));
-        return -1;
+        /* The close frame goes in a turn of its own, after the last frame
+         * has left lws's buffer. */
+        if (frames || lws_send_pipe_choked(s->wsi)) {
+            lws_callback_on_writable(s->wsi);
+            return 0;
+        }
+        return send_close(s);
     }
     return 0;
 }
@@ -194,6 +259,17 @@ void td_srv_session_close(td_srv_session *s)
     for (td_srv_rec *r = s->recs; r; r = r->sess_next)
         r->sess = NULL;
     s->recs = NULL;
+    td_srv_session_drop_ready(s);
+    td_srv_frame_unref(s->draining);
+    s->draining = NULL;
+    if (s->in_replay_list) {
+        for (td_srv_session **p = &srv->replay_head; *p; p = &(*p)->replay_next)
+            if (*p == s) {
+                *p = s->replay_next;
+                break;
+            }
+        s->in_replay_list = 0;
+    }
     queue_drop(s);
     free(s->rx);
     s->rx = NULL;
@@ -256,7 +332,7 @@ void td_srv_token_timer(td_srv_session *s)
                       "token expired: send HELLO with a fresh token");
 }
 
-static int on_hello(td_srv_session *s, const td_srv_msg *m)
+static void on_hello(td_srv_session *s, const td_srv_msg *m)
 {
     td_srv_server *srv = s->srv;
     td_srv_token t;
@@ -267,7 +343,7 @@ static int on_hello(td_srv_session *s, const td_srv_msg *m)
                           "protocol version %llu not supported (server speaks %d)",
                           (unsigned long long)m->version, TD_SRV_PROTOCOL_VERSION);
         td_srv_session_close_with(s, 1002);
-        return 0;
+        return;
     }
     if (!srv->have_key) {
         memset(&t, 0, sizeof t);
@@ -279,7 +355,7 @@ static int on_hello(td_srv_session *s, const td_srv_msg *m)
             td_srv_send_error(s, TD_SRV_E_AUTH_REQUIRED, NULL, 0, 0,
                               "this server requires a token");
             td_srv_session_close_with(s, 1008);
-            return 0;
+            return;
         }
         rc = td_srv_token_verify((const char *)m->token.ptr, m->token.len, srv->pk,
                                  (uint64_t)time(NULL), &t);
@@ -293,7 +369,7 @@ static int on_hello(td_srv_session *s, const td_srv_msg *m)
                               : s->hello ? "token invalid or for another user"
                                          : "token malformed or signature invalid");
             td_srv_session_close_with(s, 1008);
-            return 0;
+            return;
         }
     }
     s->tok = t;
@@ -302,7 +378,7 @@ static int on_hello(td_srv_session *s, const td_srv_msg *m)
     s->expired = 0;
     arm_token_timer(s);
     send_welcome(s);
-    return 0;
+    return;
 }
 
 /* Writes (UPDATE, PRESENCE, SUBSCRIBE) need a live token. */
@@ -329,41 +405,100 @@ int td_srv_session_message(td_srv_session *s, const uint8_t *buf, size_t len)
     s->srv->m.frames_in++;
     if (s->close_code)
         return 0; /* closing: ignore the rest */
-    rc = td_srv_msg_decode(buf, len, &m, &why);
-    if (rc == TD_SRV_E_OK && (m.type & 0x80)) {
-        rc = TD_SRV_E_UNKNOWN_TYPE;
-        why = "server-to-client message type";
+    if (s->srv->replay_head)
+        td_srv_replay(s->srv); /* released held-back messages go first */
+    /* The type byte first: a server-to-client type is unknown here, however
+     * its fields look (the full decoder would call it malformed). */
+    if (len && (buf[0] & 0x80)) {
+        td_srv_send_error(s, TD_SRV_E_UNKNOWN_TYPE, NULL, 0, 0,
+                          "server-to-client message type 0x%02x (%zu bytes)", buf[0], len);
+        return 0;
     }
+    rc = td_srv_msg_decode(buf, len, &m, &why);
     if (rc != TD_SRV_E_OK) {
         td_srv_send_error(s, rc, NULL, 0, 0, "%s (type 0x%02x, %zu bytes)", why,
                           len ? buf[0] : 0, len);
         return 0;
     }
-    if (m.type == TD_SRV_MSG_HELLO)
-        return on_hello(s, &m);
-    if (!s->hello) {
-        td_srv_send_error(s, TD_SRV_E_HELLO_REQUIRED, (const char *)m.doc.ptr,
-                          m.doc.len, m.batch_id, "send HELLO first");
-        return 0;
+    td_srv_session_dispatch(s, &m, buf, len);
+    return 0;
+}
+
+void td_srv_session_dispatch(td_srv_session *s, const td_srv_msg *m, const uint8_t *raw,
+                             size_t len)
+{
+    if (s->close_code)
+        return;
+    if (m->type == TD_SRV_MSG_HELLO) {
+        on_hello(s, m);
+        return;
     }
-    switch (m.type) {
+    if (!s->hello) {
+        td_srv_send_error(s, TD_SRV_E_HELLO_REQUIRED, (const char *)m->doc.ptr,
+                          m->doc.len, m->batch_id, "send HELLO first");
+        return;
+    }
+    /* Messages for a document still loading wait for its SYNC, in order. */
+    if (m->doc.len) {
+        td_srv_sub *u = td_srv_sub_find(s, m->doc.ptr, m->doc.len);
+        if (u && td_srv_sub_defer(u, m, raw, len))
+            return;
+    }
+    switch (m->type) {
     case TD_SRV_MSG_SUBSCRIBE:
-        if (token_live(s, &m))
-            td_srv_doc_subscribe(s, &m);
+        if (token_live(s, m))
+            td_srv_doc_subscribe(s, m);
         break;
     case TD_SRV_MSG_UNSUBSCRIBE:
-        td_srv_doc_unsubscribe(s, &m);
+        td_srv_doc_unsubscribe(s, m);
         break;
     case TD_SRV_MSG_UPDATE:
-        if (token_live(s, &m))
-            td_srv_doc_update(s, &m);
+        if (token_live(s, m))
+            td_srv_doc_update(s, m);
         break;
     case TD_SRV_MSG_PRESENCE:
-        if (token_live(s, &m))
-            td_srv_presence_recv(s, &m);
+        if (token_live(s, m))
+            td_srv_presence_recv(s, m);
         break;
     default:
         break;
     }
-    return 0;
+}
+
+/* ---- held-back messages ----------------------------------------------------------------- */
+
+void td_srv_session_drop_ready(td_srv_session *s)
+{
+    while (s->ready_head) {
+        td_srv_pend *p = s->ready_head;
+        s->ready_head = p->next;
+        s->pend_n--;
+        s->pend_bytes -= p->len;
+        free(p);
+    }
+    s->ready_tail = NULL;
+}
+
+void td_srv_replay(td_srv_server *srv)
+{
+    while (srv->replay_head) {
+        td_srv_session *s = srv->replay_head;
+        srv->replay_head = s->replay_next;
+        s->replay_next = NULL;
+        s->in_replay_list = 0;
+        while (s->ready_head) {
+            td_srv_pend *p = s->ready_head;
+            td_srv_msg m;
+            s->ready_head = p->next;
+            if (!s->ready_head)
+                s->ready_tail = NULL;
+            s->pend_n--;
+            s->pend_bytes -= p->len;
+            /* It decoded when it arrived; it may be held back again (its
+             * document reloading), which copies it. */
+            if (td_srv_msg_decode(p->data, p->len, &m, NULL) == TD_SRV_E_OK)
+                td_srv_session_dispatch(s, &m, p->data, p->len);
+            free(p);
+        }
+    }
 }

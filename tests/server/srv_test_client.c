@@ -33,6 +33,7 @@ struct tc_conn {
     tc_msg *in_head, *in_tail;
     size_t in_n;
     outq *out_head, *out_tail;
+    uint8_t *draining; /* last big buffer written: deflate may still read it */
 };
 
 static struct lws_context *g_ctx;
@@ -100,6 +101,12 @@ static int cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
         }
         break;
     case LWS_CALLBACK_CLIENT_WRITEABLE:
+        /* permessage-deflate reads a big buffer after lws_write() returns,
+         * until lws calls us writeable again */
+        if (c) {
+            free(c->draining);
+            c->draining = NULL;
+        }
         if (c && c->out_head) {
             outq *q = c->out_head;
             if (lws_write(wsi, q->buf + LWS_PRE, q->len,
@@ -108,7 +115,7 @@ static int cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
             c->out_head = q->next;
             if (!c->out_head)
                 c->out_tail = NULL;
-            free(q->buf);
+            c->draining = q->buf;
             free(q);
             if (c->out_head)
                 lws_callback_on_writable(wsi);
@@ -120,16 +127,28 @@ static int cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, voi
     return 0;
 }
 
-static const struct lws_protocols protos[] = {{"tandem", cb, 0, 65536, 0, NULL, 0},
+static const struct lws_protocols protos[] = {{"tandem", cb, 0, 4096, 0, NULL, 0},
                                               {NULL, NULL, 0, 0, 0, NULL, 0}};
 
+static const struct lws_extension deflate_exts[] = {
+    {"permessage-deflate", lws_extension_callback_pm_deflate,
+     "permessage-deflate; client_max_window_bits"},
+    {NULL, NULL, NULL}};
+
 int tc_init(void)
+{
+    return tc_init_deflate(0);
+}
+
+int tc_init_deflate(int deflate)
 {
     struct lws_context_creation_info info;
     lws_set_log_level(LLL_ERR, NULL);
     memset(&info, 0, sizeof info);
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.protocols = protos;
+    if (deflate)
+        info.extensions = deflate_exts;
     g_ctx = lws_create_context(&info);
     if (!g_ctx)
         return -1;
@@ -226,6 +245,7 @@ void tc_close(tc_conn *c)
         free(q);
     }
     free(c->rx);
+    free(c->draining);
     free(c);
 }
 

@@ -21,6 +21,9 @@ typedef struct tc_msg {
 typedef struct tc_conn tc_conn;
 
 int tc_init(void);
+/* Like tc_init(); with deflate != 0 every connection offers
+ * permessage-deflate. */
+int tc_init_deflate(int deflate);
 void tc_done(void);
 /* Connects to 127.0.0.1:port and waits for the handshake; NULL on failure. */
 tc_conn *tc_connect(int port, int timeout_ms);
