@@ -107,6 +107,8 @@ static int start_server(td_cli_server *s, const char *const *more)
     args[n++] = g_durability;
     args[n++] = "--log-level";
     args[n++] = "warn";
+    args[n++] = "--deflate"; /* offered, so workload C can measure it too */
+    args[n++] = "1";
     for (int i = 0; more && more[i] && n < 15; i++)
         args[n++] = more[i];
     args[n] = NULL;

