@@ -195,6 +195,8 @@ export declare class Client extends Emitting<{
 }> {
   readonly url: string;
   readonly status: Status;
+  /** When the next reconnect attempt is due (ms since the epoch), while offline. */
+  readonly nextAttemptAt?: number;
   /** This connection's session id (0 while not online). */
   readonly session: number;
   /** The token's user (empty when the server runs open). */

@@ -269,6 +269,9 @@ export class Client extends Emitter {
     const ceiling = Math.min(this.backoff.capMs, this.backoff.baseMs * 2 ** this._attempt);
     this._attempt = Math.min(this._attempt + 1, 30);
     const delay = Math.random() * ceiling;
+    /* when the next attempt is due: what the jitter decided, whatever the
+     * event loop's lag when the timer fires */
+    this.nextAttemptAt = Date.now() + delay;
     this._timer = setTimeout(() => { this._timer = null; this._connect(); }, delay);
   }
 
