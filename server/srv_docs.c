@@ -881,9 +881,7 @@ void td_srv_flush_soon(td_srv_server *srv)
 
 static td_srv_frame *remote_frame(td_srv_doc *d, td_srv_session *skip)
 {
-    td_srv_wbuf items, w;
-    td_srv_msg m;
-    td_srv_frame *f = NULL;
+    td_srv_wbuf items;
     uint64_t n = 0;
     td_srv_wbuf_init(&items, 0);
     for (td_srv_rec *r = d->out_head; r; r = r->next)
@@ -891,20 +889,7 @@ static td_srv_frame *remote_frame(td_srv_doc *d, td_srv_session *skip)
             td_srv_item_put_batch(&items, r->batch, r->len);
             n++;
         }
-    if (n && !items.oom) {
-        memset(&m, 0, sizeof m);
-        m.type = TD_SRV_MSG_REMOTE;
-        m.doc.ptr = (const uint8_t *)d->id;
-        m.doc.len = d->id_len;
-        m.count = n;
-        m.items.ptr = td_srv_wbuf_msg(&items);
-        m.items.len = items.len;
-        td_srv_wbuf_init(&w, LWS_PRE);
-        td_srv_msg_encode(&m, &w);
-        f = td_srv_frame_from(&w);
-    }
-    td_srv_wbuf_free(&items);
-    return f;
+    return td_srv_list_frame(TD_SRV_MSG_REMOTE, d, n, &items);
 }
 
 /* One REMOTE per subscriber with the batches of this turn it did not send:

@@ -111,6 +111,8 @@ typedef struct td_srv_pend {
 #define TD_SRV_PEND_MAX_BYTES (16u << 20)
 
 typedef struct td_srv_doc td_srv_doc;
+/* A REMOTE or PRESENCE frame of n items for d (frees items). */
+td_srv_frame *td_srv_list_frame(int type, const td_srv_doc *d, uint64_t n, td_srv_wbuf *items);
 typedef struct td_srv_sub td_srv_sub;
 typedef struct td_srv_rec td_srv_rec;
 typedef struct td_srv_server td_srv_server;

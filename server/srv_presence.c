@@ -192,9 +192,7 @@ static void put_entry(td_srv_wbuf *items, td_srv_presence *p)
  * snapshot), leaving out `skip`'s own. NULL if there is none. */
 static td_srv_frame *peers_frame(td_srv_doc *d, td_srv_sub *skip, int only_changed)
 {
-    td_srv_wbuf items, w;
-    td_srv_msg m;
-    td_srv_frame *f = NULL;
+    td_srv_wbuf items;
     uint64_t n = 0;
     td_srv_wbuf_init(&items, 0);
     for (td_srv_sub *u = d->subs; u; u = u->doc_next) {
@@ -203,20 +201,7 @@ static td_srv_frame *peers_frame(td_srv_doc *d, td_srv_sub *skip, int only_chang
         put_entry(&items, u->pr);
         n++;
     }
-    if (n && !items.oom) {
-        memset(&m, 0, sizeof m);
-        m.type = TD_SRV_MSG_PEERS;
-        m.doc.ptr = (const uint8_t *)d->id;
-        m.doc.len = d->id_len;
-        m.count = n;
-        m.items.ptr = td_srv_wbuf_msg(&items);
-        m.items.len = items.len;
-        td_srv_wbuf_init(&w, LWS_PRE);
-        td_srv_msg_encode(&m, &w);
-        f = td_srv_frame_from(&w);
-    }
-    td_srv_wbuf_free(&items);
-    return f;
+    return td_srv_list_frame(TD_SRV_MSG_PEERS, d, n, &items);
 }
 
 void td_srv_presence_snapshot(td_srv_sub *u)

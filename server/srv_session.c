@@ -37,6 +37,29 @@ td_srv_frame *td_srv_frame_from(td_srv_wbuf *w)
     return f;
 }
 
+/* A REMOTE or PRESENCE frame for document d: n items already written to
+ * `items` (which this frees). NULL when there is nothing to send. */
+td_srv_frame *td_srv_list_frame(int type, const td_srv_doc *d, uint64_t n, td_srv_wbuf *items)
+{
+    td_srv_frame *f = NULL;
+    if (n && !items->oom) {
+        td_srv_msg m;
+        td_srv_wbuf w;
+        memset(&m, 0, sizeof m);
+        m.type = type;
+        m.doc.ptr = (const uint8_t *)d->id;
+        m.doc.len = d->id_len;
+        m.count = n;
+        m.items.ptr = td_srv_wbuf_msg(items);
+        m.items.len = items->len;
+        td_srv_wbuf_init(&w, LWS_PRE);
+        td_srv_msg_encode(&m, &w);
+        f = td_srv_frame_from(&w);
+    }
+    td_srv_wbuf_free(items);
+    return f;
+}
+
 void td_srv_frame_unref(td_srv_frame *f)
 {
     if (f && --f->refs == 0) {
