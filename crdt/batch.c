@@ -80,11 +80,11 @@ static uint64_t batch_agent_id(const batch *b, uint32_t i)
 
 static void batch_free(td_crdt_doc *d, batch *b)
 {
-    td_memfree(d, b->by_agent);
-    td_memfree(d, b->first);
-    td_memfree(d, b->objs);
-    td_memfree(d, b->ops);
-    td_memfree(d, b->doc_agent);
+    td_crdt_memfree(d, b->by_agent);
+    td_crdt_memfree(d, b->first);
+    td_crdt_memfree(d, b->objs);
+    td_crdt_memfree(d, b->ops);
+    td_crdt_memfree(d, b->doc_agent);
     memset(b, 0, sizeof *b);
 }
 
@@ -93,13 +93,13 @@ static void batch_free(td_crdt_doc *d, batch *b)
 /* Validates one value and skips it; reports its tag. */
 static int val_skip(td_rd *r, uint8_t *tag)
 {
-    *tag = td_rd_u8(r);
+    *tag = td_crdt_rd_u8(r);
     if (r->bad || *tag >= TD_VT_COUNT)
         return 0;
     switch (*tag) {
-    case TD_VT_INT: td_rd_varint(r); break;
+    case TD_VT_INT: td_crdt_rd_varint(r); break;
     case TD_VT_FLOAT: {
-        uint64_t bits = td_rd_u64le(r);
+        uint64_t bits = td_crdt_rd_u64le(r);
         double f;
         memcpy(&f, &bits, 8);
         if (f != f)
@@ -107,9 +107,9 @@ static int val_skip(td_rd *r, uint8_t *tag)
         break;
     }
     case TD_VT_STR: {
-        uint32_t n = td_rd_u32(r, 0x7fffffff);
-        const uint8_t *p = td_rd_bytes(r, n);
-        if (!p || td_utf8_count((const char *)p, n) == SIZE_MAX)
+        uint32_t n = td_crdt_rd_u32(r, 0x7fffffff);
+        const uint8_t *p = td_crdt_rd_bytes(r, n);
+        if (!p || td_crdt_utf8_count((const char *)p, n) == SIZE_MAX)
             return 0;
         break;
     }
@@ -121,8 +121,8 @@ static int val_skip(td_rd *r, uint8_t *tag)
 static td_id rd_id(td_rd *r, uint32_t nagents)
 {
     td_id id;
-    id.agent = td_rd_u32(r, nagents ? nagents - 1 : 0);
-    id.seq = td_rd_u32(r, TD_MAX_SEQ);
+    id.agent = td_crdt_rd_u32(r, nagents ? nagents - 1 : 0);
+    id.seq = td_crdt_rd_u32(r, TD_MAX_SEQ);
     if (!nagents)
         r->bad = 1;
     return id;
@@ -130,20 +130,20 @@ static td_id rd_id(td_rd *r, uint32_t nagents)
 
 static td_crdt_err decode_objs(td_crdt_doc *d, td_rd *r, batch *b)
 {
-    b->nobjs = td_rd_u32(r, (uint32_t)td_rd_left(r));
+    b->nobjs = td_crdt_rd_u32(r, (uint32_t)td_crdt_rd_left(r));
     if (r->bad)
         return TD_CRDT_ERR_DECODE;
-    if (b->nobjs && !(b->objs = td_mem(d, NULL, b->nobjs * sizeof *b->objs)))
+    if (b->nobjs && !(b->objs = td_crdt_mem(d, NULL, b->nobjs * sizeof *b->objs)))
         return TD_CRDT_ERR_NOMEM;
     for (uint32_t i = 0; i < b->nobjs; i++) {
         bobj *o = &b->objs[i];
         memset(o, 0, sizeof *o);
-        uint8_t tag = td_rd_u8(r);
+        uint8_t tag = td_crdt_rd_u8(r);
         if (tag < OBJ_NESTED) {
             o->root_kind = (uint8_t)(tag + 1);
-            o->name_len = td_rd_u32(r, TD_MAX_NAME);
-            o->name = (const char *)td_rd_bytes(r, o->name_len);
-            if (o->name_len == 0 || !o->name || td_utf8_count(o->name, o->name_len) == SIZE_MAX)
+            o->name_len = td_crdt_rd_u32(r, TD_MAX_NAME);
+            o->name = (const char *)td_crdt_rd_bytes(r, o->name_len);
+            if (o->name_len == 0 || !o->name || td_crdt_utf8_count(o->name, o->name_len) == SIZE_MAX)
                 return TD_CRDT_ERR_DECODE;
         } else if (tag == OBJ_NESTED) {
             td_id id = rd_id(r, b->nagents);
@@ -162,9 +162,9 @@ static int decode_content(td_rd *r, bop *o)
     if (o->text) {
         if (o->deleted)
             return 1;
-        uint32_t n = td_rd_u32(r, 0x7fffffff);
-        const uint8_t *p = td_rd_bytes(r, n);
-        if (!p || td_utf8_count((const char *)p, n) != o->len)
+        uint32_t n = td_crdt_rd_u32(r, 0x7fffffff);
+        const uint8_t *p = td_crdt_rd_bytes(r, n);
+        if (!p || td_crdt_utf8_count((const char *)p, n) != o->len)
             return 0;
         o->content = p;
         o->clen = n;
@@ -182,7 +182,7 @@ static int decode_content(td_rd *r, bop *o)
 
 static td_crdt_err decode_op(td_rd *r, batch *b, bop *o, const bop *prev)
 {
-    uint8_t head = td_rd_u8(r);
+    uint8_t head = td_crdt_rd_u8(r);
     memset(o, 0, sizeof *o);
     o->type = head & 3;
     if (head & F_CONT) {
@@ -195,9 +195,9 @@ static td_crdt_err decode_op(td_rd *r, batch *b, bop *o, const bop *prev)
         o->agent = id.agent;
         o->seq = id.seq;
     }
-    o->len = o->type == OP_SET ? 1 : td_rd_u32(r, TD_MAX_SEQ);
+    o->len = o->type == OP_SET ? 1 : td_crdt_rd_u32(r, TD_MAX_SEQ);
     if (o->type != OP_NOP)
-        o->obj = td_rd_u32(r, b->nobjs ? b->nobjs - 1 : 0);
+        o->obj = td_crdt_rd_u32(r, b->nobjs ? b->nobjs - 1 : 0);
     if (r->bad || o->len == 0 || (uint64_t)o->seq + o->len > TD_MAX_SEQ ||
         (o->type != OP_NOP && !b->nobjs))
         return TD_CRDT_ERR_DECODE;
@@ -233,11 +233,11 @@ static td_crdt_err decode_op(td_rd *r, batch *b, bop *o, const bop *prev)
     case OP_SET:
         if (head & ~(uint8_t)(3 | F_CONT))
             return TD_CRDT_ERR_DECODE;
-        o->klen = td_rd_u32(r, TD_MAX_KEY);
-        o->key = (const char *)td_rd_bytes(r, o->klen);
-        if (!o->key || o->klen == 0 || td_utf8_count(o->key, o->klen) == SIZE_MAX)
+        o->klen = td_crdt_rd_u32(r, TD_MAX_KEY);
+        o->key = (const char *)td_crdt_rd_bytes(r, o->klen);
+        if (!o->key || o->klen == 0 || td_crdt_utf8_count(o->key, o->klen) == SIZE_MAX)
             return TD_CRDT_ERR_DECODE;
-        o->lamport = td_rd_varint(r);
+        o->lamport = td_crdt_rd_varint(r);
         if (o->lamport == 0 || o->lamport > ((uint64_t)1 << 62))
             return TD_CRDT_ERR_DECODE;
         o->content = r->p;
@@ -257,45 +257,45 @@ static td_crdt_err batch_decode(td_crdt_doc *d, const uint8_t *p, size_t len, ba
 {
     memset(b, 0, sizeof *b);
     td_rd r = {p, p + len, 0};
-    const uint8_t *magic = td_rd_bytes(&r, 3);
+    const uint8_t *magic = td_crdt_rd_bytes(&r, 3);
     if (!magic || magic[0] != 'T' || magic[1] != 'B')
-        return td_fail(d, TD_CRDT_ERR_DECODE, "not a batch");
+        return td_crdt_fail(d, TD_CRDT_ERR_DECODE, "not a batch");
     if (magic[2] != 1)
-        return td_fail(d, TD_CRDT_ERR_VERSION, "batch version %u not supported", magic[2]);
-    b->nagents = td_rd_u32(&r, (uint32_t)(td_rd_left(&r) / 8));
-    b->agents = td_rd_bytes(&r, (size_t)b->nagents * 8);
+        return td_crdt_fail(d, TD_CRDT_ERR_VERSION, "batch version %u not supported", magic[2]);
+    b->nagents = td_crdt_rd_u32(&r, (uint32_t)(td_crdt_rd_left(&r) / 8));
+    b->agents = td_crdt_rd_bytes(&r, (size_t)b->nagents * 8);
     if (r.bad)
-        return td_fail(d, TD_CRDT_ERR_DECODE, "batch: bad agent table");
+        return td_crdt_fail(d, TD_CRDT_ERR_DECODE, "batch: bad agent table");
     for (uint32_t i = 1; i < b->nagents; i++)
         if (batch_agent_id(b, i - 1) >= batch_agent_id(b, i))
-            return td_fail(d, TD_CRDT_ERR_DECODE, "batch: agents not in order");
+            return td_crdt_fail(d, TD_CRDT_ERR_DECODE, "batch: agents not in order");
     td_crdt_err e = decode_objs(d, &r, b);
     if (e)
-        return td_fail(d, e, "batch: bad object table");
-    b->nops = td_rd_u32(&r, (uint32_t)(td_rd_left(&r) / 2));
+        return td_crdt_fail(d, e, "batch: bad object table");
+    b->nops = td_crdt_rd_u32(&r, (uint32_t)(td_crdt_rd_left(&r) / 2));
     if (r.bad)
-        return td_fail(d, TD_CRDT_ERR_DECODE, "batch: bad op count");
-    if ((b->nops && !(b->ops = td_mem(d, NULL, b->nops * sizeof *b->ops))) ||
-        !(b->doc_agent = td_mem(d, NULL, (b->nagents + 1) * sizeof *b->doc_agent)))
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        return td_crdt_fail(d, TD_CRDT_ERR_DECODE, "batch: bad op count");
+    if ((b->nops && !(b->ops = td_crdt_mem(d, NULL, b->nops * sizeof *b->ops))) ||
+        !(b->doc_agent = td_crdt_mem(d, NULL, (b->nagents + 1) * sizeof *b->doc_agent)))
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     /* last seq end per batch agent, to check order */
     for (uint32_t i = 0; i < b->nagents; i++)
         b->doc_agent[i] = 0;
     for (uint32_t i = 0; i < b->nops; i++) {
         if ((e = decode_op(&r, b, &b->ops[i], i ? &b->ops[i - 1] : NULL)))
-            return td_fail(d, e, "batch: op %u malformed", i);
+            return td_crdt_fail(d, e, "batch: op %u malformed", i);
         bop *o = &b->ops[i];
         if (o->seq < b->doc_agent[o->agent])
-            return td_fail(d, TD_CRDT_ERR_DECODE, "batch: op %u out of order", i);
+            return td_crdt_fail(d, TD_CRDT_ERR_DECODE, "batch: op %u out of order", i);
         b->doc_agent[o->agent] = o->seq + o->len;
     }
-    if (td_rd_left(&r) != 0 || r.bad)
-        return td_fail(d, TD_CRDT_ERR_DECODE, "batch: trailing bytes");
+    if (td_crdt_rd_left(&r) != 0 || r.bad)
+        return td_crdt_fail(d, TD_CRDT_ERR_DECODE, "batch: trailing bytes");
     /* group op indexes by agent (a counting sort keeps each agent's order) */
-    b->by_agent = td_mem(d, NULL, ((size_t)b->nops + 1) * sizeof *b->by_agent);
-    b->first = td_mem(d, NULL, ((size_t)b->nagents + 2) * sizeof *b->first);
+    b->by_agent = td_crdt_mem(d, NULL, ((size_t)b->nops + 1) * sizeof *b->by_agent);
+    b->first = td_crdt_mem(d, NULL, ((size_t)b->nagents + 2) * sizeof *b->first);
     if (!b->by_agent || !b->first)
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     memset(b->first, 0, ((size_t)b->nagents + 2) * sizeof *b->first);
     for (uint32_t i = 0; i < b->nops; i++)
         b->first[b->ops[i].agent + 2]++;
@@ -305,7 +305,7 @@ static td_crdt_err batch_decode(td_crdt_doc *d, const uint8_t *p, size_t len, ba
         b->by_agent[b->first[b->ops[i].agent + 1]++] = i;
     for (uint32_t i = 0; i < b->nagents; i++) {
         uint32_t a;
-        b->doc_agent[i] = td_agent_find(d, batch_agent_id(b, i), &a) ? a : TD_NONE;
+        b->doc_agent[i] = td_crdt_agent_find(d, batch_agent_id(b, i), &a) ? a : TD_NONE;
     }
     return TD_CRDT_OK;
 }
@@ -358,7 +358,7 @@ static int obj_status(const plan *pl, td_crdt_doc *d, uint32_t oi, uint8_t *kind
     if (bo->seq >= pl->sim[bo->agent])
         return WAIT;
     if (bo->seq < pl->docvv[bo->agent]) {
-        uint32_t h = td_obj_find_nested(d, batch_agent_id(pl->b, bo->agent), bo->seq);
+        uint32_t h = td_crdt_obj_find_nested(d, batch_agent_id(pl->b, bo->agent), bo->seq);
         if (!h)
             return INVALID;
         *kind = d->objs[h - 1]->kind;
@@ -398,8 +398,8 @@ static uint32_t doc_obj(td_crdt_doc *d, const batch *b, uint32_t oi)
 {
     const bobj *bo = &b->objs[oi];
     if (bo->root_kind)
-        return td_obj_find_root(d, bo->root_kind, bo->name, bo->name_len);
-    return td_obj_find_nested(d, batch_agent_id(b, bo->agent), bo->seq);
+        return td_crdt_obj_find_root(d, bo->root_kind, bo->name, bo->name_len);
+    return td_crdt_obj_find_nested(d, batch_agent_id(b, bo->agent), bo->seq);
 }
 
 /* Are items (agent, lo..hi) items of batch object oi once the plan so far
@@ -413,7 +413,7 @@ static int items_status(const plan *pl, td_crdt_doc *d, uint32_t oi, uint32_t ag
     if (lo < dv) {
         uint32_t h = doc_obj(d, pl->b, oi);
         uint32_t top = hi < dv ? hi : dv - 1;
-        if (!h || !td_seq_has_range(d, h, pl->b->doc_agent[agent], lo, top))
+        if (!h || !td_crdt_seq_has_range(d, h, pl->b->doc_agent[agent], lo, top))
             return INVALID;
     }
     for (uint64_t s = lo > dv ? lo : dv; s <= hi;) {
@@ -484,15 +484,15 @@ static td_crdt_err plan_batch(td_crdt_doc *d, batch *b, plan *pl, int *waits)
     memset(pl, 0, sizeof *pl);
     pl->b = b;
     size_t na = b->nagents + 1, no = b->nops + 1;
-    pl->sim = td_mem(d, NULL, na * sizeof *pl->sim);
-    pl->docvv = td_mem(d, NULL, na * sizeof *pl->docvv);
-    pl->order = td_mem(d, NULL, no * sizeof *pl->order);
-    pl->trim = td_mem(d, NULL, no * sizeof *pl->trim);
-    pl->depth = td_mem(d, NULL, no * sizeof *pl->depth);
-    uint32_t *next = td_mem(d, NULL, na * sizeof *next); /* per agent: next op index to try */
+    pl->sim = td_crdt_mem(d, NULL, na * sizeof *pl->sim);
+    pl->docvv = td_crdt_mem(d, NULL, na * sizeof *pl->docvv);
+    pl->order = td_crdt_mem(d, NULL, no * sizeof *pl->order);
+    pl->trim = td_crdt_mem(d, NULL, no * sizeof *pl->trim);
+    pl->depth = td_crdt_mem(d, NULL, no * sizeof *pl->depth);
+    uint32_t *next = td_crdt_mem(d, NULL, na * sizeof *next); /* per agent: next op index to try */
     if (!pl->sim || !pl->docvv || !pl->order || !pl->trim || !pl->depth || !next) {
-        td_memfree(d, next);
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        td_crdt_memfree(d, next);
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     }
     for (uint32_t a = 0; a < b->nagents; a++) {
         uint32_t da = b->doc_agent[a];
@@ -516,10 +516,10 @@ static td_crdt_err plan_batch(td_crdt_doc *d, batch *b, plan *pl, int *waits)
                 uint32_t trim = pl->sim[a] - o->seq;
                 int st = op_status(pl, d, i, trim);
                 if (st == INVALID || st == TOO_DEEP) {
-                    td_memfree(d, next);
+                    td_crdt_memfree(d, next);
                     if (st == TOO_DEEP)
-                        return td_fail(d, TD_CRDT_ERR_LIMIT, "batch: op %u nests objects deeper than %zu", i, d->max_depth);
-                    return td_fail(d, TD_CRDT_ERR_INVALID_OP, "batch: op %u names an object or item that cannot exist", i);
+                        return td_crdt_fail(d, TD_CRDT_ERR_LIMIT, "batch: op %u nests objects deeper than %zu", i, d->max_depth);
+                    return td_crdt_fail(d, TD_CRDT_ERR_INVALID_OP, "batch: op %u names an object or item that cannot exist", i);
                 }
                 if (st == WAIT)
                     break;
@@ -536,18 +536,18 @@ static td_crdt_err plan_batch(td_crdt_doc *d, batch *b, plan *pl, int *waits)
     for (uint32_t a = 0; a < b->nagents; a++)
         if (next[a] < b->first[a + 1])
             complete = 0;
-    td_memfree(d, next);
+    td_crdt_memfree(d, next);
     *waits = !complete;
     return TD_CRDT_OK;
 }
 
 static void plan_free(td_crdt_doc *d, plan *pl)
 {
-    td_memfree(d, pl->sim);
-    td_memfree(d, pl->docvv);
-    td_memfree(d, pl->order);
-    td_memfree(d, pl->trim);
-    td_memfree(d, pl->depth);
+    td_crdt_memfree(d, pl->sim);
+    td_crdt_memfree(d, pl->docvv);
+    td_crdt_memfree(d, pl->order);
+    td_crdt_memfree(d, pl->trim);
+    td_crdt_memfree(d, pl->depth);
 }
 
 /* ---- integration ------------------------------------------------------------ */
@@ -566,8 +566,8 @@ static td_crdt_err resolve_obj(td_crdt_doc *d, const batch *b, uint32_t oi, uint
     if (*h)
         return TD_CRDT_OK;
     if (!bo->root_kind)
-        return td_fail(d, TD_CRDT_ERR_INVALID_OP, "object missing");
-    return td_obj_new_root(d, bo->root_kind, bo->name, bo->name_len, h);
+        return td_crdt_fail(d, TD_CRDT_ERR_INVALID_OP, "object missing");
+    return td_crdt_obj_new_root(d, bo->root_kind, bo->name, bo->name_len, h);
 }
 
 static td_crdt_err integrate_ins(td_crdt_doc *d, const batch *b, const bop *o,
@@ -581,36 +581,36 @@ static td_crdt_err integrate_ins(td_crdt_doc *d, const batch *b, const bop *o,
     td_crdt_err e = TD_CRDT_OK;
     if (o->text) {
         if (o->deleted)
-            return td_seq_integrate(d, h, id, n, left, right, 1, NULL, NULL);
-        uint32_t *cps = td_mem(d, NULL, (size_t)o->len * sizeof *cps);
+            return td_crdt_seq_integrate(d, h, id, n, left, right, 1, NULL, NULL);
+        uint32_t *cps = td_crdt_mem(d, NULL, (size_t)o->len * sizeof *cps);
         if (!cps)
-            return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
-        td_utf8_decode((const char *)o->content, o->clen, cps);
-        e = td_seq_integrate(d, h, id, n, left, right, 0, cps + trim, NULL);
-        td_memfree(d, cps);
+            return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        td_crdt_utf8_decode((const char *)o->content, o->clen, cps);
+        e = td_crdt_seq_integrate(d, h, id, n, left, right, 0, cps + trim, NULL);
+        td_crdt_memfree(d, cps);
         return e;
     }
-    td_val *vals = td_mem(d, NULL, (size_t)n * sizeof *vals);
+    td_val *vals = td_crdt_mem(d, NULL, (size_t)n * sizeof *vals);
     if (!vals)
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     td_rd r = {o->content, o->content + o->clen, 0};
     uint8_t tag;
     for (uint32_t i = 0; i < trim; i++)
         val_skip(&r, &tag);
     uint32_t got = 0;
     for (; got < n && !e; got++) {
-        e = td_val_decode(d, &r, &vals[got]);
+        e = td_crdt_val_decode(d, &r, &vals[got]);
         uint8_t t = vals[got].tag;
         if (!e && t >= TD_VT_TEXT && t <= TD_VT_MAP)
-            e = td_obj_new_nested(d, (uint8_t)(t - TD_VT_TEXT + 1),
+            e = td_crdt_obj_new_nested(d, (uint8_t)(t - TD_VT_TEXT + 1),
                                   (td_id){agent, id.seq + got}, h, &vals[got].u.obj);
     }
     if (!e)
-        e = td_seq_integrate(d, h, id, n, left, right, o->deleted, NULL, vals);
+        e = td_crdt_seq_integrate(d, h, id, n, left, right, o->deleted, NULL, vals);
     if (e)
         for (uint32_t i = 0; i < got; i++)
-            td_val_free(d, &vals[i]);
-    td_memfree(d, vals);
+            td_crdt_val_free(d, &vals[i]);
+    td_crdt_memfree(d, vals);
     return e;
 }
 
@@ -618,22 +618,22 @@ static td_crdt_err integrate_set(td_crdt_doc *d, const batch *b, const bop *o, u
 {
     td_rd r = {o->content, o->content + o->clen, 0};
     td_val v;
-    td_crdt_err e = td_val_decode(d, &r, &v);
+    td_crdt_err e = td_crdt_val_decode(d, &r, &v);
     if (e)
-        return td_fail(d, e, "bad value");
+        return td_crdt_fail(d, e, "bad value");
     td_id id = {b->doc_agent[o->agent], o->seq};
     if (v.tag >= TD_VT_TEXT && v.tag <= TD_VT_MAP) {
-        if ((e = td_obj_new_nested(d, (uint8_t)(v.tag - TD_VT_TEXT + 1), id, h, &v.u.obj)))
+        if ((e = td_crdt_obj_new_nested(d, (uint8_t)(v.tag - TD_VT_TEXT + 1), id, h, &v.u.obj)))
             return e;
         td_obj *co = d->objs[v.u.obj - 1];
-        if (!(co->key = td_mem(d, NULL, o->klen)))
-            return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        if (!(co->key = td_crdt_mem(d, NULL, o->klen)))
+            return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
         memcpy(co->key, o->key, o->klen);
         co->klen = o->klen;
         co->lamport = o->lamport;
     }
-    if ((e = td_map_write(d, &d->objs[h - 1]->u.map, o->key, o->klen, &v, o->lamport, id)))
-        td_val_free(d, &v);
+    if ((e = td_crdt_map_write(d, &d->objs[h - 1]->u.map, o->key, o->klen, &v, o->lamport, id)))
+        td_crdt_val_free(d, &v);
     if (o->lamport > d->max_lamport)
         d->max_lamport = o->lamport;
     return e;
@@ -655,9 +655,9 @@ static td_crdt_err integrate_op(td_crdt_doc *d, const batch *b, const bop *o, ui
         if (rec.len == 1)
             rec.desc = 0; /* one target has no direction: keep records canonical */
         uint32_t lo = o->desc ? rec.target.seq - (rec.len - 1) : rec.target.seq;
-        e = td_seq_delete_ids(d, h, rec.target.agent, lo, lo + rec.len - 1);
+        e = td_crdt_seq_delete_ids(d, h, rec.target.agent, lo, lo + rec.len - 1);
         if (!e)
-            e = td_delrec_add(d, b->doc_agent[o->agent], &rec);
+            e = td_crdt_delrec_add(d, b->doc_agent[o->agent], &rec);
         break;
     }
     case OP_SET:
@@ -683,7 +683,7 @@ static td_crdt_err integrate_plan(td_crdt_doc *d, batch *b, plan *pl)
     for (uint32_t a = 0; a < b->nagents; a++) {
         if (b->doc_agent[a] != TD_NONE)
             continue;
-        td_crdt_err e = td_agent_intern(d, batch_agent_id(b, a), &b->doc_agent[a]);
+        td_crdt_err e = td_crdt_agent_intern(d, batch_agent_id(b, a), &b->doc_agent[a]);
         if (e)
             return e;
     }
@@ -730,11 +730,11 @@ static td_crdt_err try_apply(td_crdt_doc *d, const uint8_t *p, size_t len, int *
     return e;
 }
 
-void td_pending_free(td_crdt_doc *d)
+void td_crdt_pending_free(td_crdt_doc *d)
 {
     for (uint32_t i = 0; i < d->npend; i++)
-        td_memfree(d, d->pend[i].bytes);
-    td_memfree(d, d->pend);
+        td_crdt_memfree(d, d->pend[i].bytes);
+    td_crdt_memfree(d, d->pend);
     d->pend = NULL;
     d->npend = d->cappend = 0;
     d->pend_ops = d->pend_bytes = 0;
@@ -744,7 +744,7 @@ static void pending_drop(td_crdt_doc *d, uint32_t i)
 {
     d->pend_ops -= d->pend[i].ops;
     d->pend_bytes -= d->pend[i].len;
-    td_memfree(d, d->pend[i].bytes);
+    td_crdt_memfree(d, d->pend[i].bytes);
     d->pend[i] = d->pend[--d->npend];
 }
 
@@ -778,12 +778,12 @@ static size_t pending_retry(td_crdt_doc *d)
 static td_crdt_err pending_park(td_crdt_doc *d, const uint8_t *p, size_t len, size_t ops)
 {
     if (d->pend_ops + ops > d->max_pending_ops || d->pend_bytes + len > d->max_pending_bytes)
-        return td_fail(d, TD_CRDT_ERR_LIMIT, "pending set full (%zu ops, %zu bytes)",
+        return td_crdt_fail(d, TD_CRDT_ERR_LIMIT, "pending set full (%zu ops, %zu bytes)",
                        d->pend_ops, d->pend_bytes);
-    uint8_t *copy = td_mem(d, NULL, len);
-    if (!copy || !td_grow(d, (void **)&d->pend, &d->cappend, d->npend + 1, sizeof *d->pend)) {
-        td_memfree(d, copy);
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    uint8_t *copy = td_crdt_mem(d, NULL, len);
+    if (!copy || !td_crdt_grow(d, (void **)&d->pend, &d->cappend, d->npend + 1, sizeof *d->pend)) {
+        td_crdt_memfree(d, copy);
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     }
     memcpy(copy, p, len);
     d->pend[d->npend].bytes = copy;
@@ -803,7 +803,7 @@ td_crdt_err td_crdt_apply(td_crdt_doc *d, const uint8_t *p, size_t len,
         info = &dummy;
     memset(info, 0, sizeof *info);
     if (!p && len)
-        return td_fail(d, TD_CRDT_ERR_ARG, "no batch");
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "no batch");
     int state;
     size_t news, dups;
     td_crdt_err e = try_apply(d, p, len, &state, &news, &dups);
@@ -856,7 +856,7 @@ typedef struct encoder {
 
 static eop *enc_push(encoder *en)
 {
-    if (!td_grow(en->d, (void **)&en->ops, &en->cap, en->n + 1, sizeof *en->ops)) {
+    if (!td_crdt_grow(en->d, (void **)&en->ops, &en->cap, en->n + 1, sizeof *en->ops)) {
         en->oom = 1;
         return NULL;
     }
@@ -944,9 +944,9 @@ static void enc_agent(encoder *en, uint32_t a, uint32_t from, uint32_t to)
     td_crdt_doc *d = en->d;
     uint32_t start = en->n;
     /* items: the run holding `from` may start before it */
-    td_idx_ent *fl = td_idx_floor(&d->agents[a].idx, from);
+    td_idx_ent *fl = td_crdt_idx_floor(&d->agents[a].idx, from);
     run_walk w = {en, a, from, to};
-    td_idx_walk(&d->agents[a].idx, fl ? fl->seq : 0, walk_run_entry, &w);
+    td_crdt_idx_walk(&d->agents[a].idx, fl ? fl->seq : 0, walk_run_entry, &w);
     /* deletes */
     td_agent *ag = &d->agents[a];
     uint32_t lo = 0, hi = ag->ndels; /* first record ending after from */
@@ -977,7 +977,7 @@ static void enc_agent(encoder *en, uint32_t a, uint32_t from, uint32_t to)
     for (uint32_t h = 1; h <= d->nobjs; h++) {
         td_obj *ob = d->objs[h - 1];
         td_mapent *w = ob->key && ob->id.agent == a && ob->id.seq >= from && ob->id.seq < to
-                           ? td_map_find(&d->objs[ob->parent - 1]->u.map, ob->key, ob->klen)
+                           ? td_crdt_map_find(&d->objs[ob->parent - 1]->u.map, ob->key, ob->klen)
                            : NULL;
         /* an object made by a map write that has since lost: resend the write
          * (a winning one is sent with its map's entries) */
@@ -1035,7 +1035,7 @@ static void enc_agent(encoder *en, uint32_t a, uint32_t from, uint32_t to)
 static uint32_t enc_obj_index(encoder *en, uint32_t h)
 {
     if (!en->obj_map[h - 1]) {
-        if (!td_grow(en->d, (void **)&en->objs, &en->capobjs, en->nobjs + 1, sizeof *en->objs)) {
+        if (!td_crdt_grow(en->d, (void **)&en->objs, &en->capobjs, en->nobjs + 1, sizeof *en->objs)) {
             en->oom = 1;
             return 0;
         }
@@ -1047,8 +1047,8 @@ static uint32_t enc_obj_index(encoder *en, uint32_t h)
 
 static void enc_id(td_buf *b, const encoder *en, td_id id)
 {
-    td_buf_varint(b, en->agent_map[id.agent] - 1);
-    td_buf_varint(b, id.seq);
+    td_crdt_wb_varint(b, en->agent_map[id.agent] - 1);
+    td_crdt_wb_varint(b, id.seq);
 }
 
 static void enc_note_agent(encoder *en, td_id id)
@@ -1073,15 +1073,15 @@ static void enc_write_op(td_buf *b, encoder *en, const eop *o, const eop *prev)
     }
     if (o->type == OP_DEL && o->desc)
         head |= F_DELETED;
-    td_buf_u8(b, head);
+    td_crdt_wb_u8(b, head);
     if (!cont) {
-        td_buf_varint(b, en->agent_map[o->agent] - 1);
-        td_buf_varint(b, o->seq);
+        td_crdt_wb_varint(b, en->agent_map[o->agent] - 1);
+        td_crdt_wb_varint(b, o->seq);
     }
     if (o->type != OP_SET)
-        td_buf_varint(b, o->len);
+        td_crdt_wb_varint(b, o->len);
     if (o->type != OP_NOP)
-        td_buf_varint(b, en->obj_map[o->obj - 1] - 1);
+        td_crdt_wb_varint(b, en->obj_map[o->obj - 1] - 1);
     switch (o->type) {
     case OP_INS:
         if (o->left.agent != TD_NONE && !leftprev)
@@ -1090,26 +1090,26 @@ static void enc_write_op(td_buf *b, encoder *en, const eop *o, const eop *prev)
             enc_id(b, en, o->right);
         if (o->text && !o->deleted) {
             td_buf tmp;
-            td_buf_init(&tmp, en->d);
-            td_buf_utf8(&tmp, o->cps, o->len);
+            td_crdt_wb_init(&tmp, en->d);
+            td_crdt_wb_utf8(&tmp, o->cps, o->len);
             if (tmp.oom)
                 b->oom = 1;
-            td_buf_varint(b, tmp.len);
-            td_buf_bytes(b, tmp.p, tmp.len);
-            td_buf_free(&tmp);
+            td_crdt_wb_varint(b, tmp.len);
+            td_crdt_wb_bytes(b, tmp.p, tmp.len);
+            td_crdt_wb_free(&tmp);
         } else if (!o->text) {
             for (uint32_t i = 0; i < o->len; i++)
-                td_val_encode(b, &o->vals[i]);
+                td_crdt_val_encode(b, &o->vals[i]);
         }
         break;
     case OP_DEL:
         enc_id(b, en, o->target);
         break;
     case OP_SET:
-        td_buf_varint(b, o->klen);
-        td_buf_bytes(b, o->key, o->klen);
-        td_buf_varint(b, o->lamport);
-        td_val_encode(b, o->val ? o->val : &o->tmpval);
+        td_crdt_wb_varint(b, o->klen);
+        td_crdt_wb_bytes(b, o->key, o->klen);
+        td_crdt_wb_varint(b, o->lamport);
+        td_crdt_val_encode(b, o->val ? o->val : &o->tmpval);
         break;
     default:
         break;
@@ -1122,7 +1122,7 @@ static td_crdt_err enc_finish(encoder *en, uint8_t **out, size_t *len)
     *out = NULL;
     *len = 0;
     if (en->oom)
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     if (en->n == 0)
         return TD_CRDT_OK;
     /* which agents and objects are named */
@@ -1140,38 +1140,38 @@ static td_crdt_err enc_finish(encoder *en, uint8_t **out, size_t *len)
         }
     }
     td_buf b;
-    td_buf_init(&b, d);
-    td_buf_bytes(&b, "TB\x01", 3);
+    td_crdt_wb_init(&b, d);
+    td_crdt_wb_bytes(&b, "TB\x01", 3);
     uint32_t na = 0;
     for (uint32_t i = 0; i < d->nagents; i++)
         na += en->agent_map[d->agent_order[i]] != 0;
-    td_buf_varint(&b, na);
+    td_crdt_wb_varint(&b, na);
     na = 0;
     for (uint32_t i = 0; i < d->nagents; i++) {
         uint32_t a = d->agent_order[i];
         if (en->agent_map[a]) {
             en->agent_map[a] = ++na;
-            td_buf_u64le(&b, d->agents[a].id);
+            td_crdt_wb_u64le(&b, d->agents[a].id);
         }
     }
-    td_buf_varint(&b, en->nobjs);
+    td_crdt_wb_varint(&b, en->nobjs);
     for (uint32_t i = 0; i < en->nobjs; i++) {
         td_obj *ob = d->objs[en->objs[i] - 1];
         if (ob->is_root) {
-            td_buf_u8(&b, (uint8_t)(ob->kind - 1));
-            td_buf_varint(&b, ob->name_len);
-            td_buf_bytes(&b, ob->name, ob->name_len);
+            td_crdt_wb_u8(&b, (uint8_t)(ob->kind - 1));
+            td_crdt_wb_varint(&b, ob->name_len);
+            td_crdt_wb_bytes(&b, ob->name, ob->name_len);
         } else {
-            td_buf_u8(&b, OBJ_NESTED);
+            td_crdt_wb_u8(&b, OBJ_NESTED);
             enc_id(&b, en, ob->id);
         }
     }
-    td_buf_varint(&b, en->n);
+    td_crdt_wb_varint(&b, en->n);
     for (uint32_t i = 0; i < en->n; i++)
         enc_write_op(&b, en, &en->ops[i], i ? &en->ops[i - 1] : NULL);
     if (b.oom) {
-        td_buf_free(&b);
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        td_crdt_wb_free(&b);
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     }
     *out = b.p;
     *len = b.len;
@@ -1182,10 +1182,10 @@ static td_crdt_err enc_init(encoder *en, td_crdt_doc *d)
 {
     memset(en, 0, sizeof *en);
     en->d = d;
-    en->agent_map = td_mem(d, NULL, (d->nagents + 1) * sizeof *en->agent_map);
-    en->obj_map = td_mem(d, NULL, (d->nobjs + 1) * sizeof *en->obj_map);
+    en->agent_map = td_crdt_mem(d, NULL, (d->nagents + 1) * sizeof *en->agent_map);
+    en->obj_map = td_crdt_mem(d, NULL, (d->nobjs + 1) * sizeof *en->obj_map);
     if (!en->agent_map || !en->obj_map)
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     memset(en->agent_map, 0, (d->nagents + 1) * sizeof *en->agent_map);
     memset(en->obj_map, 0, (d->nobjs + 1) * sizeof *en->obj_map);
     return TD_CRDT_OK;
@@ -1193,16 +1193,16 @@ static td_crdt_err enc_init(encoder *en, td_crdt_doc *d)
 
 static void enc_free(encoder *en)
 {
-    td_memfree(en->d, en->ops);
-    td_memfree(en->d, en->agent_map);
-    td_memfree(en->d, en->obj_map);
-    td_memfree(en->d, en->objs);
+    td_crdt_memfree(en->d, en->ops);
+    td_crdt_memfree(en->d, en->agent_map);
+    td_crdt_memfree(en->d, en->obj_map);
+    td_crdt_memfree(en->d, en->objs);
 }
 
 td_crdt_err td_crdt_commit(td_crdt_doc *d, uint8_t **out, size_t *len)
 {
     if (!out || !len)
-        return td_fail(d, TD_CRDT_ERR_ARG, "commit needs out and len");
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "commit needs out and len");
     encoder en;
     td_crdt_err e = enc_init(&en, d);
     uint32_t to = d->agents[d->self].vv;
@@ -1222,22 +1222,22 @@ td_crdt_err td_crdt_vv_encode(const td_crdt_doc *cd, uint8_t **out, size_t *len)
 {
     td_crdt_doc *d = (td_crdt_doc *)cd; /* only its allocator is used */
     td_buf b;
-    td_buf_init(&b, d);
+    td_crdt_wb_init(&b, d);
     uint32_t n = 0;
     for (uint32_t i = 0; i < d->nagents; i++)
         n += d->agents[i].vv > 0;
-    td_buf_u8(&b, 1);
-    td_buf_varint(&b, n);
+    td_crdt_wb_u8(&b, 1);
+    td_crdt_wb_varint(&b, n);
     for (uint32_t i = 0; i < d->nagents; i++) {
         const td_agent *a = &d->agents[d->agent_order[i]];
         if (a->vv) {
-            td_buf_u64le(&b, a->id);
-            td_buf_varint(&b, a->vv);
+            td_crdt_wb_u64le(&b, a->id);
+            td_crdt_wb_varint(&b, a->vv);
         }
     }
     if (b.oom) {
-        td_buf_free(&b);
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        td_crdt_wb_free(&b);
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     }
     *out = b.p;
     *len = b.len;
@@ -1248,35 +1248,35 @@ td_crdt_err td_crdt_diff(td_crdt_doc *d, const uint8_t *vv, size_t vv_len,
                          uint8_t **out, size_t *len)
 {
     if (!out || !len || (vv_len && !vv))
-        return td_fail(d, TD_CRDT_ERR_ARG, "diff needs out and len");
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "diff needs out and len");
     *out = NULL;
     *len = 0;
-    uint32_t *peer = td_mem(d, NULL, (d->nagents + 1) * sizeof *peer);
+    uint32_t *peer = td_crdt_mem(d, NULL, (d->nagents + 1) * sizeof *peer);
     if (!peer)
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     memset(peer, 0, (d->nagents + 1) * sizeof *peer);
     if (vv_len) {
         td_rd r = {vv, vv + vv_len, 0};
-        if (td_rd_u8(&r) != 1) {
-            td_memfree(d, peer);
-            return td_fail(d, r.bad ? TD_CRDT_ERR_DECODE : TD_CRDT_ERR_VERSION,
+        if (td_crdt_rd_u8(&r) != 1) {
+            td_crdt_memfree(d, peer);
+            return td_crdt_fail(d, r.bad ? TD_CRDT_ERR_DECODE : TD_CRDT_ERR_VERSION,
                            "version vector: unknown version");
         }
-        uint32_t n = td_rd_u32(&r, (uint32_t)(td_rd_left(&r) / 9));
+        uint32_t n = td_crdt_rd_u32(&r, (uint32_t)(td_crdt_rd_left(&r) / 9));
         uint64_t prev = 0;
         for (uint32_t i = 0; i < n && !r.bad; i++) {
-            uint64_t agent = td_rd_u64le(&r);
-            uint64_t cnt = td_rd_varint(&r);
+            uint64_t agent = td_crdt_rd_u64le(&r);
+            uint64_t cnt = td_crdt_rd_varint(&r);
             if ((i && agent <= prev) || cnt > TD_MAX_SEQ)
                 r.bad = 1;
             prev = agent;
             uint32_t a;
-            if (!r.bad && td_agent_find(d, agent, &a))
+            if (!r.bad && td_crdt_agent_find(d, agent, &a))
                 peer[a] = (uint32_t)cnt;
         }
-        if (r.bad || td_rd_left(&r)) {
-            td_memfree(d, peer);
-            return td_fail(d, TD_CRDT_ERR_DECODE, "version vector malformed");
+        if (r.bad || td_crdt_rd_left(&r)) {
+            td_crdt_memfree(d, peer);
+            return td_crdt_fail(d, TD_CRDT_ERR_DECODE, "version vector malformed");
         }
     }
     encoder en;
@@ -1289,6 +1289,6 @@ td_crdt_err td_crdt_diff(td_crdt_doc *d, const uint8_t *vv, size_t vv_len,
     if (!e)
         e = enc_finish(&en, out, len);
     enc_free(&en);
-    td_memfree(d, peer);
+    td_crdt_memfree(d, peer);
     return e;
 }

@@ -10,7 +10,7 @@
  */
 #include "crdt_internal.h"
 
-void td_buf_init(td_buf *b, td_crdt_doc *d)
+void td_crdt_wb_init(td_buf *b, td_crdt_doc *d)
 {
     memset(b, 0, sizeof *b);
     b->d = d;
@@ -25,7 +25,7 @@ static int buf_reserve(td_buf *b, size_t n)
     size_t cap = b->cap ? b->cap : 64;
     while (cap < b->len + n)
         cap *= 2;
-    uint8_t *p = td_mem(b->d, b->p, cap);
+    uint8_t *p = td_crdt_mem(b->d, b->p, cap);
     if (!p) {
         b->oom = 1;
         return 0;
@@ -35,7 +35,7 @@ static int buf_reserve(td_buf *b, size_t n)
     return 1;
 }
 
-void td_buf_bytes(td_buf *b, const void *p, size_t n)
+void td_crdt_wb_bytes(td_buf *b, const void *p, size_t n)
 {
     if (n && buf_reserve(b, n)) {
         memcpy(b->p + b->len, p, n);
@@ -43,13 +43,13 @@ void td_buf_bytes(td_buf *b, const void *p, size_t n)
     }
 }
 
-void td_buf_u8(td_buf *b, uint8_t v)
+void td_crdt_wb_u8(td_buf *b, uint8_t v)
 {
     if (buf_reserve(b, 1))
         b->p[b->len++] = v;
 }
 
-void td_buf_varint(td_buf *b, uint64_t v)
+void td_crdt_wb_varint(td_buf *b, uint64_t v)
 {
     if (!buf_reserve(b, 10))
         return;
@@ -60,7 +60,7 @@ void td_buf_varint(td_buf *b, uint64_t v)
     b->p[b->len++] = (uint8_t)v;
 }
 
-void td_buf_u64le(td_buf *b, uint64_t v)
+void td_crdt_wb_u64le(td_buf *b, uint64_t v)
 {
     if (!buf_reserve(b, 8))
         return;
@@ -68,14 +68,14 @@ void td_buf_u64le(td_buf *b, uint64_t v)
         b->p[b->len++] = (uint8_t)(v >> (8 * i));
 }
 
-void td_buf_free(td_buf *b)
+void td_crdt_wb_free(td_buf *b)
 {
-    td_memfree(b->d, b->p);
+    td_crdt_memfree(b->d, b->p);
     b->p = NULL;
     b->len = b->cap = 0;
 }
 
-uint8_t td_rd_u8(td_rd *r)
+uint8_t td_crdt_rd_u8(td_rd *r)
 {
     if (r->bad || r->p >= r->end) {
         r->bad = 1;
@@ -84,11 +84,11 @@ uint8_t td_rd_u8(td_rd *r)
     return *r->p++;
 }
 
-uint64_t td_rd_varint(td_rd *r)
+uint64_t td_crdt_rd_varint(td_rd *r)
 {
     uint64_t v = 0;
     for (int shift = 0; shift < 64; shift += 7) {
-        uint8_t c = td_rd_u8(r);
+        uint8_t c = td_crdt_rd_u8(r);
         if (r->bad)
             return 0;
         if (shift == 63 && c > 1) {
@@ -108,9 +108,9 @@ uint64_t td_rd_varint(td_rd *r)
     return 0;
 }
 
-uint32_t td_rd_u32(td_rd *r, uint32_t max)
+uint32_t td_crdt_rd_u32(td_rd *r, uint32_t max)
 {
-    uint64_t v = td_rd_varint(r);
+    uint64_t v = td_crdt_rd_varint(r);
     if (v > max) {
         r->bad = 1;
         return 0;
@@ -118,9 +118,9 @@ uint32_t td_rd_u32(td_rd *r, uint32_t max)
     return (uint32_t)v;
 }
 
-uint64_t td_rd_u64le(td_rd *r)
+uint64_t td_crdt_rd_u64le(td_rd *r)
 {
-    const uint8_t *p = td_rd_bytes(r, 8);
+    const uint8_t *p = td_crdt_rd_bytes(r, 8);
     uint64_t v = 0;
     if (!p)
         return 0;
@@ -129,7 +129,7 @@ uint64_t td_rd_u64le(td_rd *r)
     return v;
 }
 
-const uint8_t *td_rd_bytes(td_rd *r, size_t n)
+const uint8_t *td_crdt_rd_bytes(td_rd *r, size_t n)
 {
     if (r->bad || (size_t)(r->end - r->p) < n) {
         r->bad = 1;
@@ -140,17 +140,17 @@ const uint8_t *td_rd_bytes(td_rd *r, size_t n)
     return p;
 }
 
-size_t td_rd_left(const td_rd *r)
+size_t td_crdt_rd_left(const td_rd *r)
 {
     return r->bad ? 0 : (size_t)(r->end - r->p);
 }
 
-uint64_t td_zigzag(int64_t v)
+uint64_t td_crdt_zigzag(int64_t v)
 {
     return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
 }
 
-int64_t td_unzigzag(uint64_t v)
+int64_t td_crdt_unzigzag(uint64_t v)
 {
     return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
 }
@@ -172,7 +172,7 @@ static int utf8_seqlen(uint8_t c)
 }
 
 /* Rejects overlongs, surrogates and code points past U+10FFFF. */
-size_t td_utf8_count(const char *str, size_t len)
+size_t td_crdt_utf8_count(const char *str, size_t len)
 {
     const uint8_t *s = (const uint8_t *)str;
     size_t i = 0, n = 0;
@@ -198,7 +198,7 @@ size_t td_utf8_count(const char *str, size_t len)
     return n;
 }
 
-void td_utf8_decode(const char *str, size_t len, uint32_t *out)
+void td_crdt_utf8_decode(const char *str, size_t len, uint32_t *out)
 {
     const uint8_t *s = (const uint8_t *)str;
     size_t i = 0;
@@ -213,7 +213,7 @@ void td_utf8_decode(const char *str, size_t len, uint32_t *out)
     }
 }
 
-size_t td_utf8_put(uint32_t cp, char *o)
+size_t td_crdt_utf8_put(uint32_t cp, char *o)
 {
     if (cp < 0x80) {
         o[0] = (char)cp;
@@ -237,7 +237,7 @@ size_t td_utf8_put(uint32_t cp, char *o)
     return 4;
 }
 
-void td_buf_utf8(td_buf *b, const uint32_t *cps, uint32_t n)
+void td_crdt_wb_utf8(td_buf *b, const uint32_t *cps, uint32_t n)
 {
     if (!buf_reserve(b, (size_t)n * 4))
         return;
@@ -248,58 +248,58 @@ void td_buf_utf8(td_buf *b, const uint32_t *cps, uint32_t n)
         if (cp < 0x80)
             *o++ = (char)cp;
         else
-            o += td_utf8_put(cp, o);
+            o += td_crdt_utf8_put(cp, o);
     }
     b->len += (size_t)(o - start);
 }
 
 /* ---- values ------------------------------------------------------------- */
 
-void td_val_encode(td_buf *b, const td_val *v)
+void td_crdt_val_encode(td_buf *b, const td_val *v)
 {
-    td_buf_u8(b, v->tag);
+    td_crdt_wb_u8(b, v->tag);
     switch (v->tag) {
     case TD_VT_INT:
-        td_buf_varint(b, td_zigzag(v->u.i));
+        td_crdt_wb_varint(b, td_crdt_zigzag(v->u.i));
         break;
     case TD_VT_FLOAT: {
         uint64_t bits;
         memcpy(&bits, &v->u.f, 8);
-        td_buf_u64le(b, bits);
+        td_crdt_wb_u64le(b, bits);
         break;
     }
     case TD_VT_STR:
-        td_buf_varint(b, v->len);
-        td_buf_bytes(b, v->u.s, v->len);
+        td_crdt_wb_varint(b, v->len);
+        td_crdt_wb_bytes(b, v->u.s, v->len);
         break;
     default:
         break; /* tag alone; nested objects are named by the op's id */
     }
 }
 
-td_crdt_err td_val_decode(td_crdt_doc *d, td_rd *r, td_val *out)
+td_crdt_err td_crdt_val_decode(td_crdt_doc *d, td_rd *r, td_val *out)
 {
     memset(out, 0, sizeof *out);
-    out->tag = td_rd_u8(r);
+    out->tag = td_crdt_rd_u8(r);
     if (r->bad || out->tag >= TD_VT_COUNT)
         return TD_CRDT_ERR_DECODE;
     switch (out->tag) {
     case TD_VT_INT:
-        out->u.i = td_unzigzag(td_rd_varint(r));
+        out->u.i = td_crdt_unzigzag(td_crdt_rd_varint(r));
         break;
     case TD_VT_FLOAT: {
-        uint64_t bits = td_rd_u64le(r);
+        uint64_t bits = td_crdt_rd_u64le(r);
         memcpy(&out->u.f, &bits, 8);
         if (out->u.f != out->u.f) /* NaN has no JSON form and breaks equality */
             return TD_CRDT_ERR_DECODE;
         break;
     }
     case TD_VT_STR: {
-        uint32_t n = td_rd_u32(r, 0x7fffffff);
-        const uint8_t *p = td_rd_bytes(r, n);
-        if (!p || td_utf8_count((const char *)p, n) == SIZE_MAX)
+        uint32_t n = td_crdt_rd_u32(r, 0x7fffffff);
+        const uint8_t *p = td_crdt_rd_bytes(r, n);
+        if (!p || td_crdt_utf8_count((const char *)p, n) == SIZE_MAX)
             return TD_CRDT_ERR_DECODE;
-        out->u.s = td_mem(d, NULL, n ? n : 1);
+        out->u.s = td_crdt_mem(d, NULL, n ? n : 1);
         if (!out->u.s)
             return TD_CRDT_ERR_NOMEM;
         memcpy(out->u.s, p, n);

@@ -249,92 +249,92 @@ struct td_crdt_doc {
 };
 
 /* ---- doc.c: memory, errors, agents, objects ---------------------------- */
-void *td_mem(td_crdt_doc *d, void *p, size_t n);
-void td_memfree(td_crdt_doc *d, void *p);
+void *td_crdt_mem(td_crdt_doc *d, void *p, size_t n);
+void td_crdt_memfree(td_crdt_doc *d, void *p);
 /* Grows *arr (element size sz) to hold at least need elements. */
-int td_grow(td_crdt_doc *d, void **arr, uint32_t *cap, uint32_t need, size_t sz);
-td_crdt_err td_fail(td_crdt_doc *d, td_crdt_err e, const char *fmt, ...);
-td_crdt_err td_agent_intern(td_crdt_doc *d, uint64_t id, uint32_t *out);
-int td_agent_find(const td_crdt_doc *d, uint64_t id, uint32_t *out);
-td_obj *td_obj_get(const td_crdt_doc *d, td_crdt_obj h);
-uint32_t td_obj_find_nested(const td_crdt_doc *d, uint64_t agent, uint32_t seq);
-uint32_t td_obj_find_root(const td_crdt_doc *d, uint8_t kind, const char *name,
+int td_crdt_grow(td_crdt_doc *d, void **arr, uint32_t *cap, uint32_t need, size_t sz);
+td_crdt_err td_crdt_fail(td_crdt_doc *d, td_crdt_err e, const char *fmt, ...);
+td_crdt_err td_crdt_agent_intern(td_crdt_doc *d, uint64_t id, uint32_t *out);
+int td_crdt_agent_find(const td_crdt_doc *d, uint64_t id, uint32_t *out);
+td_obj *td_crdt_obj_get(const td_crdt_doc *d, td_crdt_obj h);
+uint32_t td_crdt_obj_find_nested(const td_crdt_doc *d, uint64_t agent, uint32_t seq);
+uint32_t td_crdt_obj_find_root(const td_crdt_doc *d, uint8_t kind, const char *name,
                           size_t len);
-td_crdt_err td_obj_new_root(td_crdt_doc *d, uint8_t kind, const char *name,
+td_crdt_err td_crdt_obj_new_root(td_crdt_doc *d, uint8_t kind, const char *name,
                             size_t len, uint32_t *out);
-td_crdt_err td_obj_new_nested(td_crdt_doc *d, uint8_t kind, td_id id,
+td_crdt_err td_crdt_obj_new_nested(td_crdt_doc *d, uint8_t kind, td_id id,
                               uint32_t parent, uint32_t *out);
-td_crdt_err td_delrec_add(td_crdt_doc *d, uint32_t agent, const td_delrec *r);
-void td_val_free(td_crdt_doc *d, td_val *v);
-void td_val_export(const td_crdt_doc *d, const td_val *v, td_crdt_value *out);
+td_crdt_err td_crdt_delrec_add(td_crdt_doc *d, uint32_t agent, const td_delrec *r);
+void td_crdt_val_free(td_crdt_doc *d, td_val *v);
+void td_crdt_val_export(const td_crdt_doc *d, const td_val *v, td_crdt_value *out);
 
-void td_emit(td_crdt_doc *d, td_crdt_event_kind kind, uint32_t obj, uint32_t pos,
+void td_crdt_emit(td_crdt_doc *d, td_crdt_event_kind kind, uint32_t obj, uint32_t pos,
              uint32_t count, const char *key, size_t klen);
 
 /* ---- id_index.c -------------------------------------------------------- */
-td_idx_ent *td_idx_floor(td_idx *x, uint32_t seq);
-td_crdt_err td_idx_put(td_crdt_doc *d, td_idx *x, uint32_t seq, td_leaf *leaf);
-void td_idx_del(td_crdt_doc *d, td_idx *x, uint32_t seq);
+td_idx_ent *td_crdt_idx_floor(td_idx *x, uint32_t seq);
+td_crdt_err td_crdt_idx_put(td_crdt_doc *d, td_idx *x, uint32_t seq, td_leaf *leaf);
+void td_crdt_idx_del(td_crdt_doc *d, td_idx *x, uint32_t seq);
 /* Changes key `from` to `to`; the caller guarantees the order is kept. */
-void td_idx_rekey(td_idx *x, uint32_t from, uint32_t to);
+void td_crdt_idx_rekey(td_idx *x, uint32_t from, uint32_t to);
 /* Calls fn for each entry with key >= from, in key order, until fn returns
  * non-zero. */
-int td_idx_walk(td_idx *x, uint32_t from, int (*fn)(void *, td_idx_ent *), void *ud);
-void td_idx_free(td_crdt_doc *d, td_idx *x);
+int td_crdt_idx_walk(td_idx *x, uint32_t from, int (*fn)(void *, td_idx_ent *), void *ud);
+void td_crdt_idx_free(td_crdt_doc *d, td_idx *x);
 
 /* ---- seq_tree.c -------------------------------------------------------- */
-void td_seq_init(td_seq *s, uint32_t obj);
-void td_seq_free(td_crdt_doc *d, td_seq *s);
+void td_crdt_seq_init(td_seq *s, uint32_t obj);
+void td_crdt_seq_free(td_crdt_doc *d, td_seq *s);
 /* Item at visible index vpos (< s->vis). */
-td_pos td_seq_find_visible(td_seq *s, uint32_t vpos);
+td_pos td_crdt_seq_find_visible(td_seq *s, uint32_t vpos);
 /* Item with this id, if it is an item of object obj. */
-int td_seq_locate(td_crdt_doc *d, uint32_t obj, td_id id, td_pos *out);
+int td_crdt_seq_locate(td_crdt_doc *d, uint32_t obj, td_id id, td_pos *out);
 /* Index of an item counting tombstones. */
-uint32_t td_seq_index(const td_pos *p);
+uint32_t td_crdt_seq_index(const td_pos *p);
 /* Number of visible items before the item at p. */
-uint32_t td_seq_vis_index(const td_pos *p);
+uint32_t td_crdt_seq_vis_index(const td_pos *p);
 /* Splits the run at p so that p starts a run (no-op if p->off == 0); p is
  * updated to the run that now starts at the item. */
-td_crdt_err td_seq_split(td_crdt_doc *d, td_seq *s, td_pos *p);
+td_crdt_err td_crdt_seq_split(td_crdt_doc *d, td_seq *s, td_pos *p);
 /* Inserts run r before the run at (leaf, ri) -- ri may equal leaf->n --
  * counting its items. On return *at names the new run. */
-td_crdt_err td_seq_insert_run(td_crdt_doc *d, td_seq *s, td_leaf *leaf,
+td_crdt_err td_crdt_seq_insert_run(td_crdt_doc *d, td_seq *s, td_leaf *leaf,
                               uint32_t ri, const td_run *r, td_pos *at);
-void td_spares_free(td_crdt_doc *d);
-void td_seq_adjust(td_seq *s, td_leaf *leaf, int64_t dtot, int64_t dvis);
+void td_crdt_spares_free(td_crdt_doc *d);
+void td_crdt_seq_adjust(td_seq *s, td_leaf *leaf, int64_t dtot, int64_t dvis);
 /* Tries to merge run ri with run ri+1 of the same leaf. */
-int td_seq_try_merge(td_crdt_doc *d, td_leaf *leaf, uint32_t ri);
-int td_run_continues(const td_run *a, const td_run *b);
-int td_pos_next_run(td_pos *p);
-td_id td_run_last(const td_run *r);
+int td_crdt_seq_try_merge(td_crdt_doc *d, td_leaf *leaf, uint32_t ri);
+int td_crdt_run_continues(const td_run *a, const td_run *b);
+int td_crdt_pos_next_run(td_pos *p);
+td_id td_crdt_run_last(const td_run *r);
 
 /* ---- seq_ops.c --------------------------------------------------------- */
-td_crdt_err td_seq_local_insert(td_crdt_doc *d, uint32_t obj, uint32_t pos,
+td_crdt_err td_crdt_seq_local_insert(td_crdt_doc *d, uint32_t obj, uint32_t pos,
                                 const uint32_t *cps, const td_val *vals,
                                 uint32_t n);
-td_crdt_err td_seq_local_delete(td_crdt_doc *d, uint32_t obj, uint32_t pos,
+td_crdt_err td_crdt_seq_local_delete(td_crdt_doc *d, uint32_t obj, uint32_t pos,
                                 uint32_t n);
 /* Integrates items (agent,seq..seq+n-1) with the given origins; content is
  * cps (text) or vals (list) or neither when deleted. Origins were checked. */
-td_crdt_err td_seq_integrate(td_crdt_doc *d, uint32_t obj, td_id id, uint32_t n,
+td_crdt_err td_crdt_seq_integrate(td_crdt_doc *d, uint32_t obj, td_id id, uint32_t n,
                              td_id left, td_id right, int deleted,
                              const uint32_t *cps, const td_val *vals);
 /* Marks items [lo, hi] of agent ta in obj deleted (all checked to exist). */
-td_crdt_err td_seq_delete_ids(td_crdt_doc *d, uint32_t obj, uint32_t ta,
+td_crdt_err td_crdt_seq_delete_ids(td_crdt_doc *d, uint32_t obj, uint32_t ta,
                               uint32_t lo, uint32_t hi);
 /* 1 if every id (agent, lo..hi) is a deleted item of obj. */
-int td_seq_range_deleted(td_crdt_doc *d, uint32_t obj, uint32_t agent, uint32_t lo,
+int td_crdt_seq_range_deleted(td_crdt_doc *d, uint32_t obj, uint32_t agent, uint32_t lo,
                          uint32_t hi);
 /* 1 if every id (agent, lo..hi) is an item of obj. */
-int td_seq_has_range(td_crdt_doc *d, uint32_t obj, uint32_t agent, uint32_t lo,
+int td_crdt_seq_has_range(td_crdt_doc *d, uint32_t obj, uint32_t agent, uint32_t lo,
                      uint32_t hi);
 
 /* ---- map.c ------------------------------------------------------------- */
-td_mapent *td_map_find(const td_map *m, const char *key, size_t klen);
+td_mapent *td_crdt_map_find(const td_map *m, const char *key, size_t klen);
 /* Applies an LWW write; takes ownership of v's string. */
-td_crdt_err td_map_write(td_crdt_doc *d, td_map *m, const char *key, size_t klen,
+td_crdt_err td_crdt_map_write(td_crdt_doc *d, td_map *m, const char *key, size_t klen,
                          td_val *v, uint64_t lamport, td_id id);
-void td_map_free(td_crdt_doc *d, td_map *m);
+void td_crdt_map_free(td_crdt_doc *d, td_map *m);
 
 /* ---- codec.c ----------------------------------------------------------- */
 typedef struct td_buf {
@@ -343,41 +343,41 @@ typedef struct td_buf {
     size_t len, cap;
     int oom;
 } td_buf;
-void td_buf_init(td_buf *b, td_crdt_doc *d);
-void td_buf_bytes(td_buf *b, const void *p, size_t n);
-void td_buf_u8(td_buf *b, uint8_t v);
-void td_buf_varint(td_buf *b, uint64_t v);
-void td_buf_u64le(td_buf *b, uint64_t v);
-void td_buf_free(td_buf *b);
+void td_crdt_wb_init(td_buf *b, td_crdt_doc *d);
+void td_crdt_wb_bytes(td_buf *b, const void *p, size_t n);
+void td_crdt_wb_u8(td_buf *b, uint8_t v);
+void td_crdt_wb_varint(td_buf *b, uint64_t v);
+void td_crdt_wb_u64le(td_buf *b, uint64_t v);
+void td_crdt_wb_free(td_buf *b);
 
 typedef struct td_rd {
     const uint8_t *p, *end;
     int bad;
 } td_rd;
-uint8_t td_rd_u8(td_rd *r);
-uint64_t td_rd_varint(td_rd *r);
-uint32_t td_rd_u32(td_rd *r, uint32_t max); /* varint, bad if > max */
-uint64_t td_rd_u64le(td_rd *r);
-const uint8_t *td_rd_bytes(td_rd *r, size_t n);
-size_t td_rd_left(const td_rd *r);
+uint8_t td_crdt_rd_u8(td_rd *r);
+uint64_t td_crdt_rd_varint(td_rd *r);
+uint32_t td_crdt_rd_u32(td_rd *r, uint32_t max); /* varint, bad if > max */
+uint64_t td_crdt_rd_u64le(td_rd *r);
+const uint8_t *td_crdt_rd_bytes(td_rd *r, size_t n);
+size_t td_crdt_rd_left(const td_rd *r);
 
 /* UTF-8: number of code points, or SIZE_MAX if invalid. */
-size_t td_utf8_count(const char *s, size_t len);
+size_t td_crdt_utf8_count(const char *s, size_t len);
 /* Decodes valid UTF-8 into code points (n known). */
-void td_utf8_decode(const char *s, size_t len, uint32_t *out);
-size_t td_utf8_put(uint32_t cp, char *out);
-void td_buf_utf8(td_buf *b, const uint32_t *cps, uint32_t n);
+void td_crdt_utf8_decode(const char *s, size_t len, uint32_t *out);
+size_t td_crdt_utf8_put(uint32_t cp, char *out);
+void td_crdt_wb_utf8(td_buf *b, const uint32_t *cps, uint32_t n);
 
 /* Values on the wire: tag byte, then payload. Decoding copies strings. */
-void td_val_encode(td_buf *b, const td_val *v);
-td_crdt_err td_val_decode(td_crdt_doc *d, td_rd *r, td_val *out);
+void td_crdt_val_encode(td_buf *b, const td_val *v);
+td_crdt_err td_crdt_val_decode(td_crdt_doc *d, td_rd *r, td_val *out);
 
 /* ---- batch.c / snapshot.c ---------------------------------------------- */
 /* NULL if a freshly loaded document is consistent as a whole, else why not
  * (snapshot_check.c). */
-const char *td_snapshot_check(td_crdt_doc *d, int *oom);
-void td_pending_free(td_crdt_doc *d);
-uint64_t td_zigzag(int64_t v);
-int64_t td_unzigzag(uint64_t v);
+const char *td_crdt_snapshot_check(td_crdt_doc *d, int *oom);
+void td_crdt_pending_free(td_crdt_doc *d);
+uint64_t td_crdt_zigzag(int64_t v);
+int64_t td_crdt_unzigzag(uint64_t v);
 
 #endif

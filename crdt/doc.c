@@ -22,20 +22,20 @@ static void *libc_alloc(void *ud, void *p, size_t n)
     return realloc(p, n);
 }
 
-void *td_mem(td_crdt_doc *d, void *p, size_t n)
+void *td_crdt_mem(td_crdt_doc *d, void *p, size_t n)
 {
     if (n == 0)
         n = 1;
     return d->alloc(d->alloc_ud, p, n);
 }
 
-void td_memfree(td_crdt_doc *d, void *p)
+void td_crdt_memfree(td_crdt_doc *d, void *p)
 {
     if (p)
         d->alloc(d->alloc_ud, p, 0);
 }
 
-int td_grow(td_crdt_doc *d, void **arr, uint32_t *cap, uint32_t need, size_t sz)
+int td_crdt_grow(td_crdt_doc *d, void **arr, uint32_t *cap, uint32_t need, size_t sz)
 {
     if (need <= *cap)
         return 1;
@@ -44,7 +44,7 @@ int td_grow(td_crdt_doc *d, void **arr, uint32_t *cap, uint32_t need, size_t sz)
         nc *= 2;
     if (nc > UINT32_MAX || nc * sz > SIZE_MAX / 2)
         return 0;
-    void *p = td_mem(d, *arr, (size_t)nc * sz);
+    void *p = td_crdt_mem(d, *arr, (size_t)nc * sz);
     if (!p)
         return 0;
     *arr = p;
@@ -52,7 +52,7 @@ int td_grow(td_crdt_doc *d, void **arr, uint32_t *cap, uint32_t need, size_t sz)
     return 1;
 }
 
-td_crdt_err td_fail(td_crdt_doc *d, td_crdt_err e, const char *fmt, ...)
+td_crdt_err td_crdt_fail(td_crdt_doc *d, td_crdt_err e, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -83,7 +83,7 @@ void td_crdt_set_observer(td_crdt_doc *d, td_crdt_observer_fn fn, void *ud)
     d->observer_ud = ud;
 }
 
-void td_emit(td_crdt_doc *d, td_crdt_event_kind kind, uint32_t obj, uint32_t pos,
+void td_crdt_emit(td_crdt_doc *d, td_crdt_event_kind kind, uint32_t obj, uint32_t pos,
              uint32_t count, const char *key, size_t klen)
 {
     td_crdt_event ev = {kind, obj, pos, count, key, klen, !d->integrating};
@@ -92,7 +92,7 @@ void td_emit(td_crdt_doc *d, td_crdt_event_kind kind, uint32_t obj, uint32_t pos
 
 /* ---- agents -------------------------------------------------------------- */
 
-int td_agent_find(const td_crdt_doc *d, uint64_t id, uint32_t *out)
+int td_crdt_agent_find(const td_crdt_doc *d, uint64_t id, uint32_t *out)
 {
     uint32_t lo = 0, hi = d->nagents;
     while (lo < hi) {
@@ -111,16 +111,16 @@ int td_agent_find(const td_crdt_doc *d, uint64_t id, uint32_t *out)
     return 0;
 }
 
-td_crdt_err td_agent_intern(td_crdt_doc *d, uint64_t id, uint32_t *out)
+td_crdt_err td_crdt_agent_intern(td_crdt_doc *d, uint64_t id, uint32_t *out)
 {
     uint32_t at;
-    if (td_agent_find(d, id, out))
+    if (td_crdt_agent_find(d, id, out))
         return TD_CRDT_OK;
     at = *out;
     uint32_t cap = d->capagents, cap2 = d->capagents;
-    if (!td_grow(d, (void **)&d->agents, &cap, d->nagents + 1, sizeof *d->agents) ||
-        !td_grow(d, (void **)&d->agent_order, &cap2, d->nagents + 1, sizeof *d->agent_order))
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    if (!td_crdt_grow(d, (void **)&d->agents, &cap, d->nagents + 1, sizeof *d->agents) ||
+        !td_crdt_grow(d, (void **)&d->agent_order, &cap2, d->nagents + 1, sizeof *d->agent_order))
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     /* both arrays grow together: keep the smaller capacity */
     d->capagents = cap < cap2 ? cap : cap2;
     uint32_t i = d->nagents++;
@@ -137,7 +137,7 @@ td_crdt_err td_agent_intern(td_crdt_doc *d, uint64_t id, uint32_t *out)
  * record continues it (same object and target agent, next seqs, next targets
  * in the same direction): backspacing over a word is one record. Records are
  * appended in seq order, so an agent's records stay sorted. */
-td_crdt_err td_delrec_add(td_crdt_doc *d, uint32_t agent, const td_delrec *r)
+td_crdt_err td_crdt_delrec_add(td_crdt_doc *d, uint32_t agent, const td_delrec *r)
 {
     td_agent *a = &d->agents[agent];
     if (a->ndels) {
@@ -159,15 +159,15 @@ td_crdt_err td_delrec_add(td_crdt_doc *d, uint32_t agent, const td_delrec *r)
             }
         }
     }
-    if (!td_grow(d, (void **)&a->dels, &a->capdels, a->ndels + 1, sizeof *a->dels))
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    if (!td_crdt_grow(d, (void **)&a->dels, &a->capdels, a->ndels + 1, sizeof *a->dels))
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     a->dels[a->ndels++] = *r;
     return TD_CRDT_OK;
 }
 
 /* ---- objects ------------------------------------------------------------- */
 
-td_obj *td_obj_get(const td_crdt_doc *d, td_crdt_obj h)
+td_obj *td_crdt_obj_get(const td_crdt_doc *d, td_crdt_obj h)
 {
     if (h == 0 || h > d->nobjs)
         return NULL;
@@ -176,7 +176,7 @@ td_obj *td_obj_get(const td_crdt_doc *d, td_crdt_obj h)
 
 td_crdt_kind td_crdt_obj_kind(const td_crdt_doc *d, td_crdt_obj h)
 {
-    td_obj *o = td_obj_get(d, h);
+    td_obj *o = td_crdt_obj_get(d, h);
     return o ? (td_crdt_kind)o->kind : (td_crdt_kind)0;
 }
 
@@ -201,7 +201,7 @@ static uint32_t okey_lower(const td_crdt_doc *d, uint64_t agent, uint32_t seq)
     return lo;
 }
 
-uint32_t td_obj_find_nested(const td_crdt_doc *d, uint64_t agent, uint32_t seq)
+uint32_t td_crdt_obj_find_nested(const td_crdt_doc *d, uint64_t agent, uint32_t seq)
 {
     uint32_t i = okey_lower(d, agent, seq);
     if (i < d->nokeys && okey_cmp(&d->okeys[i], agent, seq) == 0)
@@ -209,7 +209,7 @@ uint32_t td_obj_find_nested(const td_crdt_doc *d, uint64_t agent, uint32_t seq)
     return 0;
 }
 
-uint32_t td_obj_find_root(const td_crdt_doc *d, uint8_t kind, const char *name,
+uint32_t td_crdt_obj_find_root(const td_crdt_doc *d, uint8_t kind, const char *name,
                           size_t len)
 {
     for (uint32_t i = 0; i < d->nroots; i++) {
@@ -223,37 +223,37 @@ uint32_t td_obj_find_root(const td_crdt_doc *d, uint8_t kind, const char *name,
 static td_crdt_err obj_alloc(td_crdt_doc *d, uint8_t kind, td_obj **out, uint32_t *h)
 {
     if (d->nobjs >= 0x7ffffff0u)
-        return td_fail(d, TD_CRDT_ERR_LIMIT, "too many objects");
-    if (!td_grow(d, (void **)&d->objs, &d->capobjs, d->nobjs + 1, sizeof *d->objs))
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
-    td_obj *o = td_mem(d, NULL, sizeof *o);
+        return td_crdt_fail(d, TD_CRDT_ERR_LIMIT, "too many objects");
+    if (!td_crdt_grow(d, (void **)&d->objs, &d->capobjs, d->nobjs + 1, sizeof *d->objs))
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    td_obj *o = td_crdt_mem(d, NULL, sizeof *o);
     if (!o)
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     memset(o, 0, sizeof *o);
     o->kind = kind;
     *h = d->nobjs + 1;
     if (kind == TD_CRDT_MAP)
         memset(&o->u.map, 0, sizeof o->u.map);
     else
-        td_seq_init(&o->u.seq, *h);
+        td_crdt_seq_init(&o->u.seq, *h);
     *out = o;
     return TD_CRDT_OK;
 }
 
-td_crdt_err td_obj_new_root(td_crdt_doc *d, uint8_t kind, const char *name,
+td_crdt_err td_crdt_obj_new_root(td_crdt_doc *d, uint8_t kind, const char *name,
                             size_t len, uint32_t *out)
 {
     td_obj *o;
     uint32_t h;
-    if (!td_grow(d, (void **)&d->roots, &d->caproots, d->nroots + 1, sizeof *d->roots))
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    if (!td_crdt_grow(d, (void **)&d->roots, &d->caproots, d->nroots + 1, sizeof *d->roots))
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     td_crdt_err e = obj_alloc(d, kind, &o, &h);
     if (e)
         return e;
-    o->name = td_mem(d, NULL, len);
+    o->name = td_crdt_mem(d, NULL, len);
     if (!o->name) {
-        td_memfree(d, o);
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        td_crdt_memfree(d, o);
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     }
     memcpy(o->name, name, len);
     o->name_len = (uint32_t)len;
@@ -265,14 +265,14 @@ td_crdt_err td_obj_new_root(td_crdt_doc *d, uint8_t kind, const char *name,
     return TD_CRDT_OK;
 }
 
-td_crdt_err td_obj_new_nested(td_crdt_doc *d, uint8_t kind, td_id id,
+td_crdt_err td_crdt_obj_new_nested(td_crdt_doc *d, uint8_t kind, td_id id,
                               uint32_t parent, uint32_t *out)
 {
-    td_obj *po = td_obj_get(d, parent);
+    td_obj *po = td_crdt_obj_get(d, parent);
     if (po && po->depth + 1u > d->max_depth)
-        return td_fail(d, TD_CRDT_ERR_LIMIT, "objects nested deeper than %zu", d->max_depth);
-    if (!td_grow(d, (void **)&d->okeys, &d->capokeys, d->nokeys + 1, sizeof *d->okeys))
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        return td_crdt_fail(d, TD_CRDT_ERR_LIMIT, "objects nested deeper than %zu", d->max_depth);
+    if (!td_crdt_grow(d, (void **)&d->okeys, &d->capokeys, d->nokeys + 1, sizeof *d->okeys))
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     td_obj *o;
     uint32_t h;
     td_crdt_err e = obj_alloc(d, kind, &o, &h);
@@ -293,25 +293,25 @@ td_crdt_err td_obj_new_nested(td_crdt_doc *d, uint8_t kind, td_id id,
     return TD_CRDT_OK;
 }
 
-/* Undoes the last td_obj_new_nested (a local edit that failed after it). */
+/* Undoes the last td_crdt_obj_new_nested (a local edit that failed after it). */
 static void obj_drop_last_nested(td_crdt_doc *d)
 {
     td_obj *o = d->objs[--d->nobjs];
     uint32_t at = okey_lower(d, d->agents[o->id.agent].id, o->id.seq);
     memmove(&d->okeys[at], &d->okeys[at + 1], (d->nokeys - at - 1) * sizeof *d->okeys);
     d->nokeys--;
-    td_memfree(d, o->key);
-    td_memfree(d, o);
+    td_crdt_memfree(d, o->key);
+    td_crdt_memfree(d, o);
 }
 
-void td_val_free(td_crdt_doc *d, td_val *v)
+void td_crdt_val_free(td_crdt_doc *d, td_val *v)
 {
     if (v->tag == TD_VT_STR)
-        td_memfree(d, v->u.s);
+        td_crdt_memfree(d, v->u.s);
     v->tag = TD_VT_NULL;
 }
 
-void td_val_export(const td_crdt_doc *d, const td_val *v, td_crdt_value *out)
+void td_crdt_val_export(const td_crdt_doc *d, const td_val *v, td_crdt_value *out)
 {
     static const td_crdt_vtype types[TD_VT_COUNT] = {
         [TD_VT_NULL] = TD_CRDT_V_NULL,   [TD_VT_FALSE] = TD_CRDT_V_FALSE,
@@ -348,22 +348,22 @@ static td_crdt_err val_import(td_crdt_doc *d, const td_crdt_value *in, td_val *o
     };
     memset(out, 0, sizeof *out);
     if (!in || in->type < TD_CRDT_V_NULL || in->type > TD_CRDT_V_STR)
-        return td_fail(d, TD_CRDT_ERR_ARG, "value must be a scalar");
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "value must be a scalar");
     out->tag = tags[in->type];
     if (in->type == TD_CRDT_V_INT)
         out->u.i = in->u.i;
     if (in->type == TD_CRDT_V_FLOAT) {
         if (in->u.f != in->u.f)
-            return td_fail(d, TD_CRDT_ERR_ARG, "NaN is not a JSON value");
+            return td_crdt_fail(d, TD_CRDT_ERR_ARG, "NaN is not a JSON value");
         out->u.f = in->u.f;
     }
     if (in->type == TD_CRDT_V_STR) {
         if (in->u.str.len > 0x7fffffff || (in->u.str.len && !in->u.str.ptr) ||
-            td_utf8_count(in->u.str.ptr, in->u.str.len) == SIZE_MAX)
-            return td_fail(d, TD_CRDT_ERR_ARG, "string is not valid UTF-8");
-        out->u.s = td_mem(d, NULL, in->u.str.len);
+            td_crdt_utf8_count(in->u.str.ptr, in->u.str.len) == SIZE_MAX)
+            return td_crdt_fail(d, TD_CRDT_ERR_ARG, "string is not valid UTF-8");
+        out->u.s = td_crdt_mem(d, NULL, in->u.str.len);
         if (!out->u.s)
-            return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+            return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
         memcpy(out->u.s, in->u.str.ptr, in->u.str.len);
         out->len = (uint32_t)in->u.str.len;
     }
@@ -392,7 +392,7 @@ td_crdt_err td_crdt_doc_new(const td_crdt_options *opts, td_crdt_doc **out)
     d->max_depth = o.max_depth ? o.max_depth : 64;
     if (d->max_depth > 1000)
         d->max_depth = 1000;
-    td_crdt_err e = td_agent_intern(d, o.agent, &d->self);
+    td_crdt_err e = td_crdt_agent_intern(d, o.agent, &d->self);
     if (e) {
         td_crdt_doc_free(d);
         return e;
@@ -408,24 +408,24 @@ void td_crdt_doc_free(td_crdt_doc *d)
     for (uint32_t i = 0; i < d->nobjs; i++) {
         td_obj *o = d->objs[i];
         if (o->kind == TD_CRDT_MAP)
-            td_map_free(d, &o->u.map);
+            td_crdt_map_free(d, &o->u.map);
         else
-            td_seq_free(d, &o->u.seq);
-        td_memfree(d, o->name);
-        td_memfree(d, o->key);
-        td_memfree(d, o);
+            td_crdt_seq_free(d, &o->u.seq);
+        td_crdt_memfree(d, o->name);
+        td_crdt_memfree(d, o->key);
+        td_crdt_memfree(d, o);
     }
     for (uint32_t i = 0; i < d->nagents; i++) {
-        td_idx_free(d, &d->agents[i].idx);
-        td_memfree(d, d->agents[i].dels);
+        td_crdt_idx_free(d, &d->agents[i].idx);
+        td_crdt_memfree(d, d->agents[i].dels);
     }
-    td_pending_free(d);
-    td_spares_free(d);
-    td_memfree(d, d->objs);
-    td_memfree(d, d->okeys);
-    td_memfree(d, d->roots);
-    td_memfree(d, d->agents);
-    td_memfree(d, d->agent_order);
+    td_crdt_pending_free(d);
+    td_crdt_spares_free(d);
+    td_crdt_memfree(d, d->objs);
+    td_crdt_memfree(d, d->okeys);
+    td_crdt_memfree(d, d->roots);
+    td_crdt_memfree(d, d->agents);
+    td_crdt_memfree(d, d->agent_order);
     d->alloc(d->alloc_ud, d, 0);
 }
 
@@ -441,13 +441,13 @@ uint64_t td_crdt_doc_agent(const td_crdt_doc *d)
 
 void td_crdt_buf_free(td_crdt_doc *d, void *buf)
 {
-    td_memfree(d, buf);
+    td_crdt_memfree(d, buf);
 }
 
 uint64_t td_crdt_vv_get(const td_crdt_doc *d, uint64_t agent)
 {
     uint32_t i;
-    return td_agent_find(d, agent, &i) ? d->agents[i].vv : 0;
+    return td_crdt_agent_find(d, agent, &i) ? d->agents[i].vv : 0;
 }
 
 uint64_t td_crdt_op_count(const td_crdt_doc *d)
@@ -459,20 +459,20 @@ td_crdt_err td_crdt_root(td_crdt_doc *d, td_crdt_kind kind, const char *name,
                          size_t len, td_crdt_obj *out)
 {
     if (kind < TD_CRDT_TEXT || kind > TD_CRDT_MAP || !out || !name || len == 0 ||
-        len > TD_MAX_NAME || td_utf8_count(name, len) == SIZE_MAX)
-        return td_fail(d, TD_CRDT_ERR_ARG, "root needs a kind and a name of 1-255 bytes of UTF-8");
-    *out = td_obj_find_root(d, (uint8_t)kind, name, len);
+        len > TD_MAX_NAME || td_crdt_utf8_count(name, len) == SIZE_MAX)
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "root needs a kind and a name of 1-255 bytes of UTF-8");
+    *out = td_crdt_obj_find_root(d, (uint8_t)kind, name, len);
     if (*out)
         return TD_CRDT_OK;
-    return td_obj_new_root(d, (uint8_t)kind, name, len, out);
+    return td_crdt_obj_new_root(d, (uint8_t)kind, name, len, out);
 }
 
 /* The object behind handle h if it has kind `kind`. */
 static td_obj *obj_of(td_crdt_doc *d, td_crdt_obj h, uint8_t kind, const char *what)
 {
-    td_obj *o = td_obj_get(d, h);
+    td_obj *o = td_crdt_obj_get(d, h);
     if (!o || o->kind != kind) {
-        td_fail(d, TD_CRDT_ERR_ARG, "handle %u is not a %s", (unsigned)h, what);
+        td_crdt_fail(d, TD_CRDT_ERR_ARG, "handle %u is not a %s", (unsigned)h, what);
         return NULL;
     }
     return o;
@@ -481,7 +481,7 @@ static td_obj *obj_of(td_crdt_doc *d, td_crdt_obj h, uint8_t kind, const char *w
 static td_crdt_err room_for_ops(td_crdt_doc *d, size_t n)
 {
     if (n > TD_MAX_SEQ || d->agents[d->self].vv > TD_MAX_SEQ - n)
-        return td_fail(d, TD_CRDT_ERR_LIMIT, "agent has used up its op ids");
+        return td_crdt_fail(d, TD_CRDT_ERR_LIMIT, "agent has used up its op ids");
     return TD_CRDT_OK;
 }
 
@@ -494,27 +494,27 @@ td_crdt_err td_crdt_text_insert(td_crdt_doc *d, td_crdt_obj h, size_t pos,
     if (!o)
         return TD_CRDT_ERR_ARG;
     if (pos > o->u.seq.vis)
-        return td_fail(d, TD_CRDT_ERR_ARG, "position %zu past the end (%u)", pos, o->u.seq.vis);
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "position %zu past the end (%u)", pos, o->u.seq.vis);
     if (len == 0)
         return TD_CRDT_OK;
     if (len == 1 && utf8 && (uint8_t)utf8[0] < 0x80) { /* a keystroke */
         uint32_t cp = (uint8_t)utf8[0];
         td_crdt_err e = room_for_ops(d, 1);
-        return e ? e : td_seq_local_insert(d, h, (uint32_t)pos, &cp, NULL, 1);
+        return e ? e : td_crdt_seq_local_insert(d, h, (uint32_t)pos, &cp, NULL, 1);
     }
-    size_t n = utf8 ? td_utf8_count(utf8, len) : SIZE_MAX;
+    size_t n = utf8 ? td_crdt_utf8_count(utf8, len) : SIZE_MAX;
     if (n == SIZE_MAX)
-        return td_fail(d, TD_CRDT_ERR_ARG, "text is not valid UTF-8");
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "text is not valid UTF-8");
     td_crdt_err e = room_for_ops(d, n);
     if (e)
         return e;
     uint32_t one, *cps = &one;
-    if (n > 1 && !(cps = td_mem(d, NULL, n * sizeof *cps)))
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
-    td_utf8_decode(utf8, len, cps);
-    e = td_seq_local_insert(d, h, (uint32_t)pos, cps, NULL, (uint32_t)n);
+    if (n > 1 && !(cps = td_crdt_mem(d, NULL, n * sizeof *cps)))
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    td_crdt_utf8_decode(utf8, len, cps);
+    e = td_crdt_seq_local_insert(d, h, (uint32_t)pos, cps, NULL, (uint32_t)n);
     if (cps != &one)
-        td_memfree(d, cps);
+        td_crdt_memfree(d, cps);
     return e;
 }
 
@@ -524,16 +524,16 @@ td_crdt_err td_crdt_text_delete(td_crdt_doc *d, td_crdt_obj h, size_t pos, size_
     if (!o)
         return TD_CRDT_ERR_ARG;
     if (pos > o->u.seq.vis || count > o->u.seq.vis - pos)
-        return td_fail(d, TD_CRDT_ERR_ARG, "range %zu+%zu past the end (%u)", pos, count, o->u.seq.vis);
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "range %zu+%zu past the end (%u)", pos, count, o->u.seq.vis);
     if (count == 0)
         return TD_CRDT_OK;
     td_crdt_err e = room_for_ops(d, count);
-    return e ? e : td_seq_local_delete(d, h, (uint32_t)pos, (uint32_t)count);
+    return e ? e : td_crdt_seq_local_delete(d, h, (uint32_t)pos, (uint32_t)count);
 }
 
 size_t td_crdt_text_length(const td_crdt_doc *d, td_crdt_obj h)
 {
-    td_obj *o = td_obj_get(d, h);
+    td_obj *o = td_crdt_obj_get(d, h);
     return o && o->kind == TD_CRDT_TEXT ? o->u.seq.vis : 0;
 }
 
@@ -543,15 +543,15 @@ td_crdt_err td_crdt_text_get(td_crdt_doc *d, td_crdt_obj h, char **out, size_t *
     if (!o || !out)
         return TD_CRDT_ERR_ARG;
     td_buf b;
-    td_buf_init(&b, d);
+    td_crdt_wb_init(&b, d);
     for (td_leaf *l = o->u.seq.first; l; l = l->next)
         for (uint32_t i = 0; i < l->n; i++)
             if (!l->r[i].deleted)
-                td_buf_utf8(&b, o->u.seq.text + l->r[i].content, l->r[i].len);
-    td_buf_u8(&b, 0);
+                td_crdt_wb_utf8(&b, o->u.seq.text + l->r[i].content, l->r[i].len);
+    td_crdt_wb_u8(&b, 0);
     if (b.oom) {
-        td_buf_free(&b);
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        td_crdt_wb_free(&b);
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     }
     *out = (char *)b.p;
     if (len)
@@ -568,24 +568,24 @@ td_crdt_err td_crdt_list_insert(td_crdt_doc *d, td_crdt_obj h, size_t pos,
     if (!o)
         return TD_CRDT_ERR_ARG;
     if (pos > o->u.seq.vis)
-        return td_fail(d, TD_CRDT_ERR_ARG, "position %zu past the end (%u)", pos, o->u.seq.vis);
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "position %zu past the end (%u)", pos, o->u.seq.vis);
     if (n == 0)
         return TD_CRDT_OK;
     td_crdt_err e = room_for_ops(d, n);
     if (e)
         return e;
-    td_val *tmp = td_mem(d, NULL, n * sizeof *tmp);
+    td_val *tmp = td_crdt_mem(d, NULL, n * sizeof *tmp);
     if (!tmp)
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     size_t done = 0;
     for (; done < n && !e; done++)
         e = val_import(d, &vals[done], &tmp[done]);
     if (!e)
-        e = td_seq_local_insert(d, h, (uint32_t)pos, NULL, tmp, (uint32_t)n);
+        e = td_crdt_seq_local_insert(d, h, (uint32_t)pos, NULL, tmp, (uint32_t)n);
     if (e) /* on success the sequence owns the strings */
         for (size_t i = 0; i < done; i++)
-            td_val_free(d, &tmp[i]);
-    td_memfree(d, tmp);
+            td_crdt_val_free(d, &tmp[i]);
+    td_crdt_memfree(d, tmp);
     return e;
 }
 
@@ -596,16 +596,16 @@ td_crdt_err td_crdt_list_insert_obj(td_crdt_doc *d, td_crdt_obj h, size_t pos,
     if (!o)
         return TD_CRDT_ERR_ARG;
     if (pos > o->u.seq.vis || kind < TD_CRDT_TEXT || kind > TD_CRDT_MAP)
-        return td_fail(d, TD_CRDT_ERR_ARG, "bad position or kind");
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "bad position or kind");
     td_crdt_err e = room_for_ops(d, 1);
     if (e)
         return e;
     td_id id = {d->self, d->agents[d->self].vv};
     uint32_t child;
-    if ((e = td_obj_new_nested(d, (uint8_t)kind, id, h, &child)))
+    if ((e = td_crdt_obj_new_nested(d, (uint8_t)kind, id, h, &child)))
         return e;
     td_val v = {.tag = (uint8_t)(TD_VT_TEXT + kind - 1), .u.obj = child};
-    if ((e = td_seq_local_insert(d, h, (uint32_t)pos, NULL, &v, 1))) {
+    if ((e = td_crdt_seq_local_insert(d, h, (uint32_t)pos, NULL, &v, 1))) {
         obj_drop_last_nested(d);
         return e;
     }
@@ -620,28 +620,28 @@ td_crdt_err td_crdt_list_delete(td_crdt_doc *d, td_crdt_obj h, size_t pos, size_
     if (!o)
         return TD_CRDT_ERR_ARG;
     if (pos > o->u.seq.vis || count > o->u.seq.vis - pos)
-        return td_fail(d, TD_CRDT_ERR_ARG, "range %zu+%zu past the end (%u)", pos, count, o->u.seq.vis);
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "range %zu+%zu past the end (%u)", pos, count, o->u.seq.vis);
     if (count == 0)
         return TD_CRDT_OK;
     td_crdt_err e = room_for_ops(d, count);
-    return e ? e : td_seq_local_delete(d, h, (uint32_t)pos, (uint32_t)count);
+    return e ? e : td_crdt_seq_local_delete(d, h, (uint32_t)pos, (uint32_t)count);
 }
 
 size_t td_crdt_list_length(const td_crdt_doc *d, td_crdt_obj h)
 {
-    td_obj *o = td_obj_get(d, h);
+    td_obj *o = td_crdt_obj_get(d, h);
     return o && o->kind == TD_CRDT_LIST ? o->u.seq.vis : 0;
 }
 
 td_crdt_err td_crdt_list_get(const td_crdt_doc *d, td_crdt_obj h, size_t pos,
                              td_crdt_value *out)
 {
-    td_obj *o = td_obj_get(d, h);
+    td_obj *o = td_crdt_obj_get(d, h);
     if (!o || o->kind != TD_CRDT_LIST || pos >= o->u.seq.vis || !out)
         return TD_CRDT_ERR_ARG;
-    td_pos p = td_seq_find_visible(&o->u.seq, (uint32_t)pos);
+    td_pos p = td_crdt_seq_find_visible(&o->u.seq, (uint32_t)pos);
     const td_run *r = &p.leaf->r[p.ri];
-    td_val_export(d, &o->u.seq.vals[r->content + p.off], out);
+    td_crdt_val_export(d, &o->u.seq.vals[r->content + p.off], out);
     return TD_CRDT_OK;
 }
 
@@ -652,7 +652,7 @@ static td_crdt_err map_write_local(td_crdt_doc *d, td_obj *o, const char *key,
 {
     td_id id = {d->self, d->agents[d->self].vv};
     uint64_t lamport = d->max_lamport + 1;
-    td_crdt_err e = td_map_write(d, &o->u.map, key, klen, v, lamport, id);
+    td_crdt_err e = td_crdt_map_write(d, &o->u.map, key, klen, v, lamport, id);
     if (e)
         return e;
     d->max_lamport = lamport;
@@ -663,8 +663,8 @@ static td_crdt_err map_write_local(td_crdt_doc *d, td_obj *o, const char *key,
 
 static td_crdt_err check_key(td_crdt_doc *d, const char *key, size_t klen)
 {
-    if (!key || klen == 0 || klen > TD_MAX_KEY || td_utf8_count(key, klen) == SIZE_MAX)
-        return td_fail(d, TD_CRDT_ERR_ARG, "map key must be 1-65535 bytes of UTF-8");
+    if (!key || klen == 0 || klen > TD_MAX_KEY || td_crdt_utf8_count(key, klen) == SIZE_MAX)
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "map key must be 1-65535 bytes of UTF-8");
     return room_for_ops(d, 1);
 }
 
@@ -679,7 +679,7 @@ td_crdt_err td_crdt_map_set(td_crdt_doc *d, td_crdt_obj h, const char *key,
     if (e || (e = val_import(d, val, &v)))
         return e;
     if ((e = map_write_local(d, o, key, klen, &v)))
-        td_val_free(d, &v);
+        td_crdt_val_free(d, &v);
     return e;
 }
 
@@ -693,15 +693,15 @@ td_crdt_err td_crdt_map_set_obj(td_crdt_doc *d, td_crdt_obj h, const char *key,
     if (e)
         return e;
     if (kind < TD_CRDT_TEXT || kind > TD_CRDT_MAP)
-        return td_fail(d, TD_CRDT_ERR_ARG, "bad kind");
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "bad kind");
     uint32_t child;
     td_id id = {d->self, d->agents[d->self].vv};
-    if ((e = td_obj_new_nested(d, (uint8_t)kind, id, h, &child)))
+    if ((e = td_crdt_obj_new_nested(d, (uint8_t)kind, id, h, &child)))
         return e;
-    td_obj *co = td_obj_get(d, child);
-    if (!(co->key = td_mem(d, NULL, klen))) {
+    td_obj *co = td_crdt_obj_get(d, child);
+    if (!(co->key = td_crdt_mem(d, NULL, klen))) {
         obj_drop_last_nested(d);
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     }
     memcpy(co->key, key, klen);
     co->klen = (uint32_t)klen;
@@ -724,7 +724,7 @@ td_crdt_err td_crdt_map_delete(td_crdt_doc *d, td_crdt_obj h, const char *key, s
     td_crdt_err e = check_key(d, key, klen);
     if (e)
         return e;
-    td_mapent *m = td_map_find(&o->u.map, key, klen);
+    td_mapent *m = td_crdt_map_find(&o->u.map, key, klen);
     if (!m || m->val.tag == TD_VT_DELETED)
         return TD_CRDT_OK; /* nothing to delete: no op */
     td_val v = {.tag = TD_VT_DELETED};
@@ -734,28 +734,28 @@ td_crdt_err td_crdt_map_delete(td_crdt_doc *d, td_crdt_obj h, const char *key, s
 td_crdt_err td_crdt_map_get(const td_crdt_doc *d, td_crdt_obj h, const char *key,
                             size_t klen, td_crdt_value *out)
 {
-    td_obj *o = td_obj_get(d, h);
+    td_obj *o = td_crdt_obj_get(d, h);
     if (!o || o->kind != TD_CRDT_MAP || !out)
         return TD_CRDT_ERR_ARG;
-    td_mapent *m = td_map_find(&o->u.map, key, klen);
+    td_mapent *m = td_crdt_map_find(&o->u.map, key, klen);
     if (!m) {
         memset(out, 0, sizeof *out);
         return TD_CRDT_OK;
     }
-    td_val_export(d, &m->val, out);
+    td_crdt_val_export(d, &m->val, out);
     return TD_CRDT_OK;
 }
 
 size_t td_crdt_map_size(const td_crdt_doc *d, td_crdt_obj h)
 {
-    td_obj *o = td_obj_get(d, h);
+    td_obj *o = td_crdt_obj_get(d, h);
     return o && o->kind == TD_CRDT_MAP ? o->u.map.live : 0;
 }
 
 td_crdt_err td_crdt_map_entry(const td_crdt_doc *d, td_crdt_obj h, size_t index,
                               const char **key, size_t *klen, td_crdt_value *out)
 {
-    td_obj *o = td_obj_get(d, h);
+    td_obj *o = td_crdt_obj_get(d, h);
     if (!o || o->kind != TD_CRDT_MAP || index >= o->u.map.live)
         return TD_CRDT_ERR_ARG;
     for (uint32_t i = 0; i < o->u.map.n; i++) {
@@ -768,7 +768,7 @@ td_crdt_err td_crdt_map_entry(const td_crdt_doc *d, td_crdt_obj h, size_t index,
             if (klen)
                 *klen = m->klen;
             if (out)
-                td_val_export(d, &m->val, out);
+                td_crdt_val_export(d, &m->val, out);
             return TD_CRDT_OK;
         }
     }

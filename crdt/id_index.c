@@ -46,7 +46,7 @@ static int64_t ent_floor(const td_idx_chunk *c, uint32_t seq)
     return ans;
 }
 
-td_idx_ent *td_idx_floor(td_idx *x, uint32_t seq)
+td_idx_ent *td_crdt_idx_floor(td_idx *x, uint32_t seq)
 {
     int64_t ci = chunk_floor(x, seq);
     if (ci < 0)
@@ -60,11 +60,11 @@ static td_crdt_err chunk_insert_at(td_crdt_doc *d, td_idx *x, uint32_t pos,
 {
     if (x->n == x->cap) {
         uint32_t cap = x->cap ? x->cap * 2 : 4;
-        td_idx_chunk **nc = td_mem(d, x->chunks, cap * sizeof *nc);
+        td_idx_chunk **nc = td_crdt_mem(d, x->chunks, cap * sizeof *nc);
         if (!nc)
             return TD_CRDT_ERR_NOMEM;
         x->chunks = nc;
-        uint32_t *nf = td_mem(d, x->first, cap * sizeof *nf);
+        uint32_t *nf = td_crdt_mem(d, x->first, cap * sizeof *nf);
         if (!nf)
             return TD_CRDT_ERR_NOMEM;
         x->first = nf;
@@ -78,12 +78,12 @@ static td_crdt_err chunk_insert_at(td_crdt_doc *d, td_idx *x, uint32_t pos,
     return TD_CRDT_OK;
 }
 
-td_crdt_err td_idx_put(td_crdt_doc *d, td_idx *x, uint32_t seq, td_leaf *leaf)
+td_crdt_err td_crdt_idx_put(td_crdt_doc *d, td_idx *x, uint32_t seq, td_leaf *leaf)
 {
     int64_t ci = chunk_floor(x, seq);
     if (ci < 0) {
         if (x->n == 0 || x->chunks[0]->n == TD_IDX_CHUNK) {
-            td_idx_chunk *c = td_mem(d, NULL, sizeof *c);
+            td_idx_chunk *c = td_crdt_mem(d, NULL, sizeof *c);
             if (!c)
                 return TD_CRDT_ERR_NOMEM;
             c->n = 1;
@@ -91,7 +91,7 @@ td_crdt_err td_idx_put(td_crdt_doc *d, td_idx *x, uint32_t seq, td_leaf *leaf)
             c->e[0].leaf = leaf;
             td_crdt_err e = chunk_insert_at(d, x, 0, c, seq);
             if (e)
-                td_memfree(d, c);
+                td_crdt_memfree(d, c);
             return e;
         }
         ci = 0;
@@ -106,7 +106,7 @@ td_crdt_err td_idx_put(td_crdt_doc *d, td_idx *x, uint32_t seq, td_leaf *leaf)
     if (c->n == TD_IDX_CHUNK) {
         /* Split: appending at the very end starts a fresh chunk, so that
          * sequential creation fills chunks completely. */
-        td_idx_chunk *nc = td_mem(d, NULL, sizeof *nc);
+        td_idx_chunk *nc = td_crdt_mem(d, NULL, sizeof *nc);
         if (!nc)
             return TD_CRDT_ERR_NOMEM;
         uint32_t keep = (at == TD_IDX_CHUNK && (uint32_t)ci == x->n - 1)
@@ -123,7 +123,7 @@ td_crdt_err td_idx_put(td_crdt_doc *d, td_idx *x, uint32_t seq, td_leaf *leaf)
         if (e) { /* undo the split */
             memcpy(&x->chunks[ci]->e[keep], nc->e, nc->n * sizeof *nc->e);
             x->chunks[ci]->n = keep + nc->n;
-            td_memfree(d, nc);
+            td_crdt_memfree(d, nc);
             return e;
         }
         if (c == nc)
@@ -137,7 +137,7 @@ td_crdt_err td_idx_put(td_crdt_doc *d, td_idx *x, uint32_t seq, td_leaf *leaf)
     return TD_CRDT_OK;
 }
 
-void td_idx_del(td_crdt_doc *d, td_idx *x, uint32_t seq)
+void td_crdt_idx_del(td_crdt_doc *d, td_idx *x, uint32_t seq)
 {
     int64_t ci = chunk_floor(x, seq);
     if (ci < 0)
@@ -152,13 +152,13 @@ void td_idx_del(td_crdt_doc *d, td_idx *x, uint32_t seq)
         x->first[ci] = c->e[0].seq;
         return;
     }
-    td_memfree(d, c);
+    td_crdt_memfree(d, c);
     memmove(&x->chunks[ci], &x->chunks[ci + 1], (x->n - (uint32_t)ci - 1) * sizeof *x->chunks);
     memmove(&x->first[ci], &x->first[ci + 1], (x->n - (uint32_t)ci - 1) * sizeof *x->first);
     x->n--;
 }
 
-void td_idx_rekey(td_idx *x, uint32_t from, uint32_t to)
+void td_crdt_idx_rekey(td_idx *x, uint32_t from, uint32_t to)
 {
     int64_t ci = chunk_floor(x, from);
     if (ci < 0)
@@ -171,7 +171,7 @@ void td_idx_rekey(td_idx *x, uint32_t from, uint32_t to)
     x->first[ci] = c->e[0].seq;
 }
 
-int td_idx_walk(td_idx *x, uint32_t from, int (*fn)(void *, td_idx_ent *), void *ud)
+int td_crdt_idx_walk(td_idx *x, uint32_t from, int (*fn)(void *, td_idx_ent *), void *ud)
 {
     int64_t ci = chunk_floor(x, from);
     uint32_t ei = 0;
@@ -194,11 +194,11 @@ int td_idx_walk(td_idx *x, uint32_t from, int (*fn)(void *, td_idx_ent *), void 
     return 0;
 }
 
-void td_idx_free(td_crdt_doc *d, td_idx *x)
+void td_crdt_idx_free(td_crdt_doc *d, td_idx *x)
 {
     for (uint32_t i = 0; i < x->n; i++)
-        td_memfree(d, x->chunks[i]);
-    td_memfree(d, x->chunks);
-    td_memfree(d, x->first);
+        td_crdt_memfree(d, x->chunks[i]);
+    td_crdt_memfree(d, x->chunks);
+    td_crdt_memfree(d, x->first);
     memset(x, 0, sizeof *x);
 }

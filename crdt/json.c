@@ -14,9 +14,9 @@
 static void put_str(td_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    td_buf_u8(b, '"');
+    td_crdt_wb_u8(b, '"');
     if (n == 0) { /* s may be NULL (an empty text has no buffer) */
-        td_buf_u8(b, '"');
+        td_crdt_wb_u8(b, '"');
         return;
     }
     size_t run = 0;
@@ -24,31 +24,31 @@ static void put_str(td_buf *b, const char *s, size_t n)
         uint8_t c = (uint8_t)s[i];
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
-        td_buf_bytes(b, s + run, i - run);
+        td_crdt_wb_bytes(b, s + run, i - run);
         run = i + 1;
         char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
         if (c == '"' || c == '\\') {
             esc[1] = (char)c;
-            td_buf_bytes(b, esc, 2);
+            td_crdt_wb_bytes(b, esc, 2);
         } else if (c == '\n') {
-            td_buf_bytes(b, "\\n", 2);
+            td_crdt_wb_bytes(b, "\\n", 2);
         } else if (c == '\t') {
-            td_buf_bytes(b, "\\t", 2);
+            td_crdt_wb_bytes(b, "\\t", 2);
         } else if (c == '\r') {
-            td_buf_bytes(b, "\\r", 2);
+            td_crdt_wb_bytes(b, "\\r", 2);
         } else {
-            td_buf_bytes(b, esc, 6);
+            td_crdt_wb_bytes(b, esc, 6);
         }
     }
-    td_buf_bytes(b, s + run, n - run);
-    td_buf_u8(b, '"');
+    td_crdt_wb_bytes(b, s + run, n - run);
+    td_crdt_wb_u8(b, '"');
 }
 
 static void put_double(td_buf *b, double f)
 {
     char tmp[40];
     if (f != f || f - f != 0) { /* NaN or infinite: no JSON form */
-        td_buf_bytes(b, "null", 4);
+        td_crdt_wb_bytes(b, "null", 4);
         return;
     }
     for (int prec = 15; prec <= 17; prec++) {
@@ -56,7 +56,7 @@ static void put_double(td_buf *b, double f)
         if (strtod(tmp, NULL) == f)
             break;
     }
-    td_buf_bytes(b, tmp, strlen(tmp));
+    td_crdt_wb_bytes(b, tmp, strlen(tmp));
 }
 
 static void put_obj(td_crdt_doc *d, td_buf *b, uint32_t h);
@@ -65,12 +65,12 @@ static void put_val(td_crdt_doc *d, td_buf *b, const td_val *v)
 {
     char tmp[32];
     switch (v->tag) {
-    case TD_VT_NULL: case TD_VT_DELETED: td_buf_bytes(b, "null", 4); break;
-    case TD_VT_FALSE: td_buf_bytes(b, "false", 5); break;
-    case TD_VT_TRUE: td_buf_bytes(b, "true", 4); break;
+    case TD_VT_NULL: case TD_VT_DELETED: td_crdt_wb_bytes(b, "null", 4); break;
+    case TD_VT_FALSE: td_crdt_wb_bytes(b, "false", 5); break;
+    case TD_VT_TRUE: td_crdt_wb_bytes(b, "true", 4); break;
     case TD_VT_INT:
         snprintf(tmp, sizeof tmp, "%lld", (long long)v->u.i);
-        td_buf_bytes(b, tmp, strlen(tmp));
+        td_crdt_wb_bytes(b, tmp, strlen(tmp));
         break;
     case TD_VT_FLOAT: put_double(b, v->u.f); break;
     case TD_VT_STR: put_str(b, v->u.s, v->len); break;
@@ -81,15 +81,15 @@ static void put_val(td_crdt_doc *d, td_buf *b, const td_val *v)
 static void put_text(td_crdt_doc *d, td_buf *b, const td_seq *q)
 {
     td_buf t;
-    td_buf_init(&t, d);
+    td_crdt_wb_init(&t, d);
     for (td_leaf *l = q->first; l; l = l->next)
         for (uint32_t i = 0; i < l->n; i++)
             if (!l->r[i].deleted)
-                td_buf_utf8(&t, q->text + l->r[i].content, l->r[i].len);
+                td_crdt_wb_utf8(&t, q->text + l->r[i].content, l->r[i].len);
     if (t.oom)
         b->oom = 1;
     put_str(b, (const char *)t.p, t.len);
-    td_buf_free(&t);
+    td_crdt_wb_free(&t);
 }
 
 static void put_obj(td_crdt_doc *d, td_buf *b, uint32_t h)
@@ -102,32 +102,32 @@ static void put_obj(td_crdt_doc *d, td_buf *b, uint32_t h)
     if (o->kind == TD_CRDT_LIST) {
         const td_seq *q = &o->u.seq;
         int first = 1;
-        td_buf_u8(b, '[');
+        td_crdt_wb_u8(b, '[');
         for (td_leaf *l = q->first; l; l = l->next)
             for (uint32_t i = 0; i < l->n; i++)
                 for (uint32_t k = 0; !l->r[i].deleted && k < l->r[i].len; k++) {
                     if (!first)
-                        td_buf_u8(b, ',');
+                        td_crdt_wb_u8(b, ',');
                     first = 0;
                     put_val(d, b, &q->vals[l->r[i].content + k]);
                 }
-        td_buf_u8(b, ']');
+        td_crdt_wb_u8(b, ']');
         return;
     }
     const td_map *m = &o->u.map;
     int first = 1;
-    td_buf_u8(b, '{');
+    td_crdt_wb_u8(b, '{');
     for (uint32_t i = 0; i < m->n; i++) {
         if (m->e[i].val.tag == TD_VT_DELETED)
             continue;
         if (!first)
-            td_buf_u8(b, ',');
+            td_crdt_wb_u8(b, ',');
         first = 0;
         put_str(b, m->e[i].key, m->e[i].klen);
-        td_buf_u8(b, ':');
+        td_crdt_wb_u8(b, ':');
         put_val(d, b, &m->e[i].val);
     }
-    td_buf_u8(b, '}');
+    td_crdt_wb_u8(b, '}');
 }
 
 /* Roots in byte order of their keys as printed: by name, and for one name
@@ -154,10 +154,10 @@ td_crdt_err td_crdt_to_json(td_crdt_doc *d, char **out, size_t *len)
 {
     static const char *const suffix[] = {"", "@text", "@list", "@map"};
     if (!out)
-        return td_fail(d, TD_CRDT_ERR_ARG, "to_json needs out");
-    uint32_t *order = td_mem(d, NULL, (d->nroots + 1) * sizeof *order);
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "to_json needs out");
+    uint32_t *order = td_crdt_mem(d, NULL, (d->nroots + 1) * sizeof *order);
     if (!order)
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     uint32_t n = 0;
     for (uint32_t i = 0; i < d->nroots; i++) {
         const td_obj *o = d->objs[d->roots[i] - 1];
@@ -171,8 +171,8 @@ td_crdt_err td_crdt_to_json(td_crdt_doc *d, char **out, size_t *len)
         order[j] = d->roots[i];
     }
     td_buf b;
-    td_buf_init(&b, d);
-    td_buf_u8(&b, '{');
+    td_crdt_wb_init(&b, d);
+    td_crdt_wb_u8(&b, '{');
     for (uint32_t i = 0; i < n; i++) {
         const td_obj *o = d->objs[order[i] - 1];
         const td_obj *p = i ? d->objs[order[i - 1] - 1] : NULL;
@@ -180,28 +180,28 @@ td_crdt_err td_crdt_to_json(td_crdt_doc *d, char **out, size_t *len)
         int shared = (p && p->name_len == o->name_len && !memcmp(p->name, o->name, o->name_len)) ||
                      (q && q->name_len == o->name_len && !memcmp(q->name, o->name, o->name_len));
         if (i)
-            td_buf_u8(&b, ',');
+            td_crdt_wb_u8(&b, ',');
         if (shared) {
             td_buf tmp;
-            td_buf_init(&tmp, d);
-            td_buf_bytes(&tmp, o->name, o->name_len);
-            td_buf_bytes(&tmp, suffix[o->kind], strlen(suffix[o->kind]));
+            td_crdt_wb_init(&tmp, d);
+            td_crdt_wb_bytes(&tmp, o->name, o->name_len);
+            td_crdt_wb_bytes(&tmp, suffix[o->kind], strlen(suffix[o->kind]));
             put_str(&b, (const char *)tmp.p, tmp.len);
             if (tmp.oom)
                 b.oom = 1;
-            td_buf_free(&tmp);
+            td_crdt_wb_free(&tmp);
         } else {
             put_str(&b, o->name, o->name_len);
         }
-        td_buf_u8(&b, ':');
+        td_crdt_wb_u8(&b, ':');
         put_obj(d, &b, order[i]);
     }
-    td_buf_u8(&b, '}');
-    td_buf_u8(&b, 0);
-    td_memfree(d, order);
+    td_crdt_wb_u8(&b, '}');
+    td_crdt_wb_u8(&b, 0);
+    td_crdt_memfree(d, order);
     if (b.oom) {
-        td_buf_free(&b);
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        td_crdt_wb_free(&b);
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     }
     *out = (char *)b.p;
     if (len)

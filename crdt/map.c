@@ -36,7 +36,7 @@ static uint32_t map_lower(const td_map *m, const char *key, size_t klen)
     return lo;
 }
 
-td_mapent *td_map_find(const td_map *m, const char *key, size_t klen)
+td_mapent *td_crdt_map_find(const td_map *m, const char *key, size_t klen)
 {
     uint32_t i = map_lower(m, key, klen);
     if (i < m->n && key_cmp(m->e[i].key, m->e[i].klen, key, klen) == 0)
@@ -64,31 +64,31 @@ static uint32_t map_handle(const td_crdt_doc *d, const td_map *m)
     return 0;
 }
 
-td_crdt_err td_map_write(td_crdt_doc *d, td_map *m, const char *key, size_t klen,
+td_crdt_err td_crdt_map_write(td_crdt_doc *d, td_map *m, const char *key, size_t klen,
                          td_val *v, uint64_t lamport, td_id id)
 {
     uint32_t i = map_lower(m, key, klen);
     if (i < m->n && key_cmp(m->e[i].key, m->e[i].klen, key, klen) == 0) {
         td_mapent *e = &m->e[i];
         if (!lww_beats(d, lamport, id, e->lamport, e->id)) {
-            td_val_free(d, v);
+            td_crdt_val_free(d, v);
             return TD_CRDT_OK;
         }
         int was_live = e->val.tag != TD_VT_DELETED;
         int is_live = v->tag != TD_VT_DELETED;
-        td_val_free(d, &e->val);
+        td_crdt_val_free(d, &e->val);
         e->val = *v;
         e->lamport = lamport;
         e->id = id;
         m->live = m->live - (uint32_t)was_live + (uint32_t)is_live;
         if (d->observer && (was_live || is_live))
-            td_emit(d, TD_CRDT_EV_KEY, map_handle(d, m), 0, 0, e->key, e->klen);
+            td_crdt_emit(d, TD_CRDT_EV_KEY, map_handle(d, m), 0, 0, e->key, e->klen);
         return TD_CRDT_OK;
     }
-    char *k = td_mem(d, NULL, klen);
-    if (!k || !td_grow(d, (void **)&m->e, &m->cap, m->n + 1, sizeof *m->e)) {
-        td_memfree(d, k);
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    char *k = td_crdt_mem(d, NULL, klen);
+    if (!k || !td_crdt_grow(d, (void **)&m->e, &m->cap, m->n + 1, sizeof *m->e)) {
+        td_crdt_memfree(d, k);
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     }
     memcpy(k, key, klen);
     memmove(&m->e[i + 1], &m->e[i], (m->n - i) * sizeof *m->e);
@@ -102,17 +102,17 @@ td_crdt_err td_map_write(td_crdt_doc *d, td_map *m, const char *key, size_t klen
     if (v->tag != TD_VT_DELETED) {
         m->live++;
         if (d->observer)
-            td_emit(d, TD_CRDT_EV_KEY, map_handle(d, m), 0, 0, e->key, e->klen);
+            td_crdt_emit(d, TD_CRDT_EV_KEY, map_handle(d, m), 0, 0, e->key, e->klen);
     }
     return TD_CRDT_OK;
 }
 
-void td_map_free(td_crdt_doc *d, td_map *m)
+void td_crdt_map_free(td_crdt_doc *d, td_map *m)
 {
     for (uint32_t i = 0; i < m->n; i++) {
-        td_memfree(d, m->e[i].key);
-        td_val_free(d, &m->e[i].val);
+        td_crdt_memfree(d, m->e[i].key);
+        td_crdt_val_free(d, &m->e[i].val);
     }
-    td_memfree(d, m->e);
+    td_crdt_memfree(d, m->e);
     memset(m, 0, sizeof *m);
 }

@@ -48,14 +48,14 @@ static td_crdt_err content_append(td_crdt_doc *d, td_seq *s, const uint32_t *cps
         return TD_CRDT_OK;
     }
     if (s->clen > TD_MAX_SEQ - n)
-        return td_fail(d, TD_CRDT_ERR_LIMIT, "sequence too long");
+        return td_crdt_fail(d, TD_CRDT_ERR_LIMIT, "sequence too long");
     if (cps) {
-        if (!td_grow(d, (void **)&s->text, &s->ccap, s->clen + n, sizeof *s->text))
-            return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        if (!td_crdt_grow(d, (void **)&s->text, &s->ccap, s->clen + n, sizeof *s->text))
+            return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
         memcpy(s->text + s->clen, cps, n * sizeof *cps);
     } else {
-        if (!td_grow(d, (void **)&s->vals, &s->ccap, s->clen + n, sizeof *s->vals))
-            return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        if (!td_crdt_grow(d, (void **)&s->vals, &s->ccap, s->clen + n, sizeof *s->vals))
+            return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
         memcpy(s->vals + s->clen, vals, n * sizeof *vals);
     }
     *off = s->clen;
@@ -98,7 +98,7 @@ static td_pos find_visible(td_seq *s, uint32_t vpos)
     td_pos p;
     if (cache_find(s, vpos, &p))
         return p;
-    return td_seq_find_visible(s, vpos);
+    return td_crdt_seq_find_visible(s, vpos);
 }
 
 static void cache_set(td_seq *s, td_leaf *leaf, uint32_t ri, uint32_t vpos)
@@ -135,15 +135,15 @@ static int typing_on(td_crdt_doc *d, td_seq *s, uint32_t pos, const uint32_t *cp
     if (content_append(d, s, cps, vals, n, &off))
         return 0; /* the general path reports the error */
     r->len += n;
-    td_seq_adjust(s, l, n, n);
+    td_crdt_seq_adjust(s, l, n, n);
     me->vv += n;
     d->nops += n;
     if (d->observer)
-        td_emit(d, TD_CRDT_EV_INSERT, s->obj, pos, n, NULL, 0);
+        td_crdt_emit(d, TD_CRDT_EV_INSERT, s->obj, pos, n, NULL, 0);
     return 1;
 }
 
-td_crdt_err td_seq_local_insert(td_crdt_doc *d, uint32_t obj, uint32_t pos,
+td_crdt_err td_crdt_seq_local_insert(td_crdt_doc *d, uint32_t obj, uint32_t pos,
                                 const uint32_t *cps, const td_val *vals, uint32_t n)
 {
     td_seq *s = seq_of(d, obj);
@@ -164,7 +164,7 @@ td_crdt_err td_seq_local_insert(td_crdt_doc *d, uint32_t obj, uint32_t pos,
             right.seq++;
         } else {
             td_pos nx = lp;
-            if (td_pos_next_run(&nx))
+            if (td_crdt_pos_next_run(&nx))
                 right = nx.leaf->r[nx.ri].id;
         }
         /* Typing on: the run grows in place. */
@@ -176,11 +176,11 @@ td_crdt_err td_seq_local_insert(td_crdt_doc *d, uint32_t obj, uint32_t pos,
             if (e)
                 return e;
             lr->len += n;
-            td_seq_adjust(s, lp.leaf, n, n);
+            td_crdt_seq_adjust(s, lp.leaf, n, n);
             d->agents[self].vv += n;
             d->nops += n;
             if (d->observer)
-                td_emit(d, TD_CRDT_EV_INSERT, obj, pos, n, NULL, 0);
+                td_crdt_emit(d, TD_CRDT_EV_INSERT, obj, pos, n, NULL, 0);
             /* the run starts at pos-1-lp.off; lp.off was its last item */
             cache_set(s, lp.leaf, lp.ri, pos - 1 - lp.off);
             return TD_CRDT_OK;
@@ -197,13 +197,13 @@ td_crdt_err td_seq_local_insert(td_crdt_doc *d, uint32_t obj, uint32_t pos,
     if (pos > 0 && lp.off + 1 < lr->len) {
         td_pos sp = lp;
         sp.off = lp.off + 1;
-        e = td_seq_split(d, s, &sp);
+        e = td_crdt_seq_split(d, s, &sp);
         if (!e)
-            e = td_seq_insert_run(d, s, sp.leaf, sp.ri, &run, &at);
+            e = td_crdt_seq_insert_run(d, s, sp.leaf, sp.ri, &run, &at);
     } else if (pos > 0) {
-        e = td_seq_insert_run(d, s, lp.leaf, lp.ri + 1, &run, &at);
+        e = td_crdt_seq_insert_run(d, s, lp.leaf, lp.ri + 1, &run, &at);
     } else {
-        e = td_seq_insert_run(d, s, s->first, 0, &run, &at);
+        e = td_crdt_seq_insert_run(d, s, s->first, 0, &run, &at);
     }
     if (e) {
         s->clen = oldclen;
@@ -212,7 +212,7 @@ td_crdt_err td_seq_local_insert(td_crdt_doc *d, uint32_t obj, uint32_t pos,
     d->agents[self].vv += n;
     d->nops += n;
     if (d->observer)
-        td_emit(d, TD_CRDT_EV_INSERT, obj, pos, n, NULL, 0);
+        td_crdt_emit(d, TD_CRDT_EV_INSERT, obj, pos, n, NULL, 0);
     cache_set(s, at.leaf, at.ri, pos);
     return TD_CRDT_OK;
 }
@@ -223,23 +223,23 @@ static td_crdt_err delete_piece(td_crdt_doc *d, td_seq *s, td_pos p, uint32_t k,
 {
     td_id id = p.leaf->r[p.ri].id;
     id.seq += p.off;
-    td_crdt_err e = td_seq_split(d, s, &p);
+    td_crdt_err e = td_crdt_seq_split(d, s, &p);
     if (e)
         return e;
     if (k < p.leaf->r[p.ri].len) {
         td_pos q = p;
         q.off = k;
-        if ((e = td_seq_split(d, s, &q)))
+        if ((e = td_crdt_seq_split(d, s, &q)))
             return e;
-        if (!td_seq_locate(d, s->obj, id, &p)) /* the split may have moved it */
-            return td_fail(d, TD_CRDT_ERR_INVALID_OP, "index lost a run");
+        if (!td_crdt_seq_locate(d, s->obj, id, &p)) /* the split may have moved it */
+            return td_crdt_fail(d, TD_CRDT_ERR_INVALID_OP, "index lost a run");
     }
     if (d->observer)
-        td_emit(d, TD_CRDT_EV_DELETE, s->obj, td_seq_vis_index(&p), k, NULL, 0);
+        td_crdt_emit(d, TD_CRDT_EV_DELETE, s->obj, td_crdt_seq_vis_index(&p), k, NULL, 0);
     p.leaf->r[p.ri].deleted = 1;
-    td_seq_adjust(s, p.leaf, 0, -(int64_t)k);
-    td_seq_try_merge(d, p.leaf, p.ri);
-    if (p.ri > 0 && td_seq_try_merge(d, p.leaf, p.ri - 1))
+    td_crdt_seq_adjust(s, p.leaf, 0, -(int64_t)k);
+    td_crdt_seq_try_merge(d, p.leaf, p.ri);
+    if (p.ri > 0 && td_crdt_seq_try_merge(d, p.leaf, p.ri - 1))
         p.ri--;
     *out = p;
     return TD_CRDT_OK;
@@ -257,21 +257,21 @@ static int delete_by_shift(td_crdt_doc *d, td_seq *s, td_pos p, td_pos *at)
         return 0;
     if (p.off == r->len - 1 && p.ri + 1 < l->n) { /* backspace */
         td_run *t = &l->r[p.ri + 1];
-        if (!t->deleted || !td_run_continues(r, t))
+        if (!t->deleted || !td_crdt_run_continues(r, t))
             return 0;
         int contiguous = t->content != TD_NO_CONTENT && t->content == r->content + r->len;
         if (is_list && !contiguous)
             return 0;
         r->len--;
-        td_idx_rekey(&d->agents[t->id.agent].idx, t->id.seq, t->id.seq - 1);
+        td_crdt_idx_rekey(&d->agents[t->id.agent].idx, t->id.seq, t->id.seq - 1);
         t->id.seq--;
         t->len++;
-        t->left = td_run_last(r);
+        t->left = td_crdt_run_last(r);
         t->content = contiguous ? t->content - 1 : TD_NO_CONTENT;
         *at = (td_pos){l, p.ri + 1, 0};
     } else if (p.off == 0 && p.ri > 0) { /* delete key */
         td_run *t = &l->r[p.ri - 1];
-        if (!t->deleted || !td_run_continues(t, r))
+        if (!t->deleted || !td_crdt_run_continues(t, r))
             return 0;
         int contiguous = t->content != TD_NO_CONTENT && t->content + t->len == r->content;
         if (is_list && !contiguous)
@@ -279,7 +279,7 @@ static int delete_by_shift(td_crdt_doc *d, td_seq *s, td_pos p, td_pos *at)
         t->len++;
         if (!contiguous)
             t->content = TD_NO_CONTENT;
-        td_idx_rekey(&d->agents[r->id.agent].idx, r->id.seq, r->id.seq + 1);
+        td_crdt_idx_rekey(&d->agents[r->id.agent].idx, r->id.seq, r->id.seq + 1);
         r->left = r->id;
         r->id.seq++;
         r->len--;
@@ -288,11 +288,11 @@ static int delete_by_shift(td_crdt_doc *d, td_seq *s, td_pos p, td_pos *at)
     } else {
         return 0;
     }
-    td_seq_adjust(s, l, 0, -1);
+    td_crdt_seq_adjust(s, l, 0, -1);
     return 1;
 }
 
-td_crdt_err td_seq_local_delete(td_crdt_doc *d, uint32_t obj, uint32_t pos, uint32_t n)
+td_crdt_err td_crdt_seq_local_delete(td_crdt_doc *d, uint32_t obj, uint32_t pos, uint32_t n)
 {
     td_seq *s = seq_of(d, obj);
     uint32_t self = d->self;
@@ -306,13 +306,13 @@ td_crdt_err td_seq_local_delete(td_crdt_doc *d, uint32_t obj, uint32_t pos, uint
         td_crdt_err e = TD_CRDT_OK;
         if (k == 1 && delete_by_shift(d, s, p, &at)) {
             if (d->observer)
-                td_emit(d, TD_CRDT_EV_DELETE, obj, pos, 1, NULL, 0);
+                td_crdt_emit(d, TD_CRDT_EV_DELETE, obj, pos, 1, NULL, 0);
         } else {
             e = delete_piece(d, s, p, k, &at);
         }
         if (e)
             return e;
-        if ((e = td_delrec_add(d, self, &rec)))
+        if ((e = td_crdt_delrec_add(d, self, &rec)))
             return e;
         d->agents[self].vv += k;
         d->nops += k;
@@ -322,7 +322,7 @@ td_crdt_err td_seq_local_delete(td_crdt_doc *d, uint32_t obj, uint32_t pos, uint
     return TD_CRDT_OK;
 }
 
-td_crdt_err td_seq_delete_ids(td_crdt_doc *d, uint32_t obj, uint32_t ta, uint32_t lo,
+td_crdt_err td_crdt_seq_delete_ids(td_crdt_doc *d, uint32_t obj, uint32_t ta, uint32_t lo,
                               uint32_t hi)
 {
     td_seq *s = seq_of(d, obj);
@@ -330,8 +330,8 @@ td_crdt_err td_seq_delete_ids(td_crdt_doc *d, uint32_t obj, uint32_t ta, uint32_
     uint64_t seq = lo;
     while (seq <= hi) {
         td_pos p;
-        if (!td_seq_locate(d, obj, (td_id){ta, (uint32_t)seq}, &p))
-            return td_fail(d, TD_CRDT_ERR_INVALID_OP, "delete of an unknown item");
+        if (!td_crdt_seq_locate(d, obj, (td_id){ta, (uint32_t)seq}, &p))
+            return td_crdt_fail(d, TD_CRDT_ERR_INVALID_OP, "delete of an unknown item");
         td_run *r = &p.leaf->r[p.ri];
         uint32_t k = r->len - p.off;
         if (k > hi - seq + 1)
@@ -348,25 +348,25 @@ td_crdt_err td_seq_delete_ids(td_crdt_doc *d, uint32_t obj, uint32_t ta, uint32_
     return TD_CRDT_OK;
 }
 
-int td_seq_has_range(td_crdt_doc *d, uint32_t obj, uint32_t agent, uint32_t lo, uint32_t hi)
+int td_crdt_seq_has_range(td_crdt_doc *d, uint32_t obj, uint32_t agent, uint32_t lo, uint32_t hi)
 {
     uint64_t seq = lo;
     while (seq <= hi) {
         td_pos p;
-        if (!td_seq_locate(d, obj, (td_id){agent, (uint32_t)seq}, &p))
+        if (!td_crdt_seq_locate(d, obj, (td_id){agent, (uint32_t)seq}, &p))
             return 0;
         seq += p.leaf->r[p.ri].len - p.off;
     }
     return 1;
 }
 
-int td_seq_range_deleted(td_crdt_doc *d, uint32_t obj, uint32_t agent, uint32_t lo,
+int td_crdt_seq_range_deleted(td_crdt_doc *d, uint32_t obj, uint32_t agent, uint32_t lo,
                          uint32_t hi)
 {
     uint64_t seq = lo;
     while (seq <= hi) {
         td_pos p;
-        if (!td_seq_locate(d, obj, (td_id){agent, (uint32_t)seq}, &p) ||
+        if (!td_crdt_seq_locate(d, obj, (td_id){agent, (uint32_t)seq}, &p) ||
             !p.leaf->r[p.ri].deleted)
             return 0;
         seq += p.leaf->r[p.ri].len - p.off;
@@ -382,9 +382,9 @@ static int origin_index(td_crdt_doc *d, td_seq *s, td_id id, int is_right, int64
         return 1;
     }
     td_pos p;
-    if (!td_seq_locate(d, s->obj, id, &p))
+    if (!td_crdt_seq_locate(d, s->obj, id, &p))
         return 0;
-    *out = td_seq_index(&p);
+    *out = td_crdt_seq_index(&p);
     return 1;
 }
 
@@ -405,16 +405,16 @@ static td_crdt_err yata_place(td_crdt_doc *d, td_seq *s, uint64_t agent_id,
     td_pos cur, rp = {0};
     int end;
     if (left.agent != TD_NONE) {
-        if (!td_seq_locate(d, s->obj, left, &cur))
-            return td_fail(d, TD_CRDT_ERR_INVALID_OP, "left origin not found");
-        end = !td_pos_next_run(&cur);
+        if (!td_crdt_seq_locate(d, s->obj, left, &cur))
+            return td_crdt_fail(d, TD_CRDT_ERR_INVALID_OP, "left origin not found");
+        end = !td_crdt_pos_next_run(&cur);
     } else {
         end = !(s->first && s->first->n);
         cur = (td_pos){s->first, 0, 0};
     }
     int have_right = right.agent != TD_NONE;
-    if (have_right && !td_seq_locate(d, s->obj, right, &rp))
-        return td_fail(d, TD_CRDT_ERR_INVALID_OP, "right origin not found");
+    if (have_right && !td_crdt_seq_locate(d, s->obj, right, &rp))
+        return td_crdt_fail(d, TD_CRDT_ERR_INVALID_OP, "right origin not found");
     *dest = cur;
     *at_end = end;
     if (end && have_right)
@@ -423,7 +423,7 @@ static td_crdt_err yata_place(td_crdt_doc *d, td_seq *s, uint64_t agent_id,
         return TD_CRDT_OK; /* nothing concurrent between the origins */
     int64_t lidx, ridx;
     if (!origin_index(d, s, left, 0, &lidx) || !origin_index(d, s, right, 1, &ridx))
-        return td_fail(d, TD_CRDT_ERR_INVALID_OP, "origin not found");
+        return td_crdt_fail(d, TD_CRDT_ERR_INVALID_OP, "origin not found");
     if (ridx <= lidx) {
         right.agent = TD_NONE;
         *rightp = right;
@@ -441,7 +441,7 @@ static td_crdt_err yata_place(td_crdt_doc *d, td_seq *s, uint64_t agent_id,
         const td_run *o = &cur.leaf->r[cur.ri];
         int64_t oleft, oright;
         if (!origin_index(d, s, o->left, 0, &oleft) || !origin_index(d, s, o->right, 1, &oright))
-            return td_fail(d, TD_CRDT_ERR_INVALID_OP, "origin not found");
+            return td_crdt_fail(d, TD_CRDT_ERR_INVALID_OP, "origin not found");
         if (oleft < lidx)
             break;
         if (oleft == lidx) {
@@ -449,12 +449,12 @@ static td_crdt_err yata_place(td_crdt_doc *d, td_seq *s, uint64_t agent_id,
                 break;
             scanning = oright < ridx;
         }
-        end = !td_pos_next_run(&cur);
+        end = !td_crdt_pos_next_run(&cur);
     }
     return TD_CRDT_OK;
 }
 
-td_crdt_err td_seq_integrate(td_crdt_doc *d, uint32_t obj, td_id id, uint32_t n,
+td_crdt_err td_crdt_seq_integrate(td_crdt_doc *d, uint32_t obj, td_id id, uint32_t n,
                              td_id left, td_id right, int deleted,
                              const uint32_t *cps, const td_val *vals)
 {
@@ -464,17 +464,17 @@ td_crdt_err td_seq_integrate(td_crdt_doc *d, uint32_t obj, td_id id, uint32_t n,
     td_pos p;
     /* Split so that right starts a run and left ends one. */
     if (right.agent != TD_NONE) {
-        if (!td_seq_locate(d, obj, right, &p))
-            return td_fail(d, TD_CRDT_ERR_INVALID_OP, "right origin not found");
-        if ((e = td_seq_split(d, s, &p)))
+        if (!td_crdt_seq_locate(d, obj, right, &p))
+            return td_crdt_fail(d, TD_CRDT_ERR_INVALID_OP, "right origin not found");
+        if ((e = td_crdt_seq_split(d, s, &p)))
             return e;
     }
     if (left.agent != TD_NONE) {
-        if (!td_seq_locate(d, obj, left, &p))
-            return td_fail(d, TD_CRDT_ERR_INVALID_OP, "left origin not found");
+        if (!td_crdt_seq_locate(d, obj, left, &p))
+            return td_crdt_fail(d, TD_CRDT_ERR_INVALID_OP, "left origin not found");
         if (p.off + 1 < p.leaf->r[p.ri].len) {
             p.off++;
-            if ((e = td_seq_split(d, s, &p)))
+            if ((e = td_crdt_seq_split(d, s, &p)))
                 return e;
         }
     }
@@ -488,16 +488,16 @@ td_crdt_err td_seq_integrate(td_crdt_doc *d, uint32_t obj, td_id id, uint32_t n,
         return e;
     td_run run = {id, n, off, left, right, (uint8_t)(deleted != 0)};
     td_pos at;
-    e = at_end ? td_seq_insert_run(d, s, NULL, 0, &run, &at)
-               : td_seq_insert_run(d, s, dest.leaf, dest.ri, &run, &at);
+    e = at_end ? td_crdt_seq_insert_run(d, s, NULL, 0, &run, &at)
+               : td_crdt_seq_insert_run(d, s, dest.leaf, dest.ri, &run, &at);
     if (e) {
         s->clen = oldclen;
         return e;
     }
     if (d->observer && !deleted)
-        td_emit(d, TD_CRDT_EV_INSERT, obj, td_seq_vis_index(&at), n, NULL, 0);
+        td_crdt_emit(d, TD_CRDT_EV_INSERT, obj, td_crdt_seq_vis_index(&at), n, NULL, 0);
     if (at.ri > 0)
-        td_seq_try_merge(d, at.leaf, at.ri - 1);
+        td_crdt_seq_try_merge(d, at.leaf, at.ri - 1);
     s->cur.valid = 0;
     return TD_CRDT_OK;
 }

@@ -18,7 +18,7 @@
  */
 #include "crdt_internal.h"
 
-void td_seq_init(td_seq *s, uint32_t obj)
+void td_crdt_seq_init(td_seq *s, uint32_t obj)
 {
     memset(s, 0, sizeof *s);
     s->obj = obj;
@@ -34,25 +34,25 @@ static void free_node(td_crdt_doc *d, void *n, int is_leaf)
         for (uint32_t i = 0; i < in->n; i++)
             free_node(d, in->c[i], in->leaf_children);
     }
-    td_memfree(d, n);
+    td_crdt_memfree(d, n);
 }
 
-void td_seq_free(td_crdt_doc *d, td_seq *s)
+void td_crdt_seq_free(td_crdt_doc *d, td_seq *s)
 {
     free_node(d, s->root, s->root_is_leaf);
     if (s->vals)
         for (uint32_t i = 0; i < s->clen; i++)
-            td_val_free(d, &s->vals[i]);
-    td_memfree(d, s->vals);
-    td_memfree(d, s->text);
+            td_crdt_val_free(d, &s->vals[i]);
+    td_crdt_memfree(d, s->vals);
+    td_crdt_memfree(d, s->text);
     memset(s, 0, sizeof *s);
 }
 
-void td_spares_free(td_crdt_doc *d)
+void td_crdt_spares_free(td_crdt_doc *d)
 {
     while (d->nspare_inner)
-        td_memfree(d, d->spare_inner[--d->nspare_inner]);
-    td_memfree(d, d->spare_leaf);
+        td_crdt_memfree(d, d->spare_inner[--d->nspare_inner]);
+    td_crdt_memfree(d, d->spare_leaf);
     d->spare_leaf = NULL;
 }
 
@@ -75,17 +75,17 @@ static td_crdt_err td_reserve(td_crdt_doc *d, const td_seq *s)
 {
     uint32_t need = tree_height(s) + 1;
     if (need > sizeof d->spare_inner / sizeof d->spare_inner[0])
-        return td_fail(d, TD_CRDT_ERR_LIMIT, "sequence tree too deep");
+        return td_crdt_fail(d, TD_CRDT_ERR_LIMIT, "sequence tree too deep");
     while (d->nspare_inner < need) {
-        td_inner *in = td_mem(d, NULL, sizeof *in);
+        td_inner *in = td_crdt_mem(d, NULL, sizeof *in);
         if (!in)
-            return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+            return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
         d->spare_inner[d->nspare_inner++] = in;
     }
     if (!d->spare_leaf) {
-        d->spare_leaf = td_mem(d, NULL, sizeof *d->spare_leaf);
+        d->spare_leaf = td_crdt_mem(d, NULL, sizeof *d->spare_leaf);
         if (!d->spare_leaf)
-            return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+            return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     }
     return TD_CRDT_OK;
 }
@@ -113,7 +113,7 @@ static uint32_t slot_of(const td_inner *p, const void *child)
     return p->leaf_children ? ((const td_leaf *)child)->slot : ((const td_inner *)child)->slot;
 }
 
-void td_seq_adjust(td_seq *s, td_leaf *leaf, int64_t dtot, int64_t dvis)
+void td_crdt_seq_adjust(td_seq *s, td_leaf *leaf, int64_t dtot, int64_t dvis)
 {
     s->total = (uint32_t)((int64_t)s->total + dtot);
     s->vis = (uint32_t)((int64_t)s->vis + dvis);
@@ -204,7 +204,7 @@ static uint32_t run_vis(const td_run *r)
     return r->deleted ? 0 : r->len;
 }
 
-td_crdt_err td_seq_insert_run(td_crdt_doc *d, td_seq *s, td_leaf *leaf,
+td_crdt_err td_crdt_seq_insert_run(td_crdt_doc *d, td_seq *s, td_leaf *leaf,
                               uint32_t ri, const td_run *r, td_pos *at)
 {
     td_crdt_err e = td_reserve(d, s);
@@ -218,15 +218,15 @@ td_crdt_err td_seq_insert_run(td_crdt_doc *d, td_seq *s, td_leaf *leaf,
         ri = leaf->n;
     }
     td_idx *x = &d->agents[r->id.agent].idx;
-    if (td_idx_put(d, x, r->id.seq, fresh ? d->spare_leaf : leaf))
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    if (td_crdt_idx_put(d, x, r->id.seq, fresh ? d->spare_leaf : leaf))
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     if (fresh) { /* a new leaf has room, so the spare is not needed below */
         leaf = take_leaf(d, s->obj);
         s->root = s->first = s->last = leaf;
         s->root_is_leaf = 1;
     }
     s->cur.valid = 0;
-    td_seq_adjust(s, leaf, r->len, run_vis(r));
+    td_crdt_seq_adjust(s, leaf, r->len, run_vis(r));
     td_leaf *dst = leaf;
     if (leaf->n == TD_LEAF_MAX) {
         td_leaf *nl = take_leaf(d, s->obj);
@@ -253,7 +253,7 @@ td_crdt_err td_seq_insert_run(td_crdt_doc *d, td_seq *s, td_leaf *leaf,
             t += nl->r[j].len;
             v += run_vis(&nl->r[j]);
             /* existing keys: updates in place, cannot fail */
-            td_idx_put(d, &d->agents[nl->r[j].id.agent].idx, nl->r[j].id.seq, nl);
+            td_crdt_idx_put(d, &d->agents[nl->r[j].id.agent].idx, nl->r[j].id.seq, nl);
         }
         hang_after(d, s, leaf->parent, leaf, nl, t, v, 1);
     } else {
@@ -269,7 +269,7 @@ td_crdt_err td_seq_insert_run(td_crdt_doc *d, td_seq *s, td_leaf *leaf,
     return TD_CRDT_OK;
 }
 
-td_id td_run_last(const td_run *r)
+td_id td_crdt_run_last(const td_run *r)
 {
     td_id id = r->id;
     id.seq += r->len - 1;
@@ -281,14 +281,14 @@ static int id_eq(td_id a, td_id b)
     return a.agent == b.agent && (a.agent == TD_NONE || a.seq == b.seq);
 }
 
-int td_run_continues(const td_run *a, const td_run *b)
+int td_crdt_run_continues(const td_run *a, const td_run *b)
 {
-    td_id last = td_run_last(a);
+    td_id last = td_crdt_run_last(a);
     return a->id.agent == b->id.agent && b->id.seq == a->id.seq + a->len &&
            id_eq(b->left, last) && id_eq(b->right, a->right);
 }
 
-td_crdt_err td_seq_split(td_crdt_doc *d, td_seq *s, td_pos *p)
+td_crdt_err td_crdt_seq_split(td_crdt_doc *d, td_seq *s, td_pos *p)
 {
     if (p->off == 0)
         return TD_CRDT_OK;
@@ -302,24 +302,24 @@ td_crdt_err td_seq_split(td_crdt_doc *d, td_seq *s, td_pos *p)
     b.left.seq += p->off - 1;
     uint32_t olen = a->len;
     a->len = p->off;
-    td_seq_adjust(s, p->leaf, -(int64_t)b.len, -(int64_t)run_vis(&b));
+    td_crdt_seq_adjust(s, p->leaf, -(int64_t)b.len, -(int64_t)run_vis(&b));
     td_pos at;
-    td_crdt_err e = td_seq_insert_run(d, s, p->leaf, p->ri + 1, &b, &at);
+    td_crdt_err e = td_crdt_seq_insert_run(d, s, p->leaf, p->ri + 1, &b, &at);
     if (e) {
         p->leaf->r[p->ri].len = olen;
-        td_seq_adjust(s, p->leaf, b.len, run_vis(&b));
+        td_crdt_seq_adjust(s, p->leaf, b.len, run_vis(&b));
         return e;
     }
     *p = at;
     return TD_CRDT_OK;
 }
 
-int td_seq_try_merge(td_crdt_doc *d, td_leaf *leaf, uint32_t ri)
+int td_crdt_seq_try_merge(td_crdt_doc *d, td_leaf *leaf, uint32_t ri)
 {
     if (ri + 1 >= leaf->n)
         return 0;
     td_run *a = &leaf->r[ri], *b = &leaf->r[ri + 1];
-    if (a->deleted != b->deleted || !td_run_continues(a, b))
+    if (a->deleted != b->deleted || !td_crdt_run_continues(a, b))
         return 0;
     int contiguous = a->content != TD_NO_CONTENT && b->content == a->content + a->len;
     /* Deleted text may lose its content; list elements keep theirs, since
@@ -332,11 +332,11 @@ int td_seq_try_merge(td_crdt_doc *d, td_leaf *leaf, uint32_t ri)
     uint32_t agent = b->id.agent, seq = b->id.seq;
     memmove(b, b + 1, (leaf->n - ri - 2) * sizeof *b);
     leaf->n--;
-    td_idx_del(d, &d->agents[agent].idx, seq);
+    td_crdt_idx_del(d, &d->agents[agent].idx, seq);
     return 1;
 }
 
-td_pos td_seq_find_visible(td_seq *s, uint32_t vpos)
+td_pos td_crdt_seq_find_visible(td_seq *s, uint32_t vpos)
 {
     td_pos p = {0};
     void *n = s->root;
@@ -366,11 +366,11 @@ td_pos td_seq_find_visible(td_seq *s, uint32_t vpos)
     return p;
 }
 
-int td_seq_locate(td_crdt_doc *d, uint32_t obj, td_id id, td_pos *out)
+int td_crdt_seq_locate(td_crdt_doc *d, uint32_t obj, td_id id, td_pos *out)
 {
     if (id.agent >= d->nagents)
         return 0;
-    td_idx_ent *e = td_idx_floor(&d->agents[id.agent].idx, id.seq);
+    td_idx_ent *e = td_crdt_idx_floor(&d->agents[id.agent].idx, id.seq);
     if (!e || e->leaf->obj != obj)
         return 0;
     td_leaf *l = e->leaf;
@@ -386,7 +386,7 @@ int td_seq_locate(td_crdt_doc *d, uint32_t obj, td_id id, td_pos *out)
     return 0;
 }
 
-uint32_t td_seq_index(const td_pos *p)
+uint32_t td_crdt_seq_index(const td_pos *p)
 {
     uint32_t idx = p->off;
     for (uint32_t i = 0; i < p->ri; i++)
@@ -398,7 +398,7 @@ uint32_t td_seq_index(const td_pos *p)
     return idx;
 }
 
-uint32_t td_seq_vis_index(const td_pos *p)
+uint32_t td_crdt_seq_vis_index(const td_pos *p)
 {
     const td_run *r = &p->leaf->r[p->ri];
     uint32_t idx = r->deleted ? 0 : p->off;
@@ -411,7 +411,7 @@ uint32_t td_seq_vis_index(const td_pos *p)
     return idx;
 }
 
-int td_pos_next_run(td_pos *p)
+int td_crdt_pos_next_run(td_pos *p)
 {
     p->off = 0;
     if (p->ri + 1 < p->leaf->n) {

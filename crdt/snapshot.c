@@ -73,26 +73,26 @@ typedef struct snapenc {
 
 static void put_id(snapenc *s, td_id id)
 {
-    td_buf_varint(&s->b, s->agent_ix[id.agent]);
-    td_buf_varint(&s->b, id.seq);
+    td_crdt_wb_varint(&s->b, s->agent_ix[id.agent]);
+    td_crdt_wb_varint(&s->b, id.seq);
 }
 
 /* An origin relative to the run it belongs to: agent, then (same agent) the
  * distance back from the run's first seq, zigzagged, or the plain seq. */
 static void put_rel(snapenc *s, td_id id, td_id base)
 {
-    td_buf_varint(&s->b, s->agent_ix[id.agent]);
+    td_crdt_wb_varint(&s->b, s->agent_ix[id.agent]);
     if (id.agent == base.agent)
-        td_buf_varint(&s->b, td_zigzag((int64_t)base.seq - (int64_t)id.seq));
+        td_crdt_wb_varint(&s->b, td_crdt_zigzag((int64_t)base.seq - (int64_t)id.seq));
     else
-        td_buf_varint(&s->b, id.seq);
+        td_crdt_wb_varint(&s->b, id.seq);
 }
 
 static void put_run(snapenc *s, const td_run *m, uint32_t i, uint32_t n)
 {
     const td_run *r = &m[i], *prev = i ? &m[i - 1] : NULL;
     uint8_t f = r->deleted ? R_DELETED : 0;
-    int cont = prev && td_run_continues(prev, r);
+    int cont = prev && td_crdt_run_continues(prev, r);
     int same = 0, lm = O_EXPLICIT, rm = O_EXPLICIT;
     uint32_t lk = 0, rk = 0;
     if (cont) {
@@ -102,7 +102,7 @@ static void put_run(snapenc *s, const td_run *m, uint32_t i, uint32_t n)
         if (r->left.agent == TD_NONE)
             lm = O_NONE;
         for (uint32_t k = 1; lm == O_EXPLICIT && k <= NEAR_RUNS && k <= i; k++)
-            if (id_eq(r->left, td_run_last(&m[i - k]))) {
+            if (id_eq(r->left, td_crdt_run_last(&m[i - k]))) {
                 lm = k == 1 ? O_NEIGHBOUR : O_NEAR;
                 lk = k;
             }
@@ -117,25 +117,25 @@ static void put_run(snapenc *s, const td_run *m, uint32_t i, uint32_t n)
     }
     if (r->len == 1)
         f |= R_LEN1;
-    td_buf_u8(&s->b, f);
+    td_crdt_wb_u8(&s->b, f);
     if (!cont) {
         if (same)
-            td_buf_varint(&s->b, td_zigzag((int64_t)r->id.seq - (int64_t)(prev->id.seq + prev->len)));
+            td_crdt_wb_varint(&s->b, td_crdt_zigzag((int64_t)r->id.seq - (int64_t)(prev->id.seq + prev->len)));
         else {
-            td_buf_varint(&s->b, s->agent_ix[r->id.agent]);
-            td_buf_varint(&s->b, r->id.seq);
+            td_crdt_wb_varint(&s->b, s->agent_ix[r->id.agent]);
+            td_crdt_wb_varint(&s->b, r->id.seq);
         }
     }
     if (r->len != 1)
-        td_buf_varint(&s->b, r->len);
+        td_crdt_wb_varint(&s->b, r->len);
     if (lm == O_EXPLICIT && !cont)
         put_rel(s, r->left, r->id);
     if (lm == O_NEAR)
-        td_buf_varint(&s->b, lk - 2);
+        td_crdt_wb_varint(&s->b, lk - 2);
     if (rm == O_EXPLICIT && !cont)
         put_rel(s, r->right, r->id);
     if (rm == O_NEAR)
-        td_buf_varint(&s->b, rk - 2);
+        td_crdt_wb_varint(&s->b, rk - 2);
 }
 
 /* Runs of a sequence, merged where the merge is invisible (a continuation
@@ -146,7 +146,7 @@ static void enc_seq(snapenc *s, const td_obj *o)
     uint32_t nruns = 0;
     for (td_leaf *l = q->first; l; l = l->next)
         nruns += l->n;
-    td_run *m = td_mem(s->d, NULL, ((size_t)nruns + 1) * sizeof *m);
+    td_run *m = td_crdt_mem(s->d, NULL, ((size_t)nruns + 1) * sizeof *m);
     if (!m) {
         s->b.oom = 1;
         return;
@@ -155,46 +155,46 @@ static void enc_seq(snapenc *s, const td_obj *o)
     for (td_leaf *l = q->first; l; l = l->next)
         for (uint32_t i = 0; i < l->n; i++) {
             const td_run *r = &l->r[i];
-            if (n && m[n - 1].deleted == r->deleted && td_run_continues(&m[n - 1], r))
+            if (n && m[n - 1].deleted == r->deleted && td_crdt_run_continues(&m[n - 1], r))
                 m[n - 1].len += r->len;
             else
                 m[n++] = *r;
         }
-    td_buf_varint(&s->b, n);
+    td_crdt_wb_varint(&s->b, n);
     for (uint32_t i = 0; i < n; i++)
         put_run(s, m, i, n);
-    td_memfree(s->d, m);
+    td_crdt_memfree(s->d, m);
     if (o->kind == TD_CRDT_LIST) {
         for (td_leaf *l = q->first; l; l = l->next)
             for (uint32_t i = 0; i < l->n; i++)
                 for (uint32_t k = 0; k < l->r[i].len; k++)
-                    td_val_encode(&s->b, &q->vals[l->r[i].content + k]);
+                    td_crdt_val_encode(&s->b, &q->vals[l->r[i].content + k]);
         return;
     }
     td_buf t;
-    td_buf_init(&t, s->d);
+    td_crdt_wb_init(&t, s->d);
     for (td_leaf *l = q->first; l; l = l->next)
         for (uint32_t i = 0; i < l->n; i++)
             if (!l->r[i].deleted)
-                td_buf_utf8(&t, q->text + l->r[i].content, l->r[i].len);
+                td_crdt_wb_utf8(&t, q->text + l->r[i].content, l->r[i].len);
     if (t.oom)
         s->b.oom = 1;
-    td_buf_varint(&s->b, t.len);
-    td_buf_bytes(&s->b, t.p, t.len);
-    td_buf_free(&t);
+    td_crdt_wb_varint(&s->b, t.len);
+    td_crdt_wb_bytes(&s->b, t.p, t.len);
+    td_crdt_wb_free(&t);
 }
 
 static void enc_map(snapenc *s, const td_obj *o)
 {
     const td_map *m = &o->u.map;
-    td_buf_varint(&s->b, m->n);
+    td_crdt_wb_varint(&s->b, m->n);
     for (uint32_t i = 0; i < m->n; i++) {
         const td_mapent *e = &m->e[i];
-        td_buf_varint(&s->b, e->klen);
-        td_buf_bytes(&s->b, e->key, e->klen);
-        td_buf_varint(&s->b, e->lamport);
+        td_crdt_wb_varint(&s->b, e->klen);
+        td_crdt_wb_bytes(&s->b, e->key, e->klen);
+        td_crdt_wb_varint(&s->b, e->lamport);
         put_id(s, e->id);
-        td_val_encode(&s->b, &e->val);
+        td_crdt_val_encode(&s->b, &e->val);
     }
 }
 
@@ -208,18 +208,18 @@ static void put_delrec(snapenc *s, uint32_t agent, const td_delrec *r, uint32_t 
     int own = r->target.agent == agent;
     uint8_t f = (uint8_t)((desc ? D_DESC : 0) | (r->obj == *obj ? D_SAMEOBJ : 0) |
                           (own ? D_OWNTARGET : 0) | (r->len == 1 ? D_LEN1 : 0));
-    td_buf_u8(&s->b, f);
-    td_buf_varint(&s->b, r->seq - *end);
+    td_crdt_wb_u8(&s->b, f);
+    td_crdt_wb_varint(&s->b, r->seq - *end);
     if (r->len != 1)
-        td_buf_varint(&s->b, r->len);
+        td_crdt_wb_varint(&s->b, r->len);
     if (r->obj != *obj)
-        td_buf_varint(&s->b, s->obj_ix[r->obj - 1] - 1);
+        td_crdt_wb_varint(&s->b, s->obj_ix[r->obj - 1] - 1);
     uint32_t hi = desc ? r->target.seq : r->target.seq + r->len - 1;
     if (own) {
-        td_buf_varint(&s->b, r->seq - hi - 1);
+        td_crdt_wb_varint(&s->b, r->seq - hi - 1);
     } else {
-        td_buf_varint(&s->b, s->agent_ix[r->target.agent]);
-        td_buf_varint(&s->b, hi);
+        td_crdt_wb_varint(&s->b, s->agent_ix[r->target.agent]);
+        td_crdt_wb_varint(&s->b, hi);
     }
     *end = r->seq + r->len;
     *obj = r->obj;
@@ -251,51 +251,51 @@ static td_crdt_err order_objects(snapenc *s)
 td_crdt_err td_crdt_snapshot_encode(td_crdt_doc *d, uint8_t **out, size_t *len)
 {
     if (!out || !len)
-        return td_fail(d, TD_CRDT_ERR_ARG, "snapshot needs out and len");
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "snapshot needs out and len");
     snapenc s = {.d = d};
-    td_buf_init(&s.b, d);
-    s.agent_ix = td_mem(d, NULL, (d->nagents + 1) * sizeof *s.agent_ix);
-    s.obj_ix = td_mem(d, NULL, (d->nobjs + 1) * sizeof *s.obj_ix);
-    s.order = td_mem(d, NULL, (d->nobjs + 1) * sizeof *s.order);
+    td_crdt_wb_init(&s.b, d);
+    s.agent_ix = td_crdt_mem(d, NULL, (d->nagents + 1) * sizeof *s.agent_ix);
+    s.obj_ix = td_crdt_mem(d, NULL, (d->nobjs + 1) * sizeof *s.obj_ix);
+    s.order = td_crdt_mem(d, NULL, (d->nobjs + 1) * sizeof *s.order);
     td_crdt_err e = TD_CRDT_OK;
     if (!s.agent_ix || !s.obj_ix || !s.order) {
-        e = td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        e = td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
         goto done;
     }
     memset(s.obj_ix, 0, (d->nobjs + 1) * sizeof *s.obj_ix);
-    td_buf_bytes(&s.b, "TS\x01", 3);
+    td_crdt_wb_bytes(&s.b, "TS\x01", 3);
     uint32_t na = 0;
     for (uint32_t i = 0; i < d->nagents; i++)
         na += d->agents[i].vv > 0;
-    td_buf_varint(&s.b, na);
+    td_crdt_wb_varint(&s.b, na);
     na = 0;
     for (uint32_t i = 0; i < d->nagents; i++) {
         const td_agent *a = &d->agents[d->agent_order[i]];
         if (!a->vv)
             continue;
         s.agent_ix[d->agent_order[i]] = na++;
-        td_buf_u64le(&s.b, a->id);
-        td_buf_varint(&s.b, a->vv);
+        td_crdt_wb_u64le(&s.b, a->id);
+        td_crdt_wb_varint(&s.b, a->vv);
     }
-    td_buf_varint(&s.b, d->max_lamport);
+    td_crdt_wb_varint(&s.b, d->max_lamport);
     order_objects(&s);
-    td_buf_varint(&s.b, s.nobj);
+    td_crdt_wb_varint(&s.b, s.nobj);
     for (uint32_t i = 0; i < s.nobj; i++) {
         const td_obj *o = d->objs[s.order[i] - 1];
         if (o->is_root) {
-            td_buf_u8(&s.b, (uint8_t)(o->kind - 1));
-            td_buf_varint(&s.b, o->name_len);
-            td_buf_bytes(&s.b, o->name, o->name_len);
+            td_crdt_wb_u8(&s.b, (uint8_t)(o->kind - 1));
+            td_crdt_wb_varint(&s.b, o->name_len);
+            td_crdt_wb_bytes(&s.b, o->name, o->name_len);
             continue;
         }
-        td_buf_u8(&s.b, (uint8_t)(o->kind + 2));
+        td_crdt_wb_u8(&s.b, (uint8_t)(o->kind + 2));
         put_id(&s, o->id);
-        td_buf_varint(&s.b, s.obj_ix[o->parent - 1] - 1);
-        td_buf_u8(&s.b, o->key != NULL);
+        td_crdt_wb_varint(&s.b, s.obj_ix[o->parent - 1] - 1);
+        td_crdt_wb_u8(&s.b, o->key != NULL);
         if (o->key) {
-            td_buf_varint(&s.b, o->klen);
-            td_buf_bytes(&s.b, o->key, o->klen);
-            td_buf_varint(&s.b, o->lamport);
+            td_crdt_wb_varint(&s.b, o->klen);
+            td_crdt_wb_bytes(&s.b, o->key, o->klen);
+            td_crdt_wb_varint(&s.b, o->lamport);
         }
     }
     for (uint32_t i = 0; i < s.nobj; i++) {
@@ -310,19 +310,19 @@ td_crdt_err td_crdt_snapshot_encode(td_crdt_doc *d, uint8_t **out, size_t *len)
         const td_agent *a = &d->agents[ai];
         if (!a->vv)
             continue;
-        td_buf_varint(&s.b, a->ndels);
+        td_crdt_wb_varint(&s.b, a->ndels);
         uint32_t end = 0, obj = 0;
         for (uint32_t k = 0; k < a->ndels; k++)
             put_delrec(&s, ai, &a->dels[k], &end, &obj);
     }
     if (s.b.oom)
-        e = td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        e = td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
 done:
-    td_memfree(d, s.agent_ix);
-    td_memfree(d, s.obj_ix);
-    td_memfree(d, s.order);
+    td_crdt_memfree(d, s.agent_ix);
+    td_crdt_memfree(d, s.obj_ix);
+    td_crdt_memfree(d, s.order);
     if (e) {
-        td_buf_free(&s.b);
+        td_crdt_wb_free(&s.b);
         return e;
     }
     *out = s.b.p;
@@ -347,8 +347,8 @@ typedef struct snapdec {
 static td_id get_id(snapdec *s)
 {
     td_id id;
-    uint32_t a = td_rd_u32(&s->r, s->na ? s->na - 1 : 0);
-    id.seq = td_rd_u32(&s->r, TD_MAX_SEQ);
+    uint32_t a = td_crdt_rd_u32(&s->r, s->na ? s->na - 1 : 0);
+    id.seq = td_crdt_rd_u32(&s->r, TD_MAX_SEQ);
     if (!s->na)
         s->r.bad = 1;
     id.agent = s->r.bad ? 0 : s->agent[a];
@@ -360,7 +360,7 @@ static td_id get_id(snapdec *s)
 /* 1 if some run anywhere already holds an id in [id.seq, id.seq+len). */
 static int ids_taken(td_crdt_doc *d, td_id id, uint32_t len)
 {
-    td_idx_ent *e = td_idx_floor(&d->agents[id.agent].idx, id.seq + len - 1);
+    td_idx_ent *e = td_crdt_idx_floor(&d->agents[id.agent].idx, id.seq + len - 1);
     if (!e)
         return 0;
     const td_leaf *l = e->leaf;
@@ -373,8 +373,8 @@ static int ids_taken(td_crdt_doc *d, td_id id, uint32_t len)
 static td_id get_rel(snapdec *s, td_id base)
 {
     td_id id;
-    uint32_t a = td_rd_u32(&s->r, s->na ? s->na - 1 : 0);
-    uint64_t v = td_rd_varint(&s->r);
+    uint32_t a = td_crdt_rd_u32(&s->r, s->na ? s->na - 1 : 0);
+    uint64_t v = td_crdt_rd_varint(&s->r);
     if (s->r.bad || !s->na) {
         s->r.bad = 1;
         return base;
@@ -384,7 +384,7 @@ static td_id get_rel(snapdec *s, td_id base)
         s->r.bad = 1;
         return base;
     }
-    int64_t seq = id.agent == base.agent ? (int64_t)base.seq - td_unzigzag(v) : (int64_t)v;
+    int64_t seq = id.agent == base.agent ? (int64_t)base.seq - td_crdt_unzigzag(v) : (int64_t)v;
     if (seq < 0 || seq >= (int64_t)s->d->agents[id.agent].vv) {
         s->r.bad = 1;
         return base;
@@ -400,7 +400,7 @@ static td_crdt_err dec_run(snapdec *s, td_run *m, uint32_t i, uint32_t *ahead, u
     td_crdt_doc *d = s->d;
     td_run *r = &m[i];
     const td_run *prev = i ? &m[i - 1] : NULL;
-    uint8_t f = td_rd_u8(&s->r);
+    uint8_t f = td_crdt_rd_u8(&s->r);
     int lm = (f >> R_LEFT_SHIFT) & 3, rm = (f >> R_RIGHT_SHIFT) & 3;
     memset(r, 0, sizeof *r);
     *ahead = 0;
@@ -408,28 +408,28 @@ static td_crdt_err dec_run(snapdec *s, td_run *m, uint32_t i, uint32_t *ahead, u
     if (f & R_CONT) {
         if (!prev || (f & R_SAMEAGENT) || lm || rm)
             return BAD(s, "run continuation");
-        r->id = td_run_last(prev);
+        r->id = td_crdt_run_last(prev);
         r->left = r->id;
         r->id.seq++;
     } else if (f & R_SAMEAGENT) {
         if (!prev)
             return BAD(s, "run flags");
         r->id.agent = prev->id.agent;
-        uint64_t delta = td_rd_varint(&s->r);
+        uint64_t delta = td_crdt_rd_varint(&s->r);
         if (delta > 2 * (uint64_t)TD_MAX_SEQ + 1)
             return BAD(s, "run seq");
-        int64_t seq = (int64_t)prev->id.seq + prev->len + td_unzigzag(delta);
+        int64_t seq = (int64_t)prev->id.seq + prev->len + td_crdt_unzigzag(delta);
         if (seq < 0 || seq > TD_MAX_SEQ)
             return BAD(s, "run seq");
         r->id.seq = (uint32_t)seq;
     } else {
-        uint32_t a = td_rd_u32(&s->r, s->na ? s->na - 1 : 0);
-        r->id.seq = td_rd_u32(&s->r, TD_MAX_SEQ);
+        uint32_t a = td_crdt_rd_u32(&s->r, s->na ? s->na - 1 : 0);
+        r->id.seq = td_crdt_rd_u32(&s->r, TD_MAX_SEQ);
         if (s->r.bad || !s->na)
             return BAD(s, "run id");
         r->id.agent = s->agent[a];
     }
-    r->len = (f & R_LEN1) ? 1 : td_rd_u32(&s->r, TD_MAX_SEQ);
+    r->len = (f & R_LEN1) ? 1 : td_crdt_rd_u32(&s->r, TD_MAX_SEQ);
     r->deleted = f & R_DELETED;
     if (s->r.bad || r->len == 0 || (uint64_t)r->id.seq + r->len > d->agents[r->id.agent].vv)
         return BAD(s, "run ids");
@@ -440,16 +440,16 @@ static td_crdt_err dec_run(snapdec *s, td_run *m, uint32_t i, uint32_t *ahead, u
         *cont |= 2; /* an explicit origin: checked once the runs are in */
         r->left = get_rel(s, r->id);
     } else if (lm != O_NONE) {
-        uint64_t k = lm == O_NEIGHBOUR ? 1 : td_rd_varint(&s->r) + 2;
+        uint64_t k = lm == O_NEIGHBOUR ? 1 : td_crdt_rd_varint(&s->r) + 2;
         if (k > i)
             return BAD(s, "run left origin");
-        r->left = td_run_last(&m[i - k]);
+        r->left = td_crdt_run_last(&m[i - k]);
     }
     if (rm == O_EXPLICIT) {
         *cont |= 2;
         r->right = get_rel(s, r->id);
     } else if (rm != O_NONE)
-        *ahead = rm == O_NEIGHBOUR ? 1 : (uint32_t)td_rd_u32(&s->r, NEAR_RUNS) + 2;
+        *ahead = rm == O_NEIGHBOUR ? 1 : (uint32_t)td_crdt_rd_u32(&s->r, NEAR_RUNS) + 2;
     return s->r.bad ? BAD(s, "run origins") : TD_CRDT_OK;
 }
 
@@ -458,13 +458,13 @@ static td_crdt_err dec_run(snapdec *s, td_run *m, uint32_t i, uint32_t *ahead, u
 static td_crdt_err dec_runs(snapdec *s, td_seq *q, int is_list)
 {
     td_crdt_doc *d = s->d;
-    uint32_t n = td_rd_u32(&s->r, (uint32_t)td_rd_left(&s->r));
+    uint32_t n = td_crdt_rd_u32(&s->r, (uint32_t)td_crdt_rd_left(&s->r));
     if (s->r.bad)
         return BAD(s, "run count");
-    td_run *m = td_mem(d, NULL, ((size_t)n + 1) * sizeof *m);
-    uint32_t *ahead = td_mem(d, NULL, ((size_t)n + 1) * sizeof *ahead);
-    uint8_t *cont = td_mem(d, NULL, (size_t)n + 1);
-    td_crdt_err e = (!m || !ahead || !cont) ? td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory")
+    td_run *m = td_crdt_mem(d, NULL, ((size_t)n + 1) * sizeof *m);
+    uint32_t *ahead = td_crdt_mem(d, NULL, ((size_t)n + 1) * sizeof *ahead);
+    uint8_t *cont = td_crdt_mem(d, NULL, (size_t)n + 1);
+    td_crdt_err e = (!m || !ahead || !cont) ? td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory")
                                             : TD_CRDT_OK;
     for (uint32_t i = 0; !e && i < n; i++)
         e = dec_run(s, m, i, &ahead[i], &cont[i]);
@@ -495,13 +495,13 @@ static td_crdt_err dec_runs(snapdec *s, td_seq *q, int is_list)
             r.content = q->clen; /* content is read after the runs */
             q->clen += r.len;
         }
-        e = td_seq_insert_run(d, q, NULL, 0, &r, NULL);
+        e = td_crdt_seq_insert_run(d, q, NULL, 0, &r, NULL);
     }
     /* Explicit origins are checked with the order of the whole document
      * (snapshot_check.c): an item of this sequence, on the right side. */
-    td_memfree(d, m);
-    td_memfree(d, ahead);
-    td_memfree(d, cont);
+    td_crdt_memfree(d, m);
+    td_crdt_memfree(d, ahead);
+    td_crdt_memfree(d, cont);
     return e;
 }
 
@@ -516,14 +516,14 @@ static td_crdt_err dec_seq(snapdec *s, uint32_t h)
     /* content */
     uint32_t clen = q->clen;
     q->clen = 0;
-    if (clen > td_rd_left(&s->r) + 0u && o->kind == TD_CRDT_LIST)
+    if (clen > td_crdt_rd_left(&s->r) + 0u && o->kind == TD_CRDT_LIST)
         return BAD(s, "list values");
     if (o->kind == TD_CRDT_LIST) {
-        if (clen && !td_grow(d, (void **)&q->vals, &q->ccap, clen, sizeof *q->vals))
-            return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        if (clen && !td_crdt_grow(d, (void **)&q->vals, &q->ccap, clen, sizeof *q->vals))
+            return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
         for (; q->clen < clen; q->clen++) {
             td_val *v = &q->vals[q->clen];
-            td_crdt_err e = td_val_decode(d, &s->r, v);
+            td_crdt_err e = td_crdt_val_decode(d, &s->r, v);
             if (e) {
                 v->tag = TD_VT_NULL;
                 return e == TD_CRDT_ERR_NOMEM ? e : BAD(s, "list value");
@@ -536,13 +536,13 @@ static td_crdt_err dec_seq(snapdec *s, uint32_t h)
         }
         return TD_CRDT_OK;
     }
-    uint32_t nbytes = td_rd_u32(&s->r, 0x7fffffff);
-    const uint8_t *p = td_rd_bytes(&s->r, nbytes);
-    if (!p || td_utf8_count((const char *)p, nbytes) != clen)
+    uint32_t nbytes = td_crdt_rd_u32(&s->r, 0x7fffffff);
+    const uint8_t *p = td_crdt_rd_bytes(&s->r, nbytes);
+    if (!p || td_crdt_utf8_count((const char *)p, nbytes) != clen)
         return BAD(s, "text content");
-    if (clen && !td_grow(d, (void **)&q->text, &q->ccap, clen, sizeof *q->text))
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
-    td_utf8_decode((const char *)p, nbytes, q->text);
+    if (clen && !td_crdt_grow(d, (void **)&q->text, &q->ccap, clen, sizeof *q->text))
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    td_crdt_utf8_decode((const char *)p, nbytes, q->text);
     q->clen = clen;
     return TD_CRDT_OK;
 }
@@ -558,7 +558,7 @@ static td_crdt_err link_list_objects(snapdec *s, uint32_t h)
                 td_val *v = &q->vals[l->r[i].content + k];
                 if (v->tag < TD_VT_TEXT || v->tag > TD_VT_MAP)
                     continue;
-                uint32_t c = td_obj_find_nested(d, d->agents[l->r[i].id.agent].id,
+                uint32_t c = td_crdt_obj_find_nested(d, d->agents[l->r[i].id.agent].id,
                                                 l->r[i].id.seq + k);
                 if (!c || d->objs[c - 1]->kind != v->tag - TD_VT_TEXT + 1 ||
                     d->objs[c - 1]->parent != h || d->objs[c - 1]->key)
@@ -572,16 +572,16 @@ static td_crdt_err dec_map(snapdec *s, uint32_t h)
 {
     td_crdt_doc *d = s->d;
     td_map *m = &d->objs[h - 1]->u.map;
-    uint32_t n = td_rd_u32(&s->r, (uint32_t)td_rd_left(&s->r));
+    uint32_t n = td_crdt_rd_u32(&s->r, (uint32_t)td_crdt_rd_left(&s->r));
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t klen = td_rd_u32(&s->r, TD_MAX_KEY);
-        const char *key = (const char *)td_rd_bytes(&s->r, klen);
-        uint64_t lamport = td_rd_varint(&s->r);
+        uint32_t klen = td_crdt_rd_u32(&s->r, TD_MAX_KEY);
+        const char *key = (const char *)td_crdt_rd_bytes(&s->r, klen);
+        uint64_t lamport = td_crdt_rd_varint(&s->r);
         td_id id = get_id(s);
-        if (s->r.bad || !key || klen == 0 || td_utf8_count(key, klen) == SIZE_MAX ||
+        if (s->r.bad || !key || klen == 0 || td_crdt_utf8_count(key, klen) == SIZE_MAX ||
             lamport == 0 || lamport > d->max_lamport)
             return BAD(s, "map entry");
-        if (m->n && td_map_find(m, key, klen))
+        if (m->n && td_crdt_map_find(m, key, klen))
             return BAD(s, "map keys repeat");
         if (m->n) { /* keys must ascend */
             const td_mapent *last = &m->e[m->n - 1];
@@ -591,18 +591,18 @@ static td_crdt_err dec_map(snapdec *s, uint32_t h)
                 return BAD(s, "map keys out of order");
         }
         td_val v;
-        td_crdt_err e = td_val_decode(d, &s->r, &v);
+        td_crdt_err e = td_crdt_val_decode(d, &s->r, &v);
         if (e)
             return e == TD_CRDT_ERR_NOMEM ? e : BAD(s, "map value");
         if (v.tag >= TD_VT_TEXT && v.tag <= TD_VT_MAP) {
-            uint32_t c = td_obj_find_nested(d, d->agents[id.agent].id, id.seq);
+            uint32_t c = td_crdt_obj_find_nested(d, d->agents[id.agent].id, id.seq);
             if (!c || d->objs[c - 1]->kind != v.tag - TD_VT_TEXT + 1 ||
                 d->objs[c - 1]->parent != h)
                 return BAD(s, "map value names no object");
             v.u.obj = c;
         }
-        if ((e = td_map_write(d, m, key, klen, &v, lamport, id))) {
-            td_val_free(d, &v);
+        if ((e = td_crdt_map_write(d, m, key, klen, &v, lamport, id))) {
+            td_crdt_val_free(d, &v);
             return e;
         }
     }
@@ -612,33 +612,33 @@ static td_crdt_err dec_map(snapdec *s, uint32_t h)
 static td_crdt_err dec_objects(snapdec *s)
 {
     td_crdt_doc *d = s->d;
-    s->nobj = td_rd_u32(&s->r, (uint32_t)td_rd_left(&s->r));
+    s->nobj = td_crdt_rd_u32(&s->r, (uint32_t)td_crdt_rd_left(&s->r));
     if (s->r.bad)
         return BAD(s, "object count");
-    s->obj = td_mem(d, NULL, ((size_t)s->nobj + 1) * sizeof *s->obj);
-    uint32_t *parent = td_mem(d, NULL, ((size_t)s->nobj + 1) * sizeof *parent);
+    s->obj = td_crdt_mem(d, NULL, ((size_t)s->nobj + 1) * sizeof *s->obj);
+    uint32_t *parent = td_crdt_mem(d, NULL, ((size_t)s->nobj + 1) * sizeof *parent);
     td_crdt_err e = TD_CRDT_OK;
     if (!s->obj || !parent) {
-        td_memfree(d, parent);
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        td_crdt_memfree(d, parent);
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     }
     const td_obj *prev_root = NULL;
     uint64_t prev_agent = 0;
     uint32_t prev_seq = 0;
     int have_nested = 0;
     for (uint32_t i = 0; i < s->nobj && !e; i++) {
-        uint8_t tag = td_rd_u8(&s->r);
+        uint8_t tag = td_crdt_rd_u8(&s->r);
         parent[i] = UINT32_MAX;
         if (tag < 3) {
             if (have_nested)
                 e = BAD(s, "roots after nested objects");
-            uint32_t n = td_rd_u32(&s->r, TD_MAX_NAME);
-            const char *name = (const char *)td_rd_bytes(&s->r, n);
-            if (e || !name || n == 0 || td_utf8_count(name, n) == SIZE_MAX) {
+            uint32_t n = td_crdt_rd_u32(&s->r, TD_MAX_NAME);
+            const char *name = (const char *)td_crdt_rd_bytes(&s->r, n);
+            if (e || !name || n == 0 || td_crdt_utf8_count(name, n) == SIZE_MAX) {
                 e = BAD(s, "root name");
                 break;
             }
-            if ((e = td_obj_new_root(d, (uint8_t)(tag + 1), name, n, &s->obj[i])))
+            if ((e = td_crdt_obj_new_root(d, (uint8_t)(tag + 1), name, n, &s->obj[i])))
                 break;
             const td_obj *o = d->objs[s->obj[i] - 1];
             if (prev_root && root_cmp(prev_root, o) >= 0)
@@ -646,8 +646,8 @@ static td_crdt_err dec_objects(snapdec *s)
             prev_root = o;
         } else if (tag < 6) {
             td_id id = get_id(s);
-            parent[i] = td_rd_u32(&s->r, s->nobj - 1);
-            uint8_t has_key = td_rd_u8(&s->r);
+            parent[i] = td_crdt_rd_u32(&s->r, s->nobj - 1);
+            uint8_t has_key = td_crdt_rd_u8(&s->r);
             if (s->r.bad || has_key > 1) {
                 e = BAD(s, "nested object");
                 break;
@@ -661,20 +661,20 @@ static td_crdt_err dec_objects(snapdec *s)
             prev_agent = agent;
             prev_seq = id.seq;
             /* parents are linked below; create without depth checks */
-            if ((e = td_obj_new_nested(d, (uint8_t)(tag - 2), id, 0, &s->obj[i])))
+            if ((e = td_crdt_obj_new_nested(d, (uint8_t)(tag - 2), id, 0, &s->obj[i])))
                 break;
             if (has_key) {
                 td_obj *o = d->objs[s->obj[i] - 1];
-                uint32_t kl = td_rd_u32(&s->r, TD_MAX_KEY);
-                const char *key = (const char *)td_rd_bytes(&s->r, kl);
-                o->lamport = td_rd_varint(&s->r);
-                if (!key || kl == 0 || td_utf8_count(key, kl) == SIZE_MAX || o->lamport == 0 ||
+                uint32_t kl = td_crdt_rd_u32(&s->r, TD_MAX_KEY);
+                const char *key = (const char *)td_crdt_rd_bytes(&s->r, kl);
+                o->lamport = td_crdt_rd_varint(&s->r);
+                if (!key || kl == 0 || td_crdt_utf8_count(key, kl) == SIZE_MAX || o->lamport == 0 ||
                     o->lamport > d->max_lamport) {
                     e = BAD(s, "nested object key");
                     break;
                 }
-                if (!(o->key = td_mem(d, NULL, kl))) {
-                    e = td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+                if (!(o->key = td_crdt_mem(d, NULL, kl))) {
+                    e = td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
                     break;
                 }
                 memcpy(o->key, key, kl);
@@ -698,12 +698,12 @@ static td_crdt_err dec_objects(snapdec *s)
         uint32_t depth = 0;
         for (uint32_t j = i; parent[j] != UINT32_MAX; j = parent[j])
             if (++depth > d->max_depth) {
-                e = td_fail(d, TD_CRDT_ERR_LIMIT, "objects nested too deeply (or in a cycle)");
+                e = td_crdt_fail(d, TD_CRDT_ERR_LIMIT, "objects nested too deeply (or in a cycle)");
                 break;
             }
         o->depth = (uint16_t)depth;
     }
-    td_memfree(d, parent);
+    td_crdt_memfree(d, parent);
     return e;
 }
 
@@ -711,18 +711,18 @@ static td_crdt_err dec_delrec(snapdec *s, uint32_t agent, td_delrec *r, uint32_t
                               uint32_t *obj)
 {
     td_crdt_doc *d = s->d;
-    uint8_t f = td_rd_u8(&s->r);
+    uint8_t f = td_crdt_rd_u8(&s->r);
     if (f & ~15u)
         return BAD(s, "delete record flags");
-    uint64_t seq = (uint64_t)*end + td_rd_varint(&s->r);
-    r->len = (f & D_LEN1) ? 1 : td_rd_u32(&s->r, TD_MAX_SEQ);
+    uint64_t seq = (uint64_t)*end + td_crdt_rd_varint(&s->r);
+    r->len = (f & D_LEN1) ? 1 : td_crdt_rd_u32(&s->r, TD_MAX_SEQ);
     r->desc = (f & D_DESC) != 0;
     if (f & D_SAMEOBJ) {
         if (!*obj)
             return BAD(s, "delete record object");
         r->obj = *obj;
     } else {
-        uint32_t oi = td_rd_u32(&s->r, s->nobj ? s->nobj - 1 : 0);
+        uint32_t oi = td_crdt_rd_u32(&s->r, s->nobj ? s->nobj - 1 : 0);
         if (s->r.bad || !s->nobj)
             return BAD(s, "delete record object");
         r->obj = s->obj[oi];
@@ -733,13 +733,13 @@ static td_crdt_err dec_delrec(snapdec *s, uint32_t agent, td_delrec *r, uint32_t
     uint64_t hi;
     if (f & D_OWNTARGET) {
         r->target.agent = agent;
-        uint64_t dist = td_rd_varint(&s->r);
+        uint64_t dist = td_crdt_rd_varint(&s->r);
         if (dist >= seq)
             return BAD(s, "delete record target");
         hi = seq - dist - 1;
     } else {
-        uint32_t a = td_rd_u32(&s->r, s->na ? s->na - 1 : 0);
-        hi = td_rd_varint(&s->r);
+        uint32_t a = td_crdt_rd_u32(&s->r, s->na ? s->na - 1 : 0);
+        hi = td_crdt_rd_varint(&s->r);
         if (s->r.bad || !s->na)
             return BAD(s, "delete record target");
         r->target.agent = s->agent[a];
@@ -749,7 +749,7 @@ static td_crdt_err dec_delrec(snapdec *s, uint32_t agent, td_delrec *r, uint32_t
     uint32_t lo = (uint32_t)(hi - (r->len - 1));
     r->target.seq = r->desc ? (uint32_t)hi : lo;
     if (d->objs[r->obj - 1]->kind == TD_CRDT_MAP ||
-        !td_seq_range_deleted(d, r->obj, r->target.agent, lo, (uint32_t)hi))
+        !td_crdt_seq_range_deleted(d, r->obj, r->target.agent, lo, (uint32_t)hi))
         return BAD(s, "delete record target (not deleted items of its sequence)");
     *end = r->seq + r->len;
     *obj = r->obj;
@@ -761,13 +761,13 @@ static td_crdt_err dec_deletes(snapdec *s)
     td_crdt_doc *d = s->d;
     for (uint32_t ai = 0; ai < s->na; ai++) {
         uint32_t a = s->agent[ai];
-        uint32_t n = td_rd_u32(&s->r, (uint32_t)td_rd_left(&s->r));
+        uint32_t n = td_crdt_rd_u32(&s->r, (uint32_t)td_crdt_rd_left(&s->r));
         uint32_t end = 0, obj = 0;
         if (s->r.bad)
             return BAD(s, "delete count");
-        if (n && !td_grow(d, (void **)&d->agents[a].dels, &d->agents[a].capdels, n,
+        if (n && !td_crdt_grow(d, (void **)&d->agents[a].dels, &d->agents[a].capdels, n,
                           sizeof(td_delrec)))
-            return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+            return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
         for (uint32_t i = 0; i < n; i++) {
             td_delrec r;
             td_crdt_err e = dec_delrec(s, a, &r, &end, &obj);
@@ -782,33 +782,33 @@ static td_crdt_err dec_deletes(snapdec *s)
 static td_crdt_err dec_all(snapdec *s)
 {
     td_crdt_doc *d = s->d;
-    const uint8_t *magic = td_rd_bytes(&s->r, 3);
+    const uint8_t *magic = td_crdt_rd_bytes(&s->r, 3);
     if (!magic || magic[0] != 'T' || magic[1] != 'S')
         return BAD(s, "not a snapshot");
     if (magic[2] != 1) {
         s->why = "unsupported snapshot version";
         return TD_CRDT_ERR_VERSION;
     }
-    s->na = td_rd_u32(&s->r, (uint32_t)(td_rd_left(&s->r) / 9));
+    s->na = td_crdt_rd_u32(&s->r, (uint32_t)(td_crdt_rd_left(&s->r) / 9));
     if (s->r.bad)
         return BAD(s, "agent count");
-    s->agent = td_mem(d, NULL, ((size_t)s->na + 1) * sizeof *s->agent);
+    s->agent = td_crdt_mem(d, NULL, ((size_t)s->na + 1) * sizeof *s->agent);
     if (!s->agent)
-        return td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     uint64_t prev = 0;
     for (uint32_t i = 0; i < s->na; i++) {
-        uint64_t id = td_rd_u64le(&s->r);
-        uint32_t vv = td_rd_u32(&s->r, TD_MAX_SEQ);
+        uint64_t id = td_crdt_rd_u64le(&s->r);
+        uint32_t vv = td_crdt_rd_u32(&s->r, TD_MAX_SEQ);
         if (s->r.bad || vv == 0 || (i && id <= prev))
             return BAD(s, "agent table");
         prev = id;
-        td_crdt_err e = td_agent_intern(d, id, &s->agent[i]);
+        td_crdt_err e = td_crdt_agent_intern(d, id, &s->agent[i]);
         if (e)
             return e;
         d->agents[s->agent[i]].vv = vv;
         d->nops += vv;
     }
-    d->max_lamport = td_rd_varint(&s->r);
+    d->max_lamport = td_crdt_rd_varint(&s->r);
     if (s->r.bad || d->max_lamport > ((uint64_t)1 << 62))
         return BAD(s, "lamport");
     td_crdt_err e = dec_objects(s);
@@ -825,13 +825,13 @@ static td_crdt_err dec_all(snapdec *s)
     }
     if (!e)
         e = dec_deletes(s);
-    if (!e && (s->r.bad || td_rd_left(&s->r)))
+    if (!e && (s->r.bad || td_crdt_rd_left(&s->r)))
         e = BAD(s, "trailing bytes");
     if (!e) {
         int oom;
-        const char *why = td_snapshot_check(d, &oom);
+        const char *why = td_crdt_snapshot_check(d, &oom);
         if (why)
-            e = oom ? td_fail(d, TD_CRDT_ERR_NOMEM, "out of memory") : BAD(s, why);
+            e = oom ? td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory") : BAD(s, why);
     }
     return e;
 }
@@ -868,8 +868,8 @@ td_crdt_err td_crdt_doc_load(const td_crdt_options *opts, const uint8_t *snap,
         snap = none; /* len is 0: no pointer arithmetic on NULL */
     snapdec s = {.d = d, .r = {snap, snap + len, 0}};
     e = dec_all(&s);
-    td_memfree(d, s.agent);
-    td_memfree(d, s.obj);
+    td_crdt_memfree(d, s.agent);
+    td_crdt_memfree(d, s.obj);
     if (e) {
         /* static strings only: the document that held a formatted
          * message is freed here, and the core keeps no global state */

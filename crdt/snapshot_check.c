@@ -12,7 +12,7 @@
  *     write, or a losing write that made an object (anything else is an
  *     effect-free op that diff sends as a NOP).
  *  2. Every item a delete record names is deleted (checked as the records
- *     are decoded, td_seq_range_deleted).
+ *     are decoded, td_crdt_seq_range_deleted).
  *  3. Every nested object agrees with the op that made it: a list element of
  *     its kind at its id, or a map write of its key that either holds the
  *     key or lost it to a later write.
@@ -68,7 +68,7 @@ static td_id creator(const td_crdt_doc *d, uint32_t h)
 static unit *push(checker *c, uint32_t agent, uint32_t seq, uint32_t len)
 {
     units *us = &c->per_agent[agent];
-    if (!td_grow(c->d, (void **)&us->u, &us->cap, us->n + 1, sizeof *us->u)) {
+    if (!td_crdt_grow(c->d, (void **)&us->u, &us->cap, us->n + 1, sizeof *us->u)) {
         c->oom = 1;
         return NULL;
     }
@@ -105,7 +105,7 @@ static int object_consistent(td_crdt_doc *d, uint32_t h)
     uint8_t tag = (uint8_t)(TD_VT_TEXT + o->kind - 1);
     if (p->kind == TD_CRDT_LIST) {
         td_pos pos;
-        if (o->key || !td_seq_locate(d, o->parent, o->id, &pos))
+        if (o->key || !td_crdt_seq_locate(d, o->parent, o->id, &pos))
             return 0;
         const td_run *r = &pos.leaf->r[pos.ri];
         const td_val *v = &p->u.seq.vals[r->content + pos.off];
@@ -113,7 +113,7 @@ static int object_consistent(td_crdt_doc *d, uint32_t h)
     }
     if (p->kind != TD_CRDT_MAP || !o->key)
         return 0;
-    const td_mapent *e = td_map_find(&p->u.map, o->key, o->klen);
+    const td_mapent *e = td_crdt_map_find(&p->u.map, o->key, o->klen);
     if (!e)
         return 0;
     if (e->id.agent == o->id.agent && e->id.seq == o->id.seq)
@@ -158,7 +158,7 @@ static void merge_tail(checker *c, uint32_t a, int sort_tail)
     if (sort_tail && us->n - mid > 1)
         qsort(us->u + mid, us->n - mid, sizeof *us->u, unit_cmp);
     if (mid > 0 && mid < us->n && us->u[mid - 1].seq > us->u[mid].seq) {
-        unit *tmp = td_mem(c->d, NULL, (size_t)us->n * sizeof *tmp);
+        unit *tmp = td_crdt_mem(c->d, NULL, (size_t)us->n * sizeof *tmp);
         if (!tmp) {
             c->oom = 1;
             return;
@@ -168,7 +168,7 @@ static void merge_tail(checker *c, uint32_t a, int sort_tail)
             tmp[k++] = (j >= us->n || (i < mid && us->u[i].seq <= us->u[j].seq)) ? us->u[i++]
                                                                                 : us->u[j++];
         memcpy(us->u, tmp, (size_t)us->n * sizeof *tmp);
-        td_memfree(c->d, tmp);
+        td_crdt_memfree(c->d, tmp);
     }
     us->sorted = us->n;
 }
@@ -181,7 +181,7 @@ static void collect(checker *c)
     td_crdt_doc *d = c->d;
     for (uint32_t a = 0; a < d->nagents && !c->oom; a++) {
         run_walk w = {c, a};
-        td_idx_walk(&d->agents[a].idx, 0, walk_entry, &w);
+        td_crdt_idx_walk(&d->agents[a].idx, 0, walk_entry, &w);
         c->per_agent[a].sorted = c->per_agent[a].n;
         for (uint32_t i = 0; i < d->agents[a].ndels && !c->oom; i++) {
             const td_delrec *r = &d->agents[a].dels[i];
@@ -205,7 +205,7 @@ static void collect(checker *c)
                     add_ref(u, creator(d, h));
             }
         if (o->key && !o->is_root) { /* a losing write that made an object */
-            const td_mapent *e = td_map_find(&d->objs[o->parent - 1]->u.map, o->key, o->klen);
+            const td_mapent *e = td_crdt_map_find(&d->objs[o->parent - 1]->u.map, o->key, o->klen);
             if (e && !(e->id.agent == o->id.agent && e->id.seq == o->id.seq)) {
                 unit *u = push(c, o->id.agent, o->id.seq, 1);
                 if (u)
@@ -221,13 +221,13 @@ static void collect(checker *c)
 static int orderable(checker *c)
 {
     td_crdt_doc *d = c->d;
-    uint32_t *next = td_mem(d, NULL, ((size_t)d->nagents + 1) * sizeof *next);
-    uint32_t *done = td_mem(d, NULL, ((size_t)d->nagents + 1) * sizeof *done);
+    uint32_t *next = td_crdt_mem(d, NULL, ((size_t)d->nagents + 1) * sizeof *next);
+    uint32_t *done = td_crdt_mem(d, NULL, ((size_t)d->nagents + 1) * sizeof *done);
     size_t total = 1;
     for (uint32_t a = 0; a < d->nagents; a++)
         total += c->per_agent[a].n;
-    c->step_agent = td_mem(d, NULL, total * sizeof *c->step_agent);
-    c->step_unit = td_mem(d, NULL, total * sizeof *c->step_unit);
+    c->step_agent = td_crdt_mem(d, NULL, total * sizeof *c->step_agent);
+    c->step_unit = td_crdt_mem(d, NULL, total * sizeof *c->step_unit);
     int ok = next && done && c->step_agent && c->step_unit;
     if (!ok)
         c->oom = 1; /* not a verdict on the document */
@@ -265,8 +265,8 @@ static int orderable(checker *c)
     }
     for (uint32_t a = 0; ok && a < d->nagents; a++)
         ok = next[a] == c->per_agent[a].n;
-    td_memfree(d, next);
-    td_memfree(d, done);
+    td_crdt_memfree(d, next);
+    td_crdt_memfree(d, done);
     return ok;
 }
 
@@ -355,7 +355,7 @@ static int run_ordinal(td_crdt_doc *d, uint32_t h, const leafbase *lb, uint32_t 
                        uint32_t *ord, int *first, int *last)
 {
     td_pos p;
-    if (!td_seq_locate(d, h, id, &p))
+    if (!td_crdt_seq_locate(d, h, id, &p))
         return 0;
     leafbase key = {p.leaf, 0};
     const leafbase *b = bsearch(&key, lb, nl, sizeof *lb, leafbase_cmp);
@@ -388,13 +388,13 @@ static int neighbours_hold(checker *c, uint32_t h)
     uint32_t levels = 1;
     while ((1u << levels) <= n)
         levels++;
-    uint32_t *st = td_mem(d, NULL, (size_t)levels * n * sizeof *st);
-    leafbase *lb = td_mem(d, NULL, (size_t)nl * sizeof *lb);
-    const td_run **runs = td_mem(d, NULL, (size_t)n * sizeof *runs);
+    uint32_t *st = td_crdt_mem(d, NULL, (size_t)levels * n * sizeof *st);
+    leafbase *lb = td_crdt_mem(d, NULL, (size_t)nl * sizeof *lb);
+    const td_run **runs = td_crdt_mem(d, NULL, (size_t)n * sizeof *runs);
     if (!st || !lb || !runs) {
-        td_memfree(d, st);
-        td_memfree(d, lb);
-        td_memfree(d, runs);
+        td_crdt_memfree(d, st);
+        td_crdt_memfree(d, lb);
+        td_crdt_memfree(d, runs);
         return -1;
     }
     uint32_t k = 0, li = 0;
@@ -420,7 +420,7 @@ static int neighbours_hold(checker *c, uint32_t h)
         const td_run *r = runs[i];
         /* most origins are the neighbouring run: no lookup needed */
         if (r->left.agent != TD_NONE) {
-            if (i > 0 && id_same(r->left, td_run_last(runs[i - 1])))
+            if (i > 0 && id_same(r->left, td_crdt_run_last(runs[i - 1])))
                 ord = i - 1;
             else
                 ok = run_ordinal(d, h, lb, nl, r->left, &ord, &first, &last) && last && ord < i;
@@ -445,9 +445,9 @@ static int neighbours_hold(checker *c, uint32_t h)
             ok = (x < y ? x : y) > step;
         }
     }
-    td_memfree(d, st);
-    td_memfree(d, lb);
-    td_memfree(d, runs);
+    td_crdt_memfree(d, st);
+    td_crdt_memfree(d, lb);
+    td_crdt_memfree(d, runs);
     return ok;
 }
 
@@ -468,16 +468,16 @@ static const char *replay_matches(checker *c)
     td_crdt_err e = TD_CRDT_OK;
     uint32_t idx;
     for (uint32_t a = 1; a < d->nagents && !e; a++)
-        e = td_agent_intern(z, d->agents[a].id, &idx);
+        e = td_crdt_agent_intern(z, d->agents[a].id, &idx);
     for (uint32_t h = 1; h <= d->nobjs && !e; h++) {
         const td_obj *ob = d->objs[h - 1];
-        e = ob->is_root ? td_obj_new_root(z, ob->kind, ob->name, ob->name_len, &idx)
-                        : td_obj_new_nested(z, ob->kind, ob->id, ob->parent, &idx);
+        e = ob->is_root ? td_crdt_obj_new_root(z, ob->kind, ob->name, ob->name_len, &idx)
+                        : td_crdt_obj_new_nested(z, ob->kind, ob->id, ob->parent, &idx);
     }
     for (uint32_t i = 0; i < c->nsteps && !e; i++) {
         const unit *u = &c->per_agent[c->step_agent[i]].u[c->step_unit[i]];
         if (u->run_obj)
-            e = td_seq_integrate(z, u->run_obj, (td_id){c->step_agent[i], u->seq}, u->len,
+            e = td_crdt_seq_integrate(z, u->run_obj, (td_id){c->step_agent[i], u->seq}, u->len,
                                  u->left, u->right, 1, NULL, NULL);
     }
     const char *why = NULL;
@@ -495,7 +495,7 @@ static const char *replay_matches(checker *c)
 }
 
 /* NULL if the loaded document is consistent; otherwise why not. */
-const char *td_snapshot_check(td_crdt_doc *d, int *oom)
+const char *td_crdt_snapshot_check(td_crdt_doc *d, int *oom)
 {
     checker c = {.d = d};
     const char *why = NULL;
@@ -505,7 +505,7 @@ const char *td_snapshot_check(td_crdt_doc *d, int *oom)
             why = "a nested object disagrees with the op that made it";
     if (why)
         return why;
-    c.per_agent = td_mem(d, NULL, ((size_t)d->nagents + 1) * sizeof *c.per_agent);
+    c.per_agent = td_crdt_mem(d, NULL, ((size_t)d->nagents + 1) * sizeof *c.per_agent);
     if (!c.per_agent) {
         *oom = 1;
         return "out of memory";
@@ -530,9 +530,9 @@ const char *td_snapshot_check(td_crdt_doc *d, int *oom)
         why = "out of memory";
     }
     for (uint32_t a = 0; a < d->nagents; a++)
-        td_memfree(d, c.per_agent[a].u);
-    td_memfree(d, c.per_agent);
-    td_memfree(d, c.step_agent);
-    td_memfree(d, c.step_unit);
+        td_crdt_memfree(d, c.per_agent[a].u);
+    td_crdt_memfree(d, c.per_agent);
+    td_crdt_memfree(d, c.step_agent);
+    td_crdt_memfree(d, c.step_unit);
     return why;
 }
