@@ -197,6 +197,24 @@ static int target_docs(const td_srv_verb *v, td_store *st, const td_srv_args *a,
     return -1;
 }
 
+/* The common start of verbs that act on [DOC] or every document: parse the
+ * arguments, open the store in `mode`, list the target documents. Returns -1
+ * with *st and *ns set, or an exit code (nothing left open). */
+static int open_targets(const td_srv_verb *v, int argc, char **argv, td_srv_open_mode mode,
+                        td_srv_args *a, td_store **st, names *ns)
+{
+    int rc = td_srv_args_parse(v, argc, argv, TD_SRV_OPT_DATA, 0, 1, a);
+    if (rc >= 0)
+        return rc;
+    *st = td_srv_open_store(v, a->data, mode);
+    if (*st == NULL)
+        return TD_SRV_EXIT_FAIL;
+    rc = target_docs(v, *st, a, ns);
+    if (rc >= 0)
+        td_store_close(*st);
+    return rc;
+}
+
 int td_srv_cmd_compact(const td_srv_verb *v, int argc, char **argv)
 {
     td_srv_args a;
@@ -205,18 +223,10 @@ int td_srv_cmd_compact(const td_srv_verb *v, int argc, char **argv)
     td_store *st;
     names ns;
     size_t failed = 0;
-    int rc = td_srv_args_parse(v, argc, argv, TD_SRV_OPT_DATA, 0, 1, &a);
+    int rc = open_targets(v, argc, argv, TD_SRV_OPEN_WRITE, &a, &st, &ns);
 
     if (rc >= 0)
         return rc;
-    st = td_srv_open_store(v, a.data, TD_SRV_OPEN_WRITE);
-    if (st == NULL)
-        return TD_SRV_EXIT_FAIL;
-    rc = target_docs(v, st, &a, &ns);
-    if (rc >= 0) {
-        td_store_close(st);
-        return rc;
-    }
     td_store_get_stats(st, &before);
     for (size_t i = 0; i < ns.n; i++) {
         td_store_compact_info info;
@@ -257,18 +267,10 @@ int td_srv_cmd_check(const td_srv_verb *v, int argc, char **argv)
     td_store *st;
     names ns;
     size_t bad = 0;
-    int rc = td_srv_args_parse(v, argc, argv, TD_SRV_OPT_DATA, 0, 1, &a);
+    int rc = open_targets(v, argc, argv, TD_SRV_OPEN_READ, &a, &st, &ns);
 
     if (rc >= 0)
         return rc;
-    st = td_srv_open_store(v, a.data, TD_SRV_OPEN_READ);
-    if (st == NULL)
-        return TD_SRV_EXIT_FAIL;
-    rc = target_docs(v, st, &a, &ns);
-    if (rc >= 0) {
-        td_store_close(st);
-        return rc;
-    }
     for (size_t i = 0; i < ns.n; i++) {
         td_store_error e = {0};
         td_store_doc_info info;
