@@ -18,6 +18,8 @@
 
 #include "srv_test_client.h"
 
+int tc_failures;
+
 typedef struct outq {
     uint8_t *buf; /* LWS_PRE + len */
     size_t len;

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "tandem_srv.h"
 
@@ -48,5 +49,24 @@ int tc_http_get(int port, const char *path, char **body);
 int tc_server_start(const char *bin, const char *data, const char *const *extra, int *port);
 /* SIGTERM, then the exit status (128+sig if killed, -1 on timeout). */
 int tc_server_stop(int pid);
+
+/* Assertions shared by the server tests: CHECK counts a failure and goes
+ * on, REQUIRE counts it and jumps to the test's `out:` label. */
+extern int tc_failures;
+#define CHECK(c)                                                                     \
+    do {                                                                             \
+        if (!(c)) {                                                                  \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);    \
+            tc_failures++;                                                           \
+        }                                                                            \
+    } while (0)
+#define REQUIRE(c)                                                                   \
+    do {                                                                             \
+        if (!(c)) {                                                                  \
+            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #c);  \
+            tc_failures++;                                                           \
+            goto out;                                                                \
+        }                                                                            \
+    } while (0)
 
 #endif

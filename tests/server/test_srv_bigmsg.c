@@ -21,14 +21,6 @@
 #include "srv_test_client.h"
 #include "tandem_crdt.h"
 
-static int failures;
-#define CHECK(c)                                                                     \
-    do {                                                                             \
-        if (!(c)) {                                                                  \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);    \
-            failures++;                                                              \
-        }                                                                            \
-    } while (0)
 
 #define BIG (1u << 20)
 #define MAX_FRAME (2u << 20)
@@ -203,6 +195,6 @@ int main(int argc, char **argv)
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "cannot remove %s\n", dir);
-    printf("srv_bigmsg: %s (%d failures)\n", failures ? "FAILED" : "ok", failures);
-    return failures ? 1 : 0;
+    printf("srv_bigmsg: %s (%d tc_failures)\n", tc_failures ? "FAILED" : "ok", tc_failures);
+    return tc_failures ? 1 : 0;
 }

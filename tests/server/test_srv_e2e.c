@@ -24,22 +24,6 @@
 #include "srv_test_client.h"
 #include "tandem_crdt.h"
 
-static int failures;
-#define CHECK(c)                                                                     \
-    do {                                                                             \
-        if (!(c)) {                                                                  \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);    \
-            failures++;                                                              \
-        }                                                                            \
-    } while (0)
-#define REQUIRE(c)                                                                   \
-    do {                                                                             \
-        if (!(c)) {                                                                  \
-            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #c);  \
-            failures++;                                                              \
-            goto out;                                                                \
-        }                                                                            \
-    } while (0)
 
 static const char *g_bin;
 static char g_data[256];
@@ -378,7 +362,7 @@ out:
     tc_done();
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_data);
     if (system(cmd) != 0)
-        failures++;
-    printf("%s (%d failures)\n", failures ? "FAIL" : "PASS", failures);
-    return failures ? 1 : 0;
+        tc_failures++;
+    printf("%s (%d tc_failures)\n", tc_failures ? "FAIL" : "PASS", tc_failures);
+    return tc_failures ? 1 : 0;
 }

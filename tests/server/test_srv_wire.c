@@ -35,22 +35,6 @@
 #include "srv_test_client.h"
 #include "tandem_crdt.h"
 
-static int failures;
-#define CHECK(c)                                                                     \
-    do {                                                                             \
-        if (!(c)) {                                                                  \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);    \
-            failures++;                                                              \
-        }                                                                            \
-    } while (0)
-#define REQUIRE(c)                                                                   \
-    do {                                                                             \
-        if (!(c)) {                                                                  \
-            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #c);  \
-            failures++;                                                              \
-            goto out;                                                                \
-        }                                                                            \
-    } while (0)
 
 /* ---- a raw WebSocket client --------------------------------------------------- */
 
@@ -526,6 +510,6 @@ out:
     if (system(cmd) != 0)
         fprintf(stderr, "cannot remove %s\n", dir);
     tc_done();
-    printf("srv_wire: %s (%d failures)\n", failures ? "FAILED" : "ok", failures);
-    return failures ? 1 : 0;
+    printf("srv_wire: %s (%d tc_failures)\n", tc_failures ? "FAILED" : "ok", tc_failures);
+    return tc_failures ? 1 : 0;
 }
