@@ -49,15 +49,21 @@ void td_crdt_wb_u8(td_buf *b, uint8_t v)
         b->p[b->len++] = v;
 }
 
-void td_crdt_wb_varint(td_buf *b, uint64_t v)
+size_t td_crdt_varint_put(uint8_t out[TD_CRDT_VARINT_MAX], uint64_t v)
 {
-    if (!buf_reserve(b, 10))
-        return;
+    size_t n = 0;
     while (v >= 0x80) {
-        b->p[b->len++] = (uint8_t)(v | 0x80);
+        out[n++] = (uint8_t)(v | 0x80);
         v >>= 7;
     }
-    b->p[b->len++] = (uint8_t)v;
+    out[n++] = (uint8_t)v;
+    return n;
+}
+
+void td_crdt_wb_varint(td_buf *b, uint64_t v)
+{
+    if (buf_reserve(b, TD_CRDT_VARINT_MAX))
+        b->len += td_crdt_varint_put(b->p + b->len, v);
 }
 
 void td_crdt_wb_u64le(td_buf *b, uint64_t v)
@@ -84,28 +90,38 @@ uint8_t td_crdt_rd_u8(td_rd *r)
     return *r->p++;
 }
 
-uint64_t td_crdt_rd_varint(td_rd *r)
+td_crdt_err td_crdt_varint_get(const uint8_t *p, size_t len, size_t *pos, uint64_t *out)
 {
     uint64_t v = 0;
+    size_t i = *pos;
     for (int shift = 0; shift < 64; shift += 7) {
-        uint8_t c = td_crdt_rd_u8(r);
-        if (r->bad)
-            return 0;
-        if (shift == 63 && c > 1) {
-            r->bad = 1;
-            return 0;
-        }
+        if (i >= len)
+            return TD_CRDT_ERR_DECODE; /* truncated */
+        uint8_t c = p[i++];
+        if (shift == 63 && c > 1)
+            return TD_CRDT_ERR_DECODE; /* past 64 bits */
         v |= (uint64_t)(c & 0x7f) << shift;
         if (!(c & 0x80)) {
-            if (c == 0 && shift > 0) { /* non-minimal */
-                r->bad = 1;
-                return 0;
-            }
-            return v;
+            if (c == 0 && shift > 0)
+                return TD_CRDT_ERR_DECODE; /* non-minimal */
+            *pos = i;
+            *out = v;
+            return TD_CRDT_OK;
         }
     }
-    r->bad = 1;
-    return 0;
+    return TD_CRDT_ERR_DECODE; /* longer than 10 bytes */
+}
+
+uint64_t td_crdt_rd_varint(td_rd *r)
+{
+    uint64_t v;
+    size_t pos = 0;
+    if (r->bad || td_crdt_varint_get(r->p, (size_t)(r->end - r->p), &pos, &v) != TD_CRDT_OK) {
+        r->bad = 1;
+        return 0;
+    }
+    r->p += pos;
+    return v;
 }
 
 uint32_t td_crdt_rd_u32(td_rd *r, uint32_t max)
@@ -169,6 +185,11 @@ static int utf8_seqlen(uint8_t c)
     if (c >= 0xf0 && c <= 0xf4)
         return 4;
     return 0;
+}
+
+int td_crdt_utf8_valid(const uint8_t *p, size_t len)
+{
+    return td_crdt_utf8_count((const char *)p, len) != SIZE_MAX;
 }
 
 /* Rejects overlongs, surrogates and code points past U+10FFFF. */

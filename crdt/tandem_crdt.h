@@ -106,6 +106,22 @@ typedef struct td_crdt_apply_info {
     int parked;           /* 1 if this batch waits in the pending set */
 } td_crdt_apply_info;
 
+/* ---- byte codec -------------------------------------------------------- */
+/* The varints and UTF-8 rules of every tandem encoding, shared with storage/,
+ * server/ and the clients so that each is written once (docs/FORMAT.md). */
+
+#define TD_CRDT_VARINT_MAX 10
+/* LEB128, least significant group first, always minimal. Returns the number
+ * of bytes written (1..10). */
+size_t td_crdt_varint_put(uint8_t out[TD_CRDT_VARINT_MAX], uint64_t v);
+/* Reads the varint at p[*pos] (p has len bytes) and advances *pos. Returns
+ * TD_CRDT_ERR_DECODE, leaving *pos and *out alone, if it is truncated, longer
+ * than 64 bits or not minimal (a trailing zero group): one value, one encoding. */
+td_crdt_err td_crdt_varint_get(const uint8_t *p, size_t len, size_t *pos, uint64_t *out);
+/* 1 if [p, p+len) is valid UTF-8 (RFC 3629: no overlongs, no surrogates,
+ * nothing past U+10FFFF). */
+int td_crdt_utf8_valid(const uint8_t *p, size_t len);
+
 /* ---- documents ---------------------------------------------------------- */
 
 td_crdt_err td_crdt_doc_new(const td_crdt_options *opts, td_crdt_doc **out);

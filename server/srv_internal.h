@@ -27,24 +27,7 @@
 #include "tandem_srv.h"
 #include "tandem_store.h"
 
-/* ---- config (srv_main.c) ------------------------------------------------------ */
-
-typedef struct td_srv_config {
-    const char *addr;
-    int port;
-    const char *data;
-    td_store_durability durability;
-    uint64_t presence_interval_ms, presence_ttl_ms;
-    uint64_t max_frame, max_batch, max_presence, max_subs, send_queue;
-    uint64_t doc_idle_ms;
-    uint64_t compact_ops, compact_bytes;
-    const char *public_key;
-    const char *static_dir;
-    int log_level; /* lws LLL_ mask */
-    int deflate;
-} td_srv_config;
-
-int td_srv_config_parse(td_srv_config *c, int argc, char **argv, int *exit_code);
+#include "srv_config.h"
 
 /* ---- codec helpers (srv_proto.c) ----------------------------------------------- */
 
@@ -307,6 +290,5 @@ struct td_srv_server {
 };
 
 int64_t td_srv_now_us(void);
-int td_srv_run(td_srv_config *cfg);
 
 #endif /* SRV_INTERNAL_H */

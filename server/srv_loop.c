@@ -476,7 +476,7 @@ static struct lws_http_mount *mounts_build(td_srv_server *srv, struct lws_http_m
     return head;
 }
 
-int td_srv_run(td_srv_config *cfg)
+int td_srv_run(const td_srv_config *cfg)
 {
     static td_srv_server server; /* the signal handler needs a fixed home */
     td_srv_server *srv = &server;

@@ -183,7 +183,7 @@ static void defaults(td_srv_config *c)
 }
 
 /* Returns 0 to run, or -1 with *exit_code set. */
-int td_srv_config_parse(td_srv_config *c, int argc, char **argv, int *exit_code)
+static int td_srv_config_parse(td_srv_config *c, int argc, char **argv, int *exit_code)
 {
     static char static_buf[PATH_MAX];
     int static_given = 0;

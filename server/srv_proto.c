@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tandem_crdt.h"
 #include "tandem_srv.h"
 
 static const char *const code_names[TD_SRV_E_COUNT] = {
@@ -26,39 +27,6 @@ const char *td_srv_code_name(uint64_t code)
 
 /* ---- validation helpers ---------------------------------------------------- */
 
-int td_srv_utf8_valid(const uint8_t *p, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        uint8_t c = p[i];
-        size_t n;
-        uint32_t cp, min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            n = 1, cp = c & 0x1F, min = 0x80;
-        } else if ((c & 0xF0) == 0xE0) {
-            n = 2, cp = c & 0x0F, min = 0x800;
-        } else if ((c & 0xF8) == 0xF0) {
-            n = 3, cp = c & 0x07, min = 0x10000;
-        } else {
-            return 0;
-        }
-        if (len - i <= n)
-            return 0;
-        for (size_t k = 1; k <= n; k++) {
-            if ((p[i + k] & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (p[i + k] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        i += n + 1;
-    }
-    return 1;
-}
-
 int td_srv_doc_id_valid(const uint8_t *p, size_t len)
 {
     if (len < 1 || len > TD_SRV_DOC_MAX)
@@ -66,7 +34,7 @@ int td_srv_doc_id_valid(const uint8_t *p, size_t len)
     for (size_t i = 0; i < len; i++)
         if (p[i] < 0x20 || p[i] == 0x7F)
             return 0;
-    return td_srv_utf8_valid(p, len);
+    return td_crdt_utf8_valid(p, len);
 }
 
 /* ---- reader ---------------------------------------------------------------- */
@@ -87,22 +55,9 @@ static int rd_fail(rd *r, const char *why)
 
 static int rd_varint(rd *r, uint64_t *out)
 {
-    uint64_t v = 0;
-    for (unsigned i = 0; i < 10; i++) {
-        if (r->pos >= r->len)
-            return rd_fail(r, "truncated varint");
-        uint8_t b = r->p[r->pos++];
-        if (i == 9 && b > 1)
-            return rd_fail(r, "varint overflows 64 bits");
-        v |= (uint64_t)(b & 0x7F) << (7 * i);
-        if (!(b & 0x80)) {
-            if (b == 0 && i > 0)
-                return rd_fail(r, "non-minimal varint");
-            *out = v;
-            return 0;
-        }
-    }
-    return rd_fail(r, "varint longer than 10 bytes");
+    if (td_crdt_varint_get(r->p, r->len, &r->pos, out) != TD_CRDT_OK)
+        return rd_fail(r, "malformed varint (truncated, non-minimal or past 64 bits)");
+    return 0;
 }
 
 static int rd_bytes(rd *r, td_srv_bytes *out)
@@ -124,7 +79,7 @@ static int rd_string(rd *r, td_srv_bytes *out, size_t max)
         return -1;
     if (out->len > max)
         return rd_fail(r, "string too long");
-    if (!td_srv_utf8_valid(out->ptr, out->len))
+    if (!td_crdt_utf8_valid(out->ptr, out->len))
         return rd_fail(r, "string is not valid UTF-8");
     return 0;
 }
@@ -378,16 +333,8 @@ void td_srv_put_u8(td_srv_wbuf *w, uint8_t v)
 
 void td_srv_put_varint(td_srv_wbuf *w, uint64_t v)
 {
-    uint8_t b[10];
-    size_t n = 0;
-    do {
-        b[n] = (uint8_t)(v & 0x7F);
-        v >>= 7;
-        if (v)
-            b[n] |= 0x80;
-        n++;
-    } while (v);
-    td_srv_put_raw(w, b, n);
+    uint8_t b[TD_CRDT_VARINT_MAX];
+    td_srv_put_raw(w, b, td_crdt_varint_put(b, v));
 }
 
 void td_srv_put_bytes(td_srv_wbuf *w, const void *p, size_t len)

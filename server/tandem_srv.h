@@ -153,8 +153,6 @@ void td_srv_item_put_peer(td_srv_wbuf *items, uint64_t session, uint64_t agent,
                           const char *user, size_t user_len, const uint8_t *state,
                           size_t state_len);
 
-/* 1 if [p, p+len) is valid UTF-8 (RFC 3629). */
-int td_srv_utf8_valid(const uint8_t *p, size_t len);
 /* 1 if a document id is valid: 1..255 bytes of UTF-8, no control chars. */
 int td_srv_doc_id_valid(const uint8_t *p, size_t len);
 
