@@ -2,7 +2,8 @@
  * batch.c -- op batches: their encoding, their integration, the pending set,
  * commit and diff.
  *
- * Batch encoding, version 1 (all integers LEB128 varints unless noted):
+ * Batch encoding, version 1 (all integers LEB128 varints unless noted; byte
+ * by byte, with every rule the decoder enforces, in docs/FORMAT.md section 3):
  *
  *   'T' 'B' 0x01
  *   nagents, then nagents agent ids as u64 little-endian, strictly ascending
@@ -11,12 +12,13 @@
  *   nops, then per op a head byte:
  *     bits 0-1 type: 0 INS, 1 DEL, 2 SET, 3 NOP
  *     bit 2    the op continues the previous one (same agent, next seq);
- *              otherwise agent index and seq follow
+ *              otherwise agent index and seq follow the head byte
  *     INS: bit 3 deleted, bit 4 no left origin, bit 5 no right origin,
  *          bit 6 left origin is the previous op's last item, bit 7 content
  *          is text (UTF-8) rather than list values
- *     DEL: bit 3 targets run downwards
- *   then: INS: len, object index, [left agent, seq], [right agent, seq],
+ *     DEL: bit 3 targets run downwards; other bits above 3 must be clear
+ *     SET, NOP: bits 3-7 clear
+ *   then: INS: len, object index, [left agent index, seq], [right agent index, seq],
  *              content: text as byte length + UTF-8 holding exactly len code
  *              points (absent when deleted), or len values (always present)
  *         DEL: len, object index, target agent, target seq

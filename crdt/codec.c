@@ -7,6 +7,8 @@
  * returns zero, so a decoder may read a whole structure and check once.
  * Varints are LEB128, at most 10 bytes, and must be minimal (a redundant
  * trailing zero byte is rejected) so that every value has one encoding.
+ * These primitives and the value tags are specified in docs/FORMAT.md
+ * (section 1).
  */
 #include "crdt_internal.h"
 

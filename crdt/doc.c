@@ -485,16 +485,26 @@ static td_crdt_err room_for_ops(td_crdt_doc *d, size_t n)
     return TD_CRDT_OK;
 }
 
+/* The text or list h, if pos is a position in it (its end included); else
+ * NULL, with the reason recorded. */
+static td_obj *seq_at(td_crdt_doc *d, td_crdt_obj h, uint8_t kind, const char *what,
+                      size_t pos)
+{
+    td_obj *o = obj_of(d, h, kind, what);
+    if (o && pos > o->u.seq.vis) {
+        td_crdt_fail(d, TD_CRDT_ERR_ARG, "position %zu past the end (%u)", pos, o->u.seq.vis);
+        return NULL;
+    }
+    return o;
+}
+
 /* ---- text ---------------------------------------------------------------- */
 
 td_crdt_err td_crdt_text_insert(td_crdt_doc *d, td_crdt_obj h, size_t pos,
                                 const char *utf8, size_t len)
 {
-    td_obj *o = obj_of(d, h, TD_CRDT_TEXT, "text");
-    if (!o)
+    if (!seq_at(d, h, TD_CRDT_TEXT, "text", pos))
         return TD_CRDT_ERR_ARG;
-    if (pos > o->u.seq.vis)
-        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "position %zu past the end (%u)", pos, o->u.seq.vis);
     if (len == 0)
         return TD_CRDT_OK;
     if (len == 1 && utf8 && (uint8_t)utf8[0] < 0x80) { /* a keystroke */
@@ -518,9 +528,11 @@ td_crdt_err td_crdt_text_insert(td_crdt_doc *d, td_crdt_obj h, size_t pos,
     return e;
 }
 
-td_crdt_err td_crdt_text_delete(td_crdt_doc *d, td_crdt_obj h, size_t pos, size_t count)
+/* A local delete of count items at pos of a text or list. */
+static td_crdt_err seq_delete(td_crdt_doc *d, td_crdt_obj h, td_crdt_kind kind,
+                              const char *what, size_t pos, size_t count)
 {
-    td_obj *o = obj_of(d, h, TD_CRDT_TEXT, "text");
+    td_obj *o = obj_of(d, h, kind, what);
     if (!o)
         return TD_CRDT_ERR_ARG;
     if (pos > o->u.seq.vis || count > o->u.seq.vis - pos)
@@ -529,6 +541,11 @@ td_crdt_err td_crdt_text_delete(td_crdt_doc *d, td_crdt_obj h, size_t pos, size_
         return TD_CRDT_OK;
     td_crdt_err e = room_for_ops(d, count);
     return e ? e : td_crdt_seq_local_delete(d, h, (uint32_t)pos, (uint32_t)count);
+}
+
+td_crdt_err td_crdt_text_delete(td_crdt_doc *d, td_crdt_obj h, size_t pos, size_t count)
+{
+    return seq_delete(d, h, TD_CRDT_TEXT, "text", pos, count);
 }
 
 size_t td_crdt_text_length(const td_crdt_doc *d, td_crdt_obj h)
@@ -564,11 +581,8 @@ td_crdt_err td_crdt_text_get(td_crdt_doc *d, td_crdt_obj h, char **out, size_t *
 td_crdt_err td_crdt_list_insert(td_crdt_doc *d, td_crdt_obj h, size_t pos,
                                 const td_crdt_value *vals, size_t n)
 {
-    td_obj *o = obj_of(d, h, TD_CRDT_LIST, "list");
-    if (!o)
+    if (!seq_at(d, h, TD_CRDT_LIST, "list", pos))
         return TD_CRDT_ERR_ARG;
-    if (pos > o->u.seq.vis)
-        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "position %zu past the end (%u)", pos, o->u.seq.vis);
     if (n == 0)
         return TD_CRDT_OK;
     td_crdt_err e = room_for_ops(d, n);
@@ -616,15 +630,7 @@ td_crdt_err td_crdt_list_insert_obj(td_crdt_doc *d, td_crdt_obj h, size_t pos,
 
 td_crdt_err td_crdt_list_delete(td_crdt_doc *d, td_crdt_obj h, size_t pos, size_t count)
 {
-    td_obj *o = obj_of(d, h, TD_CRDT_LIST, "list");
-    if (!o)
-        return TD_CRDT_ERR_ARG;
-    if (pos > o->u.seq.vis || count > o->u.seq.vis - pos)
-        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "range %zu+%zu past the end (%u)", pos, count, o->u.seq.vis);
-    if (count == 0)
-        return TD_CRDT_OK;
-    td_crdt_err e = room_for_ops(d, count);
-    return e ? e : td_crdt_seq_local_delete(d, h, (uint32_t)pos, (uint32_t)count);
+    return seq_delete(d, h, TD_CRDT_LIST, "list", pos, count);
 }
 
 size_t td_crdt_list_length(const td_crdt_doc *d, td_crdt_obj h)

@@ -137,15 +137,23 @@ td_crdt_err td_crdt_idx_put(td_crdt_doc *d, td_idx *x, uint32_t seq, td_leaf *le
     return TD_CRDT_OK;
 }
 
+/* The chunk and entry indexes of the entry keyed exactly seq: 0, or -1 if
+ * there is none. */
+static int exact(const td_idx *x, uint32_t seq, int64_t *ci, int64_t *ei)
+{
+    *ci = chunk_floor(x, seq);
+    if (*ci < 0)
+        return -1;
+    *ei = ent_floor(x->chunks[*ci], seq);
+    return *ei < 0 || x->chunks[*ci]->e[*ei].seq != seq ? -1 : 0;
+}
+
 void td_crdt_idx_del(td_crdt_doc *d, td_idx *x, uint32_t seq)
 {
-    int64_t ci = chunk_floor(x, seq);
-    if (ci < 0)
+    int64_t ci, ei;
+    if (exact(x, seq, &ci, &ei) < 0)
         return;
     td_idx_chunk *c = x->chunks[ci];
-    int64_t ei = ent_floor(c, seq);
-    if (ei < 0 || c->e[ei].seq != seq)
-        return;
     memmove(&c->e[ei], &c->e[ei + 1], (c->n - (uint32_t)ei - 1) * sizeof *c->e);
     c->n--;
     if (c->n) {
@@ -160,13 +168,10 @@ void td_crdt_idx_del(td_crdt_doc *d, td_idx *x, uint32_t seq)
 
 void td_crdt_idx_rekey(td_idx *x, uint32_t from, uint32_t to)
 {
-    int64_t ci = chunk_floor(x, from);
-    if (ci < 0)
+    int64_t ci, ei;
+    if (exact(x, from, &ci, &ei) < 0)
         return;
     td_idx_chunk *c = x->chunks[ci];
-    int64_t ei = ent_floor(c, from);
-    if (ei < 0 || c->e[ei].seq != from)
-        return;
     c->e[ei].seq = to;
     x->first[ci] = c->e[0].seq;
 }

@@ -9,22 +9,28 @@
  * entries by key, delete records by (agent, seq); deleted text is dropped.
  * Roots that no op ever touched are left out (they exist only locally).
  *
- * Layout, version 1 (varints unless noted):
+ * Layout, version 1 -- byte by byte, with every rule the loader enforces, in
+ * docs/FORMAT.md section 4 (varints unless noted):
  *   'T' 'S' 0x01
- *   nagents; per agent: id (u64 little-endian), ops seen
+ *   nagents; per agent: id (u64 little-endian), ops seen (>= 1), ids ascending
  *   max lamport
- *   nobjs; per object: tag 0-2 root text/list/map + name; or tag 3-5 nested
- *          text/list/map + creating id + parent index + has_key byte
- *          [+ key length, key, lamport]
+ *   nobjs; per object: tag 0-2 root text/list/map + name length + name; or
+ *          tag 3-5 nested text/list/map + creating id (agent index, seq) +
+ *          parent index + has_key byte [+ key length, key, lamport]
  *   per object, in that order:
- *     sequence: nruns; per run a flag byte (bit 0 deleted, bit 1 continues
- *       the previous run, bit 2 no left origin, bit 3 no right origin, bit 4
- *       left origin is the previous run's last item) then [agent, seq] len
- *       [left] [right]; list runs then hold their len values. A text ends
- *       with its visible content: byte length + UTF-8.
+ *     sequence: nruns; per run a flag byte (R_* below: bit 0 deleted, bit 1
+ *       continues the previous run, bit 2 same agent as the previous run,
+ *       bits 3-4 left origin mode, bits 5-6 right origin mode, bit 7 len 1)
+ *       then [id: agent index + seq, or with bit 2 zigzag(seq - previous
+ *       run's end)] [len] [left: explicit origin, or k-2 for O_NEAR]
+ *       [right: likewise]. Explicit origins are relative to the run's id
+ *       (put_rel). A list then holds one value per item, deleted items
+ *       included; a text its visible content: byte length + UTF-8.
  *     map: nentries; per entry key length, key, lamport, id, value
- *   per agent (same order): ndeletes; per record seq, len, object index,
- *     target id, desc byte
+ *   per agent (same order): ndeletes; per record a flag byte (D_* below),
+ *     seq as the gap after the previous record, [len], [object index],
+ *     target: distance back from seq (D_OWNTARGET) or agent index + highest
+ *     target seq
  * Loading validates everything and builds the tree by appending runs in
  * order, so it costs no integration at all.
  */

@@ -1,6 +1,7 @@
 /*
  * cli_admin.c -- the admin verbs that read or maintain a data directory:
- * docs, export, backup, compact, check, delete (import is cli_import.c).
+ * docs, export, backup, compact, check, delete (import is cli_import.c),
+ * each an act on the data directory that admin_run opens for it.
  *
  * Verbs that only read open the directory read-only, which RocksDB allows
  * next to a running server; verbs that write need its lock and say so when
@@ -12,6 +13,50 @@
 #include <string.h>
 
 #include "td_srv_cli.h"
+
+/* ---- shared ------------------------------------------------------------- */
+
+td_store *td_srv_open_store(const td_srv_verb *v, const char *dir,
+                            td_srv_open_mode mode)
+{
+    td_store_options o = {0};
+    td_store_error e = {0};
+    td_store *st = NULL;
+
+    o.read_only = mode == TD_SRV_OPEN_READ;
+    o.create_if_missing = mode == TD_SRV_OPEN_CREATE;
+    o.compaction = TD_STORE_COMPACT_MANUAL;
+    if (td_store_open(dir, &o, &st, &e) != TD_STORE_OK) {
+        td_srv_fail(v, "%s", e.msg);
+        return NULL;
+    }
+    return st;
+}
+
+static const td_srv_opt data_opt[] = {TD_SRV_OPT_DATA_ROW};
+static const td_srv_pos doc_pos[] = {{"DOC", offsetof(td_srv_admin_args, doc), 0, 1}};
+static const td_srv_pos doc_opt_pos[] = {{"DOC", offsetof(td_srv_admin_args, doc), 1, 1}};
+static const td_srv_pos dir_pos[] = {{"DIR", offsetof(td_srv_admin_args, dir), 0, 0}};
+
+/* Every admin verb but import: open the store, act, close it. */
+static int admin_run(const td_srv_verb *v, void *args)
+{
+    const td_srv_admin_verb *av = (const td_srv_admin_verb *)v; /* its first member */
+    const td_srv_admin_args *a = args;
+    td_store *st = td_srv_open_store(v, a->data, av->mode);
+    int rc;
+
+    if (st == NULL)
+        return TD_SRV_EXIT_FAIL;
+    rc = av->act(v, a, st);
+    td_store_close(st);
+    return rc;
+}
+
+#define ADMIN_VERB(name, summary, about, pos, npos, mode, act)                      \
+    {{name, summary, about, data_opt, 1, pos, npos, sizeof(td_srv_admin_args),      \
+      admin_run},                                                                   \
+     mode, act}
 
 /* ---- docs --------------------------------------------------------------- */
 
@@ -35,63 +80,43 @@ static int print_doc(void *ud, const td_store_doc_info *i)
     return 0;
 }
 
-int td_srv_cmd_docs(const td_srv_verb *v, int argc, char **argv)
+static int docs(const td_srv_verb *v, const td_srv_admin_args *a, td_store *st)
 {
-    td_srv_args a;
     td_store_error e = {0};
     docs_ctx c = {0, 0};
-    td_store *st;
-    int rc = td_srv_args_parse(v, argc, argv, TD_SRV_OPT_DATA, 0, 0, &a);
 
-    if (rc >= 0)
-        return rc;
-    st = td_srv_open_store(v, a.data, TD_SRV_OPEN_READ);
-    if (st == NULL)
-        return TD_SRV_EXIT_FAIL;
+    (void)a;
     printf("%-24s %10s %10s %12s %12s %10s\n", "DOC", "OPS", "LOG", "LOG-BYTES",
            "SNAP-BYTES", "SEQ");
     if (td_store_list(st, print_doc, &c, &e) != TD_STORE_OK) {
         td_srv_fail(v, "%s", e.msg);
-        rc = TD_SRV_EXIT_FAIL;
-    } else if (c.damaged) {
-        td_srv_fail(v, "%zu of %zu documents have damaged metadata", c.damaged, c.n);
-        rc = TD_SRV_EXIT_FAIL;
-    } else {
-        rc = TD_SRV_EXIT_OK;
+        return TD_SRV_EXIT_FAIL;
     }
-    td_store_close(st);
-    return rc;
+    if (c.damaged) {
+        td_srv_fail(v, "%zu of %zu documents have damaged metadata", c.damaged, c.n);
+        return TD_SRV_EXIT_FAIL;
+    }
+    return TD_SRV_EXIT_OK;
 }
 
 /* ---- export ------------------------------------------------------------- */
 
-int td_srv_cmd_export(const td_srv_verb *v, int argc, char **argv)
+static int export(const td_srv_verb *v, const td_srv_admin_args *a, td_store *st)
 {
-    td_srv_args a;
     td_store_error e = {0};
     td_crdt_doc *d = NULL;
-    td_store *st;
     char *json = NULL;
     size_t len = 0;
     td_crdt_err ce;
-    int rc = td_srv_args_parse(v, argc, argv, TD_SRV_OPT_DATA, 1, 1, &a);
+    int rc;
 
-    if (rc >= 0)
-        return rc;
-    if (!td_srv_doc_arg_ok(v, a.pos[0]))
-        return TD_SRV_EXIT_USAGE;
-    st = td_srv_open_store(v, a.data, TD_SRV_OPEN_READ);
-    if (st == NULL)
-        return TD_SRV_EXIT_FAIL;
-    if (td_store_load(st, a.pos[0], strlen(a.pos[0]), NULL, &d, NULL, &e) !=
-        TD_STORE_OK) {
-        td_srv_fail(v, "%s (data directory %s)", e.msg, a.data);
-        td_store_close(st);
+    if (td_store_load(st, a->doc, strlen(a->doc), NULL, &d, NULL, &e) != TD_STORE_OK) {
+        td_srv_fail(v, "%s (data directory %s)", e.msg, a->data);
         return TD_SRV_EXIT_FAIL;
     }
     ce = td_crdt_to_json(d, &json, &len);
     if (ce != TD_CRDT_OK) {
-        td_srv_fail(v, "document '%s' cannot be rendered as JSON: %s (%s)", a.pos[0],
+        td_srv_fail(v, "document '%s' cannot be rendered as JSON: %s (%s)", a->doc,
                     td_crdt_strerror(ce), td_crdt_doc_error(d));
         rc = TD_SRV_EXIT_FAIL;
     } else if (fwrite(json, 1, len, stdout) != len || fputc('\n', stdout) == EOF ||
@@ -104,35 +129,22 @@ int td_srv_cmd_export(const td_srv_verb *v, int argc, char **argv)
     if (json)
         td_crdt_buf_free(d, json);
     td_crdt_doc_free(d);
-    td_store_close(st);
     return rc;
 }
 
 /* ---- backup ------------------------------------------------------------- */
 
-int td_srv_cmd_backup(const td_srv_verb *v, int argc, char **argv)
+static int backup(const td_srv_verb *v, const td_srv_admin_args *a, td_store *st)
 {
-    td_srv_args a;
     td_store_error e = {0};
-    td_store *st;
-    int rc = td_srv_args_parse(v, argc, argv, TD_SRV_OPT_DATA, 1, 1, &a);
 
-    if (rc >= 0)
-        return rc;
-    st = td_srv_open_store(v, a.data, TD_SRV_OPEN_WRITE);
-    if (st == NULL)
-        return TD_SRV_EXIT_FAIL;
-    if (td_store_checkpoint(st, a.pos[0], &e) != TD_STORE_OK) {
+    if (td_store_checkpoint(st, a->dir, &e) != TD_STORE_OK) {
         td_srv_fail(v, "%s", e.msg);
-        rc = TD_SRV_EXIT_FAIL;
-    } else {
-        fprintf(stderr, "tandem backup: %s written; it opens as a data directory "
-                        "(--data %s)\n",
-                a.pos[0], a.pos[0]);
-        rc = TD_SRV_EXIT_OK;
+        return TD_SRV_EXIT_FAIL;
     }
-    td_store_close(st);
-    return rc;
+    fprintf(stderr, "tandem backup: %s written; it opens as a data directory (--data %s)\n",
+            a->dir, a->dir);
+    return TD_SRV_EXIT_OK;
 }
 
 /* ---- compact ------------------------------------------------------------ */
@@ -171,23 +183,21 @@ static void names_free(names *ns)
 }
 
 /* The documents a verb works on: the one named, or all of them. */
-static int target_docs(const td_srv_verb *v, td_store *st, const td_srv_args *a,
+static int target_docs(const td_srv_verb *v, td_store *st, const td_srv_admin_args *a,
                        names *ns)
 {
     td_store_error e = {0};
     memset(ns, 0, sizeof *ns);
-    if (a->npos == 1) {
+    if (a->doc) {
         td_store_doc_info info;
-        if (!td_srv_doc_arg_ok(v, a->pos[0]))
-            return TD_SRV_EXIT_USAGE;
-        if (td_store_doc_stat(st, a->pos[0], strlen(a->pos[0]), &info, &e) ==
+        if (td_store_doc_stat(st, a->doc, strlen(a->doc), &info, &e) ==
             TD_STORE_ERR_NOT_FOUND) {
             td_srv_fail(v, "%s in data directory %s", e.msg, a->data);
             return TD_SRV_EXIT_FAIL;
         }
         td_store_doc_info one = {0};
-        one.doc = a->pos[0];
-        one.doc_len = strlen(a->pos[0]);
+        one.doc = a->doc;
+        one.doc_len = strlen(a->doc);
         return collect_name(ns, &one) ? TD_SRV_EXIT_FAIL : -1;
     }
     if (td_store_list(st, collect_name, ns, &e) != TD_STORE_OK) {
@@ -197,33 +207,13 @@ static int target_docs(const td_srv_verb *v, td_store *st, const td_srv_args *a,
     return -1;
 }
 
-/* The common start of verbs that act on [DOC] or every document: parse the
- * arguments, open the store in `mode`, list the target documents. Returns -1
- * with *st and *ns set, or an exit code (nothing left open). */
-static int open_targets(const td_srv_verb *v, int argc, char **argv, td_srv_open_mode mode,
-                        td_srv_args *a, td_store **st, names *ns)
+static int compact(const td_srv_verb *v, const td_srv_admin_args *a, td_store *st)
 {
-    int rc = td_srv_args_parse(v, argc, argv, TD_SRV_OPT_DATA, 0, 1, a);
-    if (rc >= 0)
-        return rc;
-    *st = td_srv_open_store(v, a->data, mode);
-    if (*st == NULL)
-        return TD_SRV_EXIT_FAIL;
-    rc = target_docs(v, *st, a, ns);
-    if (rc >= 0)
-        td_store_close(*st);
-    return rc;
-}
-
-int td_srv_cmd_compact(const td_srv_verb *v, int argc, char **argv)
-{
-    td_srv_args a;
     td_store_error e = {0};
     td_store_stats before, after;
-    td_store *st;
     names ns;
     size_t failed = 0;
-    int rc = open_targets(v, argc, argv, TD_SRV_OPEN_WRITE, &a, &st, &ns);
+    int rc = target_docs(v, st, a, &ns);
 
     if (rc >= 0)
         return rc;
@@ -252,22 +242,19 @@ int td_srv_cmd_compact(const td_srv_verb *v, int argc, char **argv)
         failed++;
     }
     td_store_get_stats(st, &after);
-    printf("data directory %s: %" PRIu64 " bytes before, %" PRIu64 " after\n", a.data,
+    printf("data directory %s: %" PRIu64 " bytes before, %" PRIu64 " after\n", a->data,
            before.disk_bytes, after.disk_bytes);
     names_free(&ns);
-    td_store_close(st);
     return failed ? TD_SRV_EXIT_FAIL : TD_SRV_EXIT_OK;
 }
 
 /* ---- check -------------------------------------------------------------- */
 
-int td_srv_cmd_check(const td_srv_verb *v, int argc, char **argv)
+static int check(const td_srv_verb *v, const td_srv_admin_args *a, td_store *st)
 {
-    td_srv_args a;
-    td_store *st;
     names ns;
     size_t bad = 0;
-    int rc = open_targets(v, argc, argv, TD_SRV_OPEN_READ, &a, &st, &ns);
+    int rc = target_docs(v, st, a, &ns);
 
     if (rc >= 0)
         return rc;
@@ -288,32 +275,58 @@ int td_srv_cmd_check(const td_srv_verb *v, int argc, char **argv)
     if (bad)
         td_srv_fail(v, "%zu of %zu documents failed to load", bad, ns.n);
     names_free(&ns);
-    td_store_close(st);
     return bad ? TD_SRV_EXIT_FAIL : TD_SRV_EXIT_OK;
 }
 
 /* ---- delete ------------------------------------------------------------- */
 
-int td_srv_cmd_delete(const td_srv_verb *v, int argc, char **argv)
+static int delete(const td_srv_verb *v, const td_srv_admin_args *a, td_store *st)
 {
-    td_srv_args a;
     td_store_error e = {0};
-    td_store *st;
-    int rc = td_srv_args_parse(v, argc, argv, TD_SRV_OPT_DATA, 1, 1, &a);
 
-    if (rc >= 0)
-        return rc;
-    if (!td_srv_doc_arg_ok(v, a.pos[0]))
-        return TD_SRV_EXIT_USAGE;
-    st = td_srv_open_store(v, a.data, TD_SRV_OPEN_WRITE);
-    if (st == NULL)
+    if (td_store_delete(st, a->doc, strlen(a->doc), &e) != TD_STORE_OK) {
+        td_srv_fail(v, "%s in data directory %s", e.msg, a->data);
         return TD_SRV_EXIT_FAIL;
-    if (td_store_delete(st, a.pos[0], strlen(a.pos[0]), &e) != TD_STORE_OK) {
-        td_srv_fail(v, "%s in data directory %s", e.msg, a.data);
-        rc = TD_SRV_EXIT_FAIL;
-    } else {
-        rc = TD_SRV_EXIT_OK;
     }
-    td_store_close(st);
-    return rc;
+    return TD_SRV_EXIT_OK;
 }
+
+/* ---- the verbs ---------------------------------------------------------- */
+
+const td_srv_admin_verb td_srv_verb_docs = ADMIN_VERB(
+    "docs", "list the documents with their sizes",
+    "Lists every document: ops, log entries after the snapshot, bytes in the\n"
+    "log and in the snapshot, and the newest server sequence. Opens the data\n"
+    "directory read-only, so it also works while a server is running.\n"
+    "Exits 1 if any document's metadata is damaged.\n",
+    NULL, 0, TD_SRV_OPEN_READ, docs);
+const td_srv_admin_verb td_srv_verb_export = ADMIN_VERB(
+    "export", "print a document as JSON",
+    "Prints the document's content as JSON on stdout (one line, keys in byte\n"
+    "order): an object whose keys are the root names; text roots are strings,\n"
+    "lists arrays, maps objects. Read-only, works while a server runs.\n",
+    doc_pos, 1, TD_SRV_OPEN_READ, export);
+const td_srv_admin_verb td_srv_verb_backup = ADMIN_VERB(
+    "backup", "write a consistent copy of the data directory",
+    "Writes a RocksDB checkpoint of the whole store into DIR, which must not\n"
+    "exist yet. DIR is a complete data directory: `tandem VERB --data DIR` and\n"
+    "the server open it as it is. Needs the data directory's lock (stop the\n"
+    "server first).\n",
+    dir_pos, 1, TD_SRV_OPEN_WRITE, backup);
+const td_srv_admin_verb td_srv_verb_compact = ADMIN_VERB(
+    "compact", "fold logs into snapshots and reclaim disk space",
+    "Folds the log of DOC (or of every document) into a new snapshot, whatever\n"
+    "the thresholds, then has RocksDB rewrite its files so the space is\n"
+    "returned. Needs the data directory's lock.\n",
+    doc_opt_pos, 1, TD_SRV_OPEN_WRITE, compact);
+const td_srv_admin_verb td_srv_verb_check = ADMIN_VERB(
+    "check", "verify that documents load",
+    "Loads DOC (or every document) the way the server would -- checksums,\n"
+    "snapshot, every log entry through the CRDT core -- and reports each one\n"
+    "that fails. Exits 1 if any does. Read-only.\n",
+    doc_opt_pos, 1, TD_SRV_OPEN_READ, check);
+const td_srv_admin_verb td_srv_verb_delete = ADMIN_VERB(
+    "delete", "delete a document",
+    "Deletes DOC: its log, snapshot and metadata, in one write. Needs the data\n"
+    "directory's lock.\n",
+    doc_pos, 1, TD_SRV_OPEN_WRITE, delete);

@@ -27,6 +27,31 @@
 
 #define MAX_INPUT ((size_t)256 << 20)
 
+static int import(const td_srv_verb *v, void *args);
+
+static const td_srv_opt import_opts[] = {
+    TD_SRV_OPT_DATA_ROW,
+    {.name = "force", .kind = TD_SRV_OPT_FLAG, .off = offsetof(td_srv_admin_args, force),
+     .help = "replace DOC if it exists"},
+};
+static const td_srv_pos import_pos[] = {{"DOC", offsetof(td_srv_admin_args, doc), 0, 1},
+                                        {"FILE", offsetof(td_srv_admin_args, file), 0, 0}};
+
+const td_srv_verb td_srv_verb_import = {
+    "import", "create a document from a JSON file",
+    "Creates DOC from the JSON object in FILE ('-' reads stdin). Each top-level\n"
+    "key names a root: a string becomes a text, an array a list, an object a\n"
+    "map (a key ending in @text, @list or @map picks the kind explicitly, as\n"
+    "`tandem export` writes it for names used by several kinds). Inside lists\n"
+    "and maps, arrays and objects become nested lists and maps, strings are\n"
+    "string values, numbers are integers when integral and within 64 bits,\n"
+    "else floats. The whole document is stored as one batch.\n"
+    "Refuses to touch an existing document unless --force is given, which\n"
+    "deletes it first (clients holding a copy would sync their old state back:\n"
+    "do this with the server stopped and clients reset).\n",
+    import_opts, TD_SRV_LEN(import_opts), import_pos, TD_SRV_LEN(import_pos),
+    sizeof(td_srv_admin_args), import};
+
 typedef struct import_ctx {
     const td_srv_verb *v;
     td_crdt_doc *d;
@@ -259,9 +284,9 @@ static int build(import_ctx *c, const cJSON *top)
 }
 
 /* Stores the built document as one batch. */
-static int store_doc(const td_srv_verb *v, const td_srv_args *a, td_crdt_doc *d)
+static int store_doc(const td_srv_verb *v, const td_srv_admin_args *a, td_crdt_doc *d)
 {
-    const char *doc = a->pos[0];
+    const char *doc = a->doc;
     size_t doc_len = strlen(doc);
     uint8_t *batch = NULL, *vv = NULL;
     size_t blen = 0, vlen = 0;
@@ -281,7 +306,7 @@ static int store_doc(const td_srv_verb *v, const td_srv_args *a, td_crdt_doc *d)
     if (blen == 0) {
         td_srv_fail(v, "%s holds no content to import (empty object, or only "
                        "empty roots)",
-                    a->pos[1]);
+                    a->file);
         goto out_bufs;
     }
     st = td_srv_open_store(v, a->data, TD_SRV_OPEN_CREATE);
@@ -325,23 +350,18 @@ out_bufs:
     return rc;
 }
 
-int td_srv_cmd_import(const td_srv_verb *v, int argc, char **argv)
+static int import(const td_srv_verb *v, void *args)
 {
-    td_srv_args a;
+    const td_srv_admin_args *a = args;
     import_ctx c;
     td_crdt_options co = {0};
     cJSON *top;
     const char *end = NULL;
     char *text, why[600];
     size_t len = 0;
-    int rc = td_srv_args_parse(v, argc, argv, TD_SRV_OPT_DATA | TD_SRV_OPT_FORCE, 2,
-                               2, &a);
+    int rc;
 
-    if (rc >= 0)
-        return rc;
-    if (!td_srv_doc_arg_ok(v, a.pos[0]))
-        return TD_SRV_EXIT_USAGE;
-    text = read_all(a.pos[1], &len, why, sizeof why);
+    text = read_all(a->file, &len, why, sizeof why);
     if (text == NULL) {
         td_srv_fail(v, "%s", why);
         return TD_SRV_EXIT_FAIL;
@@ -361,7 +381,7 @@ int td_srv_cmd_import(const td_srv_verb *v, int argc, char **argv)
         size_t off = end ? (size_t)(end - text) : 0, line = 1;
         for (size_t i = 0; i < off && i < len; i++)
             line += text[i] == '\n';
-        td_srv_fail(v, "%s is not valid JSON (near byte %zu, line %zu)", a.pos[1], off,
+        td_srv_fail(v, "%s is not valid JSON (near byte %zu, line %zu)", a->file, off,
                     line);
         free(text);
         return TD_SRV_EXIT_FAIL;
@@ -380,7 +400,7 @@ int td_srv_cmd_import(const td_srv_verb *v, int argc, char **argv)
     if (td_crdt_doc_new(&co, &c.d) != TD_CRDT_OK) {
         td_srv_fail(v, "out of memory");
     } else if (build(&c, top) == 0) {
-        rc = store_doc(v, &a, c.d);
+        rc = store_doc(v, a, c.d);
     }
     if (c.d)
         td_crdt_doc_free(c.d);

@@ -13,11 +13,16 @@ if(NOT TARGET tandem_srv)
   add_library(tandem_srv STATIC
     ${_srv}/srv_proto.c
     ${_srv}/srv_auth.c
-    ${_srv}/srv_keycmd.c
-    ${_srv}/srv_main.c
+    ${_srv}/cli_args.c
+    ${_srv}/cli_keys.c
+    ${_srv}/cli_serve.c
     ${_srv}/srv_loop.c
-    ${_srv}/srv_session.c
-    ${_srv}/srv_docs.c
+    ${_srv}/srv_http.c
+    ${_srv}/srv_native.c
+    ${_srv}/srv_conn.c
+    ${_srv}/srv_service.c
+    ${_srv}/srv_loader.c
+    ${_srv}/srv_model_tandem.c
     ${_srv}/srv_presence.c
     ${_srv}/srv_metrics.c)
   target_include_directories(tandem_srv PUBLIC ${_srv})

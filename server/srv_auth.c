@@ -12,7 +12,7 @@
 
 #include <sodium.h>
 
-#include "srv_internal.h"
+#include "tandem_srv.h"
 
 #define TOKEN_CONTEXT "tandem-token-v1"
 #define TOKEN_CONTEXT_LEN 15

@@ -1,5 +1,5 @@
 /*
- * srv_metrics.c -- counters and histograms, rendered for GET /metrics in
+ * srv_metrics.c -- counters, histograms and their clock, rendered for GET /metrics in
  * the Prometheus text format (0.0.4).
  *
  * Everything is updated on the loop thread only, so plain integers do; the
@@ -7,9 +7,20 @@
  * separates a healthy group-commit store (~150 us) from a stalled one.
  */
 #include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
-#include "srv_internal.h"
+#include <time.h>
+
+#include "srv_metrics.h"
+
+int64_t td_srv_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 static const double bounds[TD_SRV_HIST_BUCKETS] = {
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
@@ -59,53 +70,63 @@ static void hist(td_srv_wbuf *w, const char *name, const char *help, const td_sr
              (unsigned long long)cum, name, h->sum, name, (unsigned long long)h->n);
 }
 
-void td_srv_metrics_render(td_srv_server *srv, td_srv_wbuf *w)
+/* The counters and gauges of td_srv_metrics, in the order they are shown. */
+static const struct {
+    const char *name, *type;
+    size_t off;
+    const char *help;
+} counters[] = {
+    {"tandem_connections", "gauge", offsetof(td_srv_metrics, connections),
+     "Open WebSocket connections."},
+    {"tandem_connections_total", "counter", offsetof(td_srv_metrics, connections_total),
+     "WebSocket connections accepted."},
+    {"tandem_documents_loaded", "gauge", offsetof(td_srv_metrics, docs_loaded),
+     "Documents held in memory."},
+    {"tandem_document_loads_total", "counter", offsetof(td_srv_metrics, doc_loads),
+     "Documents loaded."},
+    {"tandem_document_unloads_total", "counter", offsetof(td_srv_metrics, doc_unloads),
+     "Idle documents unloaded."},
+    {"tandem_document_load_failures_total", "counter", offsetof(td_srv_metrics, doc_load_failures),
+     "Document loads that failed (refused to subscribers)."},
+    {"tandem_ops_applied_total", "counter", offsetof(td_srv_metrics, ops_applied),
+     "New CRDT ops integrated from UPDATEs."},
+    {"tandem_batches_applied_total", "counter", offsetof(td_srv_metrics, batches_applied),
+     "UPDATE batches applied and stored."},
+    {"tandem_batches_duplicate_total", "counter", offsetof(td_srv_metrics, batches_duplicate),
+     "UPDATE batches holding only known ops (acknowledged, not stored)."},
+    {"tandem_bytes_in_total", "counter", offsetof(td_srv_metrics, bytes_in),
+     "WebSocket message bytes received."},
+    {"tandem_bytes_out_total", "counter", offsetof(td_srv_metrics, bytes_out),
+     "WebSocket message bytes sent."},
+    {"tandem_messages_in_total", "counter", offsetof(td_srv_metrics, frames_in),
+     "WebSocket messages received."},
+    {"tandem_messages_out_total", "counter", offsetof(td_srv_metrics, frames_out),
+     "WebSocket messages sent."},
+    {"tandem_presence_updates_total", "counter", offsetof(td_srv_metrics, presence_updates),
+     "Presence states received."},
+    {"tandem_presence_broadcasts_total", "counter", offsetof(td_srv_metrics, presence_broadcasts),
+     "Presence entries broadcast (after coalescing)."},
+    {"tandem_presence_expired_total", "counter", offsetof(td_srv_metrics, presence_expired),
+     "Presence entries expired by TTL."},
+    {"tandem_slow_consumer_closes_total", "counter", offsetof(td_srv_metrics, slow_consumer_closes),
+     "Connections closed because their send queue passed the cap."},
+    {"tandem_store_failures_total", "counter", offsetof(td_srv_metrics, store_failures),
+     "Store appends that failed."},
+};
+
+void td_srv_metrics_render(const td_srv_metrics *m, td_store *store, td_srv_wbuf *w)
 {
-    const td_srv_metrics *m = &srv->m;
     td_store_stats st;
     memset(&st, 0, sizeof st);
-    if (srv->store)
-        td_store_get_stats(srv->store, &st);
-    metric(w, "tandem_connections", "gauge", "Open WebSocket connections.", m->connections);
-    metric(w, "tandem_connections_total", "counter", "WebSocket connections accepted.",
-           m->connections_total);
-    metric(w, "tandem_documents_loaded", "gauge", "Documents held in memory.", m->docs_loaded);
-    metric(w, "tandem_document_loads_total", "counter", "Documents loaded.", m->doc_loads);
-    metric(w, "tandem_document_unloads_total", "counter", "Idle documents unloaded.",
-           m->doc_unloads);
-    metric(w, "tandem_document_load_failures_total", "counter",
-           "Document loads that failed (refused to subscribers).", m->doc_load_failures);
-    metric(w, "tandem_ops_applied_total", "counter", "New CRDT ops integrated from UPDATEs.",
-           m->ops_applied);
-    metric(w, "tandem_batches_applied_total", "counter", "UPDATE batches applied and stored.",
-           m->batches_applied);
-    metric(w, "tandem_batches_duplicate_total", "counter",
-           "UPDATE batches holding only known ops (acknowledged, not stored).",
-           m->batches_duplicate);
-    metric(w, "tandem_bytes_in_total", "counter", "WebSocket message bytes received.",
-           m->bytes_in);
-    metric(w, "tandem_bytes_out_total", "counter", "WebSocket message bytes sent.",
-           m->bytes_out);
-    metric(w, "tandem_messages_in_total", "counter", "WebSocket messages received.",
-           m->frames_in);
-    metric(w, "tandem_messages_out_total", "counter", "WebSocket messages sent.",
-           m->frames_out);
-    metric(w, "tandem_presence_updates_total", "counter", "Presence states received.",
-           m->presence_updates);
-    metric(w, "tandem_presence_broadcasts_total", "counter",
-           "Presence entries broadcast (after coalescing).", m->presence_broadcasts);
-    metric(w, "tandem_presence_expired_total", "counter", "Presence entries expired by TTL.",
-           m->presence_expired);
-    metric(w, "tandem_slow_consumer_closes_total", "counter",
-           "Connections closed because their send queue passed the cap.",
-           m->slow_consumer_closes);
-    metric(w, "tandem_store_failures_total", "counter", "Store appends that failed.",
-           m->store_failures);
+    if (store)
+        td_store_get_stats(store, &st);
+    for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
+        metric(w, counters[i].name, counters[i].type, counters[i].help,
+               *(const uint64_t *)(const void *)((const char *)m + counters[i].off));
     metric(w, "tandem_store_writes_total", "counter", "RocksDB writes (groups) for appends.",
            st.writes);
     metric(w, "tandem_store_compactions_total", "counter", "Log compactions.", st.compactions);
-    metric(w, "tandem_store_disk_bytes", "gauge", "Bytes of the data directory.",
-           st.disk_bytes);
+    metric(w, "tandem_store_disk_bytes", "gauge", "Bytes of the data directory.", st.disk_bytes);
     put_text(w, "# HELP tandem_errors_total ERROR messages sent, by code.\n"
                 "# TYPE tandem_errors_total counter\n");
     for (unsigned c = 1; c < TD_SRV_E_COUNT; c++)

@@ -1,302 +1,349 @@
 /*
  * srv_presence.c -- who is where: the ephemeral presence channel.
  *
- * Per document, each subscribed session may hold one entry (its latest
- * opaque state); nothing of it is ever stored. An entry belongs to the sub
- * (session x document) that created it, so only that connection can change
- * or remove it.
- *
  * Throttling: the first change after a quiet interval is broadcast at the
  * next flush; changes inside the interval only mark the entry dirty, and the
  * presence timer broadcasts the last state when the interval ends. Because
- * the interval and the TTL are the same for every entry, two server-wide
- * lists ordered by time suffice (no heap): `bc` holds entries broadcast
- * within the last interval, oldest first; `ttl` holds every entry by last
- * receive time, oldest first. One lws_sul fires at the earliest deadline of
- * either list head.
+ * the interval and the TTL are the same for every entry, two lists ordered
+ * by time suffice (no heap): `bc` holds entries broadcast within the last
+ * interval, oldest first; `ttl` holds every entry by last receive time,
+ * oldest first. One lws_sul fires at the earliest deadline of either head.
+ *
+ * Rooms with changes wait in a flush list; the flush runs at the end of the
+ * loop turn (a 1 us timer), so a burst of changes in one turn is one
+ * broadcast.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
-#include "srv_internal.h"
+#include <libwebsockets.h>
 
-static void ttl_unlink(td_srv_server *srv, td_srv_presence *p)
+#include "srv_presence.h"
+
+struct td_srv_pres_entry {
+    td_srv_pres_member *m;
+    uint8_t *state;
+    size_t len;
+    int64_t last_recv_us, last_bc_us;
+    int dirty;   /* changed since the last broadcast, inside the interval */
+    int changed; /* to broadcast at the next flush */
+    int in_bc;   /* in the broadcast-interval list */
+    TAILQ_ENTRY(td_srv_pres_entry) ttl_link, bc_link;
+};
+
+struct td_srv_presence {
+    int64_t interval_us, ttl_us;
+    td_srv_metrics *m;
+    struct lws_context *ctx;
+    TAILQ_HEAD(, td_srv_pres_entry) ttl, bc;
+    LIST_HEAD(, td_srv_pres_room) dirty;
+    int flush_scheduled;
+    int64_t tick_at; /* when sul_tick fires; 0: not armed */
+    lws_sorted_usec_list_t sul_tick, sul_flush;
+};
+
+/* ---- the two time-ordered lists ------------------------------------------------ */
+
+static void bc_unlink(td_srv_presence *p, td_srv_pres_entry *e)
 {
-    if (p->ttl_prev)
-        p->ttl_prev->ttl_next = p->ttl_next;
-    else if (srv->ttl_head == p)
-        srv->ttl_head = p->ttl_next;
-    if (p->ttl_next)
-        p->ttl_next->ttl_prev = p->ttl_prev;
-    else if (srv->ttl_tail == p)
-        srv->ttl_tail = p->ttl_prev;
-    p->ttl_next = p->ttl_prev = NULL;
+    if (e->in_bc)
+        TAILQ_REMOVE(&p->bc, e, bc_link);
+    e->in_bc = 0;
 }
 
-static void ttl_append(td_srv_server *srv, td_srv_presence *p)
+static void bc_append(td_srv_presence *p, td_srv_pres_entry *e)
 {
-    p->ttl_prev = srv->ttl_tail;
-    p->ttl_next = NULL;
-    if (srv->ttl_tail)
-        srv->ttl_tail->ttl_next = p;
-    else
-        srv->ttl_head = p;
-    srv->ttl_tail = p;
+    TAILQ_INSERT_TAIL(&p->bc, e, bc_link);
+    e->in_bc = 1;
 }
 
-static void bc_unlink(td_srv_server *srv, td_srv_presence *p)
+/* ---- timers ------------------------------------------------------------------------ */
+
+static void arm(td_srv_presence *p);
+
+static void flush_cb(lws_sorted_usec_list_t *sul)
 {
-    if (!p->in_bc)
-        return;
-    if (p->bc_prev)
-        p->bc_prev->bc_next = p->bc_next;
-    else
-        srv->bc_head = p->bc_next;
-    if (p->bc_next)
-        p->bc_next->bc_prev = p->bc_prev;
-    else
-        srv->bc_tail = p->bc_prev;
-    p->bc_next = p->bc_prev = NULL;
-    p->in_bc = 0;
+    td_srv_presence *p = lws_container_of(sul, td_srv_presence, sul_flush);
+    p->flush_scheduled = 0;
+    td_srv_pres_flush(p);
 }
 
-static void bc_append(td_srv_server *srv, td_srv_presence *p)
+static void mark_changed(td_srv_presence *p, td_srv_pres_entry *e)
 {
-    p->bc_prev = srv->bc_tail;
-    p->bc_next = NULL;
-    if (srv->bc_tail)
-        srv->bc_tail->bc_next = p;
-    else
-        srv->bc_head = p;
-    srv->bc_tail = p;
-    p->in_bc = 1;
-}
-
-static void mark_changed(td_srv_presence *p)
-{
-    td_srv_doc *d = p->sub->doc;
-    p->changed = 1;
-    d->pres_changed = 1;
-    td_srv_doc_mark(d);
-    td_srv_flush_soon(d->srv);
-}
-
-void td_srv_presence_recv(td_srv_session *s, const td_srv_msg *m)
-{
-    td_srv_server *srv = s->srv;
-    const char *id = (const char *)m->doc.ptr;
-    td_srv_sub *u;
-    td_srv_presence *p;
-
-    if (!(s->tok.rights & TD_SRV_RIGHT_PRESENCE)) {
-        td_srv_send_error(s, TD_SRV_E_READ_ONLY, id, m->doc.len, 0,
-                          "the token does not grant presence");
-        return;
+    td_srv_pres_room *r = e->m->room;
+    e->changed = 1;
+    r->changed = 1;
+    if (!r->dirty) {
+        r->dirty = 1;
+        LIST_INSERT_HEAD(&p->dirty, r, dirty_link);
     }
-    if (m->state.len > srv->cfg.max_presence) {
-        td_srv_send_error(s, TD_SRV_E_TOO_LARGE, id, m->doc.len, 0,
-                          "presence state of %zu bytes exceeds the limit of %llu",
-                          m->state.len, (unsigned long long)srv->cfg.max_presence);
-        return;
+    if (!p->flush_scheduled && p->ctx) {
+        p->flush_scheduled = 1;
+        lws_sul_schedule(p->ctx, 0, &p->sul_flush, flush_cb, 1);
     }
-    u = td_srv_sub_find(s, m->doc.ptr, m->doc.len);
-    if (!u) {
-        td_srv_send_error(s, TD_SRV_E_NOT_SUBSCRIBED, id, m->doc.len, 0,
-                          "PRESENCE for a document not subscribed");
-        return;
+}
+
+static void entry_drop(td_srv_presence *p, td_srv_pres_member *m);
+
+static void tick(lws_sorted_usec_list_t *sul)
+{
+    td_srv_presence *p = lws_container_of(sul, td_srv_presence, sul_tick);
+    int64_t now = td_srv_now_us();
+    p->tick_at = 0;
+    td_srv_pres_entry *e;
+    while ((e = TAILQ_FIRST(&p->bc)) && e->last_bc_us + p->interval_us <= now) {
+        bc_unlink(p, e);
+        if (e->dirty) {
+            e->dirty = 0;
+            mark_changed(p, e);
+        }
     }
-    p = u->pr;
-    if (m->state.len == 0) { /* heartbeat */
-        if (p) {
-            p->last_recv_us = td_srv_now_us();
-            ttl_unlink(srv, p);
-            ttl_append(srv, p);
+    while ((e = TAILQ_FIRST(&p->ttl)) && e->last_recv_us + p->ttl_us <= now) {
+        p->m->presence_expired++;
+        entry_drop(p, e->m);
+    }
+    td_srv_pres_flush(p); /* re-arms */
+}
+
+static void arm(td_srv_presence *p)
+{
+    const td_srv_pres_entry *bc = TAILQ_FIRST(&p->bc), *ttl = TAILQ_FIRST(&p->ttl);
+    int64_t at = 0;
+    if (bc)
+        at = bc->last_bc_us + p->interval_us;
+    if (ttl && (!at || ttl->last_recv_us + p->ttl_us < at))
+        at = ttl->last_recv_us + p->ttl_us;
+    if (!at || !p->ctx) {
+        if (p->tick_at) {
+            lws_sul_cancel(&p->sul_tick);
+            p->tick_at = 0;
         }
         return;
     }
-    srv->m.presence_updates++;
-    uint8_t *st = malloc(m->state.len);
-    if (!st)
+    if (p->tick_at && p->tick_at <= at)
         return;
-    memcpy(st, m->state.ptr, m->state.len);
-    if (!p) {
-        p = calloc(1, sizeof *p);
-        if (!p) {
-            free(st);
-            return;
-        }
-        p->sub = u;
-        u->pr = p;
-    } else {
-        ttl_unlink(srv, p);
-    }
-    free(p->state);
-    p->state = st;
-    p->len = m->state.len;
-    p->last_recv_us = td_srv_now_us();
-    ttl_append(srv, p);
-    if (p->in_bc)
-        p->dirty = 1; /* inside its interval: the timer sends the last state */
-    else
-        mark_changed(p);
-    td_srv_presence_arm(srv);
+    int64_t now = td_srv_now_us();
+    p->tick_at = at;
+    lws_sul_schedule(p->ctx, 0, &p->sul_tick, tick, at > now ? at - now : 1);
 }
 
-static td_srv_frame *leave_frame(td_srv_doc *d, uint64_t session)
-{
-    td_srv_wbuf w;
-    td_srv_msg m;
-    memset(&m, 0, sizeof m);
-    m.type = TD_SRV_MSG_LEAVE;
-    m.doc.ptr = (const uint8_t *)d->id;
-    m.doc.len = d->id_len;
-    m.session = session;
-    td_srv_wbuf_init(&w, LWS_PRE);
-    td_srv_msg_encode(&m, &w);
-    return td_srv_frame_from(&w);
-}
+/* ---- life cycle ---------------------------------------------------------------------- */
 
-void td_srv_presence_drop(td_srv_sub *u, int send_leave)
+int td_srv_presence_new(td_srv_presence **out, uint64_t interval_ms, uint64_t ttl_ms,
+                        td_srv_metrics *m)
 {
-    td_srv_presence *p = u->pr;
-    td_srv_doc *d = u->doc;
-    td_srv_server *srv = d->srv;
+    td_srv_presence *p = calloc(1, sizeof *p);
     if (!p)
-        return;
-    ttl_unlink(srv, p);
-    bc_unlink(srv, p);
-    u->pr = NULL;
-    free(p->state);
+        return -1;
+    p->interval_us = (int64_t)interval_ms * 1000;
+    p->ttl_us = (int64_t)ttl_ms * 1000;
+    p->m = m;
+    TAILQ_INIT(&p->ttl);
+    TAILQ_INIT(&p->bc);
+    *out = p;
+    return 0;
+}
+
+void td_srv_presence_attach(td_srv_presence *p, struct lws_context *ctx)
+{
+    if (!ctx && p->ctx) {
+        lws_sul_cancel(&p->sul_tick);
+        lws_sul_cancel(&p->sul_flush);
+        p->tick_at = 0;
+        p->flush_scheduled = 0;
+    }
+    p->ctx = ctx;
+}
+
+void td_srv_presence_free(td_srv_presence *p)
+{
+    /* Every member has left by now (their subscriptions are gone). */
     free(p);
-    if (!send_leave)
+}
+
+/* ---- members and entries ------------------------------------------------------------ */
+
+/* Removes m's entry; the other members get a LEAVE. */
+static void entry_drop(td_srv_presence *p, td_srv_pres_member *m)
+{
+    td_srv_pres_entry *e = m->entry;
+    if (!e)
         return;
-    td_srv_frame *f = NULL;
-    for (td_srv_sub *o = d->subs; o; o = o->doc_next) {
-        if (o == u || o->waiting)
+    TAILQ_REMOVE(&p->ttl, e, ttl_link);
+    bc_unlink(p, e);
+    m->entry = NULL;
+    free(e->state);
+    free(e);
+    td_srv_pres_member *o;
+    LIST_FOREACH(o, &m->room->members, link)
+        if (o != m)
+            o->client->ops->leave(o->sub, m->client->id);
+}
+
+static void send_peers(td_srv_pres_member *to, td_srv_peers *ps)
+{
+    to->client->ops->peers(to->sub, ps);
+}
+
+static void peers_done(td_srv_peers *ps)
+{
+    if (ps->shared && ps->shared_free)
+        ps->shared_free(ps->shared);
+    ps->shared = NULL;
+}
+
+void td_srv_pres_join(td_srv_presence *p, td_srv_pres_room *room, td_srv_pres_member *m,
+                      td_srv_sub *sub, td_srv_client *client)
+{
+    (void)p;
+    if (!m->room) {
+        m->room = room;
+        m->sub = sub;
+        m->client = client;
+        LIST_INSERT_HEAD(&room->members, m, link);
+    }
+    /* A snapshot of the others, for the newcomer (or a resync). */
+    td_srv_peers ps = {room, 0, sub, NULL, NULL};
+    td_srv_pres_member *o;
+    LIST_FOREACH(o, &room->members, link)
+        if (o != m && o->entry) {
+            send_peers(m, &ps);
+            break;
+        }
+    peers_done(&ps);
+}
+
+void td_srv_pres_leave(td_srv_presence *p, td_srv_pres_member *m)
+{
+    td_srv_pres_room *r = m->room;
+    if (!r)
+        return;
+    entry_drop(p, m);
+    LIST_REMOVE(m, link);
+    m->room = NULL;
+    arm(p);
+}
+
+void td_srv_pres_room_close(td_srv_presence *p, td_srv_pres_room *room)
+{
+    (void)p;
+    if (room->dirty)
+        LIST_REMOVE(room, dirty_link);
+    room->dirty = 0;
+}
+
+int td_srv_pres_set(td_srv_presence *p, td_srv_pres_member *m, const uint8_t *state,
+                    size_t len)
+{
+    td_srv_pres_entry *e = m->entry;
+    if (len == 0) { /* heartbeat */
+        if (e) {
+            e->last_recv_us = td_srv_now_us();
+            TAILQ_REMOVE(&p->ttl, e, ttl_link);
+            TAILQ_INSERT_TAIL(&p->ttl, e, ttl_link);
+        }
+        return 0;
+    }
+    p->m->presence_updates++;
+    uint8_t *st = malloc(len);
+    if (!st)
+        return -1;
+    memcpy(st, state, len);
+    if (!e) {
+        e = calloc(1, sizeof *e);
+        if (!e) {
+            free(st);
+            return -1;
+        }
+        e->m = m;
+        m->entry = e;
+    } else {
+        TAILQ_REMOVE(&p->ttl, e, ttl_link);
+    }
+    free(e->state);
+    e->state = st;
+    e->len = len;
+    e->last_recv_us = td_srv_now_us();
+    TAILQ_INSERT_TAIL(&p->ttl, e, ttl_link);
+    if (e->in_bc)
+        e->dirty = 1; /* inside its interval: the timer sends the last state */
+    else
+        mark_changed(p, e);
+    arm(p);
+    return 0;
+}
+
+int td_srv_peers_next(const td_srv_peers *ps, void **pos, td_srv_peer *out)
+{
+    const td_srv_pres_member *m = *pos ? LIST_NEXT((const td_srv_pres_member *)*pos, link)
+                                       : LIST_FIRST(&ps->room->members);
+    for (; m; m = LIST_NEXT(m, link)) {
+        const td_srv_pres_entry *e = m->entry;
+        if (m->sub == ps->skip || !e || (ps->only_changed && !e->changed))
             continue;
-        if (!f && !(f = leave_frame(d, u->sess->id)))
-            return;
-        td_srv_send(o->sess, f);
+        out->id = m->client->id;
+        out->agent = m->client->agent;
+        out->user = m->client->user;
+        out->user_len = m->client->user_len;
+        out->state = e->state;
+        out->len = e->len;
+        *pos = (void *)m;
+        return 1;
     }
-    td_srv_frame_unref(f);
+    return 0;
 }
 
-static void put_entry(td_srv_wbuf *items, td_srv_presence *p)
-{
-    td_srv_session *s = p->sub->sess;
-    td_srv_item_put_peer(items, s->id, s->agent, s->tok.user, s->tok.user_len, p->state,
-                         p->len);
-}
+/* ---- broadcasts --------------------------------------------------------------------- */
 
-/* A PRESENCE frame of d's entries that are `changed` (or all, for a
- * snapshot), leaving out `skip`'s own. NULL if there is none. */
-static td_srv_frame *peers_frame(td_srv_doc *d, td_srv_sub *skip, int only_changed)
+/* One PRESENCE per member with the changed entries: those whose own entry
+ * did not change share one message; one whose entry changed gets the
+ * others' (nothing, if it was the only change). */
+static void flush_room(td_srv_presence *p, td_srv_pres_room *r, int64_t now)
 {
-    td_srv_wbuf items;
-    uint64_t n = 0;
-    td_srv_wbuf_init(&items, 0);
-    for (td_srv_sub *u = d->subs; u; u = u->doc_next) {
-        if (u == skip || !u->pr || (only_changed && !u->pr->changed))
-            continue;
-        put_entry(&items, u->pr);
-        n++;
-    }
-    return td_srv_list_frame(TD_SRV_MSG_PEERS, d, n, &items);
-}
-
-void td_srv_presence_snapshot(td_srv_sub *u)
-{
-    td_srv_frame *f = peers_frame(u->doc, u, 0);
-    if (f) {
-        td_srv_send(u->sess, f);
-        td_srv_frame_unref(f);
-    }
-}
-
-void td_srv_presence_flush_doc(td_srv_doc *d, int64_t now)
-{
-    td_srv_server *srv = d->srv;
-    td_srv_frame *all = NULL;
     size_t nchanged = 0;
-    d->pres_changed = 0;
-    for (td_srv_sub *u = d->subs; u; u = u->doc_next)
-        if (u->pr && u->pr->changed)
+    r->changed = 0;
+    td_srv_pres_member *m, *o;
+    LIST_FOREACH(m, &r->members, link)
+        if (m->entry && m->entry->changed)
             nchanged++;
     if (!nchanged)
         return;
-    for (td_srv_sub *o = d->subs; o; o = o->doc_next) {
-        if (o->waiting)
-            continue;
-        if (o->pr && o->pr->changed) {
+    td_srv_peers all = {r, 1, NULL, NULL, NULL};
+    LIST_FOREACH(o, &r->members, link) {
+        if (o->entry && o->entry->changed) {
             if (nchanged > 1) {
-                td_srv_frame *f = peers_frame(d, o, 1);
-                td_srv_send(o->sess, f);
-                td_srv_frame_unref(f);
+                td_srv_peers own = {r, 1, o->sub, NULL, NULL};
+                send_peers(o, &own);
+                peers_done(&own);
             }
         } else {
-            if (!all)
-                all = peers_frame(d, NULL, 1);
-            td_srv_send(o->sess, all);
+            send_peers(o, &all);
         }
     }
-    td_srv_frame_unref(all);
-    for (td_srv_sub *u = d->subs; u; u = u->doc_next) {
-        td_srv_presence *p = u->pr;
-        if (!p || !p->changed)
+    peers_done(&all);
+    LIST_FOREACH(m, &r->members, link) {
+        td_srv_pres_entry *e = m->entry;
+        if (!e || !e->changed)
             continue;
-        p->changed = 0;
-        p->dirty = 0;
-        p->last_bc_us = now;
-        srv->m.presence_broadcasts++;
-        bc_unlink(srv, p);
-        bc_append(srv, p);
+        e->changed = 0;
+        e->dirty = 0;
+        e->last_bc_us = now;
+        p->m->presence_broadcasts++;
+        bc_unlink(p, e);
+        bc_append(p, e);
     }
 }
 
-static void presence_tick(lws_sorted_usec_list_t *sul)
+void td_srv_pres_flush(td_srv_presence *p)
 {
-    td_srv_server *srv = lws_container_of(sul, td_srv_server, sul_presence);
     int64_t now = td_srv_now_us();
-    int64_t iv = (int64_t)srv->cfg.presence_interval_ms * 1000;
-    int64_t ttl = (int64_t)srv->cfg.presence_ttl_ms * 1000;
-
-    srv->presence_at = 0;
-    while (srv->bc_head && srv->bc_head->last_bc_us + iv <= now) {
-        td_srv_presence *p = srv->bc_head;
-        bc_unlink(srv, p);
-        if (p->dirty) {
-            p->dirty = 0;
-            mark_changed(p);
-        }
+    td_srv_pres_room *r;
+    while ((r = LIST_FIRST(&p->dirty))) {
+        LIST_REMOVE(r, dirty_link);
+        r->dirty = 0;
+        if (r->changed)
+            flush_room(p, r, now);
     }
-    while (srv->ttl_head && srv->ttl_head->last_recv_us + ttl <= now) {
-        td_srv_presence *p = srv->ttl_head;
-        srv->m.presence_expired++;
-        td_srv_presence_drop(p->sub, 1);
-    }
-    td_srv_flush(srv); /* re-arms */
-}
-
-void td_srv_presence_arm(td_srv_server *srv)
-{
-    int64_t at = 0;
-    int64_t iv = (int64_t)srv->cfg.presence_interval_ms * 1000;
-    int64_t ttl = (int64_t)srv->cfg.presence_ttl_ms * 1000;
-    if (srv->bc_head)
-        at = srv->bc_head->last_bc_us + iv;
-    if (srv->ttl_head && (!at || srv->ttl_head->last_recv_us + ttl < at))
-        at = srv->ttl_head->last_recv_us + ttl;
-    if (!at || !srv->ctx) {
-        if (srv->presence_at) {
-            lws_sul_cancel(&srv->sul_presence);
-            srv->presence_at = 0;
-        }
-        return;
-    }
-    if (srv->presence_at && srv->presence_at <= at)
-        return;
-    int64_t now = td_srv_now_us();
-    srv->presence_at = at;
-    lws_sul_schedule(srv->ctx, 0, &srv->sul_presence, presence_tick,
-                     at > now ? at - now : 1);
+    arm(p);
 }

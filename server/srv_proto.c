@@ -400,7 +400,7 @@ int td_srv_msg_encode(const td_srv_msg *m, td_srv_wbuf *w)
     return w->oom ? -1 : 0;
 }
 
-/* ---- shared with srv_auth.c (srv_internal.h) ---------------------------------- */
+/* ---- standalone readers (tandem_srv.h) ------------------------------------------- */
 
 int td_srv_read_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *out)
 {

@@ -144,6 +144,11 @@ void td_srv_put_raw(td_srv_wbuf *w, const void *p, size_t len);
 /* The message bytes (after head). */
 static inline uint8_t *td_srv_wbuf_msg(const td_srv_wbuf *w) { return w->data + w->head; }
 
+/* Readers matching td_srv_put_varint and td_srv_put_bytes: each returns 0
+ * and advances *pos, or -1 (truncated, malformed) leaving it alone. */
+int td_srv_read_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *out);
+int td_srv_read_bytes(const uint8_t *p, size_t len, size_t *pos, td_srv_bytes *out);
+
 /* Appends the encoding of msg (any type; for REMOTE and PRESENCE `count`
  * and the already encoded `items`). Returns 0, or -1 on allocation failure. */
 int td_srv_msg_encode(const td_srv_msg *msg, td_srv_wbuf *w);
@@ -177,6 +182,11 @@ int td_srv_token_mint(const td_srv_token *t, const uint8_t sk[64], char **out);
  * _TOKEN_EXPIRED (valid signature, expired; *out is filled anyway). */
 td_srv_code td_srv_token_verify(const char *tok, size_t len, const uint8_t pk[32],
                                 uint64_t now, td_srv_token *out);
+/* Reads a key file written by `tandem keygen` (base64 of `keylen` bytes:
+ * 32 for the public key, 64 for the secret key) into key. Returns 0, or -1
+ * with err (errlen bytes) saying why. */
+int td_srv_key_read(const char *path, uint8_t *key, size_t keylen, char *err,
+                    size_t errlen);
 /* 1 if the glob `pattern` (`*` matches any run of bytes) matches `doc`. */
 int td_srv_pattern_match(const char *pattern, size_t plen, const char *doc,
                          size_t dlen);

@@ -18,39 +18,18 @@
 
 /* Ids are names people type and read (CLI, URLs, token patterns), so they
  * are valid UTF-8 without control characters; the store itself would cope
- * with any bytes. */
+ * with any bytes. In valid UTF-8 a byte below 0x80 is always an ASCII
+ * character, so looking at single bytes finds every control character. */
 int td_store_doc_id_valid(const char *id, size_t len)
 {
-    const unsigned char *p = (const unsigned char *)id;
-    size_t i = 0;
+    const uint8_t *p = (const uint8_t *)id;
 
-    if (id == NULL || len == 0 || len > TD_STORE_DOC_ID_MAX)
+    if (id == NULL || len == 0 || len > TD_STORE_DOC_ID_MAX ||
+        !td_crdt_utf8_valid(p, len))
         return 0;
-    while (i < len) {
-        unsigned c = p[i];
-        size_t n;
-        uint32_t cp, min;
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f)
-                return 0;
-            i++;
-            continue;
-        }
-        if ((c & 0xe0) == 0xc0) { n = 1; cp = c & 0x1f; min = 0x80; }
-        else if ((c & 0xf0) == 0xe0) { n = 2; cp = c & 0x0f; min = 0x800; }
-        else if ((c & 0xf8) == 0xf0) { n = 3; cp = c & 0x07; min = 0x10000; }
-        else return 0;
-        if (len - i <= n)
+    for (size_t i = 0; i < len; i++)
+        if (p[i] < 0x20 || p[i] == 0x7f)
             return 0;
-        for (size_t k = 1; k <= n; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        i += n + 1;
-    }
     return 1;
 }
 
@@ -87,46 +66,15 @@ const char *td_store_fmt_id(char *buf, size_t cap, const char *id, size_t len)
     return buf;
 }
 
-/* ---- varints (LEB128, minimal) ------------------------------------------ */
+/* ---- integers ----------------------------------------------------------
+ * Varints are the core's (td_crdt_varint_*): minimal LEB128, one value one
+ * encoding. Sequences in keys are big-endian so that byte order is numeric
+ * order and one document's log is one ordered range. */
 
 static size_t varint_size(uint64_t v)
 {
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static size_t varint_put(uint8_t *out, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        out[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    out[n++] = (uint8_t)v;
-    return n;
-}
-
-/* Returns bytes consumed, 0 on truncated, overlong or >64-bit input. */
-static size_t varint_get(const uint8_t *p, size_t len, uint64_t *out)
-{
-    uint64_t v = 0;
-    for (size_t i = 0; i < len && i < 10; i++) {
-        uint64_t b = p[i] & 0x7f;
-        if (i == 9 && b > 1)
-            return 0;
-        v |= b << (7 * i);
-        if (!(p[i] & 0x80)) {
-            if (i > 0 && p[i] == 0)
-                return 0; /* overlong */
-            *out = v;
-            return i + 1;
-        }
-    }
-    return 0;
+    uint8_t scratch[TD_CRDT_VARINT_MAX];
+    return td_crdt_varint_put(scratch, v);
 }
 
 static void be64_put(uint8_t *out, uint64_t v)
@@ -215,7 +163,7 @@ void td_store_log_value_encode(uint8_t *out, size_t out_len, const char *doc,
 {
     size_t n = 0;
     out[n++] = TD_STORE_VALUE_V1;
-    n += varint_put(out + n, nops);
+    n += td_crdt_varint_put(out + n, nops);
     memcpy(out + n, ops, ops_len);
     n += ops_len;
     digest(out + n, TD_STORE_LOG_DIGEST, doc, doc_len, out, n, NULL, 0);
@@ -227,7 +175,7 @@ int td_store_log_value_decode(const uint8_t *val, size_t len, const char *doc,
                               size_t *ops_len, uint64_t *nops,
                               const char **why)
 {
-    size_t n;
+    size_t pos = 1;
     if (len < 1 + 1 + 1 + TD_STORE_LOG_DIGEST) {
         *why = "log value too short";
         return 0;
@@ -241,13 +189,14 @@ int td_store_log_value_decode(const uint8_t *val, size_t len, const char *doc,
         *why = "log value checksum mismatch";
         return 0;
     }
-    n = varint_get(val + 1, len - 1 - TD_STORE_LOG_DIGEST, nops);
-    if (n == 0 || 1 + n >= len - TD_STORE_LOG_DIGEST) {
+    /* The batch must keep at least one byte after the op count. */
+    if (td_crdt_varint_get(val, len - TD_STORE_LOG_DIGEST, &pos, nops) != TD_CRDT_OK ||
+        pos >= len - TD_STORE_LOG_DIGEST) {
         *why = "log value header malformed";
         return 0;
     }
-    *ops = val + 1 + n;
-    *ops_len = len - TD_STORE_LOG_DIGEST - 1 - n;
+    *ops = val + pos;
+    *ops_len = len - TD_STORE_LOG_DIGEST - pos;
     return 1;
 }
 
@@ -258,14 +207,14 @@ uint8_t *td_store_meta_encode(const td_store_meta *m, const char *doc,
 {
     uint64_t f[7] = {m->last_seq, m->snap_seq, m->log_ops, m->log_bytes,
                      m->snap_ops, m->snap_bytes, m->vv_len};
-    size_t cap = 1 + 7 * 10 + m->vv_len + TD_STORE_META_DIGEST, n = 0;
+    size_t cap = 1 + 7 * TD_CRDT_VARINT_MAX + m->vv_len + TD_STORE_META_DIGEST, n = 0;
     uint8_t *out = malloc(cap);
 
     if (out == NULL)
         return NULL;
     out[n++] = TD_STORE_VALUE_V1;
     for (size_t i = 0; i < 7; i++)
-        n += varint_put(out + n, f[i]);
+        n += td_crdt_varint_put(out + n, f[i]);
     if (m->vv_len)
         memcpy(out + n, m->vv, m->vv_len);
     n += m->vv_len;
@@ -295,12 +244,10 @@ int td_store_meta_decode(const uint8_t *val, size_t len, const char *doc,
         return 0;
     }
     for (size_t i = 0; i < 7; i++) {
-        size_t k = varint_get(val + n, body - n, &f[i]);
-        if (k == 0) {
+        if (td_crdt_varint_get(val, body, &n, &f[i]) != TD_CRDT_OK) {
             *why = "metadata field malformed";
             return 0;
         }
-        n += k;
     }
     if (f[6] != body - n) {
         *why = "metadata version vector length mismatch";

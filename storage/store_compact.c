@@ -11,14 +11,22 @@
  * compaction of the same document got there first, this one gives up
  * (TD_STORE_ERR_BUSY) without writing.
  *
- * With TD_STORE_COMPACT_AUTO the store thread queues every document whose
+ * With TD_STORE_COMPACT_AUTO the store thread offers every document whose
  * log crossed compact_ops or compact_bytes, and a second thread compacts
  * them one at a time, so neither the event loop nor the appends wait for it.
+ * Compaction reads through store_read.c and updates the metadata cache; it
+ * never calls into the writer (store_write.c), which calls into it.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "store_internal.h"
+
+int td_store_compact_due(const td_store *st, const td_store_meta *m)
+{
+    return m->last_seq > m->snap_seq &&
+           (m->log_ops >= st->o.compact_ops || m->log_bytes >= st->o.compact_bytes);
+}
 
 /* Ops parked for missing dependencies are not part of an encoded snapshot,
  * so a document holding any is left uncompacted (its log still has them). */
@@ -45,11 +53,11 @@ static td_store_err fold(td_store *st, const char *doc, size_t doc_len,
 
     sval = td_store_snap_encode(snap, snap_len, s, doc, doc_len, &sval_len);
     if (sval == NULL)
-        return td_store_seterr(err, TD_STORE_ERR_NOMEM, "out of memory");
+        return td_store_err_nomem(err);
     td_store_fmt_id(shown, sizeof shown, doc, doc_len);
 
     pthread_mutex_lock(&st->write_mu);
-    ent = td_store_table_find(st, doc, doc_len);
+    ent = td_store_cache_find(&st->cache, doc, doc_len);
     if (ent) {
         now = ent->cur;
         code = TD_STORE_OK;
@@ -84,7 +92,7 @@ static td_store_err fold(td_store *st, const char *doc, size_t doc_len,
         pthread_mutex_unlock(&st->write_mu);
         rocksdb_free(raw);
         free(sval);
-        return td_store_seterr(err, TD_STORE_ERR_NOMEM, "out of memory");
+        return td_store_err_nomem(err);
     }
     lo_len = td_store_log_key(lo, doc, doc_len, 0);
     hi_len = td_store_log_key(hi, doc, doc_len, s + 1);
@@ -142,10 +150,9 @@ td_store_err td_store_compact(td_store *st, const char *doc, size_t doc_len,
     if (info)
         memset(info, 0, sizeof *info);
     if (!td_store_doc_id_valid(doc, doc_len))
-        return td_store_seterr(err, TD_STORE_ERR_ARG, "invalid document id");
+        return td_store_err_bad_id(err);
     if (st->o.read_only)
-        return td_store_seterr(err, TD_STORE_ERR_ARG, "store %s is open read-only",
-                               st->dir);
+        return td_store_err_read_only(st, err);
     rs = rocksdb_create_snapshot(st->db);
     code = td_store_meta_get(st, rs, doc, doc_len, &m, &raw, err);
     if (code != TD_STORE_OK || m.last_seq == m.snap_seq ||
@@ -186,64 +193,67 @@ out:
 
 /* ---- the background compaction thread ----------------------------------- */
 
-void td_store_compactor_enqueue(td_store *st, td_store_ent *ent)
+/* One document waiting for the compaction thread. */
+typedef struct cjob {
+    td_store_link link; /* first */
+    size_t id_len;
+    char id[];
+} cjob;
+
+void td_store_compactor_offer(td_store *st, td_store_ent *ent)
 {
-    td_store_cjob *j;
-    if (!st->compactor_started)
+    cjob *j;
+
+    if (st->o.compaction != TD_STORE_COMPACT_AUTO || !st->cq.started ||
+        ent->compact_queued || ent->cur.last_seq < ent->compact_hold ||
+        !td_store_compact_due(st, &ent->cur))
         return;
     j = malloc(sizeof *j + ent->id_len);
     if (j == NULL)
-        return; /* the next append retries */
-    j->next = NULL;
+        return; /* the next append offers it again */
+    j->link.size = 0;
     j->id_len = ent->id_len;
     memcpy(j->id, ent->id, ent->id_len);
+    if (td_store_queue_put(&st->cq, &j->link, NULL) != 0) {
+        free(j);
+        return;
+    }
     ent->compact_queued = 1;
-    pthread_mutex_lock(&st->cq_mu);
-    *st->cq_tail = j;
-    st->cq_tail = &j->next;
-    pthread_cond_signal(&st->cq_cond);
-    pthread_mutex_unlock(&st->cq_mu);
+}
+
+/* After a compaction attempt (write_mu held): the document may be offered
+ * again. One that could not be compacted (damaged, or holding parked ops)
+ * is retried only once its log has doubled, so a stuck document does not
+ * cost a full load per append. */
+static void compacted(td_store *st, const cjob *j, td_store_err code,
+                      const td_store_compact_info *info)
+{
+    td_store_ent *ent = td_store_cache_find(&st->cache, j->id, j->id_len);
+    if (ent == NULL)
+        return;
+    ent->compact_queued = 0;
+    if (code != TD_STORE_ERR_BUSY && !info->compacted) {
+        uint64_t tail = ent->cur.last_seq - ent->cur.snap_seq;
+        ent->compact_hold = ent->cur.last_seq + (tail ? tail : 1);
+    }
 }
 
 static void *compactor_main(void *arg)
 {
     td_store *st = arg;
-    for (;;) {
-        td_store_cjob *j;
+    td_store_link *l;
+
+    while ((l = td_store_queue_take(&st->cq, 0)) != NULL) {
+        cjob *j = (cjob *)l;
         td_store_compact_info info;
         td_store_error e;
-        td_store_ent *ent;
-        td_store_err code;
+        td_store_err code = td_store_compact(st, j->id, j->id_len, 0, &info, &e);
 
-        pthread_mutex_lock(&st->cq_mu);
-        while (st->cq_head == NULL && !st->cq_stopping)
-            pthread_cond_wait(&st->cq_cond, &st->cq_mu);
-        if (st->cq_stopping) {
-            pthread_mutex_unlock(&st->cq_mu);
-            break;
-        }
-        j = st->cq_head;
-        st->cq_head = j->next;
-        if (st->cq_head == NULL)
-            st->cq_tail = &st->cq_head;
-        pthread_mutex_unlock(&st->cq_mu);
-
-        code = td_store_compact(st, j->id, j->id_len, 0, &info, &e);
         if (code != TD_STORE_OK && code != TD_STORE_ERR_BUSY &&
             code != TD_STORE_ERR_NOT_FOUND)
             atomic_fetch_add(&st->n_compaction_errors, 1);
         pthread_mutex_lock(&st->write_mu);
-        ent = td_store_table_find(st, j->id, j->id_len);
-        if (ent) {
-            ent->compact_queued = 0;
-            /* A document that could not be compacted (damaged, or holding
-             * parked ops) is retried only once its log has doubled, so a
-             * stuck document does not cost a full load per append. */
-            if (code != TD_STORE_ERR_BUSY && !info.compacted) {
-                uint64_t tail = ent->cur.last_seq - ent->cur.snap_seq;
-                ent->compact_hold = ent->cur.last_seq + (tail ? tail : 1);
-            }
-        }
+        compacted(st, j, code, &info);
         pthread_mutex_unlock(&st->write_mu);
         free(j);
     }
@@ -252,29 +262,16 @@ static void *compactor_main(void *arg)
 
 int td_store_compactor_start(td_store *st)
 {
-    if (pthread_create(&st->compactor, NULL, compactor_main, st) != 0)
-        return -1;
-    st->compactor_started = 1;
-    return 0;
+    return td_store_queue_start(&st->cq, compactor_main, st);
 }
 
-/* Abandons queued jobs: their documents are still due and get queued again
- * after the next open's first append. */
+/* Abandons queued jobs: their documents are still due and get offered
+ * again after the next open's first append. */
 void td_store_compactor_stop(td_store *st)
 {
-    td_store_cjob *j, *next;
-    pthread_mutex_lock(&st->cq_mu);
-    st->cq_stopping = 1;
-    pthread_cond_signal(&st->cq_cond);
-    pthread_mutex_unlock(&st->cq_mu);
-    if (st->compactor_started) {
-        pthread_join(st->compactor, NULL);
-        st->compactor_started = 0;
+    td_store_link *l = td_store_queue_stop(&st->cq), *next;
+    for (; l; l = next) {
+        next = l->next;
+        free((cjob *)l);
     }
-    for (j = st->cq_head; j; j = next) {
-        next = j->next;
-        free(j);
-    }
-    st->cq_head = NULL;
-    st->cq_tail = &st->cq_head;
 }

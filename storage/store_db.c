@@ -9,6 +9,11 @@
  * not ours, a non-empty directory that is not a database at all. A lock held
  * by another process (RocksDB's LOCK file) is reported as such, naming the
  * directory, instead of RocksDB's raw message.
+ *
+ * This file is the top of storage/: it starts the store thread
+ * (store_write.c) and the compaction thread (store_compact.c) once the
+ * database is open and stops them before closing it, so it calls into
+ * every other file and none calls into it.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -24,27 +29,6 @@
 
 static const char *const cf_names[TD_CF_COUNT] = {"default", "log", "snap",
                                                    "meta"};
-
-static const char *const err_names[] = {
-    [TD_STORE_OK] = "ok",
-    [TD_STORE_ERR_NOMEM] = "out of memory",
-    [TD_STORE_ERR_ARG] = "invalid argument",
-    [TD_STORE_ERR_IO] = "i/o error",
-    [TD_STORE_ERR_LOCKED] = "locked",
-    [TD_STORE_ERR_VERSION] = "incompatible format version",
-    [TD_STORE_ERR_NOT_FOUND] = "not found",
-    [TD_STORE_ERR_CORRUPT] = "corrupt",
-    [TD_STORE_ERR_EXISTS] = "already exists",
-    [TD_STORE_ERR_CLOSED] = "closed",
-    [TD_STORE_ERR_BUSY] = "busy",
-};
-
-const char *td_store_strerror(td_store_err err)
-{
-    if ((size_t)err < sizeof err_names / sizeof err_names[0] && err_names[err])
-        return err_names[err];
-    return "unknown error";
-}
 
 static const char *const durability_names[] = {
     [TD_STORE_SYNC_GROUP] = "group",
@@ -68,19 +52,6 @@ const char *td_store_durability_name(td_store_durability d)
     if ((size_t)d < sizeof durability_names / sizeof durability_names[0])
         return durability_names[d];
     return "?";
-}
-
-td_store_err td_store_seterr(td_store_error *err, td_store_err code,
-                             const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        err->code = code;
-        va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-        va_end(ap);
-    }
-    return code;
 }
 
 void td_store_free(void *buf)
@@ -420,14 +391,12 @@ static void destroy(td_store *st)
         rocksdb_writeoptions_destroy(st->wo_admin);
     if (st->ro)
         rocksdb_readoptions_destroy(st->ro);
-    td_store_table_free(st);
+    td_store_cache_free(&st->cache);
     pthread_mutex_destroy(&st->write_mu);
-    pthread_mutex_destroy(&st->q_mu);
-    pthread_cond_destroy(&st->q_cond);
+    td_store_queue_destroy(&st->wq);
     pthread_mutex_destroy(&st->done_mu);
     pthread_cond_destroy(&st->done_cond);
-    pthread_mutex_destroy(&st->cq_mu);
-    pthread_cond_destroy(&st->cq_cond);
+    td_store_queue_destroy(&st->cq);
     free(st->dir);
     free(st);
 }
@@ -445,23 +414,20 @@ td_store_err td_store_open(const char *dir, const td_store_options *opts,
         return td_store_seterr(err, TD_STORE_ERR_IO, "libsodium failed to initialise");
     st = calloc(1, sizeof *st);
     if (st == NULL)
-        return td_store_seterr(err, TD_STORE_ERR_NOMEM, "out of memory");
+        return td_store_err_nomem(err);
     pthread_mutex_init(&st->write_mu, NULL);
-    pthread_mutex_init(&st->q_mu, NULL);
-    pthread_cond_init(&st->q_cond, NULL);
+    td_store_cache_init(&st->cache);
+    /* Appends still queued at close are written; compactions are not. */
+    td_store_queue_init(&st->wq, 1);
     pthread_mutex_init(&st->done_mu, NULL);
     pthread_cond_init(&st->done_cond, NULL);
-    pthread_mutex_init(&st->cq_mu, NULL);
-    pthread_cond_init(&st->cq_cond, NULL);
-    st->q_tail = &st->q_head;
-    st->done_tail = &st->done_head;
-    st->cq_tail = &st->cq_head;
+    td_store_fifo_init(&st->done);
+    td_store_queue_init(&st->cq, 0);
     atomic_init(&st->outstanding, 0);
-    randombytes_buf(st->hash_key, sizeof st->hash_key);
     st->dir = strdup(dir);
     if (st->dir == NULL) {
         destroy(st);
-        return td_store_seterr(err, TD_STORE_ERR_NOMEM, "out of memory");
+        return td_store_err_nomem(err);
     }
     code = init_options(st, opts, err);
     if (code == TD_STORE_OK)
@@ -529,8 +495,7 @@ td_store_err td_store_checkpoint(td_store *st, const char *dir,
 td_store_err td_store_compact_files(td_store *st, td_store_error *err)
 {
     if (st->o.read_only)
-        return td_store_seterr(err, TD_STORE_ERR_ARG, "store %s is open read-only",
-                               st->dir);
+        return td_store_err_read_only(st, err);
     for (int i = 0; i < TD_CF_COUNT; i++)
         rocksdb_compact_range_cf(st->db, st->cf[i], NULL, 0, NULL, 0);
     return TD_STORE_OK;

@@ -1,15 +1,30 @@
 /*
- * store_internal.h -- private: the td_store object shared by the store's
- * source files.
+ * store_internal.h -- private: the td_store object and what the store's
+ * source files export to each other.
+ *
+ * Calls between the files go one way, from the top of this list down
+ * (tests/arch/layers.py checks it on the object files):
+ *
+ *   store_db.c       open/close: starts and stops the two threads
+ *   store_write.c    appends (the store thread, group commit), deletes
+ *   store_compact.c  compaction and its thread
+ *   store_read.c     loads, raw reads, listings: never writes
+ *   store_cache.c    the in-memory metadata cache
+ *   store_queue.c    a queue served by one thread
+ *   store_error.c    error codes and messages
+ *   store_codec.c    keys and values, byte by byte (store_codec.h)
+ *
+ * The writer may queue documents for compaction; compaction never calls
+ * back into the writer.
  *
  * Locks, in the order they may nest:
  *   write_mu  serialises every RocksDB write that touches metadata (append
- *             groups, compactions, deletes) and guards the in-memory meta
- *             table, so a document's sequence numbers and sizes only move
+ *             groups, compactions, deletes) and guards the metadata cache,
+ *             so a document's sequence numbers and sizes only move
  *             together with what is on disk;
- *   q_mu      the queue of appends waiting for the store thread;
+ *   wq.mu     the appends waiting for the store thread;
  *   done_mu   the completions waiting for td_store_poll();
- *   cq_mu     the queue of documents waiting for the compaction thread.
+ *   cq.mu     the documents waiting for the compaction thread.
  * No callback into user code runs under any of them.
  */
 #ifndef TD_STORE_INTERNAL_H
@@ -24,6 +39,58 @@
 #include "tandem_store.h"
 
 enum { TD_CF_DEFAULT, TD_CF_LOG, TD_CF_SNAP, TD_CF_META, TD_CF_COUNT };
+
+/* ---- store_queue.c: singly linked FIFOs --------------------------------- */
+
+/* The first member of every queued item, so that a pointer to the item and
+ * to its link convert into each other (C11 6.7.2.1p15). `size` is what the
+ * item weighs against td_store_queue_take's limit. */
+typedef struct td_store_link {
+    struct td_store_link *next;
+    size_t size;
+} td_store_link;
+
+typedef struct td_store_fifo {
+    td_store_link *head;
+    td_store_link **tail; /* &head when empty, else &last->next */
+} td_store_fifo;
+
+void td_store_fifo_init(td_store_fifo *q);
+/* Appends the chain first..last (last->next is NULL). */
+void td_store_fifo_put(td_store_fifo *q, td_store_link *first,
+                       td_store_link *last);
+/* Empties q; returns what it held as a NULL-terminated chain. */
+td_store_link *td_store_fifo_take_all(td_store_fifo *q);
+
+/* A FIFO served by one thread: producers put, the thread takes. */
+typedef struct td_store_queue {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    td_store_fifo items;
+    int drain;    /* on stop: 1 hands out what is queued first, 0 abandons it */
+    int sleeping; /* the thread waits on cond: a put must signal */
+    int stopping;
+    int started;
+    pthread_t thread;
+} td_store_queue;
+
+void td_store_queue_init(td_store_queue *q, int drain);
+void td_store_queue_destroy(td_store_queue *q);
+int td_store_queue_start(td_store_queue *q, void *(*fn)(void *), void *arg);
+/* Queues one item and, if counter is not NULL, counts it there under the
+ * queue's lock (so the thread never finishes an item not yet counted).
+ * Returns -1, queueing nothing, once the queue is stopping. */
+int td_store_queue_put(td_store_queue *q, td_store_link *item,
+                       atomic_size_t *counter);
+/* For the thread: waits for items and takes the first, and after it as
+ * many as fit in max_size together (0: only the first). Returns NULL when
+ * the thread is to end. */
+td_store_link *td_store_queue_take(td_store_queue *q, size_t max_size);
+/* Tells the thread to end, joins it, and returns what it left queued. Safe
+ * on a queue whose thread never started. */
+td_store_link *td_store_queue_stop(td_store_queue *q);
+
+/* ---- store_cache.c: the metadata cache ---------------------------------- */
 
 /* A cached metadata record. `pend` is the state being built by the append
  * group in progress (valid while pend_gen == the group's generation); it
@@ -42,9 +109,31 @@ typedef struct td_store_ent {
     char id[];
 } td_store_ent;
 
+/* Hash table of entries keyed by document id; every call with write_mu
+ * held. */
+typedef struct td_store_cache {
+    td_store_ent **tab;
+    size_t size; /* power of two, or 0 before the first insert */
+    size_t count;
+    uint8_t key[16]; /* SipHash key, random per open */
+} td_store_cache;
+
+void td_store_cache_init(td_store_cache *c);
+void td_store_cache_free(td_store_cache *c);
+/* The cached entry for doc; NULL if not cached. */
+td_store_ent *td_store_cache_find(td_store_cache *c, const char *doc,
+                                  size_t len);
+/* Caches a copy of m (vv included) for doc, which must not be cached;
+ * NULL if out of memory. */
+td_store_ent *td_store_cache_add(td_store_cache *c, const char *doc,
+                                 size_t len, const td_store_meta *m);
+void td_store_cache_remove(td_store_cache *c, const char *doc, size_t len);
+
+/* ---- the store ---------------------------------------------------------- */
+
 /* One queued append: header, then doc id, log value and vv bytes. */
 typedef struct td_store_req {
-    struct td_store_req *next;
+    td_store_link link; /* first; link.size is val_len */
     td_store_append_cb cb;
     void *ud;
     td_store_ent *ent;
@@ -63,12 +152,6 @@ typedef struct td_store_req {
 #define TD_REQ_VAL(r) ((r)->data + (r)->doc_len)
 #define TD_REQ_VV(r) ((r)->data + (r)->doc_len + (r)->val_len)
 
-typedef struct td_store_cjob {
-    struct td_store_cjob *next;
-    size_t id_len;
-    char id[];
-} td_store_cjob;
-
 struct td_store {
     char *dir;
     td_store_options o;
@@ -82,57 +165,39 @@ struct td_store {
     rocksdb_writeoptions_t *wo_admin;  /* compactions, deletes: synced unless off */
     rocksdb_readoptions_t *ro;
 
-    /* write_mu: meta table and every metadata-changing write */
+    /* write_mu: the metadata cache and every metadata-changing write */
     pthread_mutex_t write_mu;
-    td_store_ent **tab;
-    size_t tab_size; /* power of two */
-    size_t tab_count;
-    uint64_t gen;
-    uint8_t hash_key[16];
+    td_store_cache cache;
+    uint64_t gen;     /* number of the append group being staged */
     int fail_writes;  /* test hook: fail the next N append writes */
 
-    /* q_mu: appends waiting for the store thread */
-    pthread_mutex_t q_mu;
-    pthread_cond_t q_cond;
-    td_store_req *q_head, **q_tail;
-    int q_sleeping;
-    int stopping;
-    pthread_t writer;
-    int writer_started;
+    td_store_queue wq; /* appends waiting for the store thread (drains) */
 
     /* done_mu: completions waiting for td_store_poll */
     pthread_mutex_t done_mu;
     pthread_cond_t done_cond;
-    td_store_req *done_head, **done_tail;
+    td_store_fifo done;
     atomic_size_t outstanding;
 
-    /* cq_mu: documents waiting for the compaction thread */
-    pthread_mutex_t cq_mu;
-    pthread_cond_t cq_cond;
-    td_store_cjob *cq_head, **cq_tail;
-    int cq_stopping;
-    pthread_t compactor;
-    int compactor_started;
+    td_store_queue cq; /* documents waiting for the compaction thread */
 
     atomic_uint_fast64_t n_appends_ok, n_appends_failed, n_writes;
     atomic_uint_fast64_t n_compactions, n_compaction_errors;
 };
 
+/* ---- store_error.c ------------------------------------------------------ */
+
 /* Fills *err (if not NULL) and returns code. */
 td_store_err td_store_seterr(td_store_error *err, td_store_err code,
                              const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The messages several entry points share. */
+td_store_err td_store_err_bad_id(td_store_error *err);
+td_store_err td_store_err_read_only(const td_store *st, td_store_error *err);
+td_store_err td_store_err_nomem(td_store_error *err);
 
-/* store_append.c */
-int td_store_writer_start(td_store *st);
-void td_store_writer_stop(td_store *st);
-void td_store_table_free(td_store *st);
-/* Looks up a cached entry (write_mu held); NULL if not cached. */
-td_store_ent *td_store_table_find(td_store *st, const char *doc, size_t len);
-void td_store_table_remove(td_store *st, const char *doc, size_t len);
-
-/* store_read.c. `snap` is a RocksDB snapshot to read from, or NULL for the
- * latest state. */
+/* ---- store_read.c ------------------------------------------------------- */
+/* `snap` is a RocksDB snapshot to read from, or NULL for the latest state. */
 
 /* Reads the metadata of doc. TD_STORE_ERR_NOT_FOUND if absent. On success
  * *raw holds the value (free with rocksdb_free) and m points into it. */
@@ -140,6 +205,13 @@ td_store_err td_store_meta_get(td_store *st, const rocksdb_snapshot_t *snap,
                                const char *doc, size_t doc_len,
                                td_store_meta *m, char **raw,
                                td_store_error *err);
+/* The same for a document that must exist: one whose metadata is gone but
+ * whose log or snapshot is still there is corrupt, not absent. */
+td_store_err td_store_meta_get_checked(td_store *st,
+                                       const rocksdb_snapshot_t *snap,
+                                       const char *doc, size_t doc_len,
+                                       td_store_meta *m, char **raw,
+                                       td_store_error *err);
 /* 1 if any log entry of doc exists, 0 if none, -1 on error (err set). */
 int td_store_log_exists(td_store *st, const rocksdb_snapshot_t *snap,
                         const char *doc, size_t doc_len, td_store_error *err);
@@ -160,13 +232,20 @@ td_store_err td_store_load_at(td_store *st, const rocksdb_snapshot_t *snap,
                               td_store_scan_totals *totals,
                               td_store_error *err);
 
-/* store_compact.c */
+/* ---- store_compact.c ---------------------------------------------------- */
+
 int td_store_compactor_start(td_store *st);
 void td_store_compactor_stop(td_store *st);
-/* Queues doc for background compaction (write_mu held). */
-void td_store_compactor_enqueue(td_store *st, td_store_ent *ent);
-
 /* Due means a threshold is crossed. */
 int td_store_compact_due(const td_store *st, const td_store_meta *m);
+/* Queues ent for the compaction thread if it is due and neither queued nor
+ * held back (write_mu held). */
+void td_store_compactor_offer(td_store *st, td_store_ent *ent);
+
+/* ---- store_write.c ------------------------------------------------------ */
+
+int td_store_writer_start(td_store *st);
+/* Lets the thread write everything still queued, then joins it. */
+void td_store_writer_stop(td_store *st);
 
 #endif /* TD_STORE_INTERNAL_H */

@@ -1,6 +1,8 @@
 /*
  * store_read.c -- reading documents back: metadata, snapshots, the log,
- * loads into a td_crdt_doc, listings, and deleting a document.
+ * loads into a td_crdt_doc, listings. Nothing here writes to RocksDB or
+ * touches the metadata cache: the write side (store_write.c,
+ * store_compact.c) builds on these reads, never the other way round.
  *
  * Each read takes a RocksDB snapshot first so that metadata, snapshot value
  * and log tail belong to one point in time even while the store thread keeps
@@ -37,11 +39,24 @@ static td_store_err io_err(td_store_error *err, char *rerr, const char *what,
     return TD_STORE_ERR_IO;
 }
 
-static td_store_err bad_id(td_store_error *err)
+/* Reads doc's value in family cf; *val is NULL if there is none, else it
+ * holds *len bytes to free with rocksdb_free. */
+static td_store_err get_value(td_store *st, const rocksdb_snapshot_t *snap,
+                              int cf, const char *doc, size_t doc_len,
+                              const char *what, char **val, size_t *len,
+                              td_store_error *err)
 {
-    return td_store_seterr(err, TD_STORE_ERR_ARG,
-                           "invalid document id (1..255 bytes of UTF-8, no "
-                           "control characters)");
+    rocksdb_readoptions_t *ro = ro_new(snap);
+    char *rerr = NULL;
+
+    *len = 0;
+    *val = rocksdb_get_cf(st->db, ro, st->cf[cf], doc, doc_len, len, &rerr);
+    rocksdb_readoptions_destroy(ro);
+    if (rerr) {
+        *val = NULL;
+        return io_err(err, rerr, what, doc, doc_len);
+    }
+    return TD_STORE_OK;
 }
 
 td_store_err td_store_meta_get(td_store *st, const rocksdb_snapshot_t *snap,
@@ -49,17 +64,16 @@ td_store_err td_store_meta_get(td_store *st, const rocksdb_snapshot_t *snap,
                                td_store_meta *m, char **raw,
                                td_store_error *err)
 {
-    rocksdb_readoptions_t *ro = ro_new(snap);
-    char *rerr = NULL, *val;
-    size_t len = 0;
+    char *val;
+    size_t len;
     const char *why;
     char shown[TD_STORE_FMT_ID_CAP];
+    td_store_err code;
 
     *raw = NULL;
-    val = rocksdb_get_cf(st->db, ro, st->cf[TD_CF_META], doc, doc_len, &len, &rerr);
-    rocksdb_readoptions_destroy(ro);
-    if (rerr)
-        return io_err(err, rerr, "metadata", doc, doc_len);
+    code = get_value(st, snap, TD_CF_META, doc, doc_len, "metadata", &val, &len, err);
+    if (code != TD_STORE_OK)
+        return code;
     if (val == NULL)
         return td_store_seterr(err, TD_STORE_ERR_NOT_FOUND, "no document '%s'",
                                td_store_fmt_id(shown, sizeof shown, doc, doc_len));
@@ -103,25 +117,20 @@ int td_store_log_exists(td_store *st, const rocksdb_snapshot_t *snap,
 static int snap_exists(td_store *st, const rocksdb_snapshot_t *snap,
                        const char *doc, size_t doc_len, td_store_error *err)
 {
-    rocksdb_readoptions_t *ro = ro_new(snap);
-    char *rerr = NULL, *val;
+    char *val;
     size_t len;
-    val = rocksdb_get_cf(st->db, ro, st->cf[TD_CF_SNAP], doc, doc_len, &len, &rerr);
-    rocksdb_readoptions_destroy(ro);
-    if (rerr) {
-        io_err(err, rerr, "the snapshot", doc, doc_len);
+    if (get_value(st, snap, TD_CF_SNAP, doc, doc_len, "the snapshot", &val, &len,
+                  err) != TD_STORE_OK)
         return -1;
-    }
     rocksdb_free(val);
     return val != NULL;
 }
 
-/* Metadata of an existing document; a document whose metadata is gone but
- * whose log or snapshot is still there is corrupt, not absent. */
-static td_store_err meta_get_checked(td_store *st, const rocksdb_snapshot_t *snap,
-                                     const char *doc, size_t doc_len,
-                                     td_store_meta *m, char **raw,
-                                     td_store_error *err)
+td_store_err td_store_meta_get_checked(td_store *st,
+                                       const rocksdb_snapshot_t *snap,
+                                       const char *doc, size_t doc_len,
+                                       td_store_meta *m, char **raw,
+                                       td_store_error *err)
 {
     td_store_err code = td_store_meta_get(st, snap, doc, doc_len, m, raw, err);
     char shown[TD_STORE_FMT_ID_CAP];
@@ -174,18 +183,18 @@ static td_store_err snap_get(td_store *st, const rocksdb_snapshot_t *snap,
                              const uint8_t **bytes, size_t *len,
                              td_store_error *err)
 {
-    rocksdb_readoptions_t *ro = ro_new(snap);
-    char *rerr = NULL, *val;
-    size_t vlen = 0;
+    char *val;
+    size_t vlen;
     uint64_t seq;
     const char *why;
     char shown[TD_STORE_FMT_ID_CAP];
+    td_store_err code;
 
     *raw = NULL;
-    val = rocksdb_get_cf(st->db, ro, st->cf[TD_CF_SNAP], doc, doc_len, &vlen, &rerr);
-    rocksdb_readoptions_destroy(ro);
-    if (rerr)
-        return io_err(err, rerr, "the snapshot", doc, doc_len);
+    code = get_value(st, snap, TD_CF_SNAP, doc, doc_len, "the snapshot", &val,
+                     &vlen, err);
+    if (code != TD_STORE_OK)
+        return code;
     td_store_fmt_id(shown, sizeof shown, doc, doc_len);
     if (val == NULL)
         return td_store_seterr(err, TD_STORE_ERR_CORRUPT,
@@ -424,9 +433,9 @@ td_store_err td_store_load(td_store *st, const char *doc, size_t doc_len,
 
     *out = NULL;
     if (!td_store_doc_id_valid(doc, doc_len))
-        return bad_id(err);
+        return td_store_err_bad_id(err);
     snap = rocksdb_create_snapshot(st->db);
-    code = meta_get_checked(st, snap, doc, doc_len, &m, &raw, err);
+    code = td_store_meta_get_checked(st, snap, doc, doc_len, &m, &raw, err);
     if (code == TD_STORE_OK) {
         if (info)
             info_fill(info, doc, doc_len, &m);
@@ -435,6 +444,18 @@ td_store_err td_store_load(td_store *st, const char *doc, size_t doc_len,
     rocksdb_free(raw);
     rocksdb_release_snapshot(st->db, snap);
     return code;
+}
+
+/* Hands the caller a malloc'ed copy (td_store_free) of n bytes at p. */
+static td_store_err copy_out(const void *p, size_t n, uint8_t **out,
+                             size_t *len, td_store_error *err)
+{
+    *out = malloc(n);
+    if (*out == NULL)
+        return td_store_err_nomem(err);
+    memcpy(*out, p, n);
+    *len = n;
+    return TD_STORE_OK;
 }
 
 td_store_err td_store_read_missing(td_store *st, const char *doc,
@@ -462,13 +483,7 @@ td_store_err td_store_read_missing(td_store *st, const char *doc,
                                "(%s: %s)",
                                td_crdt_strerror(ce), td_crdt_doc_error(d));
     } else if (dlen > 0) {
-        *out = malloc(dlen);
-        if (*out == NULL) {
-            code = td_store_seterr(err, TD_STORE_ERR_NOMEM, "out of memory");
-        } else {
-            memcpy(*out, diff, dlen);
-            *len = dlen;
-        }
+        code = copy_out(diff, dlen, out, len, err);
     }
     if (diff)
         td_crdt_buf_free(d, diff);
@@ -478,16 +493,23 @@ td_store_err td_store_read_missing(td_store *st, const char *doc,
 
 /* ---- raw pieces --------------------------------------------------------- */
 
+/* The current metadata of the document a caller names. */
+static td_store_err meta_now(td_store *st, const char *doc, size_t doc_len,
+                             td_store_meta *m, char **raw, td_store_error *err)
+{
+    *raw = NULL;
+    if (!td_store_doc_id_valid(doc, doc_len))
+        return td_store_err_bad_id(err);
+    return td_store_meta_get_checked(st, NULL, doc, doc_len, m, raw, err);
+}
+
 td_store_err td_store_doc_stat(td_store *st, const char *doc, size_t doc_len,
                                td_store_doc_info *info, td_store_error *err)
 {
     td_store_meta m;
-    char *raw = NULL;
-    td_store_err code;
+    char *raw;
+    td_store_err code = meta_now(st, doc, doc_len, &m, &raw, err);
 
-    if (!td_store_doc_id_valid(doc, doc_len))
-        return bad_id(err);
-    code = meta_get_checked(st, NULL, doc, doc_len, &m, &raw, err);
     if (code == TD_STORE_OK)
         info_fill(info, doc, doc_len, &m);
     rocksdb_free(raw);
@@ -498,23 +520,14 @@ td_store_err td_store_read_vv(td_store *st, const char *doc, size_t doc_len,
                               uint8_t **out, size_t *len, td_store_error *err)
 {
     td_store_meta m;
-    char *raw = NULL;
+    char *raw;
     td_store_err code;
 
     *out = NULL;
     *len = 0;
-    if (!td_store_doc_id_valid(doc, doc_len))
-        return bad_id(err);
-    code = meta_get_checked(st, NULL, doc, doc_len, &m, &raw, err);
-    if (code == TD_STORE_OK && m.vv_len) {
-        *out = malloc(m.vv_len);
-        if (*out == NULL) {
-            code = td_store_seterr(err, TD_STORE_ERR_NOMEM, "out of memory");
-        } else {
-            memcpy(*out, m.vv, m.vv_len);
-            *len = m.vv_len;
-        }
-    }
+    code = meta_now(st, doc, doc_len, &m, &raw, err);
+    if (code == TD_STORE_OK && m.vv_len)
+        code = copy_out(m.vv, m.vv_len, out, len, err);
     rocksdb_free(raw);
     return code;
 }
@@ -535,22 +548,15 @@ td_store_err td_store_read_snapshot(td_store *st, const char *doc,
     if (seq)
         *seq = 0;
     if (!td_store_doc_id_valid(doc, doc_len))
-        return bad_id(err);
+        return td_store_err_bad_id(err);
     snap = rocksdb_create_snapshot(st->db);
-    code = meta_get_checked(st, snap, doc, doc_len, &m, &raw, err);
+    code = td_store_meta_get_checked(st, snap, doc, doc_len, &m, &raw, err);
     if (code == TD_STORE_OK && m.snap_seq > 0) {
         code = snap_get(st, snap, doc, doc_len, &m, &sraw, &bytes, &blen, err);
-        if (code == TD_STORE_OK) {
-            *out = malloc(blen);
-            if (*out == NULL) {
-                code = td_store_seterr(err, TD_STORE_ERR_NOMEM, "out of memory");
-            } else {
-                memcpy(*out, bytes, blen);
-                *len = blen;
-                if (seq)
-                    *seq = m.snap_seq;
-            }
-        }
+        if (code == TD_STORE_OK)
+            code = copy_out(bytes, blen, out, len, err);
+        if (code == TD_STORE_OK && seq)
+            *seq = m.snap_seq;
     }
     rocksdb_free(sraw);
     rocksdb_free(raw);
@@ -582,11 +588,11 @@ td_store_err td_store_read_log(td_store *st, const char *doc, size_t doc_len,
     td_store_err code;
 
     if (!td_store_doc_id_valid(doc, doc_len))
-        return bad_id(err);
+        return td_store_err_bad_id(err);
     if (cb == NULL)
         return td_store_seterr(err, TD_STORE_ERR_ARG, "no callback");
     snap = rocksdb_create_snapshot(st->db);
-    code = meta_get_checked(st, snap, doc, doc_len, &m, &raw, err);
+    code = td_store_meta_get_checked(st, snap, doc, doc_len, &m, &raw, err);
     if (code == TD_STORE_OK)
         code = scan_log(st, snap, doc, doc_len, &m, after_seq, user_entry, &c,
                         NULL, err);
@@ -595,7 +601,7 @@ td_store_err td_store_read_log(td_store *st, const char *doc, size_t doc_len,
     return code;
 }
 
-/* ---- listing and deleting ----------------------------------------------- */
+/* ---- listing ------------------------------------------------------------ */
 
 td_store_err td_store_list(td_store *st, td_store_list_cb cb, void *ud,
                            td_store_error *err)
@@ -642,51 +648,5 @@ td_store_err td_store_list(td_store *st, td_store_list_cb cb, void *ud,
     }
     rocksdb_iter_destroy(it);
     rocksdb_readoptions_destroy(ro);
-    return code;
-}
-
-td_store_err td_store_delete(td_store *st, const char *doc, size_t doc_len,
-                             td_store_error *err)
-{
-    uint8_t lo[TD_STORE_LOG_KEY_MAX], hi[TD_STORE_LOG_KEY_MAX];
-    size_t lo_len, hi_len;
-    rocksdb_writebatch_t *wb;
-    char *rerr = NULL, *raw = NULL;
-    td_store_meta m;
-    td_store_err code;
-
-    if (!td_store_doc_id_valid(doc, doc_len))
-        return bad_id(err);
-    if (st->o.read_only)
-        return td_store_seterr(err, TD_STORE_ERR_ARG, "store %s is open read-only",
-                               st->dir);
-    pthread_mutex_lock(&st->write_mu);
-    /* Damaged metadata must not keep a document from being deleted. */
-    code = meta_get_checked(st, NULL, doc, doc_len, &m, &raw, err);
-    rocksdb_free(raw);
-    if (code == TD_STORE_ERR_NOT_FOUND || code == TD_STORE_ERR_IO) {
-        pthread_mutex_unlock(&st->write_mu);
-        return code;
-    }
-    lo_len = td_store_log_key(lo, doc, doc_len, 0);
-    hi_len = td_store_log_key(hi, doc, doc_len, UINT64_MAX);
-    wb = rocksdb_writebatch_create();
-    rocksdb_writebatch_delete_cf(wb, st->cf[TD_CF_META], doc, doc_len);
-    rocksdb_writebatch_delete_cf(wb, st->cf[TD_CF_SNAP], doc, doc_len);
-    rocksdb_writebatch_delete_range_cf(wb, st->cf[TD_CF_LOG], (const char *)lo,
-                                       lo_len, (const char *)hi, hi_len);
-    rocksdb_write(st->db, st->wo_admin, wb, &rerr);
-    rocksdb_writebatch_destroy(wb);
-    if (rerr) {
-        char shown[TD_STORE_FMT_ID_CAP];
-        code = td_store_seterr(err, TD_STORE_ERR_IO, "deleting document '%s' failed: %s",
-                               td_store_fmt_id(shown, sizeof shown, doc, doc_len),
-                               rerr);
-        rocksdb_free(rerr);
-    } else {
-        td_store_table_remove(st, doc, doc_len);
-        code = TD_STORE_OK;
-    }
-    pthread_mutex_unlock(&st->write_mu);
     return code;
 }

@@ -33,6 +33,7 @@
 #include <sys/resource.h>
 
 #include "td_client.h"
+#include "td_rng.h"
 
 #ifndef TD_LOAD_TANDEM_BIN
 #define TD_LOAD_TANDEM_BIN "tandem"
@@ -42,14 +43,11 @@ static const char *g_bin = TD_LOAD_TANDEM_BIN;
 static double g_seconds = -1; /* -1: each workload's default */
 static int g_conns = 10000;
 static const char *g_durability = "group";
-static uint64_t g_rng = 88172645463325252ull;
+static td_rng g_rng; /* seeded at random in main */
 
 static uint64_t rnd(void)
 {
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return g_rng;
+    return td_rng_next(&g_rng);
 }
 
 /* ---- latency samples -------------------------------------------------------------------- */
@@ -546,9 +544,9 @@ int main(int argc, char **argv)
     if (hrc != 0) {
         fprintf(stderr, "tandem-load: `%s serve --help` failed (exit %d): no server to load\n",
                 g_bin, hrc);
-        return 77;
+        return 1;
     }
-    g_rng ^= td_cli_random64();
+    td_rng_seed(&g_rng, td_cli_random64());
     int rc = 0;
     if (!only || *only == 'A')
         rc |= run_a();

@@ -19,10 +19,10 @@
  *    the trace one batch) from the log alone, before compaction, and from
  *    its snapshot after; the loaded text is checked against endContent.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700 /* nftw */
 
 #include <cjson/cJSON.h>
-#include <dirent.h>
+#include <ftw.h>
 #include <inttypes.h>
 #include <rocksdb/c.h>
 #include <stdio.h>
@@ -34,6 +34,7 @@
 #include <zlib.h>
 
 #include "tandem_store.h"
+#include "td_rng.h"
 
 #define NDOCS 64
 #define NBATCHES 4096
@@ -66,47 +67,40 @@ static char *mkdir_tmp(void)
     return t;
 }
 
+/* Directory walks with nftw: removing a tree, and adding up its files. */
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *f)
+{
+    (void)sb, (void)flag, (void)f;
+    remove(path);
+    return 0;
+}
+
 static void rmtree(const char *dir)
 {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char p[4096];
-    if (d == NULL)
-        return;
-    while ((e = readdir(d)) != NULL) {
-        struct stat sb;
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
-            rmtree(p);
-        else
-            unlink(p);
+    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static uint64_t g_all, g_sst; /* dir_bytes' sums (nftw passes no user data) */
+
+static int count_one(const char *path, const struct stat *sb, int flag, struct FTW *f)
+{
+    size_t n = strlen(path);
+    (void)f;
+    if (flag == FTW_F && S_ISREG(sb->st_mode)) {
+        g_all += (uint64_t)sb->st_size;
+        if (n > 4 && strcmp(path + n - 4, ".sst") == 0)
+            g_sst += (uint64_t)sb->st_size;
     }
-    closedir(d);
-    rmdir(dir);
+    return 0;
 }
 
 /* Bytes of all files, and of the SST files alone. */
 static void dir_bytes(const char *dir, uint64_t *all, uint64_t *sst)
 {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char p[4096];
-    *all = *sst = 0;
-    if (d == NULL)
-        return;
-    while ((e = readdir(d)) != NULL) {
-        struct stat sb;
-        size_t n = strlen(e->d_name);
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (stat(p, &sb) != 0 || !S_ISREG(sb.st_mode))
-            continue;
-        *all += (uint64_t)sb.st_size;
-        if (n > 4 && strcmp(e->d_name + n - 4, ".sst") == 0)
-            *sst += (uint64_t)sb.st_size;
-    }
-    closedir(d);
+    g_all = g_sst = 0;
+    nftw(dir, count_one, 16, FTW_PHYS);
+    *all = g_all;
+    *sst = g_sst;
 }
 
 static td_store *open_store(const char *dir, td_store_durability mode)
@@ -130,13 +124,10 @@ typedef struct batch {
     uint64_t ops;
 } batch;
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dULL;
+static td_rng g_rng; /* seeded in main: every run edits alike */
 static uint64_t rnd(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
+    return td_rng_next(&g_rng);
 }
 
 /* NBATCHES batches of k ops each: k characters typed at a random spot. */
@@ -576,6 +567,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
+    td_rng_seed(&g_rng, 0x2545f4914f6cdd1dULL);
     const char *trace = NULL;
     int modes = 7;
 

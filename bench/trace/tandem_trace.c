@@ -24,11 +24,11 @@
  * not a valid trace, 64 on a usage error.
  */
 #define _GNU_SOURCE /* malloc_trim */
-#include "gap_buffer.h"
 #include "tandem_crdt.h"
+#include "trace_check.h"
 #include "trace_load.h"
-#include "trace_server.h"
 #include "trace_replay.h"
+#include "trace_server.h"
 
 #include <cjson/cJSON.h>
 #include <malloc.h>
@@ -41,7 +41,6 @@
 
 #define AGENT_REPLAY 1u                     /* replica a gets 1 + a */
 #define AGENT_LOADER 0x7A6E0000DEC0DE01ull  /* the replica the snapshot loads into */
-#define LOCATE_BLOCK 512                    /* patches between full-text checks */
 #define EXIT_NOT_OK 1
 #define EXIT_BAD_TRACE 2
 #define EXIT_USAGE 64
@@ -134,74 +133,6 @@ static int reset_hwm(void)
     return ok ? 0 : -1;
 }
 
-/* ---- checking text ------------------------------------------------------ */
-
-/* Quotes a piece of text for a message: UTF-8 stays readable, control
- * characters and bytes cut out of a sequence are escaped. */
-static void escape_snippet(const char *s, size_t len, char *out, size_t outlen)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < len && o + 8 < outlen; i++) {
-        unsigned char c = (unsigned char)s[i];
-        size_t k = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0, cp;
-        if (c == '\n')
-            o += (size_t)snprintf(out + o, outlen - o, "\\n");
-        else if (c == '"' || c == '\\')
-            o += (size_t)snprintf(out + o, outlen - o, "\\%c", c);
-        else if (c >= 0x80 && k && i + k < len &&
-                 tt_utf8_count(s + i, k + 1, &cp, NULL) == 0) {
-            memcpy(out + o, s + i, k + 1);
-            o += k + 1;
-            i += k;
-        } else if (c < 0x20 || c >= 0x7F)
-            o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", c);
-        else
-            out[o++] = (char)c;
-    }
-    out[o] = '\0';
-}
-
-/* Describes where `got` first departs from `want`. */
-static void describe_diff(const char *want, size_t wlen, const char *got,
-                          size_t glen, char *msg, size_t msglen)
-{
-    size_t i = 0, cp = 0;
-    while (i < wlen && i < glen && want[i] == got[i])
-        i++;
-    while (i > 0 && ((unsigned char)want[i] & 0xC0) == 0x80)
-        i--; /* back to the start of the code point */
-    for (size_t j = 0; j < i; j++)
-        cp += ((unsigned char)want[j] & 0xC0) != 0x80;
-    size_t from = i > 16 ? i - 16 : 0;
-    while (from < i && ((unsigned char)want[from] & 0xC0) == 0x80)
-        from++;
-    char ws[200], gs[200];
-    escape_snippet(want + from, (wlen - from < 40 ? wlen - from : 40), ws, sizeof ws);
-    escape_snippet(got + from, (glen - from < 40 ? glen - from : 40), gs, sizeof gs);
-    snprintf(msg, msglen, "texts differ from code point %zu (byte %zu): expected "
-             "%zu bytes \"...%s...\", got %zu bytes \"...%s...\" (context starts "
-             "at byte %zu)", cp, i, wlen, ws, glen, gs, from);
-}
-
-/* 0 if the text equals `want`, else -1 with a description. */
-static int check_text(td_crdt_doc *doc, td_crdt_obj text, const char *want,
-                      size_t wlen, char *msg, size_t msglen)
-{
-    char *got = NULL;
-    size_t glen = 0;
-    td_crdt_err e = td_crdt_text_get(doc, text, &got, &glen);
-    if (e != TD_CRDT_OK) {
-        snprintf(msg, msglen, "td_crdt_text_get failed: %s (%s)",
-                 td_crdt_strerror(e), td_crdt_doc_error(doc));
-        return -1;
-    }
-    int same = glen == wlen && memcmp(got, want, wlen) == 0;
-    if (!same)
-        describe_diff(want, wlen, got, glen, msg, msglen);
-    td_crdt_buf_free(doc, got);
-    return same ? 0 : -1;
-}
-
 /* ---- the baseline ------------------------------------------------------- */
 
 /* Replays every patch in file order into a gap buffer; returns ms, or -1. */
@@ -209,167 +140,18 @@ static double baseline_run(const tt_trace *t, int check, int *ok)
 {
     tt_gap g;
     double t0 = now_ms();
-    if (tt_gap_init(&g, 1024) != 0 ||
-        tt_gap_insert(&g, 0, t->start, t->start_len, t->start_cp) != 0)
-        goto nomem;
-    for (size_t i = 0; i < t->npatches; i++) {
-        const tt_patch *p = &t->patches[i];
-        if (p->del)
-            tt_gap_delete(&g, p->pos, p->del);
-        if (p->ins_len &&
-            tt_gap_insert(&g, p->pos, t->text + p->ins_off, p->ins_len,
-                          p->ins_cp) != 0)
-            goto nomem;
+    if (tt_gap_init(&g, 1024) != 0 || tt_gap_replay(t, &g) != 0) {
+        tt_gap_free(&g);
+        return -1;
     }
     double ms = now_ms() - t0;
-    if (check) {
-        size_t len;
-        char *s = tt_gap_to_utf8(&g, &len);
-        *ok = s && len == t->end_len && memcmp(s, t->end, len) == 0;
-        free(s);
-    }
+    if (check)
+        *ok = tt_gap_equals(&g, t->end, t->end_len) == 1;
     tt_gap_free(&g);
     return ms;
-nomem:
-    tt_gap_free(&g);
-    return -1;
-}
-
-/* ---- locating the first wrong patch (sequential traces) ----------------- */
-
-static size_t txn_of_patch(const tt_trace *t, size_t i)
-{
-    size_t lo = 0, hi = t->ntxns;
-    while (hi - lo > 1) {
-        size_t mid = (lo + hi) / 2;
-        if (t->txns[mid].first <= i)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
-/* Replays doc and gap buffer in lockstep and compares them; `check_from`
- * is the first patch after which the whole texts are compared every time
- * (before it, only lengths every patch and texts every LOCATE_BLOCK).
- * Returns the first patch after which they differ, or npatches if none;
- * SIZE_MAX if the setup failed. */
-static size_t lockstep(const tt_trace *t, size_t check_from, char *msg,
-                       size_t msglen)
-{
-    td_crdt_options o = {.agent = AGENT_REPLAY};
-    td_crdt_doc *doc = NULL;
-    td_crdt_obj text = 0;
-    tt_gap g;
-    size_t bad = SIZE_MAX;
-    if (tt_gap_init(&g, 1024) != 0)
-        return SIZE_MAX;
-    if (td_crdt_doc_new(&o, &doc) != TD_CRDT_OK ||
-        td_crdt_root(doc, TD_CRDT_TEXT, "text", 4, &text) != TD_CRDT_OK ||
-        tt_gap_insert(&g, 0, t->start, t->start_len, t->start_cp) != 0 ||
-        (t->start_len &&
-         td_crdt_text_insert(doc, text, 0, t->start, t->start_len) != TD_CRDT_OK))
-        goto done;
-    for (size_t i = 0; i < t->npatches; i++) {
-        const tt_patch *p = &t->patches[i];
-        char opmsg[512];
-        tt_gap_delete(&g, p->pos, p->del);
-        if (p->ins_len &&
-            tt_gap_insert(&g, p->pos, t->text + p->ins_off, p->ins_len, p->ins_cp) != 0)
-            goto done;
-        td_crdt_err e = p->del ? td_crdt_text_delete(doc, text, p->pos, p->del)
-                               : TD_CRDT_OK;
-        if (e == TD_CRDT_OK && p->ins_len)
-            e = td_crdt_text_insert(doc, text, p->pos, t->text + p->ins_off,
-                                    p->ins_len);
-        if (e != TD_CRDT_OK) {
-            snprintf(opmsg, sizeof opmsg, "the core refused it: %s (%s)",
-                     td_crdt_strerror(e), td_crdt_doc_error(doc));
-            snprintf(msg, msglen, "%s", opmsg);
-            bad = i;
-            goto done;
-        }
-        int full = i >= check_from || (i + 1) % LOCATE_BLOCK == 0 ||
-                   i + 1 == t->npatches;
-        size_t glen;
-        char *gs;
-        if (td_crdt_text_length(doc, text) != tt_gap_length(&g))
-            full = 1;
-        if (!full)
-            continue;
-        if (!(gs = tt_gap_to_utf8(&g, &glen)))
-            goto done;
-        int differs = check_text(doc, text, gs, glen, msg, msglen) != 0;
-        free(gs);
-        if (differs) {
-            bad = i;
-            goto done;
-        }
-    }
-    bad = t->npatches;
-done:
-    tt_gap_free(&g);
-    if (doc)
-        td_crdt_doc_free(doc);
-    return bad;
-}
-
-static void locate_seq(const tt_trace *t, result *res)
-{
-    char msg[1024];
-    size_t bad = lockstep(t, SIZE_MAX, msg, sizeof msg);
-    if (bad == SIZE_MAX || bad == t->npatches) {
-        int base_ok = 0;
-        baseline_run(t, 1, &base_ok);
-        size_t n = strlen(res->error);
-        snprintf(res->error + n, sizeof res->error - n, "%s",
-                 bad == SIZE_MAX ? "; locating the first wrong patch failed"
-                 : !base_ok ? "; the gap buffer does not reach endContent "
-                              "either: the trace's patches do not produce its "
-                              "endContent"
-                            : "; a lockstep replay against the gap buffer "
-                              "did not reproduce the difference");
-        return;
-    }
-    /* The block check found it late; redo the block comparing every patch. */
-    size_t from = bad >= LOCATE_BLOCK ? bad - LOCATE_BLOCK + 1 : 0;
-    size_t exact = lockstep(t, from, msg, sizeof msg);
-    if (exact < t->npatches)
-        bad = exact;
-    const tt_patch *p = &t->patches[bad];
-    char ins[160];
-    escape_snippet(t->text + p->ins_off, p->ins_len < 60 ? p->ins_len : 60, ins,
-                   sizeof ins);
-    size_t n = strlen(res->error);
-    snprintf(res->error + n, sizeof res->error - n,
-             "; first wrong after patch %zu (txn %zu) [%u, %u, \"%s\"]: %s", bad,
-             txn_of_patch(t, bad), p->pos, p->del, ins, msg);
 }
 
 /* ---- one trace ---------------------------------------------------------- */
-
-/* Every replica must hold endContent and nothing pending. */
-static void verify_replicas(const tt_trace *t, tt_replay *r, result *res)
-{
-    char err[1024], m[1200];
-    for (uint32_t a = 0; a < r->ndocs; a++) {
-        if (check_text(r->docs[a], r->texts[a], t->end, t->end_len, err,
-                       sizeof err) != 0) {
-            snprintf(m, sizeof m, "replica %u: %s", a, err);
-            set_error(res, "result is not endContent: %s", m);
-            res->ok = 0;
-            res->mismatch = 1;
-            return;
-        }
-        if (td_crdt_pending_ops(r->docs[a]) != 0) {
-            snprintf(m, sizeof m, "replica %u still has %zu pending ops", a,
-                     td_crdt_pending_ops(r->docs[a]));
-            set_error(res, "%s", m);
-            res->ok = 0;
-        }
-    }
-}
 
 /* Replica 0's snapshot (a malloc'ed copy, or NULL); for concurrent traces
  * every other replica's must be the same bytes. */
@@ -437,7 +219,11 @@ static uint8_t *measured_replay(const tt_trace *t, result *res, size_t *snap_len
         set_error(res, "replay failed: %s", err);
     } else {
         res->ok = res->replayed = 1;
-        verify_replicas(t, &r, res);
+        char msg[2048];
+        if (tt_check_replicas(t, &r, &res->mismatch, msg, sizeof msg) != 0) {
+            set_error(res, "%s", msg);
+            res->ok = 0;
+        }
         snap = snapshot_of(&r, res, snap_len);
     }
     tt_replay_free(&r);
@@ -461,7 +247,7 @@ static int timed_replays(const tt_trace *t, int runs, result *res)
         int fail = tt_replay_run(t, &o, 0, &r, err, sizeof err);
         crdt[i] = now_ms() - t0;
         if (!fail && i == 0 &&
-            check_text(r.docs[0], r.texts[0], t->end, t->end_len, err,
+            tt_check_text(r.docs[0], r.texts[0], t->end, t->end_len, err,
                        sizeof err) != 0) {
             set_error(res, "a timed replay differs from endContent: %s", err);
             res->ok = 0;
@@ -532,7 +318,7 @@ static void timed_decodes(const tt_trace *t, const uint8_t *snap, size_t len,
             char err[1024];
             res->decoded_ok =
                 td_crdt_root(doc, TD_CRDT_TEXT, "text", 4, &text) == TD_CRDT_OK &&
-                check_text(doc, text, t->end, t->end_len, err, sizeof err) == 0;
+                tt_check_text(doc, text, t->end, t->end_len, err, sizeof err) == 0;
             if (!res->decoded_ok) {
                 set_error(res, "the loaded snapshot is not endContent: %s", err);
                 res->ok = 0;
@@ -576,7 +362,7 @@ static void run_trace(const char *path, int runs, result *res)
     size_t snap_len = 0;
     uint8_t *snap = measured_replay(&t, res, &snap_len);
     if (res->mismatch && !t.concurrent)
-        locate_seq(&t, res);
+        tt_locate_seq(&t, res->error, sizeof res->error);
     if (res->replayed && timed_replays(&t, runs, res) == 0 && snap)
         timed_decodes(&t, snap, snap_len, runs, res);
     free(snap);

@@ -124,6 +124,16 @@ class Reader {
     return s;
   }
   end() { if (this.at !== this.u8.length) this.fail('trailing bytes'); }
+  /* A count, then that many items read by `item`. Each item takes at least
+   * one byte, so a count beyond what is left is a lie. */
+  list(empty, item) {
+    const n = this.num();
+    if (n < 1) this.fail(empty);
+    if (n > this.u8.length - this.at) this.fail('count past the end');
+    const out = [];
+    for (let i = 0; i < n; i++) out.push(item());
+    return out;
+  }
 }
 
 /* Decodes one server message into a plain object {type, ...}; throws
@@ -149,29 +159,24 @@ export function decodeServer(u8) {
       break;
     }
     case S.REMOTE: {
-      m = { type: 'remote', doc: r.doc(), batches: [] };
-      const n = r.num();
-      if (n < 1) r.fail('REMOTE with no batch');
-      /* Each batch takes at least one byte: a count beyond what is left is a lie. */
-      if (n > u8.length - r.at) r.fail('count past the end');
-      for (let i = 0; i < n; i++) {
+      const doc = r.doc();
+      const batches = r.list('REMOTE with no batch', () => {
         const b = r.bytes();
         if (b.length === 0) r.fail('empty batch');
-        m.batches.push(b);
-      }
+        return b;
+      });
+      m = { type: 'remote', doc, batches };
       break;
     }
     case S.PRESENCE: {
-      m = { type: 'presence', doc: r.doc(), peers: [] };
-      const n = r.num();
-      if (n < 1) r.fail('PRESENCE with no entry');
-      if (n > u8.length - r.at) r.fail('count past the end');
-      for (let i = 0; i < n; i++) {
+      const doc = r.doc();
+      const peers = r.list('PRESENCE with no entry', () => {
         const session = r.num(), agent = r.varintBig(), user = r.string(), state = r.bytes();
         if (state.length === 0) r.fail('empty presence state');
         if (session === 0) r.fail('session 0');
-        m.peers.push({ session, agent, user, state });
-      }
+        return { session, agent, user, state };
+      });
+      m = { type: 'presence', doc, peers };
       break;
     }
     case S.LEAVE:

@@ -8,17 +8,17 @@
  * spread over time (the spread is printed); presence enter/update/leave with
  * client-side throttling; opening a document twice shares one subscription.
  *
- * Skips (does not fail) when the server binary has no `serve` verb.
+ * A missing server binary, or one without a working `serve` verb, fails.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from '../src/index.js';
-import { Server, serverMissing, prng, sleep, until, ALPHABET, applyDelta } from './helpers.mjs';
+import { Server, serverMissing, mustRun, prng, sleep, until, ALPHABET, applyDelta } from './helpers.mjs';
 
-const SKIP = serverMissing() || false;
+const NOT_RUN = mustRun(serverMissing());
 const SEED = Number(process.env.TD_SEED || 1);
 
-test('three clients converge under random concurrent edits', { skip: SKIP, timeout: 120000 }, async () => {
+test('three clients converge under random concurrent edits', { skip: NOT_RUN, timeout: 120000 }, async () => {
   const server = new Server();
   await server.start();
   const clients = [];
@@ -89,7 +89,7 @@ function randomEdit(rnd, d, who) {
   }
 }
 
-test('edits made while the server is down sync after it comes back', { skip: SKIP, timeout: 120000 }, async () => {
+test('edits made while the server is down sync after it comes back', { skip: NOT_RUN, timeout: 120000 }, async () => {
   const server = new Server();
   await server.start();
   const a = await connect(server.url, { backoff: { baseMs: 100, capMs: 1000 } });
@@ -122,7 +122,7 @@ test('edits made while the server is down sync after it comes back', { skip: SKI
   }
 });
 
-test('200 clients reconnecting after a server restart are spread over time', { skip: SKIP, timeout: 120000 }, async () => {
+test('200 clients reconnecting after a server restart are spread over time', { skip: NOT_RUN, timeout: 120000 }, async () => {
   const N = 200;
   const server = new Server();
   await server.start();
@@ -168,7 +168,7 @@ test('200 clients reconnecting after a server restart are spread over time', { s
   }
 });
 
-test('presence: enter, update, leave; throttled to the server interval', { skip: SKIP, timeout: 60000 }, async () => {
+test('presence: enter, update, leave; throttled to the server interval', { skip: NOT_RUN, timeout: 60000 }, async () => {
   const server = new Server({ args: ['--presence-interval', '200ms'] });
   await server.start();
   const a = await connect(server.url), b = await connect(server.url);
@@ -210,7 +210,7 @@ test('presence: enter, update, leave; throttled to the server interval', { skip:
   }
 });
 
-test('presence heartbeats keep an entry alive past the ttl', { skip: SKIP, timeout: 60000 }, async () => {
+test('presence heartbeats keep an entry alive past the ttl', { skip: NOT_RUN, timeout: 60000 }, async () => {
   const server = new Server({ args: ['--presence-ttl', '1500ms'] });
   await server.start();
   const a = await connect(server.url), b = await connect(server.url);
@@ -230,7 +230,7 @@ test('presence heartbeats keep an entry alive past the ttl', { skip: SKIP, timeo
   }
 });
 
-test('opening a document twice shares one subscription', { skip: SKIP, timeout: 60000 }, async () => {
+test('opening a document twice shares one subscription', { skip: NOT_RUN, timeout: 60000 }, async () => {
   const server = new Server();
   await server.start();
   const a = await connect(server.url);

@@ -11,7 +11,8 @@
  * produce the native snapshot byte for byte. The same batches also go through
  * a real server when one is built (its GET /docs must agree).
  *
- * Environment: TD_CONFORM (path of td-conform, built by CMake).
+ * Environment: TD_CONFORM (path of td-conform, built by CMake), TD_TANDEM.
+ * A missing td-conform or server fails the test.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,10 +21,10 @@ import { mkdtempSync, writeFileSync, readFileSync, readdirSync, rmSync, existsSy
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createReplica, connect } from '../src/index.js';
-import { prng, ALPHABET, Server, serverMissing, REPO } from './helpers.mjs';
+import { prng, ALPHABET, Server, serverMissing, mustRun, REPO } from './helpers.mjs';
 
 const CONFORM = process.env.TD_CONFORM || path.join(REPO, 'build', 'client-js', 'td-conform');
-const SKIP = existsSync(CONFORM) ? false : `no td-conform at ${CONFORM}`;
+const NOT_RUN = mustRun(!existsSync(CONFORM) && `no td-conform at ${CONFORM}`);
 const SEEDS = process.env.TD_SEED ? [Number(process.env.TD_SEED)] : [1, 2, 3];
 
 function jsHistory(doc, seed) {
@@ -60,7 +61,7 @@ function jsHistory(doc, seed) {
 }
 
 for (const seed of SEEDS) {
-  test(`JS batches decode natively, with identical snapshots (seed ${seed})`, { skip: SKIP }, async () => {
+  test(`JS batches decode natively, with identical snapshots (seed ${seed})`, { skip: NOT_RUN }, async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'tandem-conform-'));
     try {
       const doc = await createReplica({ agent: 0x1000n + BigInt(seed) });
@@ -79,7 +80,7 @@ for (const seed of SEEDS) {
     } finally { rmSync(dir, { recursive: true, force: true }); }
   });
 
-  test(`native batches decode in the JS client, with identical snapshots (seed ${seed})`, { skip: SKIP }, async () => {
+  test(`native batches decode in the JS client, with identical snapshots (seed ${seed})`, { skip: NOT_RUN }, async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'tandem-conform-'));
     try {
       const out = execFileSync(CONFORM, ['edit', String(seed), dir]).toString();
@@ -98,7 +99,7 @@ for (const seed of SEEDS) {
   });
 }
 
-test('the server decodes what the client encodes (GET /docs agrees)', { skip: serverMissing() || false, timeout: 60000 }, async () => {
+test('the server decodes what the client encodes (GET /docs agrees)', { skip: mustRun(serverMissing()), timeout: 60000 }, async () => {
   const server = new Server();
   await server.start();
   const client = await connect(server.url);

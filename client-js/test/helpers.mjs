@@ -3,8 +3,15 @@
  * free port with a temporary data directory, a seeded PRNG, and polling.
  *
  * Environment: TD_TANDEM (the server binary; default build/server/tandem),
- * TD_WASM (the core; default build/wasm/tandem_crdt.wasm), TD_SEED.
+ * TD_WASM (the core; default build/wasm/tandem_crdt.wasm), TD_SEED. Under
+ * ctest, CMake passes TD_TANDEM and TD_WASM of the build being tested.
+ *
+ * A test that cannot run is a failure, not a skip (mustRun below): a missing
+ * or broken server binary means the build is broken, not that the test does
+ * not apply.
  */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,10 +27,22 @@ process.env.TD_WASM ||= path.join(REPO, 'build', 'wasm', 'tandem_crdt.wasm');
 /* Why the server tests cannot run here, or null. */
 export function serverMissing() {
   if (!existsSync(TANDEM)) return `no server binary at ${TANDEM}`;
-  try { execFileSync(TANDEM, ['serve', '--help'], { stdio: 'ignore' }); } catch {
-    return `${TANDEM} has no working 'serve' verb yet`;
+  try { execFileSync(TANDEM, ['serve', '--help'], { stdio: 'ignore', timeout: 20000 }); } catch (e) {
+    return `\`${TANDEM} serve --help\` failed (${e.status != null ? `exit ${e.status}` : e.signal ?? e.code ?? e.message})`;
   }
   return null;
+}
+
+/* The tests of a file need what `problems` names (reasons it cannot run;
+ * falsy entries are ignored). If any is missing that is a FAILURE: one test
+ * fails naming them all, and the value returned (the `skip` option of the
+ * file's other tests) keeps those from running into the same wall again.
+ * Returns false when nothing is missing. */
+export function mustRun(...problems) {
+  const why = problems.filter(Boolean);
+  if (why.length === 0) return false;
+  test(`cannot run: ${why.join('; ')}`, () => { assert.fail(why.join('; ')); });
+  return `not run (failed above): ${why.join('; ')}`;
 }
 
 export function freePort() {

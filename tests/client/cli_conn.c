@@ -79,6 +79,9 @@ struct td_cli_conn {
     char subprotocol[64];
     int has_subprotocol;
     int no_hello;
+    int raw;
+    td_cli_msg *in_head, *in_tail; /* raw connections only */
+    size_t in_count;
     uint64_t agent;
     td_cli_callbacks cb;
     td_cli_state state;
@@ -523,6 +526,25 @@ static void handle_error(td_cli_conn *c, rd *r)
         c->cb.on_error(c, d, code, bid, (const char *)m, ml, c->cb.ud);
 }
 
+static void inbox_add(td_cli_conn *c, const uint8_t *msg, size_t len, int text)
+{
+    td_cli_msg *m = malloc(sizeof *m + (len ? len : 1));
+    if (!m) {
+        fprintf(stderr, "td_client: out of memory: a received message is lost\n");
+        return;
+    }
+    m->next = NULL;
+    m->len = len;
+    m->is_text = text;
+    memcpy(m->data, msg, len);
+    if (c->in_tail)
+        c->in_tail->next = m;
+    else
+        c->in_head = m;
+    c->in_tail = m;
+    c->in_count++;
+}
+
 static void handle_message(td_cli_conn *c, const uint8_t *msg, size_t len, int text)
 {
     if (debug_on())
@@ -532,6 +554,10 @@ static void handle_message(td_cli_conn *c, const uint8_t *msg, size_t len, int t
     c->st.bytes_recv += len;
     if (c->cb.on_message)
         c->cb.on_message(c, msg, len, text, c->cb.ud);
+    if (c->raw) {
+        inbox_add(c, msg, len, text);
+        return;
+    }
     if (text || len == 0)
         return;
     c->st.by_type[msg[0]]++;
@@ -739,6 +765,11 @@ static void conn_release(td_cli_conn *c)
         doc_free(c->docs[i]);
     free(c->docs);
     queue_clear(c);
+    while (c->in_head) {
+        td_cli_msg *m = c->in_head;
+        c->in_head = m->next;
+        free(m);
+    }
     td_cli_buf_free(&c->rx);
     free(c->token);
     free(c);
@@ -885,7 +916,8 @@ td_cli_conn *td_cli_connect(td_cli_ctx *ctx, const char *url,
     c->reading = 1;
     c->agent = o.agent ? o.agent : td_cli_random64();
     c->cb = o.cb;
-    c->no_hello = o.no_hello;
+    c->no_hello = o.no_hello || o.raw;
+    c->raw = o.raw;
     if (o.token && *o.token && !(c->token = strdup(o.token)))
         goto fail;
     if (o.subprotocol) {
@@ -1196,4 +1228,74 @@ int td_cli_peer_get(const td_cli_doc *d, uint64_t session, td_cli_peer *out)
         return 1;
     }
     return 0;
+}
+
+/* ---- waiting on one connection, and the inbox ----------------------------- */
+
+static int is_open(void *arg)
+{
+    const td_cli_conn *c = arg;
+    return c->state == TD_CLI_OPEN || c->state == TD_CLI_READY;
+}
+
+static int is_closed(void *arg)
+{
+    const td_cli_conn *c = arg;
+    return c->state == TD_CLI_CLOSED;
+}
+
+int td_cli_wait_open(td_cli_conn *c, int timeout_ms)
+{
+    td_cli_wait(c->ctx, is_open, c, timeout_ms);
+    return is_open(c);
+}
+
+int td_cli_wait_closed(td_cli_conn *c, int timeout_ms)
+{
+    return td_cli_wait(c->ctx, is_closed, c, timeout_ms);
+}
+
+typedef struct expect_arg {
+    td_cli_conn *c;
+    int type;
+    td_cli_msg *found;
+} expect_arg;
+
+static int take_msg(void *arg)
+{
+    expect_arg *e = arg;
+    td_cli_conn *c = e->c;
+    td_cli_msg *prev = NULL;
+    for (td_cli_msg *m = c->in_head; m; prev = m, m = m->next) {
+        if (e->type != 0 && (m->len == 0 || m->data[0] != e->type))
+            continue;
+        if (prev)
+            prev->next = m->next;
+        else
+            c->in_head = m->next;
+        if (c->in_tail == m)
+            c->in_tail = prev;
+        c->in_count--;
+        m->next = NULL;
+        e->found = m;
+        return 1;
+    }
+    return c->state == TD_CLI_CLOSED;
+}
+
+td_cli_msg *td_cli_expect(td_cli_conn *c, int type, int timeout_ms)
+{
+    expect_arg e = {c, type, NULL};
+    td_cli_wait(c->ctx, take_msg, &e, timeout_ms);
+    return e.found;
+}
+
+void td_cli_msg_free(td_cli_msg *m)
+{
+    free(m);
+}
+
+size_t td_cli_inbox_count(const td_cli_conn *c)
+{
+    return c->in_count;
 }

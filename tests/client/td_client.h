@@ -24,7 +24,8 @@
  * against the document, not against itself.
  *
  * For tests there are also: counters of bytes and messages per connection,
- * a log of received ERRORs, raw-frame sending (malformed input), stopping
+ * a log of received ERRORs, raw-frame sending (malformed input), raw
+ * connections that keep what they receive in an inbox, stopping
  * reads (a slow consumer), presence with per-peer bookkeeping, a blocking
  * HTTP GET, and starting/stopping a `tandem serve` child process.
  */
@@ -145,6 +146,9 @@ typedef struct td_cli_conn_opts {
     uint64_t agent;           /* 0: random */
     const char *subprotocol;  /* NULL: none; "tandem" */
     int no_hello;             /* do not send HELLO on open (bad-input tests) */
+    /* Byte-level tests: no HELLO, and every received message is kept,
+     * uninterpreted, in the connection's inbox (td_cli_expect). */
+    int raw;
     td_cli_callbacks cb;
 } td_cli_conn_opts;
 
@@ -173,6 +177,28 @@ void td_cli_set_reading(td_cli_conn *c, int on);
 int td_cli_send_raw(td_cli_conn *c, const void *msg, size_t len, int is_text);
 /* Bytes queued but not yet handed to the socket. */
 size_t td_cli_queued(const td_cli_conn *c);
+/* Services the loop until the connection is open (1) or closed or the
+ * time is up (0). */
+int td_cli_wait_open(td_cli_conn *c, int timeout_ms);
+/* Services the loop until the connection is closed (1) or the time is up
+ * (0); td_cli_close_code() then says how. */
+int td_cli_wait_closed(td_cli_conn *c, int timeout_ms);
+
+/* ---- the inbox of a raw connection ---------------------------------------- */
+
+typedef struct td_cli_msg {
+    struct td_cli_msg *next;
+    size_t len;
+    int is_text;
+    uint8_t data[];
+} td_cli_msg;
+
+/* The first message of a raw connection's inbox whose type byte is `type`
+ * (0: any message), taken out of the inbox; waits up to timeout_ms for it.
+ * NULL when the time is up or the connection closed without one. */
+td_cli_msg *td_cli_expect(td_cli_conn *c, int type, int timeout_ms);
+void td_cli_msg_free(td_cli_msg *m);
+size_t td_cli_inbox_count(const td_cli_conn *c);
 
 typedef struct td_cli_stats {
     uint64_t bytes_sent, bytes_recv; /* message payload bytes */

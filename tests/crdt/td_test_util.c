@@ -1,10 +1,9 @@
 /*
  * td_test_util.c -- checks, PRNG, UTF-8 and encoding helpers shared by the
- * CRDT core's tests (see td_test_util.h for why failures longjmp).
+ * CRDT core's tests (see td_test_util.h).
  */
 #include "td_test_util.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -18,26 +17,6 @@
 #ifdef TT_SANITIZER
 #include <sanitizer/common_interface_defs.h>
 #endif
-
-jmp_buf *tt_test_jmp;
-const char *tt_test_context;
-
-void tt_test_fail(const char *file, int line, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "%s:%d: ", file, line);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    if (tt_test_context)
-        fprintf(stderr, "%s\n", tt_test_context);
-    fflush(stderr);
-    if (tt_test_jmp)
-        longjmp(*tt_test_jmp, 1);
-    /* No runner: a failed check outside tt_test_run ends the program. */
-    exit(1);
-}
 
 static void (*death_fn)(void);
 
@@ -65,71 +44,7 @@ const char *tt_test_docmsg(const td_crdt_doc *doc)
     return doc ? td_crdt_doc_error(doc) : "no document";
 }
 
-/* No local is written between setjmp and longjmp, so none can be
- * clobbered. */
-int tt_test_guarded(void (*fn)(void *), void *arg)
-{
-    jmp_buf jb;
-    jmp_buf *const saved = tt_test_jmp;
-    tt_test_jmp = &jb;
-    if (setjmp(jb) != 0) {
-        tt_test_jmp = saved;
-        return 1;
-    }
-    fn(arg);
-    tt_test_jmp = saved;
-    return 0;
-}
-
-static void call_plain(void *fn)
-{
-    void (*f)(void);
-    memcpy(&f, fn, sizeof f);
-    f();
-}
-
-int tt_test_run(const char *name, void (*fn)(void))
-{
-    int failed = tt_test_guarded(call_plain, &fn);
-    printf("%s %s\n", failed ? "FAIL" : "ok  ", name);
-    fflush(stdout);
-    return failed;
-}
-
 /* ---- PRNG: xoshiro256** seeded through splitmix64 ------------------------ */
-
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-void tt_rng_seed(tt_rng *r, uint64_t seed)
-{
-    for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix64(&seed);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-uint64_t tt_rng_next(tt_rng *r)
-{
-    uint64_t *s = r->s;
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
 
 uint64_t tt_rng_below(tt_rng *r, uint64_t n)
 {

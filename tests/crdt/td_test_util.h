@@ -1,11 +1,10 @@
 /*
  * td_test_util.h -- shared helpers of the CRDT core's tests.
  *
- * The tests are plain C programs. CHECK() prints file:line and the failing
- * expression, then jumps back to the runner (tt_test_run), which counts the
- * failure and carries on with the next test; main returns 1 if anything
- * failed. Jumping out instead of continuing keeps one broken invariant from
- * burying the first message under a cascade of follow-on failures.
+ * The tests are plain C programs whose checks are td_check.h's: a failed
+ * CHECK() ends the current test case (tt_test_run), and main returns 1 if
+ * any case failed. Here are the checks particular to the core (CHECK_OK,
+ * CHECK_ERR, CHECK_STR).
  *
  * Beside that: a seeded PRNG (xoshiro256**, so every run can be replayed
  * from its seed), UTF-8 generation and validation, and small wrappers that
@@ -20,30 +19,16 @@
 #include <stdint.h>
 
 #include "tandem_crdt.h"
+#include "td_check.h"
+#include "td_rng.h"
 
-/* ---- checks ------------------------------------------------------------- */
+/* ---- checks (td_check.h), under the names these tests use -------------- */
 
-extern jmp_buf *tt_test_jmp;
-/* Printed after every failure message (e.g. a replay command); may be NULL. */
-extern const char *tt_test_context;
-
-void tt_test_fail(const char *file, int line, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-
-#define CHECK(e)                                                         \
-    do {                                                                 \
-        if (!(e))                                                        \
-            tt_test_fail(__FILE__, __LINE__, "CHECK(%s) failed", #e);    \
-    } while (0)
-
-#define CHECK_MSG(e, ...)                                                \
-    do {                                                                 \
-        if (!(e))                                                        \
-            tt_test_fail(__FILE__, __LINE__, __VA_ARGS__);               \
-    } while (0)
+#define tt_test_jmp td_check_jmp
+#define tt_test_context td_check_context
+#define tt_test_fail td_check_fail
+#define tt_test_guarded td_check_guarded
+#define tt_test_run td_check_run
 
 /* A call that must return TD_CRDT_OK; doc (may be NULL) names the error. */
 #define CHECK_OK(doc, call)                                              \
@@ -82,19 +67,13 @@ const char *tt_test_docmsg(const td_crdt_doc *doc);
  * and call fn (may be NULL) first. A no-op without sanitizers. */
 void tt_on_sanitizer_death(void (*fn)(void));
 
-/* Runs fn; returns 0 if it passed, 1 if a CHECK failed inside. */
-int tt_test_run(const char *name, void (*fn)(void));
-/* Same without printing, for a function with an argument. */
-int tt_test_guarded(void (*fn)(void *), void *arg);
 
 /* ---- PRNG --------------------------------------------------------------- */
 
-typedef struct tt_rng {
-    uint64_t s[4];
-} tt_rng;
-
-void tt_rng_seed(tt_rng *r, uint64_t seed);
-uint64_t tt_rng_next(tt_rng *r);
+/* The PRNG of td_rng.h. */
+typedef td_rng tt_rng;
+#define tt_rng_seed td_rng_seed
+#define tt_rng_next td_rng_next
 /* Uniform in [0, n); n > 0. */
 uint64_t tt_rng_below(tt_rng *r, uint64_t n);
 /* 1 with probability num/den. */

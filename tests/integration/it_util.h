@@ -6,8 +6,9 @@
  * temporary data directory (removed at exit, whatever happens: the checks
  * below go through it_fail(), and the child dies with the test through
  * PR_SET_PDEATHSIG), drives it with td_client connections and checks what
- * the documents say. A test exits 0 on success, 1 on a failed check and 77
- * (ctest's skip) when the binary has no working `serve` verb yet.
+ * the documents say. A test exits 0 on success and 1 on a failed check
+ * (td_check.h; it_fail prints the server logs' tail first) -- including a
+ * server that does not start or answer.
  *
  * Builds with sanitizers (IT_SANITIZE) run the server under ASan too, so
  * it_scale() shrinks loads there.
@@ -18,28 +19,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "td_check.h"
 #include "td_client.h"
 
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            it_fail();                                                           \
-        }                                                                        \
-    } while (0)
-
-#define CHECKF(cond, ...)                                                        \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                        \
-            fputc('\n', stderr);                                                 \
-            it_fail();                                                           \
-        }                                                                        \
-    } while (0)
-
 /* Parses argv (argv[1] = the tandem binary), seeds the PRNG (env IT_SEED or
- * random; printed), exits 77 if `tandem serve --help` does not work. */
+ * random; printed), fails if `tandem serve --help` does not work. */
 void it_init(int argc, char **argv, const char *name);
 const char *it_bin(void);
 /* 1.0 normally, smaller under sanitizers. */

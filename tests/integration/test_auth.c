@@ -29,7 +29,7 @@ static char *run_out(const char *const *argv)
 {
     char *out = NULL;
     int rc = td_cli_run(argv, &out, NULL);
-    CHECKF(rc == 0 && out, "%s %s exited %d", argv[0], argv[1], rc);
+    CHECK_MSG(rc == 0 && out, "%s %s exited %d", argv[0], argv[1], rc);
     size_t n = strlen(out);
     while (n && (out[n - 1] == '\n' || out[n - 1] == '\r'))
         out[--n] = 0;
@@ -122,9 +122,9 @@ static void expect_refused(td_cli_server *s, const char *what, const char *token
         CHECK(td_crdt_text_insert(td_cli_doc_crdt(d), t, 0, "EVIL", 4) == TD_CRDT_OK);
         CHECK(td_cli_commit(d, NULL) == 0);
     }
-    CHECKF(td_cli_wait(it_ctx(), got_error_or_closed, c, 10000), "%s: no answer", what);
+    CHECK_MSG(td_cli_wait(it_ctx(), got_error_or_closed, c, 10000), "%s: no answer", what);
     if (want.close_code)
-        CHECKF(td_cli_wait(it_ctx(), is_closed, c, 5000), "%s: connection not closed", what);
+        CHECK_MSG(td_cli_wait(it_ctx(), is_closed, c, 5000), "%s: connection not closed", what);
     else
         td_cli_wait(it_ctx(), NULL, NULL, 100);
     td_cli_error e;
@@ -132,13 +132,13 @@ static void expect_refused(td_cli_server *s, const char *what, const char *token
     int cc = td_cli_close_code(c);
     printf("%-34s -> ERROR %llu (%s), %s %d\n", what, (unsigned long long)e.code, e.msg,
            td_cli_conn_state(c) == TD_CLI_CLOSED ? "closed" : "open", cc);
-    CHECKF(e.code == want.code, "%s: ERROR %llu, expected %llu", what,
+    CHECK_MSG(e.code == want.code, "%s: ERROR %llu, expected %llu", what,
            (unsigned long long)e.code, (unsigned long long)want.code);
     if (want.close_code)
-        CHECKF(cc == want.close_code, "%s: close code %d, expected %d", what, cc,
+        CHECK_MSG(cc == want.close_code, "%s: close code %d, expected %d", what, cc,
                want.close_code);
     else
-        CHECKF(td_cli_conn_state(c) != TD_CLI_CLOSED, "%s: closed (%d), should stay", what, cc);
+        CHECK_MSG(td_cli_conn_state(c) != TD_CLI_CLOSED, "%s: closed (%d), should stay", what, cc);
     if (d && write)
         CHECK(td_cli_doc_stats_get(d)->batches_acked == 0);
     td_cli_conn_free(c);
@@ -290,7 +290,7 @@ int main(int argc, char **argv)
         CHECK(td_cli_commit(d, NULL) == 0);
         CHECK(td_cli_wait(it_ctx(), NULL, NULL, 300));
         td_cli_last_error(c, &e);
-        CHECKF(td_cli_error_count(c) > errs && e.code == TD_CLI_E_TOKEN_EXPIRED && e.batch_id,
+        CHECK_MSG(td_cli_error_count(c) > errs && e.code == TD_CLI_E_TOKEN_EXPIRED && e.batch_id,
                "write after expiry: ERROR %llu", (unsigned long long)e.code);
         CHECK(td_cli_doc_stats_get(d)->batches_acked == 0);
         char *now_js = NULL;
@@ -299,7 +299,7 @@ int main(int argc, char **argv)
         /* fresh token on the same connection: the retried batch goes in */
         char *fresh = cli_token(keyfile, "alice", "team/*", "rw", "3600");
         CHECK(td_cli_set_token(c, fresh, 1) == 0);
-        CHECKF(td_cli_wait(it_ctx(), all_acked, d, 5000),
+        CHECK_MSG(td_cli_wait(it_ctx(), all_acked, d, 5000),
                "batch not accepted after a fresh HELLO");
         printf("%-34s -> accepted after a fresh HELLO\n", "write after re-HELLO");
         free(fresh);
@@ -313,7 +313,7 @@ int main(int argc, char **argv)
     CHECK(it_get_doc(s, DOC, rw, &after_js) == 200);
     char *expect = td_cli_doc_json(wd);
     CHECK(it_json_equal(after_js, expect));
-    CHECKF(strstr(after_js, "EVIL") == NULL, "a refused write got in: %s", after_js);
+    CHECK_MSG(strstr(after_js, "EVIL") == NULL, "a refused write got in: %s", after_js);
     printf("document after all refusals: %s\n", after_js);
     free(after_js);
     free(expect);

@@ -512,11 +512,11 @@ int main(int argc, char **argv)
     char *after_doc = NULL, *after_other = NULL;
     CHECK(it_get_doc(s, DOC, NULL, &after_doc) == 200);
     CHECK(it_get_doc(s, OTHER, NULL, &after_other) == 200);
-    CHECKF(it_json_equal(before_doc, after_doc), "document %s changed:\n%s\n%s", DOC, before_doc,
+    CHECK_MSG(it_json_equal(before_doc, after_doc), "document %s changed:\n%s\n%s", DOC, before_doc,
            after_doc);
     CHECK(it_json_equal(before_other, after_other));
     td_cli_wait(ctx, NULL, NULL, 100);
-    CHECKF(td_cli_conn_stats(obs)->msgs_recv == obs_msgs,
+    CHECK_MSG(td_cli_conn_stats(obs)->msgs_recv == obs_msgs,
            "the observer received %llu messages", (unsigned long long)(td_cli_conn_stats(obs)->msgs_recv - obs_msgs));
     CHECK(td_cli_conn_state(obs) == TD_CLI_READY);
     /* and it still works */

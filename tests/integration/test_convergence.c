@@ -29,8 +29,8 @@ static void check_server_copy(td_cli_server *s, td_cli_doc **docs, const char *w
     for (int d = 0; d < NDOCS; d++) {
         char *server = NULL, *client = td_cli_doc_json(docs[d * NCLIENTS]);
         int st = it_get_doc(s, doc_ids[d], NULL, &server);
-        CHECKF(st == 200, "GET /docs/%s (%s) returned %d", doc_ids[d], when, st);
-        CHECKF(it_json_equal(server, client), "%s: server copy of %s differs:\nserver %.400s\nclient %.400s",
+        CHECK_MSG(st == 200, "GET /docs/%s (%s) returned %d", doc_ids[d], when, st);
+        CHECK_MSG(it_json_equal(server, client), "%s: server copy of %s differs:\nserver %.400s\nclient %.400s",
                when, doc_ids[d], server ? server : "", client ? client : "");
         printf("%s: %s identical on server and clients (%zu bytes of JSON)\n", when,
                doc_ids[d], strlen(client));
@@ -56,7 +56,7 @@ int main(int argc, char **argv)
             CHECK((docs[d * NCLIENTS + c] = td_cli_subscribe(conns[c], doc_ids[d], NULL)));
     }
     for (int c = 0; c < NCLIENTS; c++)
-        CHECKF(it_wait_ready(conns[c], 10000), "client %d not ready (state %d, close %d)", c,
+        CHECK_MSG(it_wait_ready(conns[c], 10000), "client %d not ready (state %d, close %d)", c,
                td_cli_conn_state(conns[c]), td_cli_close_code(conns[c]));
     CHECK(it_wait_docs_synced(docs, NDOCS * NCLIENTS, 10000));
 
@@ -80,20 +80,20 @@ int main(int argc, char **argv)
     printf("%d rounds, %llu batches committed\n", rounds, (unsigned long long)batches);
 
     for (int d = 0; d < NDOCS; d++)
-        CHECKF(it_wait_converged(&docs[d * NCLIENTS], NCLIENTS, 30000),
+        CHECK_MSG(it_wait_converged(&docs[d * NCLIENTS], NCLIENTS, 30000),
                "replicas of %s did not converge", doc_ids[d]);
     for (int c = 0; c < NCLIENTS; c++) {
         const td_cli_stats *st = td_cli_conn_stats(conns[c]);
         uint64_t errs = 0;
         for (int k = 0; k < TD_CLI_NCODES; k++)
             errs += st->errors[k];
-        CHECKF(errs == 0, "client %d got %llu ERRORs", c, (unsigned long long)errs);
+        CHECK_MSG(errs == 0, "client %d got %llu ERRORs", c, (unsigned long long)errs);
     }
     check_server_copy(s, docs, "live");
 
     /* restart on the same data directory */
     int st = td_cli_server_stop(s, SIGTERM, 20000);
-    CHECKF(st == 0, "SIGTERM: server exit status %d, expected 0", st);
+    CHECK_MSG(st == 0, "SIGTERM: server exit status %d, expected 0", st);
     CHECK(td_cli_server_restart(s, NULL, 30000) == 0);
     check_server_copy(s, docs, "after restart");
 
@@ -107,7 +107,7 @@ int main(int argc, char **argv)
     for (int d = 0; d < NDOCS; d++) {
         td_cli_doc *fd = td_cli_subscribe(fresh, doc_ids[d], NULL);
         td_cli_doc *pair[2] = {docs[d * NCLIENTS], fd};
-        CHECKF(it_wait_converged(pair, 2, 20000), "a fresh client of %s differs", doc_ids[d]);
+        CHECK_MSG(it_wait_converged(pair, 2, 20000), "a fresh client of %s differs", doc_ids[d]);
     }
     check_server_copy(s, docs, "after resync");
 
@@ -118,7 +118,7 @@ int main(int argc, char **argv)
         char *out = NULL;
         int rc = td_cli_run(argv_export, &out, NULL);
         char *client = td_cli_doc_json(docs[d * NCLIENTS]);
-        CHECKF(rc == 0 && it_json_equal(out, client), "tandem export %s: exit %d, %.300s",
+        CHECK_MSG(rc == 0 && it_json_equal(out, client), "tandem export %s: exit %d, %.300s",
                doc_ids[d], rc, out ? out : "");
         printf("tandem export: %s identical\n", doc_ids[d]);
         free(out);

@@ -75,7 +75,7 @@ static void count_tokens(const char *json, int which, int counts[NW][MAX_TOKENS 
 {
     memset(counts, 0, sizeof(int) * NW * (MAX_TOKENS / NW));
     cJSON *root = cJSON_Parse(json);
-    CHECKF(root != NULL, "unparsable JSON: %.200s", json);
+    CHECK_MSG(root != NULL, "unparsable JSON: %.200s", json);
     int a, n;
     if (which == 0) {
         cJSON *items = cJSON_GetObjectItemCaseSensitive(root, "items");
@@ -90,7 +90,7 @@ static void count_tokens(const char *json, int which, int counts[NW][MAX_TOKENS 
         const char *p = cJSON_IsString(log) ? log->valuestring : "";
         while (*p) {
             int used = 0;
-            CHECKF(sscanf(p, "[w%d:%d]%n", &a, &n, &used) == 2 && used > 0,
+            CHECK_MSG(sscanf(p, "[w%d:%d]%n", &a, &n, &used) == 2 && used > 0,
                    "text is not a sequence of whole tokens near \"%.40s\"", p);
             CHECK(a >= 0 && a < NW && n >= 0 && n < MAX_TOKENS / NW);
             counts[a][n]++;
@@ -158,10 +158,10 @@ int main(int argc, char **argv)
     int present = 0;
     for (int i = 0; i < NW; i++)
         for (int n = 0; n < W[i].ntok; n++) {
-            CHECKF(!acked_snapshot[i][n] || counts[i][n] == 1,
+            CHECK_MSG(!acked_snapshot[i][n] || counts[i][n] == 1,
                    "acknowledged token w%d:%d appears %d times after the restart", i, n,
                    counts[i][n]);
-            CHECKF(counts[i][n] <= 1, "token w%d:%d appears %d times", i, n, counts[i][n]);
+            CHECK_MSG(counts[i][n] <= 1, "token w%d:%d appears %d times", i, n, counts[i][n]);
             present += counts[i][n];
         }
     printf("after restart: %d tokens stored, all %d acknowledged ones among them\n", present,
@@ -174,15 +174,15 @@ int main(int argc, char **argv)
     td_cli_doc *docs[NW];
     for (int i = 0; i < NW; i++)
         docs[i] = W[i].doc;
-    CHECKF(it_wait_converged(docs, NW, 60000), "no convergence after the restart");
+    CHECK_MSG(it_wait_converged(docs, NW, 60000), "no convergence after the restart");
     char *client = td_cli_doc_json(docs[0]);
     CHECK(it_get_doc(s, DOC, NULL, &json) == 200);
-    CHECKF(it_json_equal(json, client), "server copy differs from the clients'");
+    CHECK_MSG(it_json_equal(json, client), "server copy differs from the clients'");
     for (int which = 0; which < 2; which++) {
         count_tokens(client, which, counts);
         for (int i = 0; i < NW; i++)
             for (int n = 0; n < W[i].ntok; n++)
-                CHECKF(counts[i][n] == 1, "%s: token w%d:%d appears %d times",
+                CHECK_MSG(counts[i][n] == 1, "%s: token w%d:%d appears %d times",
                        which ? "text" : "list", i, n, counts[i][n]);
     }
     printf("after resend: all %d committed tokens present exactly once (list and text)\n",

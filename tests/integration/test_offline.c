@@ -121,7 +121,7 @@ int main(int argc, char **argv)
     td_cli_stats_reset(cb);
     uint64_t b_sync_before = td_cli_doc_stats_get(b)->remote_batches;
     CHECK(td_cli_reconnect(ca) == 0);
-    CHECKF(it_wait_converged(both, 2, 30000), "offline client did not converge");
+    CHECK_MSG(it_wait_converged(both, 2, 30000), "offline client did not converge");
 
     const td_cli_stats *sa = td_cli_conn_stats(ca), *sb = td_cli_conn_stats(cb);
     /* server -> A: WELCOME, SYNC of B's ops, ACKs; server -> B: REMOTE of A's */
@@ -137,14 +137,14 @@ int main(int argc, char **argv)
            (unsigned long long)(td_cli_doc_stats_get(b)->remote_batches - b_sync_before));
     /* A sends its batches plus per-message framing (UPDATE header ~20 bytes) */
     uint64_t a_bound = 2 * a_ops_len + 64 * offline_batches + 512;
-    CHECKF(sa->bytes_sent <= a_bound && sa->bytes_sent < snap_len / 3,
+    CHECK_MSG(sa->bytes_sent <= a_bound && sa->bytes_sent < snap_len / 3,
            "A sent %llu bytes (bound %llu, snapshot %zu)", (unsigned long long)sa->bytes_sent,
            (unsigned long long)a_bound, snap_len);
     uint64_t a_recv_bound = 2 * missing_len + 32 * offline_batches + 1024;
-    CHECKF(sa->bytes_recv <= a_recv_bound && sa->bytes_recv < snap_len / 3,
+    CHECK_MSG(sa->bytes_recv <= a_recv_bound && sa->bytes_recv < snap_len / 3,
            "A received %llu bytes (bound %llu, snapshot %zu)",
            (unsigned long long)sa->bytes_recv, (unsigned long long)a_recv_bound, snap_len);
-    CHECKF(sb->bytes_recv <= a_bound && sb->bytes_recv < snap_len / 3,
+    CHECK_MSG(sb->bytes_recv <= a_bound && sb->bytes_recv < snap_len / 3,
            "B received %llu bytes (bound %llu)", (unsigned long long)sb->bytes_recv,
            (unsigned long long)a_bound);
 

@@ -123,8 +123,8 @@ int main(int argc, char **argv)
         for (uint64_t now = td_cli_now_us(); now < next; now = td_cli_now_us())
             td_cli_service(ctx, (int)((next - now) / 1000));
     }
-    CHECKF(wait_peer(b, sa, st, 2000), "B never got A's last state %s", st);
-    CHECKF(wait_peer(c, sa, st, 2000), "C never got A's last state %s", st);
+    CHECK_MSG(wait_peer(b, sa, st, 2000), "B never got A's last state %s", st);
+    CHECK_MSG(wait_peer(c, sa, st, 2000), "C never got A's last state %s", st);
     td_cli_wait(ctx, NULL, NULL, 250); /* anything late still counts */
     printf("100 states in %.2f s: B got %d broadcasts of A, C got %d (bar: at most 11)\n",
            (double)(td_cli_now_us() - t0) / 1e6, wb.broadcasts, wc.broadcasts);
@@ -137,7 +137,7 @@ int main(int argc, char **argv)
     CHECK(td_cli_presence(b, "{\"who\":\"b\"}", 11) == 0);
     CHECK(wait_peer(a, sb, "{\"who\":\"b\"}", 2000));
     td_cli_doc *e = join(s, &we, &ce);
-    CHECKF(wait_peer(e, sa, st, 1000) && wait_peer(e, sb, "{\"who\":\"b\"}", 1000),
+    CHECK_MSG(wait_peer(e, sa, st, 1000) && wait_peer(e, sb, "{\"who\":\"b\"}", 1000),
            "newcomer lacks a state (has %zu peers)", td_cli_peer_count(e));
     printf("newcomer received %zu current states\n", td_cli_peer_count(e));
 
@@ -149,7 +149,7 @@ int main(int argc, char **argv)
     CHECK(wait_peer(b, sd, "{\"who\":\"d\"}", 2000));
     uint64_t closed_at = td_cli_now_us();
     td_cli_close(cd);
-    CHECKF(wait_peer(b, sd, NULL, 2000), "no LEAVE for a closed client");
+    CHECK_MSG(wait_peer(b, sd, NULL, 2000), "no LEAVE for a closed client");
     uint64_t dt = leave_time(&wb, sd) - closed_at;
     printf("LEAVE of a closed client after %.1f ms (bar: < 200 ms)\n", (double)dt / 1000.0);
     CHECK(dt < 200000 + slack_us);
@@ -167,11 +167,11 @@ int main(int argc, char **argv)
         td_cli_wait(ctx, NULL, NULL, 400);
     }
     uint64_t lc = leave_time(&wa, sc);
-    CHECKF(lc != 0, "no LEAVE for the silent client within 3.2 s");
+    CHECK_MSG(lc != 0, "no LEAVE for the silent client within 3.2 s");
     double secs = (double)(lc - c_sent) / 1e6;
     printf("LEAVE of a silent client after %.3f s (bar: 2.0-2.5 s)\n", secs);
     CHECK(lc - c_sent >= 1950000 && lc - c_sent <= 2500000 + slack_us);
-    CHECKF(leave_time(&wb, sa) == 0 && td_cli_peer_get(b, sa, &(td_cli_peer){0}),
+    CHECK_MSG(leave_time(&wb, sa) == 0 && td_cli_peer_get(b, sa, &(td_cli_peer){0}),
            "A heartbeated but its entry expired");
     it_pass();
 }

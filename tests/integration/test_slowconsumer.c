@@ -116,9 +116,9 @@ int main(int argc, char **argv)
         if (t_closed && td_cli_now_us() - t_closed > 2000000)
             break;
         for (int i = 0; i < NW; i++)
-            CHECKF(td_cli_conn_state(cw[i]) == TD_CLI_READY, "writer %d disconnected (%d)", i,
+            CHECK_MSG(td_cli_conn_state(cw[i]) == TD_CLI_READY, "writer %d disconnected (%d)", i,
                    td_cli_close_code(cw[i]));
-        CHECKF(td_cli_conn_state(cfast) == TD_CLI_READY, "the reading client was disconnected (%d)",
+        CHECK_MSG(td_cli_conn_state(cfast) == TD_CLI_READY, "the reading client was disconnected (%d)",
                td_cli_close_code(cfast));
     }
     closes = it_metric(s, "tandem_slow_consumer_closes_total");
@@ -126,8 +126,8 @@ int main(int argc, char **argv)
            "(after %.1f s); server RSS max %ld KiB (grew %ld KiB), bound %ld KiB\n",
            (double)sent_bytes / 1048576.0, (double)(td_cli_now_us() - t0) / 1e6, closes,
            t_closed ? (double)(t_closed - t0) / 1e6 : -1.0, rss_max, rss_max - rss0, bound);
-    CHECKF(closes == 1, "expected exactly the stalled reader to be disconnected");
-    CHECKF(rss_max <= bound, "server RSS %ld KiB above the bound %ld KiB", rss_max, bound);
+    CHECK_MSG(closes == 1, "expected exactly the stalled reader to be disconnected");
+    CHECK_MSG(rss_max <= bound, "server RSS %ld KiB above the bound %ld KiB", rss_max, bound);
 
     /* the stalled reader, reading again, finds its connection closed: 1008
      * if the close frame made it, else a dropped TCP connection */
@@ -139,13 +139,13 @@ int main(int argc, char **argv)
     /* the reading client has the text and every writer's last state */
     for (int i = 0; i < NW; i++)
         ls.session[i] = td_cli_session(cw[i]);
-    CHECKF(td_cli_wait(ctx, has_last_states, &ls, 10000), "the reader lacks a last state");
+    CHECK_MSG(td_cli_wait(ctx, has_last_states, &ls, 10000), "the reader lacks a last state");
     td_cli_doc *pair[2] = {w[0], fast};
     CHECK(it_wait_converged(pair, 2, 30000));
     /* and the slow one resyncs on reconnect */
     CHECK(td_cli_reconnect(cslow) == 0);
     td_cli_doc *trio[3] = {w[0], fast, slow};
-    CHECKF(it_wait_converged(trio, 3, 30000), "the slow reader did not resync");
+    CHECK_MSG(it_wait_converged(trio, 3, 30000), "the slow reader did not resync");
     free(state);
     it_pass();
 }

@@ -13,7 +13,7 @@
 
 #include <sodium.h>
 
-#include "srv_test_client.h"
+#include "srv_test_glue.h"
 #include "tandem_crdt.h"
 
 
@@ -38,16 +38,7 @@ static char *mint(const char *key, const char *user, const char *doc, const char
     return rc == 0 && n ? strdup(buf) : NULL;
 }
 
-static td_srv_msg decode(tc_msg *m)
-{
-    td_srv_msg d;
-    memset(&d, 0, sizeof d);
-    if (m && td_srv_msg_decode(m->data, m->len, &d, NULL) != TD_SRV_E_OK)
-        memset(&d, 0, sizeof d);
-    return d;
-}
-
-static void hello(tc_conn *c, const char *tok)
+static void hello(td_cli_conn *c, const char *tok)
 {
     td_srv_msg m = {0};
     m.type = TD_SRV_MSG_HELLO;
@@ -55,10 +46,10 @@ static void hello(tc_conn *c, const char *tok)
     m.token.ptr = (const uint8_t *)tok;
     m.token.len = tok ? strlen(tok) : 0;
     m.agent = 77;
-    tc_send_msg(c, &m);
+    srv_send_msg(c, &m);
 }
 
-static void doc_msg(tc_conn *c, td_srv_msg_type t, const char *doc, const uint8_t *b, size_t n)
+static void doc_msg(td_cli_conn *c, td_srv_msg_type t, const char *doc, const uint8_t *b, size_t n)
 {
     td_srv_msg m = {0};
     m.type = t;
@@ -69,39 +60,34 @@ static void doc_msg(tc_conn *c, td_srv_msg_type t, const char *doc, const uint8_
         m.batch.ptr = b;
         m.batch.len = n;
     }
-    tc_send_msg(c, &m);
-}
-
-static int closed_pred(void *ud)
-{
-    return tc_closed(ud, NULL);
+    srv_send_msg(c, &m);
 }
 
 /* Connects, sends HELLO with tok, returns the ERROR code the server sends
  * (0 if WELCOME) and checks for the 1008 close after an error. */
 static uint64_t try_hello(int port, const char *tok)
 {
-    tc_conn *c = tc_connect(port, 3000);
+    td_cli_conn *c = srv_connect(port, 3000);
     uint64_t code = 999;
     if (!c)
         return code;
     hello(c, tok);
-    tc_msg *m = tc_expect(c, 0, 3000);
-    td_srv_msg d = decode(m);
+    td_cli_msg *m = td_cli_expect(c, 0, 3000);
+    td_srv_msg d = srv_decode(m);
     if (d.type == TD_SRV_MSG_WELCOME)
         code = 0;
     else if (d.type == TD_SRV_MSG_ERROR) {
         int cc = 0;
         code = d.code;
-        tc_wait(3000, closed_pred, c);
-        if (!tc_closed(c, &cc) || cc != 1008) {
+        td_cli_wait(srv_ctx(0), srv_closed_pred, c, 3000);
+        if (!srv_closed(c, &cc) || cc != 1008) {
             fprintf(stderr, "no 1008 close after error %llu (close %d)\n",
                     (unsigned long long)code, cc);
-            tc_failures++;
+            td_check_failures++;
         }
     }
-    tc_msg_free(m);
-    tc_close(c);
+    td_cli_msg_free(m);
+    td_cli_conn_free(c);
     return code;
 }
 
@@ -110,21 +96,21 @@ int main(int argc, char **argv)
     char key[300], key2[300], pub[300], cmd[800];
     char *tok_rw = NULL, *tok_r = NULL, *tok_forged = NULL, *tok_short = NULL, *tok_1s = NULL;
     int port = 0, pid = -1;
-    tc_conn *c = NULL;
-    tc_msg *m = NULL;
+    td_cli_conn *c = NULL;
+    td_cli_msg *m = NULL;
     td_srv_msg d;
     td_crdt_doc *doc = NULL;
     uint8_t *batch = NULL;
     size_t blen = 0;
+    td_cli_server srv = {0};
 
+    td_check_keep_going = 1;
     if (argc < 2)
         return 2;
     g_bin = argv[1];
-    if (sodium_init() < 0 || tc_init() < 0)
+    if (sodium_init() < 0 || !srv_ctx(0))
         return 1;
-    snprintf(g_dir, sizeof g_dir, "/tmp/td-srv-auth-%d", (int)getpid());
-    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", g_dir, g_dir);
-    REQUIRE(system(cmd) == 0);
+    REQUIRE(srv_scratch_dir(g_dir, sizeof g_dir, "auth") == 0);
     snprintf(key, sizeof key, "%s/key", g_dir);
     snprintf(key2, sizeof key2, "%s/other", g_dir);
     snprintf(pub, sizeof pub, "%s/key.pub", g_dir);
@@ -145,7 +131,7 @@ int main(int argc, char **argv)
     char data[300];
     snprintf(data, sizeof data, "%s/data", g_dir);
     const char *extra[] = {"--public-key", pub, NULL};
-    pid = tc_server_start(g_bin, data, extra, &port);
+    pid = srv_start(&srv, g_bin, data, extra, &port);
     REQUIRE(pid > 0);
 
     CHECK(try_hello(port, NULL) == TD_SRV_E_AUTH_REQUIRED);
@@ -154,21 +140,21 @@ int main(int argc, char **argv)
     CHECK(try_hello(port, tok_rw) == 0);
 
     /* Writer: pattern enforced; a write lands. */
-    c = tc_connect(port, 3000);
+    c = srv_connect(port, 3000);
     REQUIRE(c);
     hello(c, tok_rw);
-    m = tc_expect(c, TD_SRV_MSG_WELCOME, 3000);
-    d = decode(m);
+    m = td_cli_expect(c, TD_SRV_MSG_WELCOME, 3000);
+    d = srv_decode(m);
     CHECK(d.type == TD_SRV_MSG_WELCOME && d.rights == 7 && d.user.len == 5);
-    tc_msg_free(m);
+    td_cli_msg_free(m);
     doc_msg(c, TD_SRV_MSG_SUBSCRIBE, "other/doc", NULL, 0);
-    m = tc_expect(c, TD_SRV_MSG_ERROR, 3000);
-    CHECK(decode(m).code == TD_SRV_E_FORBIDDEN);
-    tc_msg_free(m);
+    m = td_cli_expect(c, TD_SRV_MSG_ERROR, 3000);
+    CHECK(srv_decode(m).code == TD_SRV_E_FORBIDDEN);
+    td_cli_msg_free(m);
     doc_msg(c, TD_SRV_MSG_SUBSCRIBE, "team/a", NULL, 0);
-    m = tc_expect(c, TD_SRV_MSG_SYNC, 3000);
+    m = td_cli_expect(c, TD_SRV_MSG_SYNC, 3000);
     REQUIRE(m);
-    tc_msg_free(m);
+    td_cli_msg_free(m);
     td_crdt_options o = {0};
     o.agent = 5;
     td_crdt_obj t;
@@ -177,87 +163,87 @@ int main(int argc, char **argv)
     REQUIRE(td_crdt_text_insert(doc, t, 0, "ok", 2) == TD_CRDT_OK);
     REQUIRE(td_crdt_commit(doc, &batch, &blen) == TD_CRDT_OK);
     doc_msg(c, TD_SRV_MSG_UPDATE, "team/a", batch, blen);
-    m = tc_expect(c, TD_SRV_MSG_ACK, 3000);
+    m = td_cli_expect(c, TD_SRV_MSG_ACK, 3000);
     CHECK(m != NULL);
-    tc_msg_free(m);
+    td_cli_msg_free(m);
     td_crdt_buf_free(doc, batch);
     batch = NULL;
-    tc_close(c);
+    td_cli_conn_free(c);
     c = NULL;
 
     /* Reader: cannot write; the document is unchanged. */
-    c = tc_connect(port, 3000);
+    c = srv_connect(port, 3000);
     REQUIRE(c);
     hello(c, tok_r);
-    m = tc_expect(c, TD_SRV_MSG_WELCOME, 3000);
-    tc_msg_free(m);
+    m = td_cli_expect(c, TD_SRV_MSG_WELCOME, 3000);
+    td_cli_msg_free(m);
     doc_msg(c, TD_SRV_MSG_SUBSCRIBE, "team/a", NULL, 0);
-    m = tc_expect(c, TD_SRV_MSG_SYNC, 3000);
-    tc_msg_free(m);
+    m = td_cli_expect(c, TD_SRV_MSG_SYNC, 3000);
+    td_cli_msg_free(m);
     REQUIRE(td_crdt_text_insert(doc, t, 0, "XX", 2) == TD_CRDT_OK);
     REQUIRE(td_crdt_commit(doc, &batch, &blen) == TD_CRDT_OK);
     doc_msg(c, TD_SRV_MSG_UPDATE, "team/a", batch, blen);
-    m = tc_expect(c, TD_SRV_MSG_ERROR, 3000);
-    CHECK(decode(m).code == TD_SRV_E_READ_ONLY);
-    tc_msg_free(m);
-    tc_close(c);
+    m = td_cli_expect(c, TD_SRV_MSG_ERROR, 3000);
+    CHECK(srv_decode(m).code == TD_SRV_E_READ_ONLY);
+    td_cli_msg_free(m);
+    td_cli_conn_free(c);
     c = NULL;
 
     /* HTTP export needs a token. */
     char *body = NULL, path[3000];
-    CHECK(tc_http_get(port, "/docs/team%2Fa", &body) == 401);
+    CHECK(srv_http_get(port, "/docs/team%2Fa", &body) == 401);
     free(body);
     snprintf(path, sizeof path, "/docs/team%%2Fa?token=%s", tok_r);
-    CHECK(tc_http_get(port, path, &body) == 200);
+    CHECK(srv_http_get(port, path, &body) == 200);
     CHECK(body && strstr(body, "\"ok\"") && !strstr(body, "XX"));
     free(body);
     snprintf(path, sizeof path, "/docs/elsewhere?token=%s", tok_r);
-    CHECK(tc_http_get(port, path, &body) == 403);
+    CHECK(srv_http_get(port, path, &body) == 403);
     free(body);
 
     /* Expiry mid-session: ERROR token_expired, writes refused, then a
      * fresh HELLO restores them. */
-    c = tc_connect(port, 3000);
+    c = srv_connect(port, 3000);
     REQUIRE(c);
     hello(c, tok_short);
-    m = tc_expect(c, TD_SRV_MSG_WELCOME, 3000);
+    m = td_cli_expect(c, TD_SRV_MSG_WELCOME, 3000);
     REQUIRE(m);
-    tc_msg_free(m);
+    td_cli_msg_free(m);
     doc_msg(c, TD_SRV_MSG_SUBSCRIBE, "team/a", NULL, 0);
-    m = tc_expect(c, TD_SRV_MSG_SYNC, 3000);
-    tc_msg_free(m);
-    m = tc_expect(c, TD_SRV_MSG_ERROR, 4000);
-    d = decode(m);
+    m = td_cli_expect(c, TD_SRV_MSG_SYNC, 3000);
+    td_cli_msg_free(m);
+    m = td_cli_expect(c, TD_SRV_MSG_ERROR, 4000);
+    d = srv_decode(m);
     CHECK(d.code == TD_SRV_E_TOKEN_EXPIRED);
-    tc_msg_free(m);
+    td_cli_msg_free(m);
     doc_msg(c, TD_SRV_MSG_UPDATE, "team/a", batch, blen);
-    m = tc_expect(c, TD_SRV_MSG_ERROR, 3000);
-    CHECK(decode(m).code == TD_SRV_E_TOKEN_EXPIRED);
-    tc_msg_free(m);
+    m = td_cli_expect(c, TD_SRV_MSG_ERROR, 3000);
+    CHECK(srv_decode(m).code == TD_SRV_E_TOKEN_EXPIRED);
+    td_cli_msg_free(m);
     char *fresh = mint(key, "carol", "team/*", "rw", "3600");
     REQUIRE(fresh);
     hello(c, fresh);
     free(fresh);
-    m = tc_expect(c, TD_SRV_MSG_WELCOME, 3000);
+    m = td_cli_expect(c, TD_SRV_MSG_WELCOME, 3000);
     CHECK(m != NULL);
-    tc_msg_free(m);
+    td_cli_msg_free(m);
     doc_msg(c, TD_SRV_MSG_UPDATE, "team/a", batch, blen);
-    m = tc_expect(c, TD_SRV_MSG_ACK, 3000);
+    m = td_cli_expect(c, TD_SRV_MSG_ACK, 3000);
     CHECK(m != NULL);
-    tc_msg_free(m);
-    tc_close(c);
+    td_cli_msg_free(m);
+    td_cli_conn_free(c);
     c = NULL;
 
     /* A token already expired at HELLO. */
     CHECK(try_hello(port, tok_1s) == TD_SRV_E_TOKEN_EXPIRED);
 
-    CHECK(tc_server_stop(pid) == 0);
+    CHECK(srv_stop(&srv) == 0);
     pid = -1;
 
 out:
-    tc_close(c);
+    td_cli_conn_free(c);
     if (pid > 0)
-        tc_server_stop(pid);
+        srv_stop(&srv);
     if (batch)
         td_crdt_buf_free(doc, batch);
     if (doc)
@@ -267,10 +253,9 @@ out:
     free(tok_forged);
     free(tok_short);
     free(tok_1s);
-    tc_done();
+    srv_ctx_free();
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
     if (system(cmd) != 0)
-        tc_failures++;
-    printf("%s (%d tc_failures)\n", tc_failures ? "FAIL" : "PASS", tc_failures);
-    return tc_failures ? 1 : 0;
+        td_check_failures++;
+    return td_check_status("srv_auth");
 }

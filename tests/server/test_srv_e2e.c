@@ -21,84 +21,29 @@
 
 #include <sodium.h>
 
-#include "srv_test_client.h"
+#include "srv_test_glue.h"
 #include "tandem_crdt.h"
 
 
 static const char *g_bin;
 static char g_data[256];
 
-static pid_t start_server(int *port_out)
-{
-    for (int attempt = 0; attempt < 20; attempt++) {
-        int port = 20000 + (int)randombytes_uniform(20000);
-        char portstr[16];
-        snprintf(portstr, sizeof portstr, "%d", port);
-        pid_t pid = fork();
-        if (pid == 0) {
-            execl(g_bin, g_bin, "serve", "--port", portstr, "--data", g_data,
-                  "--presence-interval", "50", "--max-frame", "65536",
-                  (char *)NULL);
-            _exit(127);
-        }
-        /* Up when /healthz answers; gone if it could not bind. */
-        for (int i = 0; i < 100; i++) {
-            char *body = NULL;
-            int st = tc_http_get(port, "/healthz", &body);
-            free(body);
-            if (st == 200) {
-                *port_out = port;
-                return pid;
-            }
-            int status;
-            if (waitpid(pid, &status, WNOHANG) == pid)
-                break;
-            usleep(50 * 1000);
-        }
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-    }
-    return -1;
-}
+/* The server of this test, with a short presence interval (PEERS comes
+ * quickly) and a small --max-frame (1009 is cheap to provoke). */
+static td_cli_server g_srv;
+static const char *const g_extra[] = {"--presence-interval", "50", "--max-frame", "65536",
+                                      NULL};
 
-static int stop_server(pid_t pid)
-{
-    int status = 0;
-    kill(pid, SIGTERM);
-    for (int i = 0; i < 200; i++) {
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        tc_wait(50, NULL, NULL);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
-}
-
-static int conn_closed(void *ud)
-{
-    return tc_closed(ud, NULL);
-}
-
-static td_srv_msg decode(tc_msg *m)
-{
-    td_srv_msg d;
-    memset(&d, 0, sizeof d);
-    if (m && td_srv_msg_decode(m->data, m->len, &d, NULL) != TD_SRV_E_OK)
-        memset(&d, 0, sizeof d);
-    return d;
-}
-
-static void send_hello(tc_conn *c, uint64_t agent)
+static void send_hello(td_cli_conn *c, uint64_t agent)
 {
     td_srv_msg m = {0};
     m.type = TD_SRV_MSG_HELLO;
     m.version = 1;
     m.agent = agent;
-    tc_send_msg(c, &m);
+    srv_send_msg(c, &m);
 }
 
-static void send_doc_msg(tc_conn *c, td_srv_msg_type t, const char *doc, const uint8_t *b,
+static void send_doc_msg(td_cli_conn *c, td_srv_msg_type t, const char *doc, const uint8_t *b,
                          size_t blen, uint64_t batch_id)
 {
     td_srv_msg m = {0};
@@ -116,13 +61,13 @@ static void send_doc_msg(tc_conn *c, td_srv_msg_type t, const char *doc, const u
         m.state.ptr = b;
         m.state.len = blen;
     }
-    tc_send_msg(c, &m);
+    srv_send_msg(c, &m);
 }
 
 /* Applies a SYNC or REMOTE to doc. */
-static int apply_msg(td_crdt_doc *doc, tc_msg *raw)
+static int apply_msg(td_crdt_doc *doc, td_cli_msg *raw)
 {
-    td_srv_msg m = decode(raw);
+    td_srv_msg m = srv_decode(raw);
     if (m.type == TD_SRV_MSG_SYNC)
         return m.batch.len ? (int)td_crdt_apply(doc, m.batch.ptr, m.batch.len, NULL) : 0;
     if (m.type == TD_SRV_MSG_REMOTE) {
@@ -153,51 +98,53 @@ int main(int argc, char **argv)
 {
     int port = 0;
     pid_t pid = -1;
-    tc_conn *a = NULL, *b = NULL, *c = NULL;
+    td_cli_conn *a = NULL, *b = NULL, *c = NULL;
     td_crdt_doc *da = NULL, *db = NULL, *dc = NULL;
-    tc_msg *m = NULL;
+    td_cli_msg *m = NULL;
     td_srv_msg d;
     uint64_t sess_a = 0;
 
+    td_check_keep_going = 1;
     if (argc < 2) {
         fprintf(stderr, "usage: %s SERVER_BINARY\n", argv[0]);
         return 2;
     }
     g_bin = argv[1];
-    if (sodium_init() < 0 || tc_init() < 0)
+    if (sodium_init() < 0 || !srv_ctx(0))
         return 1;
-    snprintf(g_data, sizeof g_data, "/tmp/td-srv-e2e-%d", (int)getpid());
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_data);
+    char dir[200], cmd[500];
+    snprintf(dir, sizeof dir, "/tmp/td-srv-e2e-%d", (int)getpid());
+    snprintf(g_data, sizeof g_data, "%s/data", dir);
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", dir, dir);
     if (system(cmd) != 0)
         return 1;
 
-    pid = start_server(&port);
+    pid = srv_start(&g_srv, g_bin, g_data, g_extra, &port);
     REQUIRE(pid > 0);
     printf("server pid %d on port %d\n", (int)pid, port);
 
-    a = tc_connect(port, 3000);
-    b = tc_connect(port, 3000);
+    a = srv_connect(port, 3000);
+    b = srv_connect(port, 3000);
     REQUIRE(a && b);
 
     /* Before HELLO: hello_required. */
     send_doc_msg(a, TD_SRV_MSG_SUBSCRIBE, "e2e", NULL, 0, 0);
-    m = tc_expect(a, TD_SRV_MSG_ERROR, 3000);
-    d = decode(m);
+    m = td_cli_expect(a, TD_SRV_MSG_ERROR, 3000);
+    d = srv_decode(m);
     CHECK(d.type == TD_SRV_MSG_ERROR && d.code == TD_SRV_E_HELLO_REQUIRED);
-    tc_msg_free(m);
+    td_cli_msg_free(m);
 
     send_hello(a, 1001);
     send_hello(b, 1002);
-    m = tc_expect(a, TD_SRV_MSG_WELCOME, 3000);
-    d = decode(m);
+    m = td_cli_expect(a, TD_SRV_MSG_WELCOME, 3000);
+    d = srv_decode(m);
     REQUIRE(d.type == TD_SRV_MSG_WELCOME && d.version == 1 && d.session != 0);
     CHECK(d.presence_interval_ms == 50 && d.rights == 7);
     sess_a = d.session;
-    tc_msg_free(m);
-    m = tc_expect(b, TD_SRV_MSG_WELCOME, 3000);
+    td_cli_msg_free(m);
+    m = td_cli_expect(b, TD_SRV_MSG_WELCOME, 3000);
     REQUIRE(m);
-    tc_msg_free(m);
+    td_cli_msg_free(m);
 
     td_crdt_options oa = {0}, ob = {0};
     oa.agent = 1001;
@@ -206,13 +153,13 @@ int main(int argc, char **argv)
 
     send_doc_msg(a, TD_SRV_MSG_SUBSCRIBE, "e2e", NULL, 0, 0);
     send_doc_msg(b, TD_SRV_MSG_SUBSCRIBE, "e2e", NULL, 0, 0);
-    m = tc_expect(a, TD_SRV_MSG_SYNC, 3000);
+    m = td_cli_expect(a, TD_SRV_MSG_SYNC, 3000);
     REQUIRE(m);
     CHECK(apply_msg(da, m) == 0);
-    tc_msg_free(m);
-    m = tc_expect(b, TD_SRV_MSG_SYNC, 3000);
+    td_cli_msg_free(m);
+    m = td_cli_expect(b, TD_SRV_MSG_SYNC, 3000);
     REQUIRE(m);
-    tc_msg_free(m);
+    td_cli_msg_free(m);
 
     /* A types; the batch is ACKed to A and broadcast to B. */
     td_crdt_obj ta;
@@ -222,73 +169,73 @@ int main(int argc, char **argv)
     REQUIRE(td_crdt_text_insert(da, ta, 0, "hello", 5) == TD_CRDT_OK);
     REQUIRE(td_crdt_commit(da, &batch, &blen) == TD_CRDT_OK && batch);
     send_doc_msg(a, TD_SRV_MSG_UPDATE, "e2e", batch, blen, 1);
-    m = tc_expect(a, TD_SRV_MSG_ACK, 5000);
-    d = decode(m);
+    m = td_cli_expect(a, TD_SRV_MSG_ACK, 5000);
+    d = srv_decode(m);
     CHECK(d.type == TD_SRV_MSG_ACK && d.batch_id == 1 && d.doc.len == 3);
-    tc_msg_free(m);
-    m = tc_expect(b, TD_SRV_MSG_REMOTE, 5000);
+    td_cli_msg_free(m);
+    m = td_cli_expect(b, TD_SRV_MSG_REMOTE, 5000);
     REQUIRE(m);
     CHECK(apply_msg(db, m) == 0);
-    tc_msg_free(m);
+    td_cli_msg_free(m);
     char *tb = text_of(db);
     CHECK(strcmp(tb, "hello") == 0);
     free(tb);
 
     /* A duplicate resend is ACKed again, not rebroadcast. */
     send_doc_msg(a, TD_SRV_MSG_UPDATE, "e2e", batch, blen, 2);
-    m = tc_expect(a, TD_SRV_MSG_ACK, 5000);
-    d = decode(m);
+    m = td_cli_expect(a, TD_SRV_MSG_ACK, 5000);
+    d = srv_decode(m);
     CHECK(d.type == TD_SRV_MSG_ACK && d.batch_id == 2);
-    tc_msg_free(m);
+    td_cli_msg_free(m);
     td_crdt_buf_free(da, batch);
 
     /* Bad input: malformed, unknown type, invalid batch, text frame on c. */
     static const uint8_t trunc[] = {0x04, 0x03, 'e', '2', 'e', 0x80};
-    tc_send(a, trunc, sizeof trunc, 1);
-    m = tc_expect(a, TD_SRV_MSG_ERROR, 3000);
-    d = decode(m);
+    td_cli_send_raw(a, trunc, sizeof trunc, 0);
+    m = td_cli_expect(a, TD_SRV_MSG_ERROR, 3000);
+    d = srv_decode(m);
     CHECK(d.code == TD_SRV_E_BAD_MESSAGE);
-    tc_msg_free(m);
+    td_cli_msg_free(m);
     static const uint8_t unk[] = {0x42, 0x00};
-    tc_send(a, unk, sizeof unk, 1);
-    m = tc_expect(a, TD_SRV_MSG_ERROR, 3000);
-    d = decode(m);
+    td_cli_send_raw(a, unk, sizeof unk, 0);
+    m = td_cli_expect(a, TD_SRV_MSG_ERROR, 3000);
+    d = srv_decode(m);
     CHECK(d.code == TD_SRV_E_UNKNOWN_TYPE);
-    tc_msg_free(m);
+    td_cli_msg_free(m);
     static const uint8_t junk[] = {0xff, 0xfe, 0x01, 0x02, 0x03};
     send_doc_msg(a, TD_SRV_MSG_UPDATE, "e2e", junk, sizeof junk, 3);
-    m = tc_expect(a, TD_SRV_MSG_ERROR, 3000);
-    d = decode(m);
+    m = td_cli_expect(a, TD_SRV_MSG_ERROR, 3000);
+    d = srv_decode(m);
     CHECK(d.code == TD_SRV_E_INVALID_BATCH && d.batch_id == 3);
-    tc_msg_free(m);
+    td_cli_msg_free(m);
 
-    c = tc_connect(port, 3000);
+    c = srv_connect(port, 3000);
     REQUIRE(c);
-    tc_send(c, (const uint8_t *)"hi", 2, 0);
-    tc_wait(3000, conn_closed, c);
+    td_cli_send_raw(c, (const uint8_t *)"hi", 2, 1);
+    td_cli_wait(srv_ctx(0), srv_closed_pred, c, 3000);
     int code = 0;
-    CHECK(tc_closed(c, &code) && code == 1003);
-    tc_close(c);
+    CHECK(srv_closed(c, &code) && code == 1003);
+    td_cli_conn_free(c);
     c = NULL;
 
     /* A message over --max-frame closes with 1009. */
-    c = tc_connect(port, 3000);
+    c = srv_connect(port, 3000);
     REQUIRE(c);
     {
         uint8_t *big = calloc(1, 70000);
         big[0] = TD_SRV_MSG_HELLO;
-        tc_send(c, big, 70000, 1);
+        td_cli_send_raw(c, big, 70000, 0);
         free(big);
     }
-    tc_wait(3000, conn_closed, c);
-    CHECK(tc_closed(c, &code) && code == 1009);
-    tc_close(c);
+    td_cli_wait(srv_ctx(0), srv_closed_pred, c, 3000);
+    CHECK(srv_closed(c, &code) && code == 1009);
+    td_cli_conn_free(c);
     c = NULL;
 
     /* Presence: A's state reaches B; A's disconnect sends LEAVE at once. */
     send_doc_msg(a, TD_SRV_MSG_PRESENCE, "e2e", (const uint8_t *)"{\"c\":1}", 7, 0);
-    m = tc_expect(b, TD_SRV_MSG_PEERS, 3000);
-    d = decode(m);
+    m = td_cli_expect(b, TD_SRV_MSG_PEERS, 3000);
+    d = srv_decode(m);
     REQUIRE(d.type == TD_SRV_MSG_PEERS && d.count == 1);
     {
         size_t pos = 0;
@@ -296,73 +243,70 @@ int main(int argc, char **argv)
         CHECK(td_srv_items_next(&d, &pos, &it) && it.session == sess_a && it.agent == 1001 &&
               it.state.len == 7);
     }
-    tc_msg_free(m);
+    td_cli_msg_free(m);
 
     /* HTTP while the document is loaded. */
     char *body = NULL;
-    CHECK(tc_http_get(port, "/docs/e2e", &body) == 200);
+    CHECK(srv_http_get(port, "/docs/e2e", &body) == 200);
     CHECK(body && strstr(body, "\"hello\""));
     free(body);
-    CHECK(tc_http_get(port, "/docs/nope", &body) == 404);
+    CHECK(srv_http_get(port, "/docs/nope", &body) == 404);
     free(body);
-    CHECK(tc_http_get(port, "/metrics", &body) == 200);
+    CHECK(srv_http_get(port, "/metrics", &body) == 200);
     CHECK(body && strstr(body, "tandem_batches_applied_total 1\n"));
     CHECK(body && strstr(body, "tandem_connections 2\n"));
     free(body);
 
-    tc_close(a);
+    td_cli_conn_free(a);
     a = NULL;
-    m = tc_expect(b, TD_SRV_MSG_LEAVE, 3000);
-    d = decode(m);
+    m = td_cli_expect(b, TD_SRV_MSG_LEAVE, 3000);
+    d = srv_decode(m);
     CHECK(d.type == TD_SRV_MSG_LEAVE && d.session == sess_a);
-    tc_msg_free(m);
+    td_cli_msg_free(m);
 
     /* SIGTERM: B is closed with 1001, the server exits 0. */
-    CHECK(stop_server(pid) == 0);
+    CHECK(srv_stop(&g_srv) == 0);
     pid = -1;
-    tc_wait(3000, conn_closed, b);
-    CHECK(tc_closed(b, &code) && code == 1001);
-    tc_close(b);
+    td_cli_wait(srv_ctx(0), srv_closed_pred, b, 3000);
+    CHECK(srv_closed(b, &code) && code == 1001);
+    td_cli_conn_free(b);
     b = NULL;
 
     /* Restart on the same data: the document comes back from disk. */
-    pid = start_server(&port);
+    pid = srv_start(&g_srv, g_bin, g_data, g_extra, &port);
     REQUIRE(pid > 0);
-    c = tc_connect(port, 3000);
+    c = srv_connect(port, 3000);
     REQUIRE(c);
     send_hello(c, 1003);
-    m = tc_expect(c, TD_SRV_MSG_WELCOME, 3000);
+    m = td_cli_expect(c, TD_SRV_MSG_WELCOME, 3000);
     REQUIRE(m);
-    tc_msg_free(m);
+    td_cli_msg_free(m);
     td_crdt_options oc = {0};
     oc.agent = 1003;
     REQUIRE(td_crdt_doc_new(&oc, &dc) == TD_CRDT_OK);
     send_doc_msg(c, TD_SRV_MSG_SUBSCRIBE, "e2e", NULL, 0, 0);
-    m = tc_expect(c, TD_SRV_MSG_SYNC, 5000);
+    m = td_cli_expect(c, TD_SRV_MSG_SYNC, 5000);
     REQUIRE(m);
     CHECK(apply_msg(dc, m) == 0);
-    tc_msg_free(m);
+    td_cli_msg_free(m);
     char *tc_ = text_of(dc);
     CHECK(strcmp(tc_, "hello") == 0);
     free(tc_);
-    CHECK(stop_server(pid) == 0);
+    CHECK(srv_stop(&g_srv) == 0);
     pid = -1;
 
 out:
-    tc_close(a);
-    tc_close(b);
-    tc_close(c);
-    if (pid > 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-    }
+    td_cli_conn_free(a);
+    td_cli_conn_free(b);
+    td_cli_conn_free(c);
+    if (pid > 0)
+        td_cli_server_stop(&g_srv, SIGKILL, 0);
     if (da) td_crdt_doc_free(da);
     if (db) td_crdt_doc_free(db);
     if (dc) td_crdt_doc_free(dc);
-    tc_done();
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_data);
+    srv_ctx_free();
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
-        tc_failures++;
-    printf("%s (%d tc_failures)\n", tc_failures ? "FAIL" : "PASS", tc_failures);
-    return tc_failures ? 1 : 0;
+        td_check_failures++;
+    return td_check_status("srv_e2e");
 }

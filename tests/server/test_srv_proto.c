@@ -17,15 +17,7 @@
 #include <sodium.h>
 
 #include "tandem_srv.h"
-
-static int failures;
-#define CHECK(c)                                                                  \
-    do {                                                                          \
-        if (!(c)) {                                                               \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
-            failures++;                                                           \
-        }                                                                         \
-    } while (0)
+#include "td_check.h"
 
 static td_srv_code decode_copy(const uint8_t *p, size_t len, td_srv_msg *m, uint8_t **keep)
 {
@@ -283,7 +275,7 @@ static void test_corpus(void)
         if (rc != corpus[i].want) {
             fprintf(stderr, "corpus '%s': got %s, want %s\n", corpus[i].name,
                     td_srv_code_name(rc), td_srv_code_name(corpus[i].want));
-            failures++;
+            td_check_failures++;
         }
         free(keep);
     }
@@ -382,12 +374,12 @@ static void test_patterns(void)
 
 int main(void)
 {
+    td_check_keep_going = 1;
     if (sodium_init() < 0)
         return 1;
     test_roundtrips();
     test_corpus();
     test_tokens();
     test_patterns();
-    printf("%s (%d failures)\n", failures ? "FAIL" : "PASS", failures);
-    return failures ? 1 : 0;
+    return td_check_status("srv_proto");
 }

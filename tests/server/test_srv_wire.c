@@ -32,7 +32,7 @@
 
 #include <sodium.h>
 
-#include "srv_test_client.h"
+#include "srv_test_glue.h"
 #include "tandem_crdt.h"
 
 
@@ -422,7 +422,7 @@ static void case_load(int port, int round)
         /* all three batches went in */
         char path[128], *body = NULL;
         snprintf(path, sizeof path, "/docs/%s", doc);
-        int st = tc_http_get(port, path, &body);
+        int st = srv_http_get(port, path, &body);
         CHECK(st == 200 && body && strstr(body, "one") && strstr(body, "two") &&
               strstr(body, "three"));
         if (round == 0)
@@ -443,19 +443,19 @@ int main(int argc, char **argv)
     int port = 0, port2 = 0, pid = -1, pid2 = -1;
     uint8_t *batch = NULL;
     size_t blen = 0;
+    td_cli_server srv = {0}, srv2 = {0};
 
+    td_check_keep_going = 1;
     if (argc < 2)
         return 2;
-    if (sodium_init() < 0 || tc_init() < 0)
+    if (sodium_init() < 0 || !srv_ctx(0))
         return 1;
-    snprintf(dir, sizeof dir, "/tmp/td-srv-wire-%d", (int)getpid());
-    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", dir, dir);
-    REQUIRE(system(cmd) == 0);
+    REQUIRE(srv_scratch_dir(dir, sizeof dir, "wire") == 0);
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(data2, sizeof data2, "%s/data2", dir);
     snprintf(key, sizeof key, "%s/key", dir);
     snprintf(key2, sizeof key2, "%s/other", dir);
     snprintf(pub, sizeof pub, "%s/key.pub", dir);
-    snprintf(data, sizeof data, "%s/data", dir);
-    snprintf(data2, sizeof data2, "%s/data2", dir);
     snprintf(cmd, sizeof cmd, "%s keygen --out %s >/dev/null && %s keygen --out %s >/dev/null",
              argv[1], key, argv[1], key2);
     REQUIRE(system(cmd) == 0);
@@ -478,7 +478,7 @@ int main(int argc, char **argv)
     REQUIRE(batch);
 
     const char *extra[] = {"--public-key", pub, NULL};
-    pid = tc_server_start(argv[1], data, extra, &port);
+    pid = srv_start(&srv, argv[1], data, extra, &port);
     REQUIRE(pid > 0);
     {
         static const int gaps[] = {0, 50, 100, 200, 400, 700, 1000, 2000, 5000, 20000};
@@ -488,28 +488,27 @@ int main(int argc, char **argv)
                 case_close(port, forged, TD_SRV_E_TOKEN_INVALID, batch, blen, gaps[i]);
             }
     }
-    CHECK(tc_server_stop(pid) == 0);
+    CHECK(srv_stop(&srv) == 0);
     pid = -1;
 
-    pid2 = tc_server_start(argv[1], data2, NULL, &port2);
+    pid2 = srv_start(&srv2, argv[1], data2, NULL, &port2);
     REQUIRE(pid2 > 0);
     case_types(port2);
     for (int i = 0; i < 20; i++)
         case_load(port2, i);
-    CHECK(tc_server_stop(pid2) == 0);
+    CHECK(srv_stop(&srv2) == 0);
     pid2 = -1;
 
 out:
     if (pid > 0)
-        tc_server_stop(pid);
+        srv_stop(&srv);
     if (pid2 > 0)
-        tc_server_stop(pid2);
+        srv_stop(&srv2);
     free(batch);
     free(forged);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "cannot remove %s\n", dir);
-    tc_done();
-    printf("srv_wire: %s (%d tc_failures)\n", tc_failures ? "FAILED" : "ok", tc_failures);
-    return tc_failures ? 1 : 0;
+    srv_ctx_free();
+    return td_check_status("srv_wire");
 }

@@ -6,13 +6,11 @@
 #include "store_test_util.h"
 
 #include <ftw.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
-jmp_buf *st_test_jmp;
 
 /* Directories made by st_tmpdir during the running test: removed when it
  * ends, failed or not (a failed CHECK skips the test's own cleanup), unless
@@ -33,34 +31,10 @@ static void remove_made(void)
     nmade = 0;
 }
 
-void st_test_fail(const char *file, int line, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "%s:%d: ", file, line);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    if (st_test_jmp)
-        longjmp(*st_test_jmp, 1);
-    exit(1);
-}
-
 int st_test_run(const char *name, void (*fn)(void))
 {
-    jmp_buf jb;
-    jmp_buf *prev = st_test_jmp;
-    volatile int failed = 0;
-
-    st_test_jmp = &jb;
-    if (setjmp(jb) == 0)
-        fn();
-    else
-        failed = 1;
-    st_test_jmp = prev;
-    remove_made();
-    fprintf(stderr, "%s %s\n", failed ? "FAIL" : "ok  ", name);
-    return failed;
+    td_check_after_case = remove_made;
+    return td_check_run(name, fn);
 }
 
 char *st_tmpdir(void)
@@ -87,37 +61,6 @@ void st_rmtree(const char *path)
 {
     if (path)
         nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static uint64_t splitmix(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-void st_rng_seed(st_rng *r, uint64_t seed)
-{
-    for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix(&seed);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-uint64_t st_rng_next(st_rng *r)
-{
-    uint64_t *s = r->s, res = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return res;
 }
 
 uint64_t st_rng_below(st_rng *r, uint64_t n)

@@ -1,9 +1,9 @@
 /*
  * store_test_util.h -- helpers shared by the store's tests.
  *
- * Plain C test programs: CHECK() prints file:line and the failed expression
- * and jumps back to the runner, which counts the failure and goes on with
- * the next test; main returns non-zero if anything failed. Also: temporary
+ * Plain C test programs with td_check.h's checks: a failed CHECK() ends the
+ * current test case (st_test_run); main returns non-zero if anything
+ * failed. Here: the store's own CHECK_CODE / CHECK_OK, temporary
  * data directories under /tmp (removed again), a seeded PRNG so a failing
  * run can be replayed, and a raw RocksDB handle on a closed data directory
  * for tests that damage stored values on purpose.
@@ -18,23 +18,12 @@
 #include <string.h>
 
 #include "tandem_store.h"
+#include "td_check.h"
+#include "td_rng.h"
 
-extern jmp_buf *st_test_jmp;
-
-void st_test_fail(const char *file, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-#define CHECK(e)                                                        \
-    do {                                                                \
-        if (!(e))                                                       \
-            st_test_fail(__FILE__, __LINE__, "CHECK(%s) failed", #e);   \
-    } while (0)
-
-#define CHECK_MSG(e, ...)                                               \
-    do {                                                                \
-        if (!(e))                                                       \
-            st_test_fail(__FILE__, __LINE__, __VA_ARGS__);              \
-    } while (0)
+/* The checks are td_check.h's, under the names these tests use. */
+#define st_test_jmp td_check_jmp
+#define st_test_fail td_check_fail
 
 /* A store call that must return `want`; prints the store's message if not. */
 #define CHECK_CODE(want, call, errp)                                    \
@@ -53,7 +42,8 @@ static inline const char *st_errmsg(const td_store_error *e)
 
 #define CHECK_OK(call, errp) CHECK_CODE(TD_STORE_OK, call, errp)
 
-/* Runs fn and reports it; returns 1 if it failed. */
+/* Runs fn as a test case (td_check_run) and removes the directories it
+ * made; returns 1 if it failed. */
 int st_test_run(const char *name, void (*fn)(void));
 
 /* A fresh directory /tmp/tandem-store-XXXXXX (the caller owns the string);
@@ -62,12 +52,10 @@ char *st_tmpdir(void);
 /* rm -rf */
 void st_rmtree(const char *path);
 
-/* xoshiro256** seeded by splitmix64. */
-typedef struct st_rng {
-    uint64_t s[4];
-} st_rng;
-void st_rng_seed(st_rng *r, uint64_t seed);
-uint64_t st_rng_next(st_rng *r);
+/* The PRNG of td_rng.h. */
+typedef td_rng st_rng;
+#define st_rng_seed td_rng_seed
+#define st_rng_next td_rng_next
 /* Uniform in [0, n). */
 uint64_t st_rng_below(st_rng *r, uint64_t n);
 /* Seed from $TD_TEST_SEED or the clock; printed so failures can be replayed. */

@@ -1,16 +1,16 @@
 #!/bin/sh
 # Replays every real trace in the shared folder beside the project; exits 77
 # (ctest: skipped) when the folder or its traces are absent, as on a fresh
-# machine.
+# machine -- the one skip of tests/trace, and an environmental one.
 exe=$1
 dir=$2
 if [ ! -d "$dir" ]; then
-    echo "no $dir: skipped"
+    echo "SKIP: no $dir"
     exit 77
 fi
 set -- "$dir"/*.json.gz
 if [ ! -e "$1" ]; then
-    echo "no traces in $dir: skipped"
+    echo "SKIP: no traces in $dir"
     exit 77
 fi
-exec "$exe" --runs 1 "$@"
+exec "$exe" "$@"

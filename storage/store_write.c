@@ -1,5 +1,6 @@
 /*
- * store_append.c -- asynchronous appends and group commit.
+ * store_write.c -- appends (asynchronous, group commit) and deletes: the
+ * writes that create documents, grow their logs and remove them.
  *
  * td_store_append() builds the log value (format byte, op count, batch,
  * checksum) on the caller's thread, queues the request and returns. The
@@ -16,11 +17,14 @@
  * after the write returned; a failed write discards the staging, so the
  * next append to the document gets the sequence the failed one would have
  * had and nothing in memory claims more than what is on disk.
+ *
+ * This file is the top of the write side: it reads through store_read.c,
+ * keeps the metadata cache (store_cache.c) and offers documents to the
+ * compaction thread (store_compact.c); none of those calls back into it.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,121 +36,7 @@
 /* Bytes of log values one write may carry; the rest waits for the next. */
 #define GROUP_MAX_BYTES ((size_t)32 << 20)
 
-/* ---- the metadata cache ------------------------------------------------- */
-
-/* Keyed SipHash: document ids come from clients, so the table must not be
- * floodable with colliding ids. */
-static uint64_t id_hash(const td_store *st, const char *doc, size_t len)
-{
-    uint8_t h[crypto_shorthash_BYTES];
-    uint64_t v = 0;
-    crypto_shorthash(h, (const uint8_t *)doc, len, st->hash_key);
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | h[i];
-    return v;
-}
-
-td_store_ent *td_store_table_find(td_store *st, const char *doc, size_t len)
-{
-    uint64_t h;
-    td_store_ent *e;
-    if (st->tab_size == 0)
-        return NULL;
-    h = id_hash(st, doc, len);
-    for (e = st->tab[h & (st->tab_size - 1)]; e; e = e->next)
-        if (e->hash == h && e->id_len == len && memcmp(e->id, doc, len) == 0)
-            return e;
-    return NULL;
-}
-
-static int table_grow(td_store *st)
-{
-    size_t n = st->tab_size ? st->tab_size * 2 : 64;
-    td_store_ent **t = calloc(n, sizeof *t);
-    if (t == NULL)
-        return -1;
-    for (size_t i = 0; i < st->tab_size; i++) {
-        td_store_ent *e = st->tab[i], *next;
-        for (; e; e = next) {
-            next = e->next;
-            e->next = t[e->hash & (n - 1)];
-            t[e->hash & (n - 1)] = e;
-        }
-    }
-    free(st->tab);
-    st->tab = t;
-    st->tab_size = n;
-    return 0;
-}
-
-static td_store_ent *table_insert(td_store *st, const char *doc, size_t len,
-                                  const td_store_meta *m)
-{
-    td_store_ent *e;
-    if (st->tab_count >= st->tab_size && table_grow(st) != 0)
-        return NULL;
-    e = calloc(1, sizeof *e + len);
-    if (e == NULL)
-        return NULL;
-    if (m->vv_len) {
-        uint8_t *vv = malloc(m->vv_len);
-        if (vv == NULL) {
-            free(e);
-            return NULL;
-        }
-        memcpy(vv, m->vv, m->vv_len);
-        e->cur = *m;
-        e->cur.vv = vv;
-    } else {
-        e->cur = *m;
-        e->cur.vv = NULL;
-    }
-    e->hash = id_hash(st, doc, len);
-    e->id_len = len;
-    memcpy(e->id, doc, len);
-    e->next = st->tab[e->hash & (st->tab_size - 1)];
-    st->tab[e->hash & (st->tab_size - 1)] = e;
-    st->tab_count++;
-    return e;
-}
-
-static void ent_free(td_store_ent *e)
-{
-    free((void *)e->cur.vv);
-    free(e->pend_vv_copy);
-    free(e);
-}
-
-void td_store_table_remove(td_store *st, const char *doc, size_t len)
-{
-    td_store_ent **pp, *e;
-    uint64_t h;
-    if (st->tab_size == 0)
-        return;
-    h = id_hash(st, doc, len);
-    for (pp = &st->tab[h & (st->tab_size - 1)]; (e = *pp) != NULL; pp = &e->next) {
-        if (e->hash == h && e->id_len == len && memcmp(e->id, doc, len) == 0) {
-            *pp = e->next;
-            st->tab_count--;
-            ent_free(e);
-            return;
-        }
-    }
-}
-
-void td_store_table_free(td_store *st)
-{
-    for (size_t i = 0; i < st->tab_size; i++) {
-        td_store_ent *e = st->tab[i], *next;
-        for (; e; e = next) {
-            next = e->next;
-            ent_free(e);
-        }
-    }
-    free(st->tab);
-    st->tab = NULL;
-    st->tab_size = st->tab_count = 0;
-}
+/* ---- filling the metadata cache ------------------------------------------ */
 
 /* The cached entry for doc, loading it from the meta family on a miss. A
  * document without metadata starts empty -- unless log entries exist for
@@ -158,7 +48,7 @@ static td_store_err ent_get(td_store *st, const char *doc, size_t len,
     char *raw = NULL;
     td_store_err code;
 
-    *out = td_store_table_find(st, doc, len);
+    *out = td_store_cache_find(&st->cache, doc, len);
     if (*out)
         return TD_STORE_OK;
     code = td_store_meta_get(st, NULL, doc, len, &m, &raw, err);
@@ -176,17 +66,11 @@ static td_store_err ent_get(td_store *st, const char *doc, size_t len,
     } else if (code != TD_STORE_OK) {
         return code;
     }
-    *out = table_insert(st, doc, len, &m);
+    *out = td_store_cache_add(&st->cache, doc, len, &m);
     rocksdb_free(raw);
     if (*out == NULL)
-        return td_store_seterr(err, TD_STORE_ERR_NOMEM, "out of memory");
+        return td_store_err_nomem(err);
     return TD_STORE_OK;
-}
-
-int td_store_compact_due(const td_store *st, const td_store_meta *m)
-{
-    return m->last_seq > m->snap_seq &&
-           (m->log_ops >= st->o.compact_ops || m->log_bytes >= st->o.compact_bytes);
 }
 
 /* ---- the store thread --------------------------------------------------- */
@@ -198,6 +82,11 @@ static void req_fail(td_store_req *r, td_store_err code, const char *msg)
     r->ent = NULL;
     free(r->msg);
     r->msg = strdup(msg);
+}
+
+static td_store_req *req_next(const td_store_req *r)
+{
+    return (td_store_req *)r->link.next;
 }
 
 /* Stages one request into the group: assigns its sequence and adds its log
@@ -270,10 +159,7 @@ static void commit_meta(td_store *st, td_store_ent *touched)
             free((void *)old);
         }
         e->cur = e->pend;
-        if (st->o.compaction == TD_STORE_COMPACT_AUTO &&
-            td_store_compact_due(st, &e->cur) && !e->compact_queued &&
-            e->cur.last_seq >= e->compact_hold)
-            td_store_compactor_enqueue(st, e);
+        td_store_compactor_offer(st, e);
     }
 }
 
@@ -296,9 +182,9 @@ static void write_group(td_store *st, td_store_req *group)
 
     pthread_mutex_lock(&st->write_mu);
     st->gen++;
-    for (td_store_req *r = group; r; r = r->next)
+    for (td_store_req *r = group; r; r = req_next(r))
         stage(st, wb, r, &touched);
-    for (td_store_req *r = group; r; r = r->next)
+    for (td_store_req *r = group; r; r = req_next(r))
         nput += r->code == TD_STORE_OK;
     if (nput > 0) {
         if (stage_meta(st, wb, touched) != 0) {
@@ -319,19 +205,19 @@ static void write_group(td_store *st, td_store_req *group)
     }
     if (fail == NULL) {
         commit_meta(st, touched);
-        for (td_store_req *r = group; r; r = r->next)
+        for (td_store_req *r = group; r; r = req_next(r))
             if (r->code == TD_STORE_OK)
                 r->compact_due = td_store_compact_due(st, &r->ent->cur);
     } else {
         char msg[600];
         snprintf(msg, sizeof msg, "writing the batch failed: %s", fail);
         discard_meta(touched);
-        for (td_store_req *r = group; r; r = r->next)
+        for (td_store_req *r = group; r; r = req_next(r))
             if (r->code == TD_STORE_OK)
                 req_fail(r, fail_code, msg);
     }
     pthread_mutex_unlock(&st->write_mu);
-    for (td_store_req *r = group; r; r = r->next) {
+    for (td_store_req *r = group; r; r = req_next(r)) {
         r->ent = NULL;
         atomic_fetch_add(r->code == TD_STORE_OK ? &st->n_appends_ok
                                                 : &st->n_appends_failed,
@@ -343,78 +229,40 @@ static void write_group(td_store *st, td_store_req *group)
 
 static void deliver(td_store *st, td_store_req *group)
 {
-    td_store_req *last = group;
+    td_store_link *last = &group->link;
     while (last->next)
         last = last->next;
     pthread_mutex_lock(&st->done_mu);
-    *st->done_tail = group;
-    st->done_tail = &last->next;
+    td_store_fifo_put(&st->done, &group->link, last);
     pthread_cond_broadcast(&st->done_cond);
     pthread_mutex_unlock(&st->done_mu);
     if (st->o.wake)
         st->o.wake(st->o.wake_ud);
 }
 
-/* Takes the requests for the next write off the queue (q_mu held). */
-static td_store_req *take_group(td_store *st)
-{
-    td_store_req *head = st->q_head, *r = head;
-    size_t bytes = r->val_len;
-
-    if (st->o.durability != TD_STORE_SYNC_ALWAYS)
-        while (r->next && bytes + r->next->val_len <= GROUP_MAX_BYTES) {
-            r = r->next;
-            bytes += r->val_len;
-        }
-    st->q_head = r->next;
-    if (st->q_head == NULL)
-        st->q_tail = &st->q_head;
-    r->next = NULL;
-    return head;
-}
-
 static void *writer_main(void *arg)
 {
     td_store *st = arg;
-    for (;;) {
-        td_store_req *group;
-        pthread_mutex_lock(&st->q_mu);
-        while (st->q_head == NULL && !st->stopping) {
-            st->q_sleeping = 1;
-            pthread_cond_wait(&st->q_cond, &st->q_mu);
-            st->q_sleeping = 0;
-        }
-        if (st->q_head == NULL) {
-            pthread_mutex_unlock(&st->q_mu);
-            break;
-        }
-        group = take_group(st);
-        pthread_mutex_unlock(&st->q_mu);
-        write_group(st, group);
-        deliver(st, group);
+    /* `always` promises one synced write per append: no grouping. */
+    size_t max = st->o.durability == TD_STORE_SYNC_ALWAYS ? 0 : GROUP_MAX_BYTES;
+    td_store_link *group;
+
+    while ((group = td_store_queue_take(&st->wq, max)) != NULL) {
+        write_group(st, (td_store_req *)group);
+        deliver(st, (td_store_req *)group);
     }
     return NULL;
 }
 
 int td_store_writer_start(td_store *st)
 {
-    if (pthread_create(&st->writer, NULL, writer_main, st) != 0)
-        return -1;
-    st->writer_started = 1;
-    return 0;
+    return td_store_queue_start(&st->wq, writer_main, st);
 }
 
-/* Lets the thread write everything still queued, then joins it. */
 void td_store_writer_stop(td_store *st)
 {
-    pthread_mutex_lock(&st->q_mu);
-    st->stopping = 1;
-    pthread_cond_signal(&st->q_cond);
-    pthread_mutex_unlock(&st->q_mu);
-    if (st->writer_started) {
-        pthread_join(st->writer, NULL);
-        st->writer_started = 0;
-    }
+    /* The queue drains: nothing is left in it once the thread has ended. */
+    (void)td_store_queue_stop(&st->wq);
 }
 
 /* ---- the caller's side -------------------------------------------------- */
@@ -425,25 +273,22 @@ td_store_err td_store_append(td_store *st, const td_store_batch *b,
 {
     td_store_req *r;
     size_t vlen;
-    int wake;
 
     if (b == NULL || !td_store_doc_id_valid(b->doc, b->doc_len))
-        return td_store_seterr(err, TD_STORE_ERR_ARG,
-                               "invalid document id (1..255 bytes of UTF-8, no "
-                               "control characters)");
+        return td_store_err_bad_id(err);
     if (b->ops == NULL || b->ops_len == 0 || b->ops_len > TD_STORE_MAX_BATCH)
         return td_store_seterr(err, TD_STORE_ERR_ARG,
                                "batch must be 1..%zu bytes", TD_STORE_MAX_BATCH);
     if (b->vv_len && b->vv == NULL)
         return td_store_seterr(err, TD_STORE_ERR_ARG, "vv_len without vv");
     if (st->o.read_only)
-        return td_store_seterr(err, TD_STORE_ERR_ARG, "store %s is open read-only",
-                               st->dir);
+        return td_store_err_read_only(st, err);
     vlen = td_store_log_value_size(b->ops_len, b->nops);
     r = malloc(sizeof *r + b->doc_len + vlen + b->vv_len);
     if (r == NULL)
-        return td_store_seterr(err, TD_STORE_ERR_NOMEM, "out of memory");
+        return td_store_err_nomem(err);
     memset(r, 0, sizeof *r);
+    r->link.size = vlen;
     r->cb = cb;
     r->ud = ud;
     r->nops = b->nops;
@@ -456,21 +301,10 @@ td_store_err td_store_append(td_store *st, const td_store_batch *b,
     if (b->vv_len)
         memcpy(TD_REQ_VV(r), b->vv, b->vv_len);
 
-    pthread_mutex_lock(&st->q_mu);
-    if (st->stopping) {
-        pthread_mutex_unlock(&st->q_mu);
+    if (td_store_queue_put(&st->wq, &r->link, &st->outstanding) != 0) {
         free(r);
         return td_store_seterr(err, TD_STORE_ERR_CLOSED, "store is closing");
     }
-    atomic_fetch_add(&st->outstanding, 1);
-    *st->q_tail = r;
-    st->q_tail = &r->next;
-    /* Only a sleeping thread needs the (costly) signal. */
-    wake = st->q_sleeping;
-    st->q_sleeping = 0;
-    pthread_mutex_unlock(&st->q_mu);
-    if (wake)
-        pthread_cond_signal(&st->q_cond);
     return TD_STORE_OK;
 }
 
@@ -482,7 +316,7 @@ size_t td_store_outstanding(td_store *st)
 static void wait_done(td_store *st, int timeout_ms)
 {
     if (timeout_ms < 0) {
-        while (st->done_head == NULL && atomic_load(&st->outstanding) > 0)
+        while (st->done.head == NULL && atomic_load(&st->outstanding) > 0)
             pthread_cond_wait(&st->done_cond, &st->done_mu);
         return;
     }
@@ -495,7 +329,7 @@ static void wait_done(td_store *st, int timeout_ms)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
         }
-        while (st->done_head == NULL && atomic_load(&st->outstanding) > 0)
+        while (st->done.head == NULL && atomic_load(&st->outstanding) > 0)
             if (pthread_cond_timedwait(&st->done_cond, &st->done_mu, &ts) == ETIMEDOUT)
                 break;
     }
@@ -507,16 +341,14 @@ size_t td_store_poll(td_store *st, int timeout_ms)
     size_t n = 0;
 
     pthread_mutex_lock(&st->done_mu);
-    if (st->done_head == NULL && timeout_ms != 0)
+    if (st->done.head == NULL && timeout_ms != 0)
         wait_done(st, timeout_ms);
-    list = st->done_head;
-    st->done_head = NULL;
-    st->done_tail = &st->done_head;
+    list = (td_store_req *)td_store_fifo_take_all(&st->done);
     pthread_mutex_unlock(&st->done_mu);
 
     for (td_store_req *r = list; r; r = next) {
         td_store_ack ack;
-        next = r->next;
+        next = req_next(r);
         ack.doc = TD_REQ_DOC(r);
         ack.doc_len = r->doc_len;
         ack.seq = r->seq;
@@ -563,6 +395,53 @@ td_store_err td_store_append_wait(td_store *st, const td_store_batch *b,
     if (w.code != TD_STORE_OK)
         return td_store_seterr(err, w.code, "%s", w.msg);
     return TD_STORE_OK;
+}
+
+/* ---- deleting ----------------------------------------------------------- */
+
+td_store_err td_store_delete(td_store *st, const char *doc, size_t doc_len,
+                             td_store_error *err)
+{
+    uint8_t lo[TD_STORE_LOG_KEY_MAX], hi[TD_STORE_LOG_KEY_MAX];
+    size_t lo_len, hi_len;
+    rocksdb_writebatch_t *wb;
+    char *rerr = NULL, *raw = NULL;
+    td_store_meta m;
+    td_store_err code;
+
+    if (!td_store_doc_id_valid(doc, doc_len))
+        return td_store_err_bad_id(err);
+    if (st->o.read_only)
+        return td_store_err_read_only(st, err);
+    pthread_mutex_lock(&st->write_mu);
+    /* Damaged metadata must not keep a document from being deleted. */
+    code = td_store_meta_get_checked(st, NULL, doc, doc_len, &m, &raw, err);
+    rocksdb_free(raw);
+    if (code == TD_STORE_ERR_NOT_FOUND || code == TD_STORE_ERR_IO) {
+        pthread_mutex_unlock(&st->write_mu);
+        return code;
+    }
+    lo_len = td_store_log_key(lo, doc, doc_len, 0);
+    hi_len = td_store_log_key(hi, doc, doc_len, UINT64_MAX);
+    wb = rocksdb_writebatch_create();
+    rocksdb_writebatch_delete_cf(wb, st->cf[TD_CF_META], doc, doc_len);
+    rocksdb_writebatch_delete_cf(wb, st->cf[TD_CF_SNAP], doc, doc_len);
+    rocksdb_writebatch_delete_range_cf(wb, st->cf[TD_CF_LOG], (const char *)lo,
+                                       lo_len, (const char *)hi, hi_len);
+    rocksdb_write(st->db, st->wo_admin, wb, &rerr);
+    rocksdb_writebatch_destroy(wb);
+    if (rerr) {
+        char shown[TD_STORE_FMT_ID_CAP];
+        code = td_store_seterr(err, TD_STORE_ERR_IO, "deleting document '%s' failed: %s",
+                               td_store_fmt_id(shown, sizeof shown, doc, doc_len),
+                               rerr);
+        rocksdb_free(rerr);
+    } else {
+        td_store_cache_remove(&st->cache, doc, doc_len);
+        code = TD_STORE_OK;
+    }
+    pthread_mutex_unlock(&st->write_mu);
+    return code;
 }
 
 /* ---- test hook (store_testing.h) ---------------------------------------- */

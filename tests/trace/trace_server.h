@@ -3,7 +3,7 @@
  * `tandem-trace --server ws://HOST:PORT FILE...` (issue 5, "Replaying a real
  * trace through the server").
  *
- * It reuses tandem-trace's loaded form of a trace (bench/trace/trace_load.h,
+ * It reuses the loaded form of a trace (trace_load.h,
  * tt_trace). Every agent of a concurrent trace (one for a sequential trace)
  * is its own WebSocket connection (tests/client) with its own replica; edits
  * travel only as batches through the server. Before an agent makes a txn,

@@ -1,0 +1,137 @@
+/*
+ * cli_serve.c -- `tandem serve`: its options, their environment variables
+ * and defaults, turned into a td_srv_config for td_srv_run().
+ *
+ * Every option has an environment variable (TANDEM_ + the option's name in
+ * upper case with '-' as '_'); the command line wins over it.
+ */
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include <libwebsockets.h> /* the LLL_ bits of td_srv_config.log_level */
+
+#include "srv_config.h"
+#include "tandem_srv.h"
+#include "td_srv_cli.h"
+
+#ifndef TD_SRV_SOURCE_DIR
+#define TD_SRV_SOURCE_DIR "."
+#endif
+
+/* Enum options are stored as int. */
+_Static_assert(sizeof(td_store_durability) == sizeof(int), "durability is an int");
+
+static const td_srv_choice durabilities[] = {{"always", TD_STORE_SYNC_ALWAYS},
+                                             {"group", TD_STORE_SYNC_GROUP},
+                                             {"off", TD_STORE_SYNC_OFF},
+                                             {NULL, 0}};
+
+/* Each level also logs everything more severe. */
+static const td_srv_choice log_levels[] = {
+    {"error", LLL_ERR},
+    {"warn", LLL_ERR | LLL_WARN},
+    {"notice", LLL_ERR | LLL_WARN | LLL_NOTICE},
+    {"info", LLL_ERR | LLL_WARN | LLL_NOTICE | LLL_INFO},
+    {"debug", LLL_ERR | LLL_WARN | LLL_NOTICE | LLL_INFO | LLL_DEBUG},
+    {NULL, 0}};
+
+/* The start of a row: the option's name, its environment variable, the
+ * kind and field of its value, the argument's name in help. The rest, when
+ * not 0: .def (parsed like a value), .min, .choices (enums). */
+#define OPT(n, e, k, field, a)                                                          \
+    .name = n, .env = e, .kind = TD_SRV_OPT_##k, .off = offsetof(td_srv_config, field),  \
+    .arg = a
+
+static const td_srv_opt opts[] = {
+    {OPT("addr", "TANDEM_ADDR", STR, addr, "ADDR"), .def = "127.0.0.1",
+     .help = "address to listen on"},
+    {OPT("port", "TANDEM_PORT", PORT, port, "PORT"), .def = "8080",
+     .help = "port for WebSocket and HTTP"},
+    {OPT("data", "TANDEM_DATA", STR, data, "DIR"), .def = "./data",
+     .help = "data directory, created if missing"},
+    {OPT("durability", "TANDEM_DURABILITY", ENUM, durability, NULL),
+     .choices = durabilities, .def = "group",
+     .help = "always: fsync per write; group: shared fsync; off"},
+    {OPT("presence-interval", "TANDEM_PRESENCE_INTERVAL", DURATION, presence_interval_ms,
+         "MS"),
+     .def = "100ms", .min = 1,
+     .help = "at most one presence broadcast per client per interval"},
+    {OPT("presence-ttl", "TANDEM_PRESENCE_TTL", DURATION, presence_ttl_ms, "MS"),
+     .def = "30s", .min = 1, .help = "presence entries expire after this silence"},
+    {OPT("max-frame", "TANDEM_MAX_FRAME", SIZE, max_frame, "BYTES"), .def = "8M",
+     .min = 64, .help = "largest WebSocket message accepted; bigger closes with 1009"},
+    {OPT("max-batch", "TANDEM_MAX_BATCH", SIZE, max_batch, "BYTES"), .def = "4M", .min = 1,
+     .help = "largest batch in an UPDATE"},
+    {OPT("max-presence", "TANDEM_MAX_PRESENCE", SIZE, max_presence, "BYTES"),
+     .def = "4096", .help = "largest presence state"},
+    {OPT("max-subs", "TANDEM_MAX_SUBS", COUNT, max_subs, "N"), .def = "1024", .min = 1,
+     .help = "subscriptions per connection"},
+    {OPT("send-queue", "TANDEM_SEND_QUEUE", SIZE, send_queue, "BYTES"), .def = "16M",
+     .min = 1024,
+     .help = "unsent bytes per connection before it is closed as a slow consumer"},
+    {OPT("doc-idle", "TANDEM_DOC_IDLE", DURATION, doc_idle_ms, "MS"), .def = "30s",
+     .help = "unload a document this long after its last subscriber left"},
+    {OPT("compact-ops", "TANDEM_COMPACT_OPS", COUNT, compact_ops, "N"), .def = "10000",
+     .help = "fold a document's log into a snapshot after N ops"},
+    {OPT("compact-bytes", "TANDEM_COMPACT_BYTES", SIZE, compact_bytes, "BYTES"),
+     .def = "4M", .help = "... or after this many log bytes"},
+    {OPT("public-key", "TANDEM_PUBLIC_KEY", STR, public_key, "FILE"),
+     .help = "require tokens signed by this key (from `tandem keygen`);\n"
+             "without it the server is open"},
+    {OPT("static", "TANDEM_STATIC", STR, static_dir, "DIR"),
+     .help = "serve static files (the demo page) from DIR\n"
+             "(default: client-js/demo of the source tree)"},
+    {OPT("log-level", "TANDEM_LOG_LEVEL", ENUM, log_level, NULL), .choices = log_levels,
+     .def = "warn", .help = "libwebsockets' messages to show"},
+    /* Off by default: the permessage-deflate inflater of libwebsockets 4.1.6
+     * (Debian 12) hits an assertion and aborts the process on some large
+     * compressed messages, legitimate ones included (tests/server/
+     * test_srv_bigmsg.c shows it with TD_TEST_DEFLATE=1). */
+    {OPT("deflate", "TANDEM_DEFLATE", BOOL, deflate, "0|1"), .def = "0",
+     .help = "offer permessage-deflate (libwebsockets 4.1.6 as Debian ships it\n"
+             "can abort on large compressed messages)"},
+};
+#undef OPT
+
+static int serve(const td_srv_verb *v, void *args);
+
+const td_srv_verb td_srv_verb_serve = {
+    "serve", "run the collaboration server",
+    "WebSocket sync (docs/PROTOCOL.md), presence, and HTTP (/healthz, /metrics,\n"
+    "/docs/ID, static files) on one port.\n",
+    opts, TD_SRV_LEN(opts), NULL, 0, sizeof(td_srv_config), serve};
+
+/* --static as an absolute path to a directory; without it, the demo page of
+ * the source tree if that is still there. Returns -1 or an exit status. */
+static int static_dir(td_srv_config *c)
+{
+    static char path[PATH_MAX];
+    struct stat st;
+
+    if (!c->static_dir) {
+        if (stat(TD_SRV_SOURCE_DIR "/client-js/demo", &st) == 0 && S_ISDIR(st.st_mode))
+            c->static_dir = TD_SRV_SOURCE_DIR "/client-js/demo";
+        else
+            return -1;
+    }
+    if (!realpath(c->static_dir, path) || stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        td_srv_fail(&td_srv_verb_serve, "--static %s is not a directory", c->static_dir);
+        return TD_SRV_EXIT_USAGE;
+    }
+    c->static_dir = path;
+    return -1;
+}
+
+static int serve(const td_srv_verb *v, void *args)
+{
+    int rc = static_dir(args);
+    (void)v;
+    return rc < 0 ? td_srv_run(args) : rc;
+}
+
+int td_srv_cmd_serve(int argc, char **argv)
+{
+    return td_srv_cli_run(&td_srv_verb_serve, argc, argv);
+}

@@ -1,0 +1,286 @@
+/*
+ * srv_conn.c -- one WebSocket connection as a transport (srv_conn.h).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "srv_conn.h"
+
+/* ---- frames ---------------------------------------------------------------------- */
+
+td_srv_frame *td_srv_frame_from(td_srv_wbuf *w)
+{
+    td_srv_frame *f;
+    if (w->oom || !w->data) {
+        td_srv_wbuf_free(w);
+        return NULL;
+    }
+    f = malloc(sizeof *f);
+    if (!f) {
+        td_srv_wbuf_free(w);
+        return NULL;
+    }
+    f->refs = 1;
+    f->len = w->len;
+    f->buf = w->data;
+    w->data = NULL;
+    w->len = w->cap = 0;
+    return f;
+}
+
+void td_srv_frame_unref(td_srv_frame *f)
+{
+    if (f && --f->refs == 0) {
+        free(f->buf);
+        free(f);
+    }
+}
+
+/* ---- life cycle -------------------------------------------------------------------- */
+
+void td_srv_conn_open(td_srv_conns *all, td_srv_conn *c, struct lws *wsi,
+                      const td_srv_conn_handler *h)
+{
+    memset(c, 0, sizeof *c);
+    c->all = all;
+    c->h = h;
+    c->wsi = wsi;
+    STAILQ_INIT(&c->q);
+    LIST_INSERT_HEAD(&all->list, c, link);
+    all->m->connections++;
+    all->m->connections_total++;
+}
+
+static void queue_drop(td_srv_conn *c)
+{
+    td_srv_qitem *q;
+    while ((q = STAILQ_FIRST(&c->q))) {
+        STAILQ_REMOVE_HEAD(&c->q, link);
+        td_srv_frame_unref(q->f);
+        free(q);
+    }
+    c->q_bytes = 0;
+    c->q_n = 0;
+}
+
+void td_srv_conn_closed(td_srv_conn *c)
+{
+    td_srv_conns *all = c->all;
+    td_srv_frame_unref(c->draining);
+    c->draining = NULL;
+    queue_drop(c);
+    free(c->rx);
+    c->rx = NULL;
+    LIST_REMOVE(c, link);
+    c->wsi = NULL;
+    all->m->connections--;
+    c->h->closed(c);
+}
+
+/* ---- receiving ----------------------------------------------------------------------- */
+
+/* Closes with `code` through the close handshake (what is queued goes
+ * first; the rest of the peer's input is read and dropped). */
+static int close_soon(td_srv_conn *c, int code)
+{
+    td_srv_conn_close_with(c, code);
+    c->rx_len = 0;
+    return 0;
+}
+
+static void deliver(td_srv_conn *c, const uint8_t *msg, size_t len)
+{
+    c->all->m->frames_in++;
+    if (!c->close_code) /* closing: ignore the rest */
+        c->h->message(c, msg, len);
+}
+
+int td_srv_conn_receive(td_srv_conn *c, const void *in, size_t len)
+{
+    struct lws *wsi = c->wsi;
+    td_srv_metrics *m = c->all->m;
+    if (c->close_code) {
+        /* Closing: read and drop until the peer's close frame (see
+         * td_srv_conn_writeable), so no unread input turns into an RST. */
+        m->bytes_in += len;
+        c->rx_len = 0;
+        return 0;
+    }
+    if (lws_is_first_fragment(wsi)) {
+        c->rx_len = 0;
+        if (!lws_frame_is_binary(wsi)) {
+            m->errors[TD_SRV_E_BAD_MESSAGE]++;
+            return close_soon(c, 1003);
+        }
+        /* Whole in one piece (nearly every message): straight from lws's
+         * buffer, no copy and no per-connection reassembly buffer. */
+        if (lws_is_final_fragment(wsi) && len <= c->all->max_frame) {
+            m->bytes_in += len;
+            deliver(c, in, len);
+            return 0;
+        }
+    }
+    m->bytes_in += len;
+    if (len > c->all->max_frame - c->rx_len) {
+        m->errors[TD_SRV_E_TOO_LARGE]++;
+        return close_soon(c, 1009);
+    }
+    if (c->rx_len + len > c->rx_cap) {
+        size_t cap = c->rx_cap ? c->rx_cap : 4096;
+        while (cap < c->rx_len + len)
+            cap *= 2;
+        uint8_t *nb = realloc(c->rx, cap);
+        if (!nb)
+            return close_soon(c, 1011);
+        c->rx = nb;
+        c->rx_cap = cap;
+    }
+    if (len) /* an empty fragment has no buffer to copy from */
+        memcpy(c->rx + c->rx_len, in, len);
+    c->rx_len += len;
+    if (!lws_is_final_fragment(wsi))
+        return 0;
+    deliver(c, c->rx, c->rx_len);
+    /* Only messages bigger than the rx buffer get here: an idle connection
+     * keeps no reassembly buffer. */
+    free(c->rx);
+    c->rx = NULL;
+    c->rx_len = c->rx_cap = 0;
+    return 0;
+}
+
+/* ---- sending ---------------------------------------------------------------------------- */
+
+void td_srv_conn_close_with(td_srv_conn *c, int code)
+{
+    if (!c->close_code)
+        c->close_code = code;
+    if (c->wsi) {
+        lws_callback_on_writable(c->wsi);
+        /* A peer that never reads never makes us writeable: kill it after
+         * a grace period if the close frame cannot be written. */
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, 2);
+    }
+}
+
+void td_srv_conn_send(td_srv_conn *c, td_srv_frame *f)
+{
+    td_srv_qitem *q;
+    if (!f || c->close_code == 1008 || c->close_sent || !c->wsi)
+        return;
+    if (c->q_n > 0 && c->q_bytes + f->len > c->all->send_queue) {
+        /* Slow consumer: free its backlog now, close it. */
+        queue_drop(c);
+        c->all->m->slow_consumer_closes++;
+        c->close_code = 0;
+        td_srv_conn_close_with(c, 1008);
+        return;
+    }
+    q = malloc(sizeof *q);
+    if (!q)
+        return;
+    f->refs++;
+    q->f = f;
+    STAILQ_INSERT_TAIL(&c->q, q, link);
+    c->q_bytes += f->len;
+    c->q_n++;
+    lws_callback_on_writable(c->wsi);
+}
+
+/* The close handshake (RFC 6455 section 5.5.1) is ours, not lws's: once the
+ * queue is written we send the close frame, keep reading (and dropping)
+ * whatever the peer still sends, and close the socket only when its close
+ * frame arrives (LWS_CALLBACK_WS_PEER_INITIATED_CLOSE) or after
+ * CLOSE_WAIT_S. Closing a socket with unread input makes the kernel send an
+ * RST, and a peer that gets an RST drops what it had not read yet, our
+ * ERROR and close frame included: a client that pipelined SUBSCRIBE and
+ * UPDATE behind a refused HELLO would see only a dropped connection. */
+#define CLOSE_WAIT_S 3
+
+static int send_close(td_srv_conn *c)
+{
+    static const struct {
+        int code;
+        const char *why;
+    } reasons[] = {{1001, "going away"},    {1002, "protocol error"}, {1003, "unsupported data"},
+                   {1008, "policy"},        {1009, "too big"},        {1011, "internal error"}};
+    uint8_t buf[LWS_PRE + 2 + 125], *p = buf + LWS_PRE;
+    const char *why = "closing";
+    size_t n;
+    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
+        if (reasons[i].code == c->close_code)
+            why = reasons[i].why;
+    n = strlen(why);
+    /* lws keeps LWS_WRITE_CLOSE to itself (lws_close_reason() sends the
+     * frame only as lws closes the socket), so the frame goes out raw: a
+     * server frame is unmasked, FIN + opcode 8, payload code + reason. */
+    p[0] = 0x88;
+    p[1] = (uint8_t)(2 + n);
+    p[2] = (uint8_t)(c->close_code >> 8);
+    p[3] = (uint8_t)(c->close_code & 0xff);
+    memcpy(p + 4, why, n);
+    if (lws_write(c->wsi, p, 4 + n, LWS_WRITE_RAW) < 0)
+        return -1;
+    c->close_sent = 1;
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, CLOSE_WAIT_S);
+    return 0;
+}
+
+/* Frames written per writeable callback, at most: a connection with a
+ * backlog writes it in a few loop turns (not one turn per message, each
+ * costing a poll() over every connection) without starving the others. */
+#define WRITE_BUDGET_FRAMES 64
+#define DEFLATE_STEP 512 /* frames above this may be drained over several turns */
+#define WRITE_BUDGET_BYTES (256u << 10)
+
+int td_srv_conn_writeable(td_srv_conn *c)
+{
+    size_t frames = 0, bytes = 0;
+    td_srv_metrics *m = c->all->m;
+    /* permessage-deflate compresses a big frame in ~1 KiB steps, reading
+     * our buffer after lws_write() returned, and lws calls us writeable
+     * again only once it is done: the frame lives until then. */
+    td_srv_frame_unref(c->draining);
+    c->draining = NULL;
+    if (c->close_sent)
+        return 0;
+    td_srv_qitem *q;
+    while ((q = STAILQ_FIRST(&c->q))) {
+        /* Past the first frame, stop where the kernel would not take more
+         * (lws would then buffer the frame itself) or the budget ends. */
+        if (frames && (frames >= WRITE_BUDGET_FRAMES || bytes >= WRITE_BUDGET_BYTES ||
+                       lws_send_pipe_choked(c->wsi))) {
+            lws_callback_on_writable(c->wsi);
+            return 0;
+        }
+        int n = lws_write(c->wsi, q->f->buf + LWS_PRE, q->f->len, LWS_WRITE_BINARY);
+        if (n < 0)
+            return -1;
+        m->bytes_out += q->f->len;
+        m->frames_out++;
+        frames++;
+        bytes += q->f->len;
+        STAILQ_REMOVE_HEAD(&c->q, link);
+        c->q_bytes -= q->f->len;
+        c->q_n--;
+        if (q->f->len > DEFLATE_STEP) {
+            c->draining = q->f; /* keeps the reference */
+            free(q);
+            if (!STAILQ_EMPTY(&c->q) || c->close_code)
+                lws_callback_on_writable(c->wsi);
+            return 0;
+        }
+        td_srv_frame_unref(q->f);
+        free(q);
+    }
+    if (c->close_code) {
+        /* The close frame goes in a turn of its own, after the last frame
+         * has left lws's buffer. */
+        if (frames || lws_send_pipe_choked(c->wsi)) {
+            lws_callback_on_writable(c->wsi);
+            return 0;
+        }
+        return send_close(c);
+    }
+    return 0;
+}

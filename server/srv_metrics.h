@@ -1,0 +1,41 @@
+/*
+ * srv_metrics.h -- private: the server's counters and latency histograms,
+ * and the clock they are measured with.
+ *
+ * Every part of the server counts into one td_srv_metrics, on the loop
+ * thread only, so plain integers do. This file is the bottom of server/:
+ * it calls nothing else of the server.
+ */
+#ifndef SRV_METRICS_H
+#define SRV_METRICS_H
+
+#include <stdint.h>
+
+#include "tandem_srv.h"
+#include "tandem_store.h"
+
+#define TD_SRV_HIST_BUCKETS 14
+typedef struct td_srv_hist {
+    uint64_t counts[TD_SRV_HIST_BUCKETS + 1]; /* last: +Inf */
+    uint64_t n;
+    double sum;
+} td_srv_hist;
+
+typedef struct td_srv_metrics {
+    uint64_t connections, connections_total, docs_loaded;
+    uint64_t ops_applied, batches_applied, batches_duplicate;
+    uint64_t bytes_in, bytes_out, frames_in, frames_out;
+    uint64_t presence_updates, presence_broadcasts, presence_expired;
+    uint64_t errors[TD_SRV_E_COUNT];
+    uint64_t slow_consumer_closes, store_failures, doc_load_failures;
+    uint64_t doc_loads, doc_unloads;
+    td_srv_hist store_append, recv_to_bcast;
+} td_srv_metrics;
+
+/* Monotonic microseconds. */
+int64_t td_srv_now_us(void);
+void td_srv_hist_observe(td_srv_hist *h, double seconds);
+/* Appends the Prometheus text (0.0.4) of m and of the store's stats. */
+void td_srv_metrics_render(const td_srv_metrics *m, td_store *store, td_srv_wbuf *out);
+
+#endif /* SRV_METRICS_H */

@@ -1,0 +1,59 @@
+/*
+ * srv_model.h -- private: the document-model interface, everything the
+ * document service asks of a document without knowing what kind it is.
+ *
+ * A model decodes, validates and applies a client's batch, answers "what
+ * does a peer at this state lack" (diff), names its state (the version
+ * vector stored beside each batch) and reads as JSON. It does no I/O of its
+ * own: documents are read through the store, which validates them like
+ * network input. A model's calls run on the loop thread, except `load`,
+ * which runs on the loader thread and touches nothing shared.
+ *
+ * tandem's own CRDT (crdt/) is the first model (srv_model_tandem.c); a
+ * Yjs-compatible one slots in as a second table.
+ */
+#ifndef SRV_MODEL_H
+#define SRV_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tandem_srv.h"
+#include "tandem_store.h"
+
+typedef struct td_srv_mdoc td_srv_mdoc; /* a model's document, opaque */
+
+/* What applying one batch did. */
+typedef struct td_srv_applied {
+    size_t ops_new;       /* ops integrated now (this batch and parked ones it released) */
+    size_t ops_duplicate; /* ops of the batch already known */
+    int parked;           /* the batch waits for ops it depends on */
+} td_srv_applied;
+
+typedef struct td_srv_model {
+    const char *name;
+    /* Reads document `id` through the store. A document the store does not
+     * have is a new empty one if `create`, else TD_STORE_ERR_NOT_FOUND. On
+     * error, msg (msglen bytes) says why. */
+    td_store_err (*load)(td_store *st, const char *id, size_t len, int create,
+                         td_srv_mdoc **out, char *msg, size_t msglen);
+    void (*free)(td_srv_mdoc *d);
+    /* Validates and applies a batch, all or nothing. Returns TD_SRV_E_OK, or
+     * the code to refuse it with (invalid, limit, internal) and msg. */
+    td_srv_code (*apply)(td_srv_mdoc *d, const uint8_t *batch, size_t len,
+                         td_srv_applied *out, char *msg, size_t msglen);
+    /* The ops a peer at `vv` lacks, and the document's own state. */
+    td_srv_code (*diff)(td_srv_mdoc *d, const uint8_t *vv, size_t vv_len, uint8_t **ops,
+                        size_t *ops_len, uint8_t **state, size_t *state_len, char *msg,
+                        size_t msglen);
+    /* The document's state (version vector) after the last apply. */
+    int (*state)(td_srv_mdoc *d, uint8_t **out, size_t *len);
+    /* The document as JSON (not NUL-terminated). */
+    int (*json)(td_srv_mdoc *d, char **out, size_t *len);
+    /* Frees what diff, state and json returned. */
+    void (*buf_free)(td_srv_mdoc *d, void *p);
+} td_srv_model;
+
+extern const td_srv_model td_srv_model_tandem;
+
+#endif /* SRV_MODEL_H */

@@ -1,0 +1,865 @@
+/*
+ * srv_service.c -- the document service (srv_service.h).
+ *
+ * A document loads on its first subscription, on the loader thread (a
+ * snapshot plus a log tail can take milliseconds the event loop must not
+ * lose), and unloads once nobody has subscribed to it for --doc-idle; the
+ * store then gets a chance to compact it. Subscribers arriving during a load
+ * wait and get their sync when it is done; a load that fails is refused to
+ * each of them (doc_unavailable) and the document is forgotten, so the next
+ * subscription tries again. A failed document is never served empty and
+ * nothing is ever written to it.
+ *
+ * A batch is applied to the in-memory replica (the model validates
+ * everything and changes nothing on error), then appended to the store.
+ * Every document keeps its appends in a FIFO; a completion only marks its
+ * record, and records leave the FIFO in arrival order, so acknowledgements
+ * keep the order of the batches. A durable batch is acknowledged at once and
+ * put on the document's broadcast list; the flush that ends the loop turn
+ * gives each subscriber every batch of the turn it did not send itself.
+ *
+ * A failed append leaves the replica holding ops the store lacks. Rather
+ * than try to undo them, the document goes STALE: new batches get "busy",
+ * the appends still in flight complete, and then the replica is discarded
+ * and reloaded from the store. Its sender gets "store_failed" and resends.
+ */
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libwebsockets.h>
+#include <sodium.h>
+
+#include "srv_loader.h"
+#include "srv_service.h"
+
+typedef enum {
+    DOC_LOADING,   /* first load in progress; subscribers wait */
+    DOC_READY,
+    DOC_STALE,     /* a store append failed: waiting for the appends in flight */
+    DOC_RELOADING  /* reload in progress; subscribers stay subscribed */
+} doc_state;
+
+/* One batch between apply and its broadcast. */
+struct td_srv_rec {
+    td_srv_doc *doc;
+    td_srv_client *client; /* NULL once the sender is gone */
+    uint64_t batch_id;
+    uint8_t *batch;
+    size_t len;
+    int dup;  /* duplicate-only: acknowledged, not stored */
+    int done;
+    td_store_err result;
+    char errmsg[128];
+    int64_t t_recv_us, t_store_us;
+    STAILQ_ENTRY(td_srv_rec) link; /* the document's FIFO, then its broadcast list */
+    LIST_ENTRY(td_srv_rec) client_link;
+};
+
+struct td_srv_doc {
+    td_srv_service *svc;
+    char id[TD_SRV_DOC_MAX + 1];
+    size_t id_len;
+    uint64_t hash;
+    td_srv_doc *hnext;
+    doc_state state;
+    td_srv_mdoc *mdoc;
+    LIST_HEAD(, td_srv_sub) subs;
+    size_t nsubs;
+    STAILQ_HEAD(, td_srv_rec) fifo; /* applied, in arrival order */
+    size_t inflight;
+    STAILQ_HEAD(, td_srv_rec) out;  /* durable, to broadcast at the flush */
+    int dirty;                       /* in the flush list */
+    LIST_ENTRY(td_srv_doc) dirty_link;
+    td_srv_pres_room room;
+    int64_t idle_since_us;
+};
+
+struct td_srv_service {
+    const td_srv_config *cfg;
+    td_store *store;
+    const td_srv_model *model;
+    td_srv_presence *pres;
+    td_srv_metrics *m;
+    td_srv_loader *loader;
+    _Atomic(struct lws_context *) wake_ctx;
+    int accepting;
+    size_t inflight;
+    /* registry: a hash table keyed by a secret, so ids cannot be chosen to
+     * collide */
+    td_srv_doc **buckets;
+    size_t nbuckets, ndocs;
+    uint8_t hash_key[crypto_shorthash_KEYBYTES];
+    /* broadcasts */
+    LIST_HEAD(, td_srv_doc) dirty;
+    uint64_t epoch;
+};
+
+static void rec_free(td_srv_rec *r);
+static void sub_remove(td_srv_service *svc, td_srv_sub *u);
+
+static void client_error(td_srv_service *svc, td_srv_client *c, td_srv_code code,
+                         const td_srv_doc *d, uint64_t batch_id, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static void client_error(td_srv_service *svc, td_srv_client *c, td_srv_code code,
+                         const td_srv_doc *d, uint64_t batch_id, const char *fmt, ...)
+{
+    char text[256];
+    va_list ap;
+    (void)svc;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    c->ops->error(c, code, d ? d->id : NULL, d ? d->id_len : 0, batch_id, text);
+}
+
+/* ---- registry ------------------------------------------------------------------ */
+
+static uint64_t doc_hash(const td_srv_service *svc, const char *id, size_t len)
+{
+    uint8_t h[crypto_shorthash_BYTES];
+    uint64_t v;
+    crypto_shorthash(h, (const uint8_t *)id, len, svc->hash_key);
+    memcpy(&v, h, sizeof v);
+    return v;
+}
+
+static td_srv_doc *doc_find(const td_srv_service *svc, const char *id, size_t len)
+{
+    uint64_t h = doc_hash(svc, id, len);
+    for (td_srv_doc *d = svc->buckets[h % svc->nbuckets]; d; d = d->hnext)
+        if (d->hash == h && d->id_len == len && memcmp(d->id, id, len) == 0)
+            return d;
+    return NULL;
+}
+
+static void reg_grow(td_srv_service *svc)
+{
+    size_t n = svc->nbuckets * 2;
+    td_srv_doc **b = calloc(n, sizeof *b);
+    if (!b)
+        return; /* keep the longer chains */
+    for (size_t i = 0; i < svc->nbuckets; i++) {
+        td_srv_doc *d = svc->buckets[i], *nx;
+        for (; d; d = nx) {
+            nx = d->hnext;
+            d->hnext = b[d->hash % n];
+            b[d->hash % n] = d;
+        }
+    }
+    free(svc->buckets);
+    svc->buckets = b;
+    svc->nbuckets = n;
+}
+
+static td_srv_doc *reg_add(td_srv_service *svc, const char *id, size_t len)
+{
+    td_srv_doc *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    memcpy(d->id, id, len);
+    d->id_len = len;
+    d->svc = svc;
+    STAILQ_INIT(&d->fifo);
+    STAILQ_INIT(&d->out);
+    d->hash = doc_hash(svc, id, len);
+    if (svc->ndocs + 1 > svc->nbuckets)
+        reg_grow(svc);
+    d->hnext = svc->buckets[d->hash % svc->nbuckets];
+    svc->buckets[d->hash % svc->nbuckets] = d;
+    svc->ndocs++;
+    return d;
+}
+
+static void dirty_remove(td_srv_service *svc, td_srv_doc *d)
+{
+    (void)svc;
+    if (d->dirty)
+        LIST_REMOVE(d, dirty_link);
+    d->dirty = 0;
+}
+
+static void mdoc_drop(td_srv_doc *d)
+{
+    if (d->mdoc) {
+        d->svc->model->free(d->mdoc);
+        d->mdoc = NULL;
+        d->svc->m->docs_loaded--;
+    }
+}
+
+static void reg_remove(td_srv_service *svc, td_srv_doc *d)
+{
+    for (td_srv_doc **p = &svc->buckets[d->hash % svc->nbuckets]; *p; p = &(*p)->hnext)
+        if (*p == d) {
+            *p = d->hnext;
+            break;
+        }
+    dirty_remove(svc, d);
+    td_srv_pres_room_close(svc->pres, &d->room);
+    td_srv_rec *r;
+    while ((r = STAILQ_FIRST(&d->out))) {
+        STAILQ_REMOVE_HEAD(&d->out, link);
+        rec_free(r);
+    }
+    svc->ndocs--;
+    mdoc_drop(d);
+    free(d);
+}
+
+/* ---- loads and compactions (on the loader thread) ------------------------------------ */
+
+typedef struct job {
+    td_srv_job base; /* first: the loader hands back &base */
+    td_srv_service *svc;
+    td_srv_doc *doc; /* load: the document waiting for it */
+    char id[TD_SRV_DOC_MAX + 1];
+    size_t id_len;
+    td_srv_mdoc *mdoc;
+    td_store_err code;
+    char msg[512];
+} job;
+
+static void load_run(td_srv_job *base)
+{
+    job *j = (job *)base;
+    j->code = j->svc->model->load(j->svc->store, j->id, j->id_len, 1, &j->mdoc, j->msg,
+                                  sizeof j->msg);
+}
+
+static void compact_run(td_srv_job *base)
+{
+    job *j = (job *)base;
+    td_store_error e = {0};
+    td_store_compact(j->svc->store, j->id, j->id_len, 0, NULL, &e);
+}
+
+static void job_free(td_srv_job *base)
+{
+    job *j = (job *)base;
+    if (j->mdoc)
+        j->svc->model->free(j->mdoc);
+    free(j);
+}
+
+static void load_done(td_srv_job *base);
+
+static job *job_new(td_srv_service *svc, const char *id, size_t len)
+{
+    job *j = calloc(1, sizeof *j);
+    if (!j)
+        return NULL;
+    j->svc = svc;
+    memcpy(j->id, id, len);
+    j->id_len = len;
+    j->base.free = job_free;
+    return j;
+}
+
+static int start_load(td_srv_service *svc, td_srv_doc *d)
+{
+    job *j = job_new(svc, d->id, d->id_len);
+    if (!j)
+        return -1;
+    j->doc = d;
+    j->base.run = load_run;
+    j->base.done = load_done;
+    td_srv_loader_push(svc->loader, &j->base);
+    return 0;
+}
+
+static void start_compact(td_srv_service *svc, const char *id, size_t len)
+{
+    job *j = job_new(svc, id, len);
+    if (!j)
+        return; /* compaction is an optimisation: it happens at a later unload */
+    j->base.run = compact_run;
+    td_srv_loader_push(svc->loader, &j->base);
+}
+
+/* ---- life cycle ------------------------------------------------------------------------- */
+
+static void wake(void *ud)
+{
+    td_srv_service *svc = ud;
+    struct lws_context *ctx = atomic_load(&svc->wake_ctx);
+    if (ctx)
+        lws_cancel_service(ctx);
+}
+
+int td_srv_service_new(td_srv_service **out, const td_srv_config *cfg, td_store *store,
+                       const td_srv_model *model, td_srv_presence *pres,
+                       td_srv_metrics *m)
+{
+    td_srv_service *svc = calloc(1, sizeof *svc);
+    if (!svc)
+        return -1;
+    svc->cfg = cfg;
+    svc->store = store;
+    svc->model = model;
+    svc->pres = pres;
+    svc->m = m;
+    svc->accepting = 1;
+    svc->nbuckets = 64;
+    svc->buckets = calloc(svc->nbuckets, sizeof *svc->buckets);
+    randombytes_buf(svc->hash_key, sizeof svc->hash_key);
+    if (!svc->buckets || td_srv_loader_new(&svc->loader, wake, svc) < 0) {
+        free(svc->buckets);
+        free(svc);
+        return -1;
+    }
+    *out = svc;
+    return 0;
+}
+
+void td_srv_service_attach(td_srv_service *svc, struct lws_context *ctx)
+{
+    atomic_store(&svc->wake_ctx, ctx);
+}
+
+void td_srv_service_stop(td_srv_service *svc)
+{
+    td_srv_loader_stop(svc->loader);
+}
+
+void td_srv_service_free(td_srv_service *svc)
+{
+    for (size_t i = 0; svc->buckets && i < svc->nbuckets; i++)
+        while (svc->buckets[i]) {
+            td_srv_doc *d = svc->buckets[i];
+            td_srv_rec *r;
+            while (!LIST_EMPTY(&d->subs))
+                sub_remove(svc, LIST_FIRST(&d->subs));
+            while ((r = STAILQ_FIRST(&d->fifo))) {
+                STAILQ_REMOVE_HEAD(&d->fifo, link);
+                rec_free(r);
+            }
+            reg_remove(svc, d);
+        }
+    free(svc->buckets);
+    td_srv_loader_free(svc->loader);
+    free(svc);
+}
+
+void td_srv_service_accepting(td_srv_service *svc, int yes)
+{
+    svc->accepting = yes;
+}
+
+size_t td_srv_service_inflight(const td_srv_service *svc)
+{
+    return svc->inflight;
+}
+
+/* ---- subscriptions ------------------------------------------------------------------- */
+
+void td_srv_client_init(td_srv_client *c, const td_srv_client_ops *ops)
+{
+    memset(c, 0, sizeof *c);
+    c->ops = ops;
+    LIST_INIT(&c->subs);
+    LIST_INIT(&c->recs);
+}
+
+td_srv_sub *td_srv_sub_find(const td_srv_client *c, const uint8_t *doc, size_t len)
+{
+    td_srv_sub *u;
+    LIST_FOREACH(u, &c->subs, client_link)
+        if (u->doc->id_len == len && memcmp(u->doc->id, doc, len) == 0)
+            return u;
+    return NULL;
+}
+
+const char *td_srv_sub_doc(const td_srv_sub *u, size_t *len)
+{
+    *len = u->doc->id_len;
+    return u->doc->id;
+}
+
+/* The service drops u on its own: the front-end lets go of it first. */
+static void sub_drop(td_srv_service *svc, td_srv_sub *u)
+{
+    u->client->ops->dropped(u);
+    sub_remove(svc, u);
+}
+
+static void send_sync(td_srv_service *svc, td_srv_sub *u, const uint8_t *vv, size_t vv_len)
+{
+    td_srv_doc *d = u->doc;
+    uint8_t *diff = NULL, *state = NULL;
+    size_t dlen = 0, slen = 0;
+    char msg[200];
+    td_srv_code code = svc->model->diff(d->mdoc, vv, vv_len, &diff, &dlen, &state, &slen,
+                                        msg, sizeof msg);
+    if (code != TD_SRV_E_OK) {
+        client_error(svc, u->client, code, d, 0, "cannot answer SUBSCRIBE: %s", msg);
+        sub_drop(svc, u);
+        return;
+    }
+    u->client->ops->sync(u, diff, dlen, state, slen);
+    svc->model->buf_free(d->mdoc, diff);
+    svc->model->buf_free(d->mdoc, state);
+    td_srv_pres_join(svc->pres, &d->room, &u->pres, u, u->client);
+}
+
+static void sub_answer(td_srv_service *svc, td_srv_sub *u)
+{
+    uint8_t *vv = u->vv;
+    size_t vv_len = u->vv_len;
+    u->vv = NULL;
+    u->vv_len = 0;
+    u->waiting = 0;
+    send_sync(svc, u, vv, vv_len); /* may remove u */
+    free(vv);
+}
+
+static void sub_remove(td_srv_service *svc, td_srv_sub *u)
+{
+    td_srv_client *c = u->client;
+    td_srv_doc *d = u->doc;
+    td_srv_pres_leave(svc->pres, &u->pres);
+    LIST_REMOVE(u, client_link);
+    c->nsubs--;
+    LIST_REMOVE(u, doc_link);
+    d->nsubs--;
+    if (!d->nsubs)
+        d->idle_since_us = td_srv_now_us();
+    free(u->vv);
+    free(u);
+}
+
+void td_srv_unsubscribe(td_srv_service *svc, td_srv_sub *u)
+{
+    sub_remove(svc, u);
+}
+
+/* Keeps vv as the state a waiting subscription will be answered for. */
+static int sub_keep_vv(td_srv_sub *u, const uint8_t *vv, size_t vv_len)
+{
+    uint8_t *copy = vv_len ? malloc(vv_len) : NULL;
+    if (vv_len && !copy)
+        return -1;
+    if (copy)
+        memcpy(copy, vv, vv_len);
+    free(u->vv);
+    u->vv = copy;
+    u->vv_len = vv_len;
+    return 0;
+}
+
+void td_srv_subscribe(td_srv_service *svc, td_srv_client *c, const uint8_t *doc,
+                      size_t len, const uint8_t *vv, size_t vv_len)
+{
+    const char *id = (const char *)doc;
+    td_srv_sub *u;
+    td_srv_doc *d;
+
+    if (!svc->accepting) {
+        c->ops->error(c, TD_SRV_E_SHUTTING_DOWN, id, len, 0, "server shutting down");
+        return;
+    }
+    u = td_srv_sub_find(c, doc, len);
+    if (u) {
+        /* Resync. While waiting, the newer vv replaces the older. */
+        if (u->waiting || u->doc->state != DOC_READY) {
+            if (sub_keep_vv(u, vv, vv_len) == 0)
+                u->waiting = 1;
+        } else {
+            send_sync(svc, u, vv, vv_len);
+        }
+        return;
+    }
+    if (c->nsubs >= svc->cfg->max_subs) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "too many subscriptions on this connection (max %llu)",
+                 (unsigned long long)svc->cfg->max_subs);
+        c->ops->error(c, TD_SRV_E_LIMIT, id, len, 0, msg);
+        return;
+    }
+    d = doc_find(svc, id, len);
+    if (!d) {
+        d = reg_add(svc, id, len);
+        if (!d || start_load(svc, d) < 0) {
+            if (d)
+                reg_remove(svc, d);
+            c->ops->error(c, TD_SRV_E_INTERNAL, id, len, 0, "out of memory");
+            return;
+        }
+        d->state = DOC_LOADING;
+    }
+    u = calloc(1, sizeof *u);
+    if (!u) {
+        c->ops->error(c, TD_SRV_E_INTERNAL, id, len, 0, "out of memory");
+        return;
+    }
+    u->client = c;
+    u->doc = d;
+    LIST_INSERT_HEAD(&c->subs, u, client_link);
+    c->nsubs++;
+    LIST_INSERT_HEAD(&d->subs, u, doc_link);
+    d->nsubs++;
+    if (d->state == DOC_READY) {
+        send_sync(svc, u, vv, vv_len);
+        return;
+    }
+    u->waiting = 1;
+    if (sub_keep_vv(u, vv, vv_len) < 0) {
+        c->ops->error(c, TD_SRV_E_INTERNAL, id, len, 0, "out of memory");
+        sub_remove(svc, u);
+    }
+}
+
+void td_srv_client_close(td_srv_service *svc, td_srv_client *c)
+{
+    td_srv_rec *r;
+    while (!LIST_EMPTY(&c->subs))
+        sub_remove(svc, LIST_FIRST(&c->subs));
+    /* Its records stay in their documents' lists, acknowledged to nobody. */
+    LIST_FOREACH(r, &c->recs, client_link)
+        r->client = NULL;
+    LIST_INIT(&c->recs);
+}
+
+/* ---- loads ---------------------------------------------------------------------------- */
+
+/* The document cannot be served: every subscriber is told and dropped. */
+static void doc_fail(td_srv_service *svc, td_srv_doc *d, const char *why)
+{
+    svc->m->doc_load_failures++;
+    lwsl_err("document '%.*s' unavailable: %s\n", (int)d->id_len, d->id, why);
+    while (!LIST_EMPTY(&d->subs)) {
+        td_srv_sub *u = LIST_FIRST(&d->subs);
+        client_error(svc, u->client, TD_SRV_E_DOC_UNAVAILABLE, d, 0,
+                     "document cannot be loaded: %s", why);
+        sub_drop(svc, u);
+    }
+    reg_remove(svc, d);
+}
+
+static void load_done(td_srv_job *base)
+{
+    job *j = (job *)base;
+    td_srv_service *svc = j->svc;
+    td_srv_doc *d = j->doc;
+    if (j->code != TD_STORE_OK) {
+        doc_fail(svc, d, j->msg[0] ? j->msg : td_store_strerror(j->code));
+        return;
+    }
+    d->mdoc = j->mdoc;
+    j->mdoc = NULL;
+    d->state = DOC_READY;
+    svc->m->docs_loaded++;
+    svc->m->doc_loads++;
+    if (!d->nsubs)
+        d->idle_since_us = td_srv_now_us();
+    /* Answer the waiting subscribers; sub_answer may remove one. */
+    td_srv_sub *u = LIST_FIRST(&d->subs);
+    while (u) {
+        td_srv_sub *nx = LIST_NEXT(u, doc_link);
+        if (u->waiting)
+            sub_answer(svc, u);
+        u = nx;
+    }
+}
+
+void td_srv_service_poll(td_srv_service *svc)
+{
+    td_srv_loader_poll(svc->loader);
+}
+
+static void doc_reload(td_srv_service *svc, td_srv_doc *d)
+{
+    mdoc_drop(d);
+    d->state = DOC_RELOADING;
+    if (start_load(svc, d) < 0)
+        doc_fail(svc, d, "out of memory");
+}
+
+void td_srv_service_maintain(td_srv_service *svc)
+{
+    int64_t now = td_srv_now_us();
+    int64_t idle = (int64_t)svc->cfg->doc_idle_ms * 1000;
+    for (size_t i = 0; i < svc->nbuckets; i++) {
+        td_srv_doc *d = svc->buckets[i];
+        while (d) {
+            td_srv_doc *nx = d->hnext;
+            if (d->state == DOC_READY && !d->nsubs && STAILQ_EMPTY(&d->fifo) &&
+                STAILQ_EMPTY(&d->out) &&
+                now - d->idle_since_us >= idle) {
+                start_compact(svc, d->id, d->id_len);
+                svc->m->doc_unloads++;
+                reg_remove(svc, d);
+            }
+            d = nx;
+        }
+    }
+}
+
+/* ---- batches ----------------------------------------------------------------------------- */
+
+static void rec_unlink_client(td_srv_rec *r)
+{
+    if (r->client)
+        LIST_REMOVE(r, client_link);
+    r->client = NULL;
+}
+
+static void rec_free(td_srv_rec *r)
+{
+    rec_unlink_client(r);
+    free(r->batch);
+    free(r);
+}
+
+static void doc_mark(td_srv_doc *d)
+{
+    td_srv_service *svc = d->svc;
+    if (!d->dirty) {
+        d->dirty = 1;
+        LIST_INSERT_HEAD(&svc->dirty, d, dirty_link);
+    }
+}
+
+/* Takes the completed records off the head of the FIFO, in order. */
+static void doc_drain(td_srv_service *svc, td_srv_doc *d)
+{
+    int failed = d->state == DOC_STALE;
+    td_srv_rec *r;
+    while ((r = STAILQ_FIRST(&d->fifo)) && r->done) {
+        STAILQ_REMOVE_HEAD(&d->fifo, link);
+        if (!r->dup) {
+            d->inflight--;
+            svc->inflight--;
+        }
+        if (r->result != TD_STORE_OK) {
+            failed = 1;
+            svc->m->store_failures++;
+            lwsl_err("store append for '%.*s' failed: %s\n", (int)d->id_len, d->id,
+                     r->errmsg);
+            if (r->client)
+                client_error(svc, r->client, TD_SRV_E_STORE_FAILED, d, r->batch_id,
+                             "store write failed: %s", r->errmsg);
+            rec_free(r);
+            continue;
+        }
+        if (r->dup && failed) {
+            /* Its ops may be those of a failed append before it. */
+            if (r->client)
+                client_error(svc, r->client, TD_SRV_E_STORE_FAILED, d, r->batch_id,
+                             "an earlier store write failed; resend");
+            rec_free(r);
+            continue;
+        }
+        if (r->client)
+            r->client->ops->ack(r->client, d->id, d->id_len, r->batch_id);
+        if (r->dup) {
+            rec_free(r);
+            continue;
+        }
+        /* r stays on its sender's list until the flush, so a sender that
+         * disconnects meanwhile clears r->client. */
+        STAILQ_INSERT_TAIL(&d->out, r, link);
+        doc_mark(d);
+    }
+    if (failed && d->state == DOC_READY)
+        d->state = DOC_STALE;
+    if (d->state == DOC_STALE && STAILQ_EMPTY(&d->fifo))
+        doc_reload(svc, d);
+}
+
+static void append_done(void *ud, const td_store_ack *ack)
+{
+    td_srv_rec *r = ud;
+    td_srv_doc *d = r->doc;
+    r->done = 1;
+    r->result = ack->code;
+    td_srv_hist_observe(&d->svc->m->store_append,
+                        (double)(td_srv_now_us() - r->t_store_us) / 1e6);
+    if (ack->code != TD_STORE_OK)
+        snprintf(r->errmsg, sizeof r->errmsg, "%s", ack->msg ? ack->msg : "");
+    doc_drain(d->svc, d);
+}
+
+void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
+                   const uint8_t *batch, size_t len)
+{
+    td_srv_client *c = u->client;
+    td_srv_doc *d = u->doc;
+    td_srv_applied info;
+    td_srv_code code;
+    td_srv_rec *r;
+    char msg[200];
+
+    if (!svc->accepting) {
+        client_error(svc, c, TD_SRV_E_SHUTTING_DOWN, d, batch_id,
+                     "server shutting down; resend after reconnecting");
+        return;
+    }
+    if (len > svc->cfg->max_batch) {
+        client_error(svc, c, TD_SRV_E_TOO_LARGE, d, batch_id,
+                     "batch of %zu bytes exceeds the limit of %llu", len,
+                     (unsigned long long)svc->cfg->max_batch);
+        return;
+    }
+    if (d->state != DOC_READY || u->waiting) {
+        /* (A waiting subscription's front-end holds its batches back.) */
+        client_error(svc, c, TD_SRV_E_BUSY, d, batch_id,
+                     "document reloading after a store failure; resend later");
+        return;
+    }
+    r = calloc(1, sizeof *r);
+    if (!r) {
+        client_error(svc, c, TD_SRV_E_INTERNAL, d, batch_id, "out of memory");
+        return;
+    }
+    r->t_recv_us = td_srv_now_us();
+    code = svc->model->apply(d->mdoc, batch, len, &info, msg, sizeof msg);
+    if (code != TD_SRV_E_OK) {
+        c->ops->error(c, code, d->id, d->id_len, batch_id, msg);
+        free(r);
+        return;
+    }
+    r->doc = d;
+    r->client = c;
+    r->batch_id = batch_id;
+    LIST_INSERT_HEAD(&c->recs, r, client_link);
+    STAILQ_INSERT_TAIL(&d->fifo, r, link);
+
+    if (info.ops_new == 0 && !info.parked) {
+        /* Nothing new: acknowledged once everything before it is durable. */
+        r->dup = 1;
+        r->done = 1;
+        r->result = TD_STORE_OK;
+        svc->m->batches_duplicate++;
+        doc_drain(svc, d);
+        return;
+    }
+    svc->m->ops_applied += info.ops_new;
+    svc->m->batches_applied++;
+    r->batch = malloc(len);
+    uint8_t *vv = NULL;
+    size_t vv_len = 0;
+    td_store_error se = {0};
+    td_store_err sc = TD_STORE_ERR_NOMEM;
+    if (r->batch && svc->model->state(d->mdoc, &vv, &vv_len) == 0) {
+        memcpy(r->batch, batch, len);
+        r->len = len;
+        size_t nops = info.ops_new + info.ops_duplicate;
+        td_store_batch b = {d->id, d->id_len, batch, len, nops ? nops : 1, vv, vv_len};
+        r->t_store_us = td_srv_now_us();
+        sc = td_store_append(svc->store, &b, append_done, r, &se);
+    }
+    svc->model->buf_free(d->mdoc, vv);
+    d->inflight++;
+    svc->inflight++;
+    if (sc != TD_STORE_OK) {
+        r->done = 1;
+        r->result = sc;
+        snprintf(r->errmsg, sizeof r->errmsg, "%.120s",
+                 se.msg[0] ? se.msg : td_store_strerror(sc));
+        doc_drain(svc, d);
+    }
+}
+
+void td_srv_presence_update(td_srv_service *svc, td_srv_sub *u, const uint8_t *state,
+                            size_t len)
+{
+    if (td_srv_pres_set(svc->pres, &u->pres, state, len) < 0)
+        client_error(svc, u->client, TD_SRV_E_INTERNAL, u->doc, 0, "out of memory");
+}
+
+/* ---- broadcasts --------------------------------------------------------------------------- */
+
+int td_srv_bcast_next(const td_srv_bcast *b, const void **pos, const uint8_t **batch,
+                      size_t *len)
+{
+    const td_srv_rec *r = *pos ? STAILQ_NEXT((const td_srv_rec *)*pos, link) : b->head;
+    while (r && b->skip && r->client == b->skip)
+        r = STAILQ_NEXT(r, link);
+    if (!r)
+        return 0;
+    *batch = r->batch;
+    *len = r->len;
+    *pos = r;
+    return 1;
+}
+
+/* Every subscriber gets the batches of this turn it did not send: those
+ * that sent none share one encoding. */
+static void flush_batches(td_srv_service *svc, td_srv_doc *d, int64_t now)
+{
+    uint64_t epoch = ++svc->epoch;
+    td_srv_rec *r;
+    td_srv_sub *u;
+    td_srv_bcast all = {STAILQ_FIRST(&d->out), NULL, NULL, NULL};
+    STAILQ_FOREACH(r, &d->out, link)
+        if (r->client)
+            r->client->mark = epoch;
+    LIST_FOREACH(u, &d->subs, doc_link) {
+        if (u->waiting)
+            continue; /* its sync will carry everything */
+        if (u->client->mark == epoch) {
+            td_srv_bcast own = {STAILQ_FIRST(&d->out), u->client, NULL, NULL};
+            u->client->ops->broadcast(u, &own);
+            if (own.shared_free)
+                own.shared_free(own.shared);
+        } else {
+            u->client->ops->broadcast(u, &all);
+        }
+    }
+    if (all.shared_free)
+        all.shared_free(all.shared);
+    while ((r = STAILQ_FIRST(&d->out))) {
+        STAILQ_REMOVE_HEAD(&d->out, link);
+        td_srv_hist_observe(&svc->m->recv_to_bcast, (double)(now - r->t_recv_us) / 1e6);
+        rec_free(r);
+    }
+}
+
+void td_srv_service_flush(td_srv_service *svc)
+{
+    int64_t now = td_srv_now_us();
+    td_srv_doc *d;
+    while ((d = LIST_FIRST(&svc->dirty))) {
+        LIST_REMOVE(d, dirty_link);
+        d->dirty = 0;
+        if (!STAILQ_EMPTY(&d->out))
+            flush_batches(svc, d, now);
+    }
+}
+
+/* ---- reads ------------------------------------------------------------------------------ */
+
+td_srv_read td_srv_service_json(td_srv_service *svc, const char *id, size_t len,
+                                char **json, size_t *jlen, char *msg, size_t msglen)
+{
+    td_srv_doc *d = doc_find(svc, id, len);
+    td_srv_mdoc *tmp = NULL;
+    char *out = NULL;
+    td_srv_read rc = TD_SRV_READ_OK;
+    if (d && d->state != DOC_READY)
+        return TD_SRV_READ_LOADING;
+    if (!d) {
+        /* Not loaded: read it from the store for this request only. */
+        td_store_err sc = svc->model->load(svc->store, id, len, 0, &tmp, msg, msglen);
+        if (sc == TD_STORE_ERR_NOT_FOUND)
+            return TD_SRV_READ_NOT_FOUND;
+        if (sc != TD_STORE_OK)
+            return TD_SRV_READ_UNAVAILABLE;
+    }
+    td_srv_mdoc *md = d ? d->mdoc : tmp;
+    if (svc->model->json(md, &out, jlen) < 0) {
+        rc = TD_SRV_READ_FAILED;
+    } else if (!(*json = malloc(*jlen ? *jlen : 1))) {
+        rc = TD_SRV_READ_FAILED;
+    } else {
+        memcpy(*json, out, *jlen);
+    }
+    if (out)
+        svc->model->buf_free(md, out);
+    if (tmp)
+        svc->model->free(tmp);
+    return rc;
+}
