@@ -151,6 +151,11 @@ int td_srv_conn_receive(td_srv_conn *c, const void *in, size_t len)
 
 /* ---- sending ---------------------------------------------------------------------------- */
 
+void td_srv_conn_authenticated(td_srv_conn *c)
+{
+    c->authenticated = 1;
+}
+
 void td_srv_conn_close_with(td_srv_conn *c, int code)
 {
     if (!c->close_code)

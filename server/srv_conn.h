@@ -60,6 +60,7 @@ struct td_srv_conn {
     struct lws *wsi;
     int close_code;  /* non-zero: close with it once the queue is written */
     int close_sent;  /* our close frame is out: wait for the peer's, drop input */
+    int authenticated; /* see td_srv_conn_authenticated */
     uint8_t *rx;     /* reassembly of messages bigger than one read */
     size_t rx_len, rx_cap;
     STAILQ_HEAD(, td_srv_qitem) q;
@@ -80,6 +81,9 @@ void td_srv_conn_closed(td_srv_conn *c);
 /* Queues a frame (takes a reference). Past the cap the connection is
  * marked for closing with 1008 and its queue is dropped. */
 void td_srv_conn_send(td_srv_conn *c, td_srv_frame *f);
+/* The front-end accepted the client's credentials (a HELLO): the limits
+ * that hold before authentication no longer apply. */
+void td_srv_conn_authenticated(td_srv_conn *c);
 /* Closes with `code` once the queue is written (the close handshake). */
 void td_srv_conn_close_with(td_srv_conn *c, int code);
 

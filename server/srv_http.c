@@ -11,11 +11,11 @@
 
 #include "srv_http.h"
 
-static int reply(struct lws *wsi, td_srv_http_reply *r, unsigned status, const char *type,
-                 const void *body, size_t len)
+/* Keeps the reply; its headers go out now (from the request's callback) or
+ * at the next writeable (after a read on the loader thread). */
+static int prepare(td_srv_http_reply *r, unsigned status, const char *type,
+                   const void *body, size_t len)
 {
-    uint8_t hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *h = start,
-                                 *end = hdr + sizeof hdr - 1;
     free(r->body);
     r->body = malloc(len ? len : 1);
     if (!r->body)
@@ -23,7 +23,18 @@ static int reply(struct lws *wsi, td_srv_http_reply *r, unsigned status, const c
     memcpy(r->body, body, len);
     r->body_len = len;
     r->body_sent = 0;
-    if (lws_add_http_common_headers(wsi, status, type, (lws_filepos_t)len, &h, end) ||
+    r->status = status;
+    r->type = type;
+    return 0;
+}
+
+static int send_headers(struct lws *wsi, td_srv_http_reply *r)
+{
+    uint8_t hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *h = start,
+                                 *end = hdr + sizeof hdr - 1;
+    r->headers_due = 0;
+    if (lws_add_http_common_headers(wsi, r->status, r->type, (lws_filepos_t)r->body_len, &h,
+                                    end) ||
         lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
                                     (const unsigned char *)"no-store", 8, &h, end) ||
         lws_finalize_write_http_header(wsi, start, &h, end))
@@ -32,16 +43,26 @@ static int reply(struct lws *wsi, td_srv_http_reply *r, unsigned status, const c
     return 0;
 }
 
+static int reply(struct lws *wsi, td_srv_http_reply *r, unsigned status, const char *type,
+                 const void *body, size_t len)
+{
+    if (prepare(r, status, type, body, len) < 0)
+        return -1;
+    return send_headers(wsi, r);
+}
+
 static int text(struct lws *wsi, td_srv_http_reply *r, unsigned status, const char *t)
 {
     return reply(wsi, r, status, "text/plain; charset=utf-8", t, strlen(t));
 }
 
-int td_srv_http_writeable(struct lws *wsi, td_srv_http_reply *r)
+static int http_writeable(struct lws *wsi, td_srv_http_reply *r)
 {
     size_t chunk = 16384, left;
     uint8_t *buf;
     int final;
+    if (r->headers_due) /* a body, unless preparing it ran out of memory */
+        return r->body ? send_headers(wsi, r) : -1;
     if (!r->body)
         return 0;
     left = r->body_len - r->body_sent;
@@ -66,8 +87,10 @@ int td_srv_http_writeable(struct lws *wsi, td_srv_http_reply *r)
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
-void td_srv_http_closed(td_srv_http_reply *r)
+static void http_closed(td_srv_http_reply *r)
 {
+    td_srv_service_json_cancel(r->pending);
+    r->pending = NULL;
     free(r->body);
     r->body = NULL;
 }
@@ -97,36 +120,54 @@ static unsigned auth(const td_srv_http_env *env, struct lws *wsi, const char *do
     return 0;
 }
 
+/* The answer to GET /docs/{id}: status and body by how the read went. */
+static void doc_read(void *ud, td_srv_read rc, const char *json, size_t len, const char *msg)
+{
+    td_srv_http_reply *r = ud;
+    char line[600];
+    int async = r->pending != NULL;
+    r->pending = NULL;
+    switch (rc) {
+    case TD_SRV_READ_OK:
+        prepare(r, 200, "application/json", json, len);
+        break;
+    case TD_SRV_READ_NOT_FOUND:
+        prepare(r, 404, "text/plain; charset=utf-8", "no such document\n", 17);
+        break;
+    case TD_SRV_READ_LOADING:
+        prepare(r, 503, "text/plain; charset=utf-8", "document loading, retry\n", 24);
+        break;
+    case TD_SRV_READ_UNAVAILABLE:
+        snprintf(line, sizeof line, "document cannot be loaded: %s\n", msg);
+        prepare(r, 503, "text/plain; charset=utf-8", line, strlen(line));
+        break;
+    case TD_SRV_READ_FAILED:
+        prepare(r, 500, "text/plain; charset=utf-8", "cannot encode the document\n", 27);
+        break;
+    }
+    r->headers_due = 1;
+    if (async)
+        lws_callback_on_writable(r->wsi);
+}
+
 static int route_doc(const td_srv_http_env *env, struct lws *wsi, td_srv_http_reply *r,
                      const char *id)
 {
-    size_t len = strlen(id), jlen = 0;
-    char *json = NULL, msg[512], line[600];
+    size_t len = strlen(id);
     unsigned status;
-    int rc;
 
     if (!td_srv_doc_id_valid((const uint8_t *)id, len))
         return text(wsi, r, 400, "invalid document id\n");
     if ((status = auth(env, wsi, id, len)))
         return text(wsi, r, status, status == 401 ? "token missing, invalid or expired\n"
                                                   : "token does not grant this document\n");
-    msg[0] = '\0';
-    switch (td_srv_service_json(env->svc, id, len, &json, &jlen, msg, sizeof msg)) {
-    case TD_SRV_READ_OK:
-        rc = reply(wsi, r, 200, "application/json", json, jlen);
-        free(json);
-        return rc;
-    case TD_SRV_READ_NOT_FOUND:
-        return text(wsi, r, 404, "no such document\n");
-    case TD_SRV_READ_LOADING:
-        return text(wsi, r, 503, "document loading, retry\n");
-    case TD_SRV_READ_UNAVAILABLE:
-        snprintf(line, sizeof line, "document cannot be loaded: %s\n", msg);
-        return text(wsi, r, 503, line);
-    case TD_SRV_READ_FAILED:
-        break;
-    }
-    return text(wsi, r, 500, "cannot encode the document\n");
+    r->wsi = wsi;
+    r->pending = td_srv_service_json(env->svc, id, len, doc_read, r);
+    if (r->pending)
+        return 0; /* doc_read answers later */
+    if (!r->body)
+        return -1; /* out of memory preparing the answer */
+    return send_headers(wsi, r);
 }
 
 static int route_metrics(const td_srv_http_env *env, struct lws *wsi, td_srv_http_reply *r)
@@ -144,7 +185,7 @@ static int route_metrics(const td_srv_http_env *env, struct lws *wsi, td_srv_htt
     return rc;
 }
 
-int td_srv_http_request(const td_srv_http_env *env, struct lws *wsi, td_srv_http_reply *r)
+static int http_request(const td_srv_http_env *env, struct lws *wsi, td_srv_http_reply *r)
 {
     char uri[1024];
     if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0)
@@ -158,4 +199,47 @@ int td_srv_http_request(const td_srv_http_env *env, struct lws *wsi, td_srv_http
     if (strncmp(uri, "/docs/", 6) == 0)
         return route_doc(env, wsi, r, uri + 6);
     return text(wsi, r, 404, "not found\n");
+}
+
+int td_srv_http_event(const td_srv_http_env *env, struct lws *wsi, int reason,
+                      td_srv_http_reply *r, void *in, size_t len)
+{
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        return http_request(env, wsi, r) < 0 ? -1 : 0;
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return http_writeable(wsi, r);
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (r)
+            http_closed(r);
+        return 0;
+    default:
+        return lws_callback_http_dummy(wsi, (enum lws_callback_reasons)reason, r, in, len);
+    }
+}
+
+struct lws_http_mount *td_srv_http_mounts(const td_srv_config *cfg,
+                                          struct lws_http_mount m[TD_SRV_HTTP_MOUNTS])
+{
+    static const char *const routes[] = {"/healthz", "/metrics", "/docs"};
+    struct lws_http_mount *head = NULL;
+    memset(m, 0, TD_SRV_HTTP_MOUNTS * sizeof *m);
+    for (int i = 0; i < 3; i++) {
+        m[i].mountpoint = routes[i];
+        m[i].mountpoint_len = (unsigned char)strlen(routes[i]);
+        m[i].origin = "tandem";
+        m[i].origin_protocol = LWSMPRO_CALLBACK;
+        m[i].mount_next = head;
+        head = &m[i];
+    }
+    if (cfg->static_dir) {
+        m[3].mountpoint = "/";
+        m[3].mountpoint_len = 1;
+        m[3].origin = cfg->static_dir;
+        m[3].def = "index.html";
+        m[3].origin_protocol = LWSMPRO_FILE;
+        m[3].mount_next = head;
+        head = &m[3];
+    }
+    return head;
 }

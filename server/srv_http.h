@@ -19,14 +19,25 @@ typedef struct td_srv_http_env {
 
 /* The reply being written on one HTTP connection (lws per-session data). */
 typedef struct td_srv_http_reply {
+    struct lws *wsi;
+    const td_srv_http_env *env;
+    td_srv_read_req *pending; /* a document read on the loader thread */
+    unsigned status;
+    const char *type;
+    int headers_due; /* the headers go out at the next writeable */
     uint8_t *body;
     size_t body_len, body_sent;
 } td_srv_http_reply;
 
-/* LWS_CALLBACK_HTTP, _HTTP_WRITEABLE and _CLOSED_HTTP. The first two return
- * 0, or -1 to close the connection. */
-int td_srv_http_request(const td_srv_http_env *env, struct lws *wsi, td_srv_http_reply *r);
-int td_srv_http_writeable(struct lws *wsi, td_srv_http_reply *r);
-void td_srv_http_closed(td_srv_http_reply *r);
+/* Every lws event that is not the WebSocket's: HTTP requests, bodies,
+ * writes, closes (r is the connection's reply; NULL for events without a
+ * connection). Returns what the lws callback returns. */
+int td_srv_http_event(const td_srv_http_env *env, struct lws *wsi, int reason,
+                      td_srv_http_reply *r, void *in, size_t len);
+
+/* The lws mounts: the routes, and static files from cfg->static_dir. */
+#define TD_SRV_HTTP_MOUNTS 4
+struct lws_http_mount *td_srv_http_mounts(const td_srv_config *cfg,
+                                          struct lws_http_mount m[TD_SRV_HTTP_MOUNTS]);
 
 #endif /* SRV_HTTP_H */

@@ -139,8 +139,8 @@ static void maint_tick(lws_sorted_usec_list_t *sul)
 /* lws per-connection data: a WebSocket connection's transport, or the reply
  * of an HTTP one. */
 typedef struct pss {
+    td_srv_http_reply http; /* first: HTTP events get the lws user pointer */
     td_srv_conn *c;
-    td_srv_http_reply http;
 } pss;
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
@@ -190,17 +190,6 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         }
         return 0;
 
-    case LWS_CALLBACK_HTTP:
-        return td_srv_http_request(&srv->http, wsi, &p->http) < 0 ? -1 : 0;
-
-    case LWS_CALLBACK_HTTP_WRITEABLE:
-        return td_srv_http_writeable(wsi, &p->http);
-
-    case LWS_CALLBACK_CLOSED_HTTP:
-        if (p)
-            td_srv_http_closed(&p->http);
-        return 0;
-
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         if (!srv || !srv->svc)
             return 0;
@@ -212,7 +201,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     default:
         break;
     }
-    return lws_callback_http_dummy(wsi, reason, user, in, len);
+    /* Everything else is HTTP (or lws housekeeping it passes on). */
+    return td_srv_http_event(&srv->http, wsi, reason, p ? &p->http : NULL, in, len);
 }
 
 /* lws gives every connection an rx buffer of this size (plus LWS_PRE) for
@@ -246,31 +236,6 @@ static void raise_nofile(void)
         rl.rlim_cur = want;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
-}
-
-static struct lws_http_mount *mounts_build(const td_srv_config *cfg, struct lws_http_mount *m)
-{
-    static const char *const cb_paths[] = {"/healthz", "/metrics", "/docs"};
-    struct lws_http_mount *head = NULL;
-    memset(m, 0, 4 * sizeof *m);
-    for (int i = 0; i < 3; i++) {
-        m[i].mountpoint = cb_paths[i];
-        m[i].mountpoint_len = (unsigned char)strlen(cb_paths[i]);
-        m[i].origin = "tandem";
-        m[i].origin_protocol = LWSMPRO_CALLBACK;
-        m[i].mount_next = head;
-        head = &m[i];
-    }
-    if (cfg->static_dir) {
-        m[3].mountpoint = "/";
-        m[3].mountpoint_len = 1;
-        m[3].origin = cfg->static_dir;
-        m[3].def = "index.html";
-        m[3].origin_protocol = LWSMPRO_FILE;
-        m[3].mount_next = head;
-        head = &m[3];
-    }
-    return head;
 }
 
 /* Builds the parts below the loop, bottom-up. Returns 0, or -1 after
@@ -344,7 +309,7 @@ int td_srv_run(const td_srv_config *cfg)
     static server the_server; /* the signal handler needs a fixed home */
     server *srv = &the_server;
     struct lws_context_creation_info info;
-    struct lws_http_mount mounts[4];
+    struct lws_http_mount mounts[TD_SRV_HTTP_MOUNTS];
     int rc = 0;
 
     memset(srv, 0, sizeof *srv);
@@ -364,7 +329,7 @@ int td_srv_run(const td_srv_config *cfg)
     info.port = cfg->port;
     info.iface = cfg->addr;
     info.protocols = protocols;
-    info.mounts = mounts_build(cfg, mounts);
+    info.mounts = td_srv_http_mounts(cfg, mounts);
     info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
     if (cfg->deflate)
         info.extensions = extensions;

@@ -405,6 +405,7 @@ static void on_hello(session *s, const td_srv_msg *m)
     s->client.user_len = s->tok.user_len;
     s->hello = 1;
     s->expired = 0;
+    td_srv_conn_authenticated(&s->conn);
     arm_token_timer(s);
     send_welcome(s);
 }

@@ -18,7 +18,8 @@ static const char *const code_names[TD_SRV_E_COUNT] = {
     "hello_required", "bad_doc_id",  "auth_required", "token_invalid",
     "token_expired", "forbidden",    "read_only",     "not_subscribed",
     "invalid_batch", "too_large",    "limit",         "doc_unavailable",
-    "store_failed",  "busy",         "internal",      "shutting_down"};
+    "store_failed",  "busy",         "internal",      "shutting_down",
+    "agent_taken",   "missing_ops"};
 
 const char *td_srv_code_name(uint64_t code)
 {

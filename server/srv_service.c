@@ -832,34 +832,96 @@ void td_srv_service_flush(td_srv_service *svc)
 
 /* ---- reads ------------------------------------------------------------------------------ */
 
-td_srv_read td_srv_service_json(td_srv_service *svc, const char *id, size_t len,
-                                char **json, size_t *jlen, char *msg, size_t msglen)
+struct td_srv_read_req {
+    job j; /* first: the loader hands back &j.base */
+    td_srv_json_cb cb;
+    void *ud;
+    int cancelled;
+    td_srv_read rc;
+    char *json;
+    size_t jlen;
+};
+
+/* The JSON of md: TD_SRV_READ_OK with *json malloc'ed, or _FAILED. */
+static td_srv_read json_of(const td_srv_model *model, td_srv_mdoc *md, char **json,
+                           size_t *jlen)
 {
-    td_srv_doc *d = doc_find(svc, id, len);
-    td_srv_mdoc *tmp = NULL;
     char *out = NULL;
     td_srv_read rc = TD_SRV_READ_OK;
-    if (d && d->state != DOC_READY)
-        return TD_SRV_READ_LOADING;
-    if (!d) {
-        /* Not loaded: read it from the store for this request only. */
-        td_store_err sc = svc->model->load(svc->store, id, len, 0, &tmp, msg, msglen);
-        if (sc == TD_STORE_ERR_NOT_FOUND)
-            return TD_SRV_READ_NOT_FOUND;
-        if (sc != TD_STORE_OK)
-            return TD_SRV_READ_UNAVAILABLE;
-    }
-    td_srv_mdoc *md = d ? d->mdoc : tmp;
-    if (svc->model->json(md, &out, jlen) < 0) {
+    if (model->json(md, &out, jlen) < 0)
         rc = TD_SRV_READ_FAILED;
-    } else if (!(*json = malloc(*jlen ? *jlen : 1))) {
+    else if (!(*json = malloc(*jlen ? *jlen : 1)))
         rc = TD_SRV_READ_FAILED;
-    } else {
+    else
         memcpy(*json, out, *jlen);
-    }
     if (out)
-        svc->model->buf_free(md, out);
-    if (tmp)
-        svc->model->free(tmp);
+        model->buf_free(md, out);
     return rc;
+}
+
+static void read_run(td_srv_job *base)
+{
+    td_srv_read_req *q = (td_srv_read_req *)(void *)base;
+    td_srv_service *svc = q->j.svc;
+    td_srv_mdoc *md = NULL;
+    td_store_err sc = svc->model->load(svc->store, q->j.id, q->j.id_len, 0, &md, q->j.msg,
+                                       sizeof q->j.msg);
+    if (sc == TD_STORE_ERR_NOT_FOUND)
+        q->rc = TD_SRV_READ_NOT_FOUND;
+    else if (sc != TD_STORE_OK)
+        q->rc = TD_SRV_READ_UNAVAILABLE;
+    else
+        q->rc = json_of(svc->model, md, &q->json, &q->jlen);
+    if (md)
+        svc->model->free(md);
+}
+
+static void read_done(td_srv_job *base)
+{
+    td_srv_read_req *q = (td_srv_read_req *)(void *)base;
+    if (!q->cancelled)
+        q->cb(q->ud, q->rc, q->json, q->jlen, q->j.msg);
+}
+
+static void read_free(td_srv_job *base)
+{
+    td_srv_read_req *q = (td_srv_read_req *)(void *)base;
+    free(q->json);
+    free(q);
+}
+
+td_srv_read_req *td_srv_service_json(td_srv_service *svc, const char *id, size_t len,
+                                     td_srv_json_cb cb, void *ud)
+{
+    td_srv_doc *d = doc_find(svc, id, len);
+    char *json = NULL;
+    size_t jlen = 0;
+    if (d) {
+        td_srv_read rc = d->state == DOC_READY ? json_of(svc->model, d->mdoc, &json, &jlen)
+                                               : TD_SRV_READ_LOADING;
+        cb(ud, rc, json, jlen, "");
+        free(json);
+        return NULL;
+    }
+    td_srv_read_req *q = calloc(1, sizeof *q);
+    if (!q) {
+        cb(ud, TD_SRV_READ_FAILED, NULL, 0, "out of memory");
+        return NULL;
+    }
+    q->j.svc = svc;
+    memcpy(q->j.id, id, len);
+    q->j.id_len = len;
+    q->j.base.run = read_run;
+    q->j.base.done = read_done;
+    q->j.base.free = read_free;
+    q->cb = cb;
+    q->ud = ud;
+    td_srv_loader_push(svc->loader, &q->j.base);
+    return q;
+}
+
+void td_srv_service_json_cancel(td_srv_read_req *req)
+{
+    if (req)
+        req->cancelled = 1;
 }

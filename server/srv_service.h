@@ -96,9 +96,20 @@ typedef enum {
     TD_SRV_READ_FAILED       /* out of memory */
 } td_srv_read;
 
-/* The document as JSON, from memory if it is loaded, else from the store
- * for this call only. *json is malloc'ed. */
-td_srv_read td_srv_service_json(td_srv_service *svc, const char *id, size_t len,
-                                char **json, size_t *jlen, char *msg, size_t msglen);
+/* A read of a document as JSON. */
+typedef struct td_srv_read_req td_srv_read_req;
+/* rc and, for TD_SRV_READ_OK, the JSON (valid during the call); msg says
+ * why for TD_SRV_READ_UNAVAILABLE. */
+typedef void (*td_srv_json_cb)(void *ud, td_srv_read rc, const char *json, size_t len,
+                               const char *msg);
+
+/* Reads the document as JSON: from memory if it is loaded (cb runs before
+ * this returns, and NULL is returned), else on the loader thread, since a
+ * document can take long to read (cb runs later on the loop; the returned
+ * request may be cancelled until then). NULL with cb called: done. */
+td_srv_read_req *td_srv_service_json(td_srv_service *svc, const char *id, size_t len,
+                                     td_srv_json_cb cb, void *ud);
+/* The reader went away: cb will not run. */
+void td_srv_service_json_cancel(td_srv_read_req *req);
 
 #endif /* SRV_SERVICE_H */

@@ -74,9 +74,11 @@ typedef enum td_srv_code {
     TD_SRV_E_STORE_FAILED = 16,
     TD_SRV_E_BUSY = 17,
     TD_SRV_E_INTERNAL = 18,
-    TD_SRV_E_SHUTTING_DOWN = 19
+    TD_SRV_E_SHUTTING_DOWN = 19,
+    TD_SRV_E_AGENT_TAKEN = 20,
+    TD_SRV_E_MISSING_OPS = 21
 } td_srv_code;
-#define TD_SRV_E_COUNT 20
+#define TD_SRV_E_COUNT 22
 
 /* Static name of a code ("bad_message", ...); "unknown" past the table. */
 const char *td_srv_code_name(uint64_t code);
