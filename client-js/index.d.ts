@@ -53,10 +53,21 @@ export interface TandemError {
   number?: number;
   doc?: string;
   message: string;
-  /** The client stopped retrying: give a new token with setToken(). */
+  /**
+   * Nothing more happens by itself: for a refused token, give a new one with
+   * setToken(); for `too_large` on a batch already split for the server's
+   * limit, the document keeps its edits but sends nothing until it is
+   * opened again.
+   */
   fatal?: boolean;
   /** A batch the server refused for good was discarded and the replica rebuilt. */
   dropped?: boolean;
+  /**
+   * A refused batch (`missing_ops`, `agent_taken`, or `too_large` after the
+   * server's limit shrank) is being repaired: the document resubscribes and
+   * sends what the server lacks instead. No edit is lost; informational.
+   */
+  recovering?: boolean;
 }
 
 type Unsubscribe = () => void;
@@ -145,7 +156,7 @@ export declare class Doc extends Emitting<{
   readonly synced: Promise<void>;
   /** The flag behind `synced`. */
   readonly isSynced: boolean;
-  /** Unacknowledged batches. */
+  /** Unacknowledged batches, in order; each at most the server's max_batch. */
   readonly pending: ReadonlyArray<{ batch: Uint8Array }>;
   toJSON(): { [root: string]: JSONValue };
   /** Writes the local copy (IndexedDB) now. */
@@ -201,6 +212,7 @@ export declare class Client extends Emitting<{
   readonly session: number;
   /** The token's user (empty when the server runs open). */
   readonly user: string;
+  /** From the server's WELCOME; null before the first (batches are then split for the protocol's 4 MiB). */
   readonly limits: Limits | null;
   /** Opens a document; opening it again shares the subscription. */
   open(id: string): Promise<Doc>;

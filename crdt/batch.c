@@ -31,9 +31,14 @@
  * targets) exist when it integrates -- in the document, or made by an op
  * planned before it. Ops already known are skipped (a partly known op is
  * trimmed). If every op can be planned the batch integrates; if some wait on
- * ops that have not arrived, the whole batch is parked in the pending set and
- * retried after each successful apply. A reference that can never be valid
- * rejects the batch with nothing applied.
+ * ops that have not arrived, the whole batch is parked in the pending set
+ * under the op it waits for, and retried once the document has that op (with
+ * TD_CRDT_APPLY_NO_PARK it is refused instead: TD_CRDT_ERR_MISSING). A
+ * reference that can never be valid rejects the batch with nothing applied.
+ *
+ * Size-limited batches (td_crdt_commit_max, td_crdt_diff_max) are a causal
+ * prefix of what would be sent, found by binary search on its length in
+ * items; see enc_limited.
  */
 #include "crdt_internal.h"
 
@@ -50,23 +55,36 @@ typedef struct bobj {
     uint32_t agent, seq; /* nested: batch agent index, seq */
 } bobj;
 
+/* A decoded op. Kept small (48 bytes) because a batch may hold an op per
+ * 3-4 bytes: bytes are offsets into the batch, and the fields of the three
+ * kinds share storage. */
 typedef struct bop {
     uint8_t type, deleted, desc, text;
-    uint32_t agent, seq, len, obj;
-    td_id left, right, target; /* batch agent indexes */
-    const uint8_t *content;
-    size_t clen;
-    const char *key;
-    uint32_t klen;
-    uint64_t lamport;
     uint8_t vtag; /* SET: value tag */
+    uint32_t agent, seq, len, obj;
+    uint32_t off, clen; /* INS content, SET value: offset in the batch, bytes */
+    union {
+        struct {
+            td_id left, right; /* INS; batch agent indexes */
+        };
+        td_id target; /* DEL */
+        struct {
+            uint32_t key_off, klen, lamport_lo, lamport_hi; /* SET */
+        };
+    };
 } bop;
+
+/* Decoded ops live in chunks of BOP_CHUNK: the array grows as ops are
+ * decoded (not by the count a batch claims), and never by copying. */
+enum { BOP_SHIFT = 12, BOP_CHUNK = 1 << BOP_SHIFT };
 
 typedef struct batch {
     uint32_t nagents, nobjs, nops;
+    const uint8_t *base;   /* the encoded batch */
     const uint8_t *agents; /* u64le each */
     bobj *objs;
-    bop *ops;
+    bop **chunks;
+    uint32_t nchunks, capchunks;
     uint32_t *doc_agent; /* batch agent -> doc agent index or TD_NONE */
     /* ops of agent a, in seq order: by_agent[first[a] .. first[a+1]) */
     uint32_t *by_agent, *first;
@@ -80,12 +98,29 @@ static uint64_t batch_agent_id(const batch *b, uint32_t i)
     return v;
 }
 
+static bop *OP(const batch *b, uint32_t i)
+{
+    return &b->chunks[i >> BOP_SHIFT][i & (BOP_CHUNK - 1)];
+}
+
+static const uint8_t *bop_bytes(const batch *b, const bop *o)
+{
+    return b->base + o->off;
+}
+
+static uint64_t bop_lamport(const bop *o)
+{
+    return (uint64_t)o->lamport_hi << 32 | o->lamport_lo;
+}
+
 static void batch_free(td_crdt_doc *d, batch *b)
 {
+    for (uint32_t i = 0; i < b->nchunks; i++)
+        td_crdt_memfree(d, b->chunks[i]);
+    td_crdt_memfree(d, b->chunks);
     td_crdt_memfree(d, b->by_agent);
     td_crdt_memfree(d, b->first);
     td_crdt_memfree(d, b->objs);
-    td_crdt_memfree(d, b->ops);
     td_crdt_memfree(d, b->doc_agent);
     memset(b, 0, sizeof *b);
 }
@@ -132,7 +167,9 @@ static td_id rd_id(td_rd *r, uint32_t nagents)
 
 static td_crdt_err decode_objs(td_crdt_doc *d, td_rd *r, batch *b)
 {
-    b->nobjs = td_crdt_rd_u32(r, (uint32_t)td_crdt_rd_left(r));
+    /* an object reference takes at least 3 bytes: a count beyond that cannot
+     * be true, and must not size an allocation */
+    b->nobjs = td_crdt_rd_u32(r, (uint32_t)(td_crdt_rd_left(r) / 3));
     if (r->bad)
         return TD_CRDT_ERR_DECODE;
     if (b->nobjs && !(b->objs = td_crdt_mem(d, NULL, b->nobjs * sizeof *b->objs)))
@@ -158,7 +195,7 @@ static td_crdt_err decode_objs(td_crdt_doc *d, td_rd *r, batch *b)
     return r->bad ? TD_CRDT_ERR_DECODE : TD_CRDT_OK;
 }
 
-static int decode_content(td_rd *r, bop *o)
+static int decode_content(td_rd *r, const batch *b, bop *o)
 {
     const uint8_t *start = r->p;
     if (o->text) {
@@ -168,7 +205,7 @@ static int decode_content(td_rd *r, bop *o)
         const uint8_t *p = td_crdt_rd_bytes(r, n);
         if (!p || td_crdt_utf8_count((const char *)p, n) != o->len)
             return 0;
-        o->content = p;
+        o->off = (uint32_t)(p - b->base);
         o->clen = n;
         return 1;
     }
@@ -177,8 +214,8 @@ static int decode_content(td_rd *r, bop *o)
         if (!val_skip(r, &tag) || tag == TD_VT_DELETED)
             return 0;
     }
-    o->content = start;
-    o->clen = (size_t)(r->p - start);
+    o->off = (uint32_t)(start - b->base);
+    o->clen = (uint32_t)(r->p - start);
     return 1;
 }
 
@@ -203,9 +240,9 @@ static td_crdt_err decode_op(td_rd *r, batch *b, bop *o, const bop *prev)
     if (r->bad || o->len == 0 || (uint64_t)o->seq + o->len > TD_MAX_SEQ ||
         (o->type != OP_NOP && !b->nobjs))
         return TD_CRDT_ERR_DECODE;
-    o->left.agent = o->right.agent = o->target.agent = TD_NONE;
     switch (o->type) {
     case OP_INS:
+        o->left.agent = o->right.agent = TD_NONE;
         o->deleted = (head & F_DELETED) != 0;
         o->text = (head & F_TEXT) != 0;
         if ((head & F_NOLEFT) && (head & F_LEFTPREV))
@@ -220,7 +257,7 @@ static td_crdt_err decode_op(td_rd *r, batch *b, bop *o, const bop *prev)
         }
         if (!(head & F_NORIGHT))
             o->right = rd_id(r, b->nagents);
-        if (!decode_content(r, o))
+        if (!decode_content(r, b, o))
             return TD_CRDT_ERR_DECODE;
         break;
     case OP_DEL:
@@ -235,18 +272,24 @@ static td_crdt_err decode_op(td_rd *r, batch *b, bop *o, const bop *prev)
     case OP_SET:
         if (head & ~(uint8_t)(3 | F_CONT))
             return TD_CRDT_ERR_DECODE;
+    {
         o->klen = td_crdt_rd_u32(r, TD_MAX_KEY);
-        o->key = (const char *)td_crdt_rd_bytes(r, o->klen);
-        if (!o->key || o->klen == 0 || td_crdt_utf8_count(o->key, o->klen) == SIZE_MAX)
+        const char *key = (const char *)td_crdt_rd_bytes(r, o->klen);
+        if (!key || o->klen == 0 || td_crdt_utf8_count(key, o->klen) == SIZE_MAX)
             return TD_CRDT_ERR_DECODE;
-        o->lamport = td_crdt_rd_varint(r);
-        if (o->lamport == 0 || o->lamport > ((uint64_t)1 << 62))
+        o->key_off = (uint32_t)((const uint8_t *)key - b->base);
+        uint64_t lamport = td_crdt_rd_varint(r);
+        if (lamport == 0 || lamport > ((uint64_t)1 << 62))
             return TD_CRDT_ERR_DECODE;
-        o->content = r->p;
+        o->lamport_lo = (uint32_t)lamport;
+        o->lamport_hi = (uint32_t)(lamport >> 32);
+        const uint8_t *v = r->p;
         if (!val_skip(r, &o->vtag))
             return TD_CRDT_ERR_DECODE;
-        o->clen = (size_t)(r->p - o->content);
+        o->off = (uint32_t)(v - b->base);
+        o->clen = (uint32_t)(r->p - v);
         break;
+    }
     default:
         if (head & ~(uint8_t)(3 | F_CONT))
             return TD_CRDT_ERR_DECODE;
@@ -255,9 +298,45 @@ static td_crdt_err decode_op(td_rd *r, batch *b, bop *o, const bop *prev)
     return r->bad ? TD_CRDT_ERR_DECODE : TD_CRDT_OK;
 }
 
+/* Can op o be stored as more items of prev, the last op stored? Then the
+ * batch means the same with one op fewer: a NOP continuing a NOP, or deleted
+ * text continuing deleted text in the same object as the same run (left
+ * origin the previous item, the same right origin). Runs of tiny ops are
+ * what a hostile batch is made of; this keeps them from costing an op each. */
+static int bop_extends(const bop *prev, const bop *o)
+{
+    if (!prev || prev->agent != o->agent || prev->seq + prev->len != o->seq || prev->type != o->type)
+        return 0;
+    if (o->type == OP_NOP)
+        return 1;
+    return o->type == OP_INS && o->text && o->deleted && prev->text && prev->deleted &&
+           prev->obj == o->obj && o->left.agent == o->agent && o->left.seq + 1 == o->seq &&
+           prev->right.agent == o->right.agent && prev->right.seq == o->right.seq;
+}
+
+/* Stores op o after the others, in a new chunk when the last is full (the
+ * first is only as large as the count the batch claims, if that is less). */
+static bop *bop_push(td_crdt_doc *d, batch *b, uint32_t claimed)
+{
+    uint32_t i = b->nops;
+    if ((i & (BOP_CHUNK - 1)) == 0) {
+        uint32_t n = claimed < BOP_CHUNK ? claimed : BOP_CHUNK;
+        if (!td_crdt_grow(d, (void **)&b->chunks, &b->capchunks, b->nchunks + 1, sizeof *b->chunks))
+            return NULL;
+        if (!(b->chunks[b->nchunks] = td_crdt_mem(d, NULL, (size_t)n * sizeof(bop))))
+            return NULL;
+        b->nchunks++;
+    }
+    b->nops++;
+    return OP(b, i);
+}
+
 static td_crdt_err batch_decode(td_crdt_doc *d, const uint8_t *p, size_t len, batch *b)
 {
     memset(b, 0, sizeof *b);
+    if (len > UINT32_MAX) /* offsets into the batch are 32-bit */
+        return td_crdt_fail(d, TD_CRDT_ERR_LIMIT, "batch larger than 4 GiB");
+    b->base = p;
     td_rd r = {p, p + len, 0};
     const uint8_t *magic = td_crdt_rd_bytes(&r, 3);
     if (!magic || magic[0] != 'T' || magic[1] != 'B')
@@ -274,22 +353,30 @@ static td_crdt_err batch_decode(td_crdt_doc *d, const uint8_t *p, size_t len, ba
     td_crdt_err e = decode_objs(d, &r, b);
     if (e)
         return td_crdt_fail(d, e, "batch: bad object table");
-    b->nops = td_crdt_rd_u32(&r, (uint32_t)(td_crdt_rd_left(&r) / 2));
+    /* the claimed count only bounds the loop: storage grows with the ops
+     * actually decoded */
+    uint32_t claimed = td_crdt_rd_u32(&r, (uint32_t)(td_crdt_rd_left(&r) / 2));
     if (r.bad)
         return td_crdt_fail(d, TD_CRDT_ERR_DECODE, "batch: bad op count");
-    if ((b->nops && !(b->ops = td_crdt_mem(d, NULL, b->nops * sizeof *b->ops))) ||
-        !(b->doc_agent = td_crdt_mem(d, NULL, (b->nagents + 1) * sizeof *b->doc_agent)))
+    if (!(b->doc_agent = td_crdt_mem(d, NULL, (b->nagents + 1) * sizeof *b->doc_agent)))
         return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     /* last seq end per batch agent, to check order */
     for (uint32_t i = 0; i < b->nagents; i++)
         b->doc_agent[i] = 0;
-    for (uint32_t i = 0; i < b->nops; i++) {
-        if ((e = decode_op(&r, b, &b->ops[i], i ? &b->ops[i - 1] : NULL)))
+    bop cur, *last = NULL;
+    for (uint32_t i = 0; i < claimed; i++) {
+        if ((e = decode_op(&r, b, &cur, last)))
             return td_crdt_fail(d, e, "batch: op %u malformed", i);
-        bop *o = &b->ops[i];
-        if (o->seq < b->doc_agent[o->agent])
+        if (cur.seq < b->doc_agent[cur.agent])
             return td_crdt_fail(d, TD_CRDT_ERR_DECODE, "batch: op %u out of order", i);
-        b->doc_agent[o->agent] = o->seq + o->len;
+        b->doc_agent[cur.agent] = cur.seq + cur.len;
+        if (bop_extends(last, &cur)) {
+            last->len += cur.len;
+            continue;
+        }
+        if (!(last = bop_push(d, b, claimed)))
+            return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        *last = cur;
     }
     if (td_crdt_rd_left(&r) != 0 || r.bad)
         return td_crdt_fail(d, TD_CRDT_ERR_DECODE, "batch: trailing bytes");
@@ -300,11 +387,11 @@ static td_crdt_err batch_decode(td_crdt_doc *d, const uint8_t *p, size_t len, ba
         return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     memset(b->first, 0, ((size_t)b->nagents + 2) * sizeof *b->first);
     for (uint32_t i = 0; i < b->nops; i++)
-        b->first[b->ops[i].agent + 2]++;
+        b->first[OP(b, i)->agent + 2]++;
     for (uint32_t a = 0; a < b->nagents; a++)
         b->first[a + 2] += b->first[a + 1];
     for (uint32_t i = 0; i < b->nops; i++)
-        b->by_agent[b->first[b->ops[i].agent + 1]++] = i;
+        b->by_agent[b->first[OP(b, i)->agent + 1]++] = i;
     for (uint32_t i = 0; i < b->nagents; i++) {
         uint32_t a;
         b->doc_agent[i] = td_crdt_agent_find(d, batch_agent_id(b, i), &a) ? a : TD_NONE;
@@ -323,6 +410,9 @@ typedef struct plan {
     uint16_t *depth;   /* per op: depth of the objects it creates */
     uint32_t norder;
     size_t dups, news;
+    /* When an op must wait: the (batch agent, seq) it needs that neither the
+     * document nor the planned part of the batch has. */
+    uint32_t wait_agent, wait_seq;
 } plan;
 
 enum { READY, WAIT, INVALID, TOO_DEEP };
@@ -333,7 +423,7 @@ static const bop *batch_op_at(const batch *b, uint32_t agent, uint32_t seq, uint
     uint32_t lo = b->first[agent], hi = b->first[agent + 1];
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
-        const bop *o = &b->ops[b->by_agent[mid]];
+        const bop *o = OP(b, b->by_agent[mid]);
         if (o->seq + o->len <= seq) {
             lo = mid + 1;
         } else if (o->seq > seq) {
@@ -348,7 +438,7 @@ static const bop *batch_op_at(const batch *b, uint32_t agent, uint32_t seq, uint
 }
 
 /* Kind and depth of batch object oi, once it exists. */
-static int obj_status(const plan *pl, td_crdt_doc *d, uint32_t oi, uint8_t *kind,
+static int obj_status(plan *pl, td_crdt_doc *d, uint32_t oi, uint8_t *kind,
                       uint16_t *depth)
 {
     const bobj *bo = &pl->b->objs[oi];
@@ -357,8 +447,11 @@ static int obj_status(const plan *pl, td_crdt_doc *d, uint32_t oi, uint8_t *kind
         *depth = 0;
         return READY;
     }
-    if (bo->seq >= pl->sim[bo->agent])
+    if (bo->seq >= pl->sim[bo->agent]) {
+        pl->wait_agent = bo->agent;
+        pl->wait_seq = bo->seq;
         return WAIT;
+    }
     if (bo->seq < pl->docvv[bo->agent]) {
         uint32_t h = td_crdt_obj_find_nested(d, batch_agent_id(pl->b, bo->agent), bo->seq);
         if (!h)
@@ -375,7 +468,7 @@ static int obj_status(const plan *pl, td_crdt_doc *d, uint32_t oi, uint8_t *kind
     if (o->type == OP_SET) {
         tag = o->vtag;
     } else if (o->type == OP_INS && !o->text) {
-        td_rd r = {o->content, o->content + o->clen, 0};
+        td_rd r = {bop_bytes(pl->b, o), bop_bytes(pl->b, o) + o->clen, 0};
         for (uint32_t i = 0; i <= bo->seq - o->seq; i++)
             val_skip(&r, &tag);
     }
@@ -406,11 +499,14 @@ static uint32_t doc_obj(td_crdt_doc *d, const batch *b, uint32_t oi)
 
 /* Are items (agent, lo..hi) items of batch object oi once the plan so far
  * has run? */
-static int items_status(const plan *pl, td_crdt_doc *d, uint32_t oi, uint32_t agent,
+static int items_status(plan *pl, td_crdt_doc *d, uint32_t oi, uint32_t agent,
                         uint32_t lo, uint32_t hi)
 {
-    if (hi >= pl->sim[agent])
+    if (hi >= pl->sim[agent]) {
+        pl->wait_agent = agent;
+        pl->wait_seq = lo > pl->sim[agent] ? lo : pl->sim[agent];
         return WAIT;
+    }
     uint32_t dv = pl->docvv[agent];
     if (lo < dv) {
         uint32_t h = doc_obj(d, pl->b, oi);
@@ -435,7 +531,7 @@ static int worst(int a, int b)
 /* Can op o (its first `trim` items known) integrate now? */
 static int op_status(plan *pl, td_crdt_doc *d, uint32_t oi, uint32_t trim)
 {
-    bop *o = &pl->b->ops[oi];
+    bop *o = OP(pl->b, oi);
     if (o->type == OP_NOP)
         return READY;
     uint8_t kind;
@@ -508,7 +604,7 @@ static td_crdt_err plan_batch(td_crdt_doc *d, batch *b, plan *pl, int *waits)
         for (uint32_t a = 0; a < b->nagents; a++) {
             for (; next[a] < b->first[a + 1]; next[a]++) {
                 uint32_t i = b->by_agent[next[a]];
-                bop *o = &b->ops[i];
+                bop *o = OP(b, i);
                 if (o->seq + o->len <= pl->sim[a]) {
                     pl->dups += o->len;
                     continue;
@@ -534,12 +630,20 @@ static td_crdt_err plan_batch(td_crdt_doc *d, batch *b, plan *pl, int *waits)
             }
         }
     }
-    int complete = 1;
-    for (uint32_t a = 0; a < b->nagents; a++)
-        if (next[a] < b->first[a + 1])
-            complete = 0;
+    /* Name what the first blocked agent waits for: a gap in its own seqs, or
+     * a reference (asked again: what an op waited for in an earlier round may
+     * have been planned since). */
+    for (uint32_t a = 0; a < b->nagents && !*waits; a++) {
+        if (next[a] == b->first[a + 1])
+            continue;
+        *waits = 1;
+        uint32_t i = b->by_agent[next[a]];
+        pl->wait_agent = a;
+        pl->wait_seq = pl->sim[a];
+        if (OP(b, i)->seq <= pl->sim[a])
+            op_status(pl, d, i, pl->sim[a] - OP(b, i)->seq);
+    }
     td_crdt_memfree(d, next);
-    *waits = !complete;
     return TD_CRDT_OK;
 }
 
@@ -587,7 +691,7 @@ static td_crdt_err integrate_ins(td_crdt_doc *d, const batch *b, const bop *o,
         uint32_t *cps = td_crdt_mem(d, NULL, (size_t)o->len * sizeof *cps);
         if (!cps)
             return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
-        td_crdt_utf8_decode((const char *)o->content, o->clen, cps);
+        td_crdt_utf8_decode((const char *)bop_bytes(b, o), o->clen, cps);
         e = td_crdt_seq_integrate(d, h, id, n, left, right, 0, cps + trim, NULL);
         td_crdt_memfree(d, cps);
         return e;
@@ -595,30 +699,36 @@ static td_crdt_err integrate_ins(td_crdt_doc *d, const batch *b, const bop *o,
     td_val *vals = td_crdt_mem(d, NULL, (size_t)n * sizeof *vals);
     if (!vals)
         return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
-    td_rd r = {o->content, o->content + o->clen, 0};
+    td_rd r = {bop_bytes(b, o), bop_bytes(b, o) + o->clen, 0};
     uint8_t tag;
     for (uint32_t i = 0; i < trim; i++)
         val_skip(&r, &tag);
-    uint32_t got = 0;
+    uint32_t got = 0, made = 0;
     for (; got < n && !e; got++) {
         e = td_crdt_val_decode(d, &r, &vals[got]);
         uint8_t t = vals[got].tag;
-        if (!e && t >= TD_VT_TEXT && t <= TD_VT_MAP)
-            e = td_crdt_obj_new_nested(d, (uint8_t)(t - TD_VT_TEXT + 1),
-                                  (td_id){agent, id.seq + got}, h, &vals[got].u.obj);
+        if (!e && t >= TD_VT_TEXT && t <= TD_VT_MAP &&
+            !(e = td_crdt_obj_new_nested(d, (uint8_t)(t - TD_VT_TEXT + 1),
+                                         (td_id){agent, id.seq + got}, h, &vals[got].u.obj)))
+            made++;
     }
     if (!e)
         e = td_crdt_seq_integrate(d, h, id, n, left, right, o->deleted, NULL, vals);
-    if (e)
+    if (e) { /* the op did not happen: neither did the objects its items made */
         for (uint32_t i = 0; i < got; i++)
             td_crdt_val_free(d, &vals[i]);
+        while (made--)
+            td_crdt_obj_drop_last_nested(d);
+    }
     td_crdt_memfree(d, vals);
     return e;
 }
 
 static td_crdt_err integrate_set(td_crdt_doc *d, const batch *b, const bop *o, uint32_t h)
 {
-    td_rd r = {o->content, o->content + o->clen, 0};
+    td_rd r = {bop_bytes(b, o), bop_bytes(b, o) + o->clen, 0};
+    const char *key = (const char *)b->base + o->key_off;
+    uint64_t lamport = bop_lamport(o);
     td_val v;
     td_crdt_err e = td_crdt_val_decode(d, &r, &v);
     if (e)
@@ -628,16 +738,21 @@ static td_crdt_err integrate_set(td_crdt_doc *d, const batch *b, const bop *o, u
         if ((e = td_crdt_obj_new_nested(d, (uint8_t)(v.tag - TD_VT_TEXT + 1), id, h, &v.u.obj)))
             return e;
         td_obj *co = d->objs[v.u.obj - 1];
-        if (!(co->key = td_crdt_mem(d, NULL, o->klen)))
+        if (!(co->key = td_crdt_mem(d, NULL, o->klen))) {
+            td_crdt_obj_drop_last_nested(d);
             return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
-        memcpy(co->key, o->key, o->klen);
+        }
+        memcpy(co->key, key, o->klen);
         co->klen = o->klen;
-        co->lamport = o->lamport;
+        co->lamport = lamport;
     }
-    if ((e = td_crdt_map_write(d, &d->objs[h - 1]->u.map, o->key, o->klen, &v, o->lamport, id)))
+    if ((e = td_crdt_map_write(d, &d->objs[h - 1]->u.map, key, o->klen, &v, lamport, id))) {
+        if (v.tag >= TD_VT_TEXT && v.tag <= TD_VT_MAP) /* the write did not happen */
+            td_crdt_obj_drop_last_nested(d);
         td_crdt_val_free(d, &v);
-    if (o->lamport > d->max_lamport)
-        d->max_lamport = o->lamport;
+    }
+    if (lamport > d->max_lamport)
+        d->max_lamport = lamport;
     return e;
 }
 
@@ -692,7 +807,7 @@ static td_crdt_err integrate_plan(td_crdt_doc *d, batch *b, plan *pl)
     d->integrating = 1;
     td_crdt_err e = TD_CRDT_OK;
     for (uint32_t i = 0; i < pl->norder && !e; i++)
-        e = integrate_op(d, b, &b->ops[pl->order[i]], pl->trim[i]);
+        e = integrate_op(d, b, OP(b, pl->order[i]), pl->trim[i]);
     d->integrating = 0;
     return e;
 }
@@ -701,12 +816,50 @@ static td_crdt_err integrate_plan(td_crdt_doc *d, batch *b, plan *pl)
 
 enum { TRY_DONE, TRY_WAIT };
 
-/* Decodes, plans and (if complete) integrates. *state says which. */
-static td_crdt_err try_apply(td_crdt_doc *d, const uint8_t *p, size_t len, int *state,
-                             size_t *news, size_t *dups)
+/* What one try of a batch did. */
+typedef struct tried {
+    int state;           /* TRY_DONE or TRY_WAIT */
+    size_t news, dups;   /* new ops integrated (WAIT: still missing), known ops */
+    uint64_t wait_agent; /* WAIT: the op it waits for, as a pending key */
+    uint32_t wait_seq;
+} tried;
+
+/* Notes that agent a's count grew, so parked batches keyed on it are retried.
+ * d->grown holds distinct doc agents and try_apply reserved room for every
+ * agent before integrating, so this cannot fail. */
+static void note_grown(td_crdt_doc *d, uint32_t a)
+{
+    for (uint32_t i = 0; i < d->ngrown; i++)
+        if (d->grown[i] == a)
+            return;
+    d->grown[d->ngrown++] = a;
+}
+
+/* Asks opts->agent_check about every agent with new ops in the batch. */
+static td_crdt_err check_agents(td_crdt_doc *d, const batch *b, const plan *pl,
+                                const td_crdt_apply_opts *opts)
+{
+    for (uint32_t a = 0; a < b->nagents; a++) {
+        if (b->first[a] == b->first[a + 1])
+            continue;
+        const bop *last = OP(b, b->by_agent[b->first[a + 1] - 1]);
+        uint32_t to = last->seq + last->len;
+        uint64_t id = batch_agent_id(b, a);
+        if (to > pl->docvv[a] && opts->agent_check(opts->ud, id, pl->docvv[a], to))
+            return td_crdt_fail(d, TD_CRDT_ERR_REFUSED,
+                                "batch refused: ops %u..%u of agent %016llx", pl->docvv[a],
+                                to - 1, (unsigned long long)id);
+    }
+    return TD_CRDT_OK;
+}
+
+/* Decodes, plans and (if complete) integrates. opts may be NULL. */
+static td_crdt_err try_apply(td_crdt_doc *d, const uint8_t *p, size_t len,
+                             const td_crdt_apply_opts *opts, tried *t)
 {
     batch b;
     plan pl;
+    memset(t, 0, sizeof *t);
     td_crdt_err e = batch_decode(d, p, len, &b);
     if (e) {
         batch_free(d, &b);
@@ -714,18 +867,45 @@ static td_crdt_err try_apply(td_crdt_doc *d, const uint8_t *p, size_t len, int *
     }
     int waits;
     e = plan_batch(d, &b, &pl, &waits);
-    *news = pl.news;
-    *dups = pl.dups;
+    t->news = pl.news;
+    t->dups = pl.dups;
+    if (!e && opts && opts->agent_check)
+        e = check_agents(d, &b, &pl, opts);
     if (!e && waits) {
-        *state = TRY_WAIT;
+        uint64_t wid = batch_agent_id(&b, pl.wait_agent);
+        t->state = TRY_WAIT;
+        /* keyed on the first seq of that agent the batch cannot supply: the
+         * document gets the needed op only after it (an agent's ops integrate
+         * in seq order) */
+        t->wait_agent = wid;
+        t->wait_seq = pl.sim[pl.wait_agent];
+        if (opts && (opts->flags & TD_CRDT_APPLY_NO_PARK)) {
+            e = td_crdt_fail(d, TD_CRDT_ERR_MISSING,
+                             "batch needs op (%016llx, %u); the document has %u ops of that agent",
+                             (unsigned long long)wid, pl.wait_seq, pl.docvv[pl.wait_agent]);
+        }
         /* count what is still missing, for the pending bound */
         size_t total = 0;
         for (uint32_t i = 0; i < b.nops; i++)
-            total += b.ops[i].len;
-        *news = total > pl.dups ? total - pl.dups : 0;
+            total += OP(&b, i)->len;
+        t->news = total > pl.dups ? total - pl.dups : 0;
     } else if (!e) {
-        *state = TRY_DONE;
+        t->state = TRY_DONE;
+        /* room in d->grown for every agent the document may have after this */
+        if (!td_crdt_grow(d, (void **)&d->grown, &d->capgrown, d->nagents + b.nagents + 1,
+                          sizeof *d->grown)) {
+            plan_free(d, &pl);
+            batch_free(d, &b);
+            return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        }
+        uint64_t nops = d->nops;
+        uint32_t nobjs = d->nobjs, nroots = d->nroots;
         e = integrate_plan(d, &b, &pl);
+        if (e)
+            d->apply_partial = d->nops != nops || d->nobjs != nobjs || d->nroots != nroots;
+        for (uint32_t a = 0; a < b.nagents; a++)
+            if (b.doc_agent[a] != TD_NONE && d->agents[b.doc_agent[a]].vv > pl.docvv[a])
+                note_grown(d, b.doc_agent[a]);
     }
     plan_free(d, &pl);
     batch_free(d, &b);
@@ -737,49 +917,68 @@ void td_crdt_pending_free(td_crdt_doc *d)
     for (uint32_t i = 0; i < d->npend; i++)
         td_crdt_memfree(d, d->pend[i].bytes);
     td_crdt_memfree(d, d->pend);
+    td_crdt_memfree(d, d->grown);
     d->pend = NULL;
-    d->npend = d->cappend = 0;
+    d->grown = NULL;
+    d->npend = d->cappend = d->npend_sorted = 0;
+    d->ngrown = d->capgrown = 0;
     d->pend_ops = d->pend_bytes = 0;
 }
 
-static void pending_drop(td_crdt_doc *d, uint32_t i)
+static int pend_less(const td_pending *x, uint64_t agent, uint32_t seq)
 {
-    d->pend_ops -= d->pend[i].ops;
-    d->pend_bytes -= d->pend[i].len;
-    td_crdt_memfree(d, d->pend[i].bytes);
-    d->pend[i] = d->pend[--d->npend];
+    return x->wait_agent < agent || (x->wait_agent == agent && x->wait_seq < seq);
 }
 
-/* Retries parked batches until none makes progress. */
-static size_t pending_retry(td_crdt_doc *d)
+static int pend_cmp(const void *x, const void *y)
 {
-    size_t applied = 0;
-    for (int progress = 1; progress;) {
-        progress = 0;
-        for (uint32_t i = 0; i < d->npend;) {
-            int state;
-            size_t news, dups;
-            char saved[sizeof d->err];
-            memcpy(saved, d->err, sizeof saved);
-            td_crdt_err e = try_apply(d, d->pend[i].bytes, d->pend[i].len, &state, &news, &dups);
-            memcpy(d->err, saved, sizeof saved);
-            if (e || state == TRY_DONE) {
-                if (!e) {
-                    applied += news;
-                    progress |= news > 0;
-                }
-                pending_drop(d, i);
-                continue;
-            }
-            i++;
+    const td_pending *a = x, *b = y;
+    return pend_less(a, b->wait_agent, b->wait_seq) ? -1 : pend_less(b, a->wait_agent, a->wait_seq);
+}
+
+/* Merges the batches parked since the last lookup into the sorted prefix:
+ * sorting the few new ones and merging keeps a lookup O(n), not O(n log n). */
+static void pend_sort(td_crdt_doc *d)
+{
+    uint32_t k = d->npend - d->npend_sorted;
+    if (!k)
+        return;
+    td_pending *tail = d->pend + d->npend_sorted;
+    qsort(tail, k, sizeof *tail, pend_cmp);
+    td_pending *tmp = td_crdt_mem(d, NULL, (size_t)k * sizeof *tmp);
+    if (!tmp) { /* no room to merge: sort it all in place */
+        qsort(d->pend, d->npend, sizeof *d->pend, pend_cmp);
+    } else {
+        memcpy(tmp, tail, (size_t)k * sizeof *tmp);
+        uint32_t i = d->npend_sorted, j = k, o = d->npend;
+        while (j) {
+            if (i && pend_cmp(&d->pend[i - 1], &tmp[j - 1]) > 0)
+                d->pend[--o] = d->pend[--i];
+            else
+                d->pend[--o] = tmp[--j];
         }
+        td_crdt_memfree(d, tmp);
     }
-    return applied;
+    d->npend_sorted = d->npend;
 }
 
-static td_crdt_err pending_park(td_crdt_doc *d, const uint8_t *p, size_t len, size_t ops)
+static uint32_t pend_lower(const td_crdt_doc *d, uint64_t agent, uint32_t seq)
 {
-    if (d->pend_ops + ops > d->max_pending_ops || d->pend_bytes + len > d->max_pending_bytes)
+    uint32_t lo = 0, hi = d->npend_sorted;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (pend_less(&d->pend[mid], agent, seq))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Parks a copy of a batch under its key; the caller checked the bounds. */
+static td_crdt_err pending_park(td_crdt_doc *d, const uint8_t *p, size_t len, const tried *t)
+{
+    if (d->pend_ops + t->news > d->max_pending_ops || d->pend_bytes + len > d->max_pending_bytes)
         return td_crdt_fail(d, TD_CRDT_ERR_LIMIT, "pending set full (%zu ops, %zu bytes)",
                        d->pend_ops, d->pend_bytes);
     uint8_t *copy = td_crdt_mem(d, NULL, len);
@@ -788,40 +987,113 @@ static td_crdt_err pending_park(td_crdt_doc *d, const uint8_t *p, size_t len, si
         return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     }
     memcpy(copy, p, len);
-    d->pend[d->npend].bytes = copy;
-    d->pend[d->npend].len = len;
-    d->pend[d->npend].ops = ops;
-    d->npend++;
-    d->pend_ops += ops;
+    td_pending *x = &d->pend[d->npend++];
+    x->bytes = copy;
+    x->len = len;
+    x->ops = t->news;
+    x->wait_agent = t->wait_agent;
+    x->wait_seq = t->wait_seq;
+    d->pend_ops += t->news;
     d->pend_bytes += len;
+    return TD_CRDT_OK;
+}
+
+/* Retries the parked batches that the grown agents may have released, and
+ * those that these release in turn. Returns the ops integrated. A batch that
+ * fails for lack of memory stays parked (and retrying stops); one that has
+ * become invalid is dropped; one that still waits is parked under its new key
+ * without allocating (its old slot is free). */
+static size_t pending_retry(td_crdt_doc *d)
+{
+    size_t applied = 0;
+    int oom = 0;
+    while (d->ngrown && !oom) {
+        uint32_t a = d->grown[d->ngrown - 1];
+        uint64_t id = d->agents[a].id;
+        pend_sort(d);
+        uint32_t lo = pend_lower(d, id, 0), hi = pend_lower(d, id, d->agents[a].vv);
+        uint32_t k = hi - lo;
+        td_pending *take = k ? td_crdt_mem(d, NULL, (size_t)k * sizeof *take) : NULL;
+        if (k && !take)
+            break; /* a stays noted: the next apply retries */
+        d->ngrown--;
+        if (!k)
+            continue;
+        memcpy(take, d->pend + lo, (size_t)k * sizeof *take);
+        memmove(d->pend + lo, d->pend + hi, (size_t)(d->npend - hi) * sizeof *d->pend);
+        d->npend -= k;
+        d->npend_sorted -= k;
+        for (uint32_t i = 0; i < k; i++) {
+            td_pending x = take[i];
+            tried t;
+            td_crdt_err e = TD_CRDT_ERR_NOMEM;
+            if (!oom) {
+                char saved[sizeof d->err];
+                memcpy(saved, d->err, sizeof saved);
+                e = try_apply(d, x.bytes, x.len, NULL, &t);
+                memcpy(d->err, saved, sizeof saved);
+            }
+            if (e == TD_CRDT_ERR_NOMEM || (!e && t.state == TRY_WAIT)) {
+                oom |= e == TD_CRDT_ERR_NOMEM;
+                if (!e) {
+                    x.wait_agent = t.wait_agent;
+                    x.wait_seq = t.wait_seq;
+                }
+                d->pend[d->npend++] = x;
+                continue;
+            }
+            if (!e)
+                applied += t.news;
+            d->pend_ops -= x.ops;
+            d->pend_bytes -= x.len;
+            td_crdt_memfree(d, x.bytes);
+        }
+        td_crdt_memfree(d, take);
+        if (oom) /* not all of a's batches were tried: keep it noted */
+            note_grown(d, a);
+    }
+    return applied;
+}
+
+td_crdt_err td_crdt_apply_ex(td_crdt_doc *d, const uint8_t *p, size_t len,
+                             const td_crdt_apply_opts *opts, td_crdt_apply_info *info)
+{
+    td_crdt_apply_info dummy;
+    if (!info)
+        info = &dummy;
+    memset(info, 0, sizeof *info);
+    d->apply_partial = 0;
+    if (!p && len)
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "no batch");
+    tried t;
+    td_crdt_err e = try_apply(d, p, len, opts, &t);
+    if (e)
+        return e; /* agents grown by a partial integration stay noted */
+    info->ops_duplicate = t.dups;
+    if (t.state == TRY_WAIT) {
+        if ((e = pending_park(d, p, len, &t)))
+            return e;
+        info->parked = 1;
+        return TD_CRDT_OK;
+    }
+    info->ops_applied = t.news;
+    /* also agents noted by an earlier call that ran out of memory */
+    if (d->npend)
+        info->ops_applied += pending_retry(d);
+    else
+        d->ngrown = 0;
     return TD_CRDT_OK;
 }
 
 td_crdt_err td_crdt_apply(td_crdt_doc *d, const uint8_t *p, size_t len,
                           td_crdt_apply_info *info)
 {
-    td_crdt_apply_info dummy;
-    if (!info)
-        info = &dummy;
-    memset(info, 0, sizeof *info);
-    if (!p && len)
-        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "no batch");
-    int state;
-    size_t news, dups;
-    td_crdt_err e = try_apply(d, p, len, &state, &news, &dups);
-    if (e)
-        return e;
-    info->ops_duplicate = dups;
-    if (state == TRY_WAIT) {
-        if ((e = pending_park(d, p, len, news)))
-            return e;
-        info->parked = 1;
-        return TD_CRDT_OK;
-    }
-    info->ops_applied = news;
-    if (news && d->npend)
-        info->ops_applied += pending_retry(d);
-    return TD_CRDT_OK;
+    return td_crdt_apply_ex(d, p, len, NULL, info);
+}
+
+int td_crdt_apply_partial(const td_crdt_doc *d)
+{
+    return d->apply_partial;
 }
 
 size_t td_crdt_pending_ops(const td_crdt_doc *d)
@@ -1118,18 +1390,25 @@ static void enc_write_op(td_buf *b, encoder *en, const eop *o, const eop *prev)
     }
 }
 
-static td_crdt_err enc_finish(encoder *en, uint8_t **out, size_t *len)
+/* Encodes ops[0..n) (each agent's in seq order) as one batch. The agent and
+ * object tables are built afresh, so it can be called again with other ops. */
+static td_crdt_err enc_encode(encoder *en, const eop *ops, uint32_t n, uint8_t **out,
+                              size_t *len)
 {
     td_crdt_doc *d = en->d;
     *out = NULL;
     *len = 0;
     if (en->oom)
         return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
-    if (en->n == 0)
+    memset(en->agent_map, 0, (d->nagents + 1) * sizeof *en->agent_map);
+    for (uint32_t i = 0; i < en->nobjs; i++)
+        en->obj_map[en->objs[i] - 1] = 0;
+    en->nobjs = 0;
+    if (n == 0)
         return TD_CRDT_OK;
     /* which agents and objects are named */
-    for (uint32_t i = 0; i < en->n; i++) {
-        eop *o = &en->ops[i];
+    for (uint32_t i = 0; i < n; i++) {
+        const eop *o = &ops[i];
         en->agent_map[o->agent] = 1;
         enc_note_agent(en, o->left);
         enc_note_agent(en, o->right);
@@ -1168,16 +1447,21 @@ static td_crdt_err enc_finish(encoder *en, uint8_t **out, size_t *len)
             enc_id(&b, en, ob->id);
         }
     }
-    td_crdt_wb_varint(&b, en->n);
-    for (uint32_t i = 0; i < en->n; i++)
-        enc_write_op(&b, en, &en->ops[i], i ? &en->ops[i - 1] : NULL);
-    if (b.oom) {
+    td_crdt_wb_varint(&b, n);
+    for (uint32_t i = 0; i < n; i++)
+        enc_write_op(&b, en, &ops[i], i ? &ops[i - 1] : NULL);
+    if (b.oom || en->oom) {
         td_crdt_wb_free(&b);
         return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     }
     *out = b.p;
     *len = b.len;
     return TD_CRDT_OK;
+}
+
+static td_crdt_err enc_finish(encoder *en, uint8_t **out, size_t *len)
+{
+    return enc_encode(en, en->ops, en->n, out, len);
 }
 
 static td_crdt_err enc_init(encoder *en, td_crdt_doc *d)
@@ -1246,6 +1530,51 @@ td_crdt_err td_crdt_vv_encode(const td_crdt_doc *cd, uint8_t **out, size_t *len)
     return TD_CRDT_OK;
 }
 
+/* Decodes a version vector: peer[a] (doc agent a, all zeroed first) is its
+ * count of a; agents the document does not know are skipped, or, if xid is
+ * not NULL, returned in (*xid, *xcnt, *nx) (freed by the caller). */
+static td_crdt_err vv_decode(td_crdt_doc *d, const uint8_t *vv, size_t vv_len, uint32_t *peer,
+                             uint64_t **xid, uint32_t **xcnt, uint32_t *nx)
+{
+    memset(peer, 0, (d->nagents + 1) * sizeof *peer);
+    if (xid) {
+        *xid = NULL;
+        *xcnt = NULL;
+        *nx = 0;
+    }
+    if (!vv_len)
+        return TD_CRDT_OK;
+    td_rd r = {vv, vv + vv_len, 0};
+    if (td_crdt_rd_u8(&r) != 1)
+        return td_crdt_fail(d, r.bad ? TD_CRDT_ERR_DECODE : TD_CRDT_ERR_VERSION,
+                            "version vector: unknown version");
+    /* n is bounded by the bytes present, so the arrays below are too */
+    uint32_t n = td_crdt_rd_u32(&r, (uint32_t)(td_crdt_rd_left(&r) / 9));
+    if (xid && n && (!(*xid = td_crdt_mem(d, NULL, (size_t)n * sizeof **xid)) ||
+                     !(*xcnt = td_crdt_mem(d, NULL, (size_t)n * sizeof **xcnt))))
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    uint64_t prev = 0;
+    for (uint32_t i = 0; i < n && !r.bad; i++) {
+        uint64_t agent = td_crdt_rd_u64le(&r);
+        uint64_t cnt = td_crdt_rd_varint(&r);
+        if ((i && agent <= prev) || cnt > TD_MAX_SEQ)
+            r.bad = 1;
+        prev = agent;
+        uint32_t a;
+        if (r.bad)
+            break;
+        if (td_crdt_agent_find(d, agent, &a)) {
+            peer[a] = (uint32_t)cnt;
+        } else if (xid && cnt) {
+            (*xid)[*nx] = agent;
+            (*xcnt)[(*nx)++] = (uint32_t)cnt;
+        }
+    }
+    if (r.bad || td_crdt_rd_left(&r))
+        return td_crdt_fail(d, TD_CRDT_ERR_DECODE, "version vector malformed");
+    return TD_CRDT_OK;
+}
+
 td_crdt_err td_crdt_diff(td_crdt_doc *d, const uint8_t *vv, size_t vv_len,
                          uint8_t **out, size_t *len)
 {
@@ -1256,33 +1585,12 @@ td_crdt_err td_crdt_diff(td_crdt_doc *d, const uint8_t *vv, size_t vv_len,
     uint32_t *peer = td_crdt_mem(d, NULL, (d->nagents + 1) * sizeof *peer);
     if (!peer)
         return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
-    memset(peer, 0, (d->nagents + 1) * sizeof *peer);
-    if (vv_len) {
-        td_rd r = {vv, vv + vv_len, 0};
-        if (td_crdt_rd_u8(&r) != 1) {
-            td_crdt_memfree(d, peer);
-            return td_crdt_fail(d, r.bad ? TD_CRDT_ERR_DECODE : TD_CRDT_ERR_VERSION,
-                           "version vector: unknown version");
-        }
-        uint32_t n = td_crdt_rd_u32(&r, (uint32_t)(td_crdt_rd_left(&r) / 9));
-        uint64_t prev = 0;
-        for (uint32_t i = 0; i < n && !r.bad; i++) {
-            uint64_t agent = td_crdt_rd_u64le(&r);
-            uint64_t cnt = td_crdt_rd_varint(&r);
-            if ((i && agent <= prev) || cnt > TD_MAX_SEQ)
-                r.bad = 1;
-            prev = agent;
-            uint32_t a;
-            if (!r.bad && td_crdt_agent_find(d, agent, &a))
-                peer[a] = (uint32_t)cnt;
-        }
-        if (r.bad || td_crdt_rd_left(&r)) {
-            td_crdt_memfree(d, peer);
-            return td_crdt_fail(d, TD_CRDT_ERR_DECODE, "version vector malformed");
-        }
-    }
+    td_crdt_err e = vv_decode(d, vv, vv_len, peer, NULL, NULL, NULL);
     encoder en;
-    td_crdt_err e = enc_init(&en, d);
+    if (!e)
+        e = enc_init(&en, d);
+    else
+        memset(&en, 0, sizeof en), en.d = d;
     for (uint32_t i = 0; !e && i < d->nagents; i++) {
         uint32_t a = d->agent_order[i];
         if (peer[a] < d->agents[a].vv)
@@ -1292,5 +1600,304 @@ td_crdt_err td_crdt_diff(td_crdt_doc *d, const uint8_t *vv, size_t vv_len,
         e = enc_finish(&en, out, len);
     enc_free(&en);
     td_crdt_memfree(d, peer);
+    return e;
+}
+
+/* ---- size-limited batches: commit_max and diff_max ------------------------- */
+
+static int id_below(td_id id, const uint32_t *cut)
+{
+    return id.agent == TD_NONE || id.seq < cut[id.agent];
+}
+
+/* Are all the ops op o depends on (its object's creating op, its origins, the
+ * items it deletes) below cut? */
+static int eop_ready(const td_crdt_doc *d, const eop *o, const uint32_t *cut)
+{
+    if (o->type == OP_NOP)
+        return 1;
+    const td_obj *ob = d->objs[o->obj - 1];
+    if (!ob->is_root && !id_below(ob->id, cut))
+        return 0;
+    if (o->type == OP_INS)
+        return id_below(o->left, cut) && id_below(o->right, cut);
+    if (o->type == OP_DEL) /* the highest target: the first when they run down */
+        return (o->desc ? o->target.seq : o->target.seq + o->len - 1) < cut[o->target.agent];
+    return 1;
+}
+
+/* The first n items of an op: every op is a run of items, ids and (for
+ * deletes) targets counting up from its first, and its first item's
+ * references are the run's. */
+static eop eop_clip(const eop *o, uint32_t n)
+{
+    eop c = *o;
+    c.len = n;
+    return c;
+}
+
+/* A limited encoding in progress: en->ops holds the ops [cut[a], to[a]) of
+ * every agent a, each agent's in seq order at seg[a] .. seg[a] + nseg[a];
+ * ord lists them in a causal order. */
+typedef struct limited {
+    encoder en;
+    uint32_t *seg, *nseg, *ord, *take, *sim;
+    eop *tmp;
+    uint32_t nord;
+} limited;
+
+/* Orders the collected ops causally: an op comes after everything it
+ * depends on. The document integrated them in such an order, with each
+ * agent's in seq order, so one exists, and taking per agent every op that is
+ * ready, round after round, finds it. */
+static td_crdt_err lim_order(limited *L, const uint32_t *cut)
+{
+    td_crdt_doc *d = L->en.d;
+    uint32_t *next = L->take;
+    memcpy(L->sim, cut, d->nagents * sizeof *L->sim);
+    for (uint32_t a = 0; a < d->nagents; a++)
+        next[a] = 0;
+    L->nord = 0;
+    for (int progress = 1; progress;) {
+        progress = 0;
+        for (uint32_t a = 0; a < d->nagents; a++)
+            for (; next[a] < L->nseg[a]; next[a]++) {
+                uint32_t i = L->seg[a] + next[a];
+                const eop *o = &L->en.ops[i];
+                if (!eop_ready(d, o, L->sim))
+                    break;
+                L->sim[a] = o->seq + o->len;
+                L->ord[L->nord++] = i;
+                progress = 1;
+            }
+    }
+    if (L->nord != L->en.n)
+        return td_crdt_fail(d, TD_CRDT_ERR_INVALID_OP, "history has no causal order");
+    return TD_CRDT_OK;
+}
+
+/* Encodes the first p items of the causal order (the op holding the p-th item
+ * clipped after it); take[a] counts the ops of agent a included. */
+static td_crdt_err lim_encode(limited *L, uint64_t p, uint8_t **out, size_t *len)
+{
+    td_crdt_doc *d = L->en.d;
+    uint32_t clip_op = UINT32_MAX, clip_n = 0;
+    for (uint32_t a = 0; a < d->nagents; a++)
+        L->take[a] = 0;
+    for (uint32_t k = 0; k < L->nord && p; k++) {
+        const eop *o = &L->en.ops[L->ord[k]];
+        L->take[o->agent]++;
+        if (o->len > p) {
+            clip_op = L->ord[k];
+            clip_n = (uint32_t)p;
+        }
+        p -= o->len < p ? o->len : p;
+    }
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < d->nagents; i++) {
+        uint32_t a = d->agent_order[i];
+        for (uint32_t j = 0; j < L->take[a]; j++) {
+            uint32_t x = L->seg[a] + j;
+            L->tmp[n++] = x == clip_op ? eop_clip(&L->en.ops[x], clip_n) : L->en.ops[x];
+        }
+    }
+    return enc_encode(&L->en, L->tmp, n, out, len);
+}
+
+static void lim_free(limited *L)
+{
+    td_crdt_doc *d = L->en.d;
+    td_crdt_memfree(d, L->seg);
+    td_crdt_memfree(d, L->nseg);
+    td_crdt_memfree(d, L->ord);
+    td_crdt_memfree(d, L->take);
+    td_crdt_memfree(d, L->sim);
+    td_crdt_memfree(d, L->tmp);
+    enc_free(&L->en);
+}
+
+/* Encodes a causal prefix of the ops [cut[a], to[a]) of every agent a (cut
+ * and to indexed by doc agent): the longest whose batch has at most max
+ * bytes, but at least one item. Advances cut[] past what it encoded. Sizes
+ * only grow with the prefix, so a binary search over its length in items
+ * finds it. */
+static td_crdt_err enc_limited(td_crdt_doc *d, uint32_t *cut, const uint32_t *to, size_t max,
+                               uint8_t **out, size_t *len)
+{
+    limited L;
+    memset(&L, 0, sizeof L);
+    *out = NULL;
+    *len = 0;
+    td_crdt_err e = enc_init(&L.en, d);
+    size_t na = (size_t)d->nagents + 1;
+    if (!e && (!(L.seg = td_crdt_mem(d, NULL, na * sizeof *L.seg)) ||
+               !(L.nseg = td_crdt_mem(d, NULL, na * sizeof *L.nseg)) ||
+               !(L.take = td_crdt_mem(d, NULL, na * sizeof *L.take)) ||
+               !(L.sim = td_crdt_mem(d, NULL, na * sizeof *L.sim))))
+        e = td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    for (uint32_t a = 0; !e && a < d->nagents; a++) {
+        L.seg[a] = L.en.n;
+        if (cut[a] < to[a])
+            enc_agent(&L.en, a, cut[a], to[a]);
+        L.nseg[a] = L.en.n - L.seg[a];
+    }
+    if (!e && L.en.oom)
+        e = td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    if (!e && L.en.n == 0) {
+        lim_free(&L);
+        return TD_CRDT_OK;
+    }
+    if (!e && (!(L.ord = td_crdt_mem(d, NULL, (size_t)L.en.n * sizeof *L.ord)) ||
+               !(L.tmp = td_crdt_mem(d, NULL, (size_t)L.en.n * sizeof *L.tmp))))
+        e = td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    if (!e)
+        e = lim_order(&L, cut);
+    uint64_t total = 0;
+    for (uint32_t k = 0; !e && k < L.nord; k++)
+        total += L.en.ops[L.ord[k]].len;
+    /* the whole rest first (the common case), then a binary search */
+    uint64_t lo = 1, hi = total, best = total;
+    if (!e && (e = lim_encode(&L, total, out, len)) == TD_CRDT_OK && *len > max) {
+        td_crdt_memfree(d, *out);
+        *out = NULL;
+        hi = total - 1;
+        best = 1;
+        while (!e && lo <= hi) {
+            uint64_t mid = lo + (hi - lo) / 2;
+            if ((e = lim_encode(&L, mid, out, len)))
+                break;
+            td_crdt_memfree(d, *out);
+            *out = NULL;
+            if (*len <= max) {
+                best = mid;
+                lo = mid + 1;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        if (!e)
+            e = lim_encode(&L, best, out, len);
+    }
+    if (!e) {
+        uint64_t p = best;
+        for (uint32_t k = 0; k < L.nord && p; k++) {
+            const eop *o = &L.en.ops[L.ord[k]];
+            uint32_t n = o->len < p ? o->len : (uint32_t)p;
+            cut[o->agent] = o->seq + n;
+            p -= n;
+        }
+    }
+    if (e) {
+        td_crdt_memfree(d, *out);
+        *out = NULL;
+        *len = 0;
+    }
+    lim_free(&L);
+    return e;
+}
+
+td_crdt_err td_crdt_commit_max(td_crdt_doc *d, size_t max_bytes, uint8_t **out, size_t *len,
+                               int *more)
+{
+    if (!out || !len || !more)
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "commit_max needs out, len and more");
+    *more = 0;
+    size_t na = (size_t)d->nagents + 1;
+    uint32_t *cut = td_crdt_mem(d, NULL, na * sizeof *cut);
+    uint32_t *to = td_crdt_mem(d, NULL, na * sizeof *to);
+    td_crdt_err e = TD_CRDT_OK;
+    if (!cut || !to) {
+        e = td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    } else {
+        /* only our own ops; whatever they depend on the document has */
+        for (uint32_t a = 0; a < d->nagents; a++)
+            cut[a] = to[a] = d->agents[a].vv;
+        cut[d->self] = d->committed;
+        e = enc_limited(d, cut, to, max_bytes, out, len);
+    }
+    if (!e) {
+        d->committed = cut[d->self];
+        *more = d->committed < d->agents[d->self].vv;
+    } else {
+        *out = NULL;
+        *len = 0;
+    }
+    td_crdt_memfree(d, cut);
+    td_crdt_memfree(d, to);
+    return e;
+}
+
+td_crdt_err td_crdt_diff_max(td_crdt_doc *d, const uint8_t *vv, size_t vv_len, size_t max_bytes,
+                             uint8_t **out, size_t *len, uint8_t **next_vv, size_t *next_len,
+                             int *done)
+{
+    if (!out || !len || !next_vv || !next_len || !done || (vv_len && !vv))
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "diff_max needs out, len, next_vv, next_len, done");
+    *out = *next_vv = NULL;
+    *len = *next_len = 0;
+    *done = 0;
+    size_t na = (size_t)d->nagents + 1;
+    uint32_t *peer = td_crdt_mem(d, NULL, na * sizeof *peer);
+    uint32_t *cut = td_crdt_mem(d, NULL, na * sizeof *cut);
+    uint32_t *to = td_crdt_mem(d, NULL, na * sizeof *to);
+    uint64_t *xid = NULL;
+    uint32_t *xcnt = NULL, nx = 0;
+    td_crdt_err e = TD_CRDT_OK;
+    if (!peer || !cut || !to)
+        e = td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    if (!e)
+        e = vv_decode(d, vv, vv_len, peer, &xid, &xcnt, &nx);
+    if (!e) {
+        for (uint32_t a = 0; a < d->nagents; a++) {
+            to[a] = d->agents[a].vv;
+            cut[a] = peer[a] < to[a] ? peer[a] : to[a];
+        }
+        e = enc_limited(d, cut, to, max_bytes, out, len);
+    }
+    if (!e) {
+        /* next_vv: the peer's vv (agents unknown here kept) plus this batch,
+         * both lists in id order, merged */
+        td_buf b;
+        td_crdt_wb_init(&b, d);
+        uint32_t n = nx;
+        *done = 1;
+        for (uint32_t a = 0; a < d->nagents; a++) {
+            *done &= cut[a] >= to[a];
+            if (cut[a] > peer[a])
+                peer[a] = cut[a];
+            n += peer[a] > 0;
+        }
+        td_crdt_wb_u8(&b, 1);
+        td_crdt_wb_varint(&b, n);
+        for (uint32_t i = 0, x = 0; i < d->nagents || x < nx;) {
+            uint32_t a = i < d->nagents ? d->agent_order[i] : 0;
+            if (x < nx && (i == d->nagents || xid[x] < d->agents[a].id)) {
+                td_crdt_wb_u64le(&b, xid[x]);
+                td_crdt_wb_varint(&b, xcnt[x++]);
+                continue;
+            }
+            if (peer[a]) {
+                td_crdt_wb_u64le(&b, d->agents[a].id);
+                td_crdt_wb_varint(&b, peer[a]);
+            }
+            i++;
+        }
+        if (b.oom) {
+            td_crdt_wb_free(&b);
+            td_crdt_memfree(d, *out);
+            *out = NULL;
+            *len = 0;
+            *done = 0;
+            e = td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        } else {
+            *next_vv = b.p;
+            *next_len = b.len;
+        }
+    }
+    td_crdt_memfree(d, peer);
+    td_crdt_memfree(d, cut);
+    td_crdt_memfree(d, to);
+    td_crdt_memfree(d, xid);
+    td_crdt_memfree(d, xcnt);
     return e;
 }

@@ -205,10 +205,16 @@ typedef struct td_objkey { /* nested object lookup, sorted by (agent id, seq) */
     uint32_t obj;
 } td_objkey;
 
+/* A parked batch, waiting for the op (wait_agent, wait_seq): it cannot
+ * integrate before the document has that op, so it is retried only once the
+ * document's count for wait_agent passes wait_seq (then re-keyed if it still
+ * waits). */
 typedef struct td_pending {
     uint8_t *bytes;
     size_t len;
     size_t ops;
+    uint64_t wait_agent; /* agent id */
+    uint32_t wait_seq;
 } td_pending;
 
 struct td_crdt_doc {
@@ -237,9 +243,16 @@ struct td_crdt_doc {
     uint32_t nspare_inner;
     td_leaf *spare_leaf;
 
+    /* The pending set: pend[0 .. npend_sorted) is sorted by (wait_agent,
+     * wait_seq), the rest was parked since and is merged in before a lookup. */
     td_pending *pend;
-    uint32_t npend, cappend;
+    uint32_t npend, cappend, npend_sorted;
     size_t pend_ops, pend_bytes;
+    /* Agents whose count grew during the current apply: the keys under which
+     * parked batches may now be released. */
+    uint32_t *grown;
+    uint32_t ngrown, capgrown;
+    int apply_partial; /* td_crdt_apply_partial() */
 
     td_crdt_observer_fn observer;
     void *observer_ud;
@@ -264,6 +277,7 @@ td_crdt_err td_crdt_obj_new_root(td_crdt_doc *d, uint8_t kind, const char *name,
                             size_t len, uint32_t *out);
 td_crdt_err td_crdt_obj_new_nested(td_crdt_doc *d, uint8_t kind, td_id id,
                               uint32_t parent, uint32_t *out);
+void td_crdt_obj_drop_last_nested(td_crdt_doc *d);
 td_crdt_err td_crdt_delrec_add(td_crdt_doc *d, uint32_t agent, const td_delrec *r);
 void td_crdt_val_free(td_crdt_doc *d, td_val *v);
 void td_crdt_val_export(const td_crdt_doc *d, const td_val *v, td_crdt_value *out);

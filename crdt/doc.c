@@ -71,6 +71,8 @@ const char *td_crdt_strerror(td_crdt_err e)
         [TD_CRDT_ERR_VERSION] = "version",
         [TD_CRDT_ERR_INVALID_OP] = "invalid_op",
         [TD_CRDT_ERR_LIMIT] = "limit",
+        [TD_CRDT_ERR_MISSING] = "missing",
+        [TD_CRDT_ERR_REFUSED] = "refused",
     };
     if ((unsigned)e >= sizeof names / sizeof names[0])
         return "unknown error";
@@ -293,8 +295,9 @@ td_crdt_err td_crdt_obj_new_nested(td_crdt_doc *d, uint8_t kind, td_id id,
     return TD_CRDT_OK;
 }
 
-/* Undoes the last td_crdt_obj_new_nested (a local edit that failed after it). */
-static void obj_drop_last_nested(td_crdt_doc *d)
+/* Undoes the last td_crdt_obj_new_nested (an edit or an op that failed after
+ * it: an object without the op that made it must not stay). */
+void td_crdt_obj_drop_last_nested(td_crdt_doc *d)
 {
     td_obj *o = d->objs[--d->nobjs];
     uint32_t at = okey_lower(d, d->agents[o->id.agent].id, o->id.seq);
@@ -620,7 +623,7 @@ td_crdt_err td_crdt_list_insert_obj(td_crdt_doc *d, td_crdt_obj h, size_t pos,
         return e;
     td_val v = {.tag = (uint8_t)(TD_VT_TEXT + kind - 1), .u.obj = child};
     if ((e = td_crdt_seq_local_insert(d, h, (uint32_t)pos, NULL, &v, 1))) {
-        obj_drop_last_nested(d);
+        td_crdt_obj_drop_last_nested(d);
         return e;
     }
     if (out)
@@ -706,7 +709,7 @@ td_crdt_err td_crdt_map_set_obj(td_crdt_doc *d, td_crdt_obj h, const char *key,
         return e;
     td_obj *co = td_crdt_obj_get(d, child);
     if (!(co->key = td_crdt_mem(d, NULL, klen))) {
-        obj_drop_last_nested(d);
+        td_crdt_obj_drop_last_nested(d);
         return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     }
     memcpy(co->key, key, klen);
@@ -714,7 +717,7 @@ td_crdt_err td_crdt_map_set_obj(td_crdt_doc *d, td_crdt_obj h, const char *key,
     co->lamport = d->max_lamport + 1;
     td_val v = {.tag = (uint8_t)(TD_VT_TEXT + kind - 1), .u.obj = child};
     if ((e = map_write_local(d, o, key, klen, &v))) {
-        obj_drop_last_nested(d);
+        td_crdt_obj_drop_last_nested(d);
         return e;
     }
     if (out)

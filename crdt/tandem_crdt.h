@@ -45,7 +45,10 @@ typedef enum td_crdt_err {
     TD_CRDT_ERR_DECODE,     /* malformed, truncated or non-canonical encoding */
     TD_CRDT_ERR_VERSION,    /* encoding of an unknown format version */
     TD_CRDT_ERR_INVALID_OP, /* well-formed op that contradicts the document */
-    TD_CRDT_ERR_LIMIT       /* a bound was exceeded (pending set, nesting, sizes) */
+    TD_CRDT_ERR_LIMIT,      /* a bound was exceeded (pending set, nesting, sizes) */
+    TD_CRDT_ERR_MISSING,    /* the batch depends on ops the document lacks (with
+                               TD_CRDT_APPLY_NO_PARK; td_crdt_doc_error names one) */
+    TD_CRDT_ERR_REFUSED     /* td_crdt_apply_opts.agent_check refused the batch */
 } td_crdt_err;
 
 /* Static name of an error code ("ok", "nomem", ...). */
@@ -229,11 +232,63 @@ td_crdt_err td_crdt_commit(td_crdt_doc *doc, uint8_t **out, size_t *len);
  * nothing. If memory runs out while a valid batch is being integrated
  * (NOMEM), the ops integrated so far stay: they form a causally complete
  * prefix of the batch, the version vector says exactly which, the document
- * is consistent, and applying the same batch again completes it. */
+ * is consistent, and applying the same batch again completes it
+ * (td_crdt_apply_partial says whether anything stayed). A parked batch is
+ * retried only once the document has the op it waits for. */
 td_crdt_err td_crdt_apply(td_crdt_doc *doc, const uint8_t *batch, size_t len,
                           td_crdt_apply_info *info);
+/* Options of td_crdt_apply_ex. */
+enum {
+    /* Never park: a batch is applied only if all of it integrates now (every
+     * origin, delete target and parent object is in the document or earlier in
+     * the batch, and each agent's new ops start exactly at the document's
+     * version for that agent). Otherwise TD_CRDT_ERR_MISSING, nothing changed,
+     * and td_crdt_doc_error names a missing dependency. For servers, which
+     * must not acknowledge a batch they cannot integrate. */
+    TD_CRDT_APPLY_NO_PARK = 1
+};
+typedef struct td_crdt_apply_opts {
+    unsigned flags; /* TD_CRDT_APPLY_* */
+    /* NULL, or called after the batch is validated and before anything
+     * changes, once per agent of which the batch holds ops the document lacks:
+     * seqs [from, to), from being the document's count for that agent. Nonzero
+     * refuses the whole batch: td_crdt_apply_ex returns TD_CRDT_ERR_REFUSED
+     * and nothing changed. A server binds agents to authors with it. Parked
+     * batches retried later are not checked again (they were when they came). */
+    int (*agent_check)(void *ud, uint64_t agent, uint64_t from, uint64_t to);
+    void *ud;
+} td_crdt_apply_opts;
+/* td_crdt_apply with options (opts NULL: td_crdt_apply). The batch is decoded
+ * and validated once. Errors: those of td_crdt_apply, plus MISSING (NO_PARK)
+ * and REFUSED (agent_check); neither changes anything. */
+td_crdt_err td_crdt_apply_ex(td_crdt_doc *doc, const uint8_t *batch, size_t len,
+                             const td_crdt_apply_opts *opts, td_crdt_apply_info *info);
+/* After td_crdt_apply(_ex) returned TD_CRDT_ERR_NOMEM: 1 if a causal prefix
+ * of the batch stayed integrated (the document changed: a server that stores
+ * batches must reload it, a client may apply the same batch again to
+ * complete it), 0 if nothing changed. Reset by every apply call. */
+int td_crdt_apply_partial(const td_crdt_doc *doc);
 /* Ops waiting in the pending set. */
 size_t td_crdt_pending_ops(const td_crdt_doc *doc);
+
+/* Commits a prefix of the pending local ops as one batch of at most max_bytes
+ * (at least one op, even if that op alone is larger: a single item -- one
+ * map write, one list element -- may exceed it, a run of text or list items
+ * is split). *more is 1 while local ops remain uncommitted: call again. Each
+ * batch applies on its own at a replica that has the earlier ones, also with
+ * TD_CRDT_APPLY_NO_PARK; a run split across batches is still one run (same
+ * ids, same result). *out is NULL and *len 0 when nothing is pending. */
+td_crdt_err td_crdt_commit_max(td_crdt_doc *doc, size_t max_bytes, uint8_t **out,
+                               size_t *len, int *more);
+/* Like td_crdt_diff, but a causal prefix of at most max_bytes (the same rule
+ * as td_crdt_commit_max) of what a peer at vv lacks. *next_vv (the
+ * td_crdt_vv_encode format, free with td_crdt_buf_free) is vv plus that
+ * prefix: pass it to get the rest. *done is 1 when nothing is left after
+ * this batch (then *out may be NULL: nothing was lacking). Each batch
+ * applies, in order, at the peer with TD_CRDT_APPLY_NO_PARK. */
+td_crdt_err td_crdt_diff_max(td_crdt_doc *doc, const uint8_t *vv, size_t vv_len,
+                             size_t max_bytes, uint8_t **out, size_t *len,
+                             uint8_t **next_vv, size_t *next_len, int *done);
 
 /* The version vector, encoded (a count, then agent and seq count pairs in
  * agent order). */

@@ -28,6 +28,12 @@ static const td_srv_choice durabilities[] = {{"always", TD_STORE_SYNC_ALWAYS},
                                              {"off", TD_STORE_SYNC_OFF},
                                              {NULL, 0}};
 
+/* --metrics: who may read /metrics (srv_config.h). */
+static const td_srv_choice metrics_modes[] = {{"auto", TD_SRV_METRICS_AUTO},
+                                              {"open", TD_SRV_METRICS_OPEN},
+                                              {"token", TD_SRV_METRICS_TOKEN},
+                                              {NULL, 0}};
+
 /* Each level also logs everything more severe. */
 static const td_srv_choice log_levels[] = {
     {"error", LLL_ERR},
@@ -73,16 +79,49 @@ static const td_srv_opt opts[] = {
      .help = "unsent bytes per connection before it is closed as a slow consumer"},
     {OPT("doc-idle", "TANDEM_DOC_IDLE", DURATION, doc_idle_ms, "MS"), .def = "30s",
      .help = "unload a document this long after its last subscriber left"},
+    {OPT("max-docs", "TANDEM_MAX_DOCS", COUNT, max_docs, "N"), .def = "100000", .min = 1,
+     .help = "documents loaded (or loading) at once; more subscriptions get busy"},
+    {OPT("max-loads", "TANDEM_MAX_LOADS", COUNT, max_loads, "N"), .def = "16", .min = 1,
+     .help = "document loads one connection may have in progress at once"},
+    {OPT("token-grace", "TANDEM_TOKEN_GRACE", DURATION, token_grace_ms, "MS"), .def = "30s",
+     .help = "after a token expires, how long reads go on before the connection\n"
+             "is closed (a HELLO with a fresh token in time keeps it)"},
     {OPT("compact-ops", "TANDEM_COMPACT_OPS", COUNT, compact_ops, "N"), .def = "10000",
      .help = "fold a document's log into a snapshot after N ops"},
     {OPT("compact-bytes", "TANDEM_COMPACT_BYTES", SIZE, compact_bytes, "BYTES"),
      .def = "4M", .help = "... or after this many log bytes"},
+    {OPT("max-conns", "TANDEM_MAX_CONNS", COUNT, max_conns, "N"), .def = "10000", .min = 1,
+     .help = "WebSocket connections at once (also bounded by the file-descriptor\n"
+             "limit); more are refused with HTTP 503 and Retry-After"},
+    {OPT("max-conns-per-ip", "TANDEM_MAX_CONNS_PER_IP", COUNT, max_conns_per_ip, "N"),
+     .def = "256", .min = 1, .help = "WebSocket connections at once from one client address"},
+    {OPT("hello-timeout", "TANDEM_HELLO_TIMEOUT", DURATION, hello_timeout_ms, "MS"),
+     .def = "10s", .min = 100, .help = "a connection without an accepted HELLO by then is closed with 1008"},
+    {OPT("preauth-bytes", "TANDEM_PREAUTH_BYTES", SIZE, preauth_bytes, "BYTES"),
+     .def = "64K", .min = 4096,
+     .help = "before its HELLO is accepted: largest message (bigger closes with\n"
+             "1009) and unsent bytes (more closes with 1008) of a connection"},
+    {OPT("frame-timeout", "TANDEM_FRAME_TIMEOUT", DURATION, frame_timeout_ms, "MS"),
+     .def = "30s", .min = 100,
+     .help = "a message still incomplete this long after its first bytes closes\n"
+             "the connection with 1008"},
+    {OPT("ping-interval", "TANDEM_PING_INTERVAL", DURATION, ping_interval_ms, "MS"),
+     .def = "30s", .min = 1000, .max = 3600000,
+     .help = "send a WebSocket PING this long after the last PONG (whole seconds)"},
+    {OPT("ping-timeout", "TANDEM_PING_TIMEOUT", DURATION, ping_timeout_ms, "MS"),
+     .def = "10s", .min = 1000, .max = 3600000,
+     .help = "a PING unanswered this long closes the connection (half-open peers)"},
     {OPT("public-key", "TANDEM_PUBLIC_KEY", STR, public_key, "FILE"),
      .help = "require tokens signed by this key (from `tandem keygen`);\n"
              "without it the server is open"},
     {OPT("static", "TANDEM_STATIC", STR, static_dir, "DIR"),
      .help = "serve static files (the demo page) from DIR\n"
              "(default: client-js/demo of the source tree)"},
+    {OPT("metrics", "TANDEM_METRICS", ENUM, metrics, NULL), .choices = metrics_modes,
+     .def = "auto",
+     .help = "who may GET /metrics: open; token (any valid token, as\n"
+             "Authorization: Bearer or ?token=; needs --public-key); auto: token\n"
+             "when --public-key is given, else open"},
     {OPT("log-level", "TANDEM_LOG_LEVEL", ENUM, log_level, NULL), .choices = log_levels,
      .def = "warn", .help = "libwebsockets' messages to show"},
     /* Off by default: the permessage-deflate inflater of libwebsockets 4.1.6
@@ -124,10 +163,25 @@ static int static_dir(td_srv_config *c)
     return -1;
 }
 
+/* --metrics auto as open or token; token without a key could never be
+ * satisfied. Returns -1 or an exit status. */
+static int metrics_access(td_srv_config *c)
+{
+    if (c->metrics == TD_SRV_METRICS_AUTO)
+        c->metrics = c->public_key ? TD_SRV_METRICS_TOKEN : TD_SRV_METRICS_OPEN;
+    if (c->metrics == TD_SRV_METRICS_TOKEN && !c->public_key) {
+        td_srv_fail(&td_srv_verb_serve, "--metrics token needs --public-key");
+        return TD_SRV_EXIT_USAGE;
+    }
+    return -1;
+}
+
 static int serve(const td_srv_verb *v, void *args)
 {
     int rc = static_dir(args);
     (void)v;
+    if (rc < 0)
+        rc = metrics_access(args);
     return rc < 0 ? td_srv_run(args) : rc;
 }
 

@@ -18,9 +18,11 @@ if(NOT TARGET tandem_srv)
     ${_srv}/cli_serve.c
     ${_srv}/srv_loop.c
     ${_srv}/srv_http.c
+    ${_srv}/srv_static.c
     ${_srv}/srv_native.c
     ${_srv}/srv_conn.c
     ${_srv}/srv_service.c
+    ${_srv}/srv_owners.c
     ${_srv}/srv_loader.c
     ${_srv}/srv_model_tandem.c
     ${_srv}/srv_presence.c

@@ -23,12 +23,31 @@ typedef struct td_srv_config {
     uint64_t presence_interval_ms, presence_ttl_ms;
     uint64_t max_frame, max_batch, max_presence, max_subs, send_queue;
     uint64_t doc_idle_ms;
+    uint64_t max_docs, max_loads; /* documents loaded in all; loads per connection */
+    uint64_t token_grace_ms;      /* reads after a token expired */
     uint64_t compact_ops, compact_bytes;
+    /* Connections (srv_conn.h): WebSocket connections in all and per
+     * client address; what a connection may hold and how long it may take
+     * before its HELLO is accepted; an unfinished message's deadline; the
+     * keepalive PING and how long its PONG may take. */
+    uint64_t max_conns, max_conns_per_ip;
+    uint64_t hello_timeout_ms, preauth_bytes, frame_timeout_ms;
+    uint64_t ping_interval_ms, ping_timeout_ms;
     const char *public_key;
     const char *static_dir;
+    int metrics; /* who may GET /metrics: a td_srv_metrics_access */
     int log_level; /* lws LLL_ mask */
     int deflate;
 } td_srv_config;
+
+/* --metrics: AUTO becomes TOKEN when a public key is configured, else
+ * OPEN (cli_serve.c resolves it; the server treats a left-over AUTO the
+ * same way). TOKEN: any valid token, as for /docs, whatever its rights. */
+typedef enum td_srv_metrics_access {
+    TD_SRV_METRICS_AUTO = 0,
+    TD_SRV_METRICS_OPEN,
+    TD_SRV_METRICS_TOKEN
+} td_srv_metrics_access;
 
 /* Runs the server until SIGTERM/SIGINT; returns the process exit status. */
 int td_srv_run(const td_srv_config *cfg);

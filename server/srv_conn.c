@@ -1,6 +1,7 @@
 /*
  * srv_conn.c -- one WebSocket connection as a transport (srv_conn.h).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,19 +37,149 @@ void td_srv_frame_unref(td_srv_frame *f)
     }
 }
 
+/* ---- admission: connections in all and per client address ------------------------ */
+
+/* Connections per client address: a chained hash table of the addresses
+ * that have a connection open, an entry freed with its last connection, so
+ * the table holds at most one entry per open connection. */
+struct td_srv_peer_addr {
+    td_srv_peer_addr *next;
+    uint64_t n;
+    char name[64];
+};
+
+/* What a refused upgrade is told: come back later (RFC 9110, 15.6.4). */
+#define RETRY_AFTER_S "5"
+
+void td_srv_conns_init(td_srv_conns *all, td_srv_metrics *m)
+{
+    memset(all, 0, sizeof *all);
+    LIST_INIT(&all->list);
+    TAILQ_INIT(&all->unauth);
+    TAILQ_INIT(&all->partial);
+    all->m = m;
+}
+
+void td_srv_conns_free(td_srv_conns *all)
+{
+    for (size_t i = 0; i < TD_SRV_ADDR_BUCKETS; i++)
+        while (all->addrs[i]) {
+            td_srv_peer_addr *a = all->addrs[i];
+            all->addrs[i] = a->next;
+            free(a);
+        }
+}
+
+static td_srv_peer_addr **addr_slot(td_srv_conns *all, const char *name)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const char *p = name; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    td_srv_peer_addr **a = &all->addrs[h % TD_SRV_ADDR_BUCKETS];
+    while (*a && strcmp((*a)->name, name) != 0)
+        a = &(*a)->next;
+    return a;
+}
+
+/* The counter of the cap that one more connection from `name` (NULL:
+ * unknown) would pass, or NULL when it may open. */
+static uint64_t *over_cap(td_srv_conns *all, const char *name)
+{
+    td_srv_peer_addr *a = name ? *addr_slot(all, name) : NULL;
+    if (all->n >= all->max_conns)
+        return &all->m->refused_max_conns;
+    if (a && a->n >= all->max_per_addr)
+        return &all->m->refused_per_addr;
+    return NULL;
+}
+
+/* A 503 with Retry-After, written like lws_return_http_status() writes its
+ * answers (headers and body in one write; lws keeps what the socket does
+ * not take), which cannot add a header. */
+static int answer_busy(struct lws *wsi)
+{
+    static const char body[] = "too many connections: try again later\n";
+    static const char retry[] = RETRY_AFTER_S;
+    uint8_t buf[LWS_PRE + 512];
+    uint8_t *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - sizeof body;
+    if (lws_add_http_common_headers(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "text/plain",
+                                    sizeof body - 1, &p, end) ||
+        lws_add_http_header_by_name(wsi, (const unsigned char *)"retry-after:",
+                                    (const unsigned char *)retry, (int)sizeof retry - 1, &p,
+                                    end) ||
+        lws_finalize_http_header(wsi, &p, end))
+        return -1;
+    memcpy(p, body, sizeof body - 1);
+    p += sizeof body - 1;
+    int n = lws_ptr_diff(p, start);
+    return lws_write(wsi, start, (size_t)n, LWS_WRITE_HTTP) == n ? 1 : -1;
+}
+
+int td_srv_conns_confirm_upgrade(td_srv_conns *all, struct lws *wsi)
+{
+    char name[64];
+    uint64_t *refused = over_cap(all, lws_get_peer_simple(wsi, name, sizeof name));
+    if (!refused)
+        return 0;
+    (*refused)++;
+    return answer_busy(wsi);
+}
+
 /* ---- life cycle -------------------------------------------------------------------- */
+
+static void unauth_end(td_srv_conn *c)
+{
+    if (c->in_unauth) {
+        TAILQ_REMOVE(&c->all->unauth, c, deadline_unauth);
+        c->in_unauth = 0;
+    }
+}
+
+/* Frees the reassembly of a message, finished or not. */
+static void rx_drop(td_srv_conn *c)
+{
+    if (c->in_rx) {
+        TAILQ_REMOVE(&c->all->partial, c, deadline_partial);
+        c->in_rx = 0;
+    }
+    free(c->rx);
+    c->rx = NULL;
+    c->rx_len = c->rx_cap = 0;
+}
 
 void td_srv_conn_open(td_srv_conns *all, td_srv_conn *c, struct lws *wsi,
                       const td_srv_conn_handler *h)
 {
+    char name[64];
+    const char *addr = lws_get_peer_simple(wsi, name, sizeof name);
+    uint64_t *refused = over_cap(all, addr);
+
     memset(c, 0, sizeof *c);
     c->all = all;
     c->h = h;
     c->wsi = wsi;
+    c->opened_us = td_srv_now_us();
     STAILQ_INIT(&c->q);
     LIST_INSERT_HEAD(&all->list, c, link);
+    TAILQ_INSERT_TAIL(&all->unauth, c, deadline_unauth);
+    c->in_unauth = 1;
+    all->n++;
     all->m->connections++;
     all->m->connections_total++;
+    if (addr) {
+        td_srv_peer_addr **slot = addr_slot(all, addr);
+        if (!*slot && (*slot = calloc(1, sizeof **slot)) != NULL)
+            snprintf((*slot)->name, sizeof (*slot)->name, "%s", addr);
+        c->addr = *slot;
+        if (c->addr)
+            c->addr->n++;
+    }
+    /* Past a cap after all (the upgrade check is the usual refusal), or no
+     * memory to count the address: the client is to come back later. */
+    if (refused)
+        (*refused)++;
+    if (refused || (addr && !c->addr))
+        td_srv_conn_close_with(c, 1013);
 }
 
 static void queue_drop(td_srv_conn *c)
@@ -69,10 +200,17 @@ void td_srv_conn_closed(td_srv_conn *c)
     td_srv_frame_unref(c->draining);
     c->draining = NULL;
     queue_drop(c);
-    free(c->rx);
-    c->rx = NULL;
+    rx_drop(c);
+    unauth_end(c);
+    if (c->addr && --c->addr->n == 0) {
+        td_srv_peer_addr **slot = addr_slot(all, c->addr->name);
+        *slot = c->addr->next;
+        free(c->addr);
+    }
+    c->addr = NULL;
     LIST_REMOVE(c, link);
     c->wsi = NULL;
+    all->n--;
     all->m->connections--;
     c->h->closed(c);
 }
@@ -84,8 +222,25 @@ void td_srv_conn_closed(td_srv_conn *c)
 static int close_soon(td_srv_conn *c, int code)
 {
     td_srv_conn_close_with(c, code);
-    c->rx_len = 0;
+    rx_drop(c);
     return 0;
+}
+
+void td_srv_conns_maintain(td_srv_conns *all, int64_t now)
+{
+    td_srv_conn *c;
+    while ((c = TAILQ_FIRST(&all->unauth)) && now - c->opened_us >= all->hello_timeout_us) {
+        unauth_end(c);
+        if (!c->close_code) {
+            all->m->hello_timeouts++;
+            td_srv_conn_close_with(c, 1008);
+        }
+    }
+    while ((c = TAILQ_FIRST(&all->partial)) && now - c->rx_started_us >= all->frame_timeout_us) {
+        if (!c->close_code)
+            all->m->frame_timeouts++;
+        close_soon(c, 1008);
+    }
 }
 
 static void deliver(td_srv_conn *c, const uint8_t *msg, size_t len)
@@ -99,11 +254,16 @@ int td_srv_conn_receive(td_srv_conn *c, const void *in, size_t len)
 {
     struct lws *wsi = c->wsi;
     td_srv_metrics *m = c->all->m;
+    /* Before its HELLO a connection holds little: a HELLO is small, and
+     * whoever has not shown a token must not make us buffer megabytes. */
+    size_t max = c->authenticated || c->all->preauth_bytes > c->all->max_frame
+                     ? c->all->max_frame
+                     : c->all->preauth_bytes;
     if (c->close_code) {
         /* Closing: read and drop until the peer's close frame (see
          * td_srv_conn_writeable), so no unread input turns into an RST. */
         m->bytes_in += len;
-        c->rx_len = 0;
+        rx_drop(c);
         return 0;
     }
     if (lws_is_first_fragment(wsi)) {
@@ -114,16 +274,24 @@ int td_srv_conn_receive(td_srv_conn *c, const void *in, size_t len)
         }
         /* Whole in one piece (nearly every message): straight from lws's
          * buffer, no copy and no per-connection reassembly buffer. */
-        if (lws_is_final_fragment(wsi) && len <= c->all->max_frame) {
+        if (lws_is_final_fragment(wsi) && len <= max) {
             m->bytes_in += len;
             deliver(c, in, len);
             return 0;
         }
     }
     m->bytes_in += len;
-    if (len > c->all->max_frame - c->rx_len) {
+    if (len > max - c->rx_len) {
         m->errors[TD_SRV_E_TOO_LARGE]++;
+        if (!c->authenticated)
+            m->preauth_closes++;
         return close_soon(c, 1009);
+    }
+    if (!c->in_rx) {
+        /* The frame timeout runs from a message's first bytes. */
+        c->in_rx = 1;
+        c->rx_started_us = td_srv_now_us();
+        TAILQ_INSERT_TAIL(&c->all->partial, c, deadline_partial);
     }
     if (c->rx_len + len > c->rx_cap) {
         size_t cap = c->rx_cap ? c->rx_cap : 4096;
@@ -143,9 +311,7 @@ int td_srv_conn_receive(td_srv_conn *c, const void *in, size_t len)
     deliver(c, c->rx, c->rx_len);
     /* Only messages bigger than the rx buffer get here: an idle connection
      * keeps no reassembly buffer. */
-    free(c->rx);
-    c->rx = NULL;
-    c->rx_len = c->rx_cap = 0;
+    rx_drop(c);
     return 0;
 }
 
@@ -154,6 +320,7 @@ int td_srv_conn_receive(td_srv_conn *c, const void *in, size_t len)
 void td_srv_conn_authenticated(td_srv_conn *c)
 {
     c->authenticated = 1;
+    unauth_end(c);
 }
 
 void td_srv_conn_close_with(td_srv_conn *c, int code)
@@ -171,19 +338,29 @@ void td_srv_conn_close_with(td_srv_conn *c, int code)
 void td_srv_conn_send(td_srv_conn *c, td_srv_frame *f)
 {
     td_srv_qitem *q;
+    td_srv_metrics *m = c->all->m;
+    /* Before its HELLO, a connection that does not read its ERRORs must
+     * not make us hold more than a little. */
+    uint64_t cap = c->authenticated ? c->all->send_queue : c->all->preauth_bytes;
     if (!f || c->close_code == 1008 || c->close_sent || !c->wsi)
         return;
-    if (c->q_n > 0 && c->q_bytes + f->len > c->all->send_queue) {
+    if (c->q_n > 0 && c->q_bytes + f->len > cap) {
         /* Slow consumer: free its backlog now, close it. */
         queue_drop(c);
-        c->all->m->slow_consumer_closes++;
+        (*(c->authenticated ? &m->slow_consumer_closes : &m->preauth_closes))++;
         c->close_code = 0;
         td_srv_conn_close_with(c, 1008);
         return;
     }
     q = malloc(sizeof *q);
-    if (!q)
+    if (!q) {
+        /* A message that cannot be queued must not vanish in the middle of
+         * the stream: the connection ends (1011) and the client resyncs. */
+        queue_drop(c);
+        c->close_code = 0;
+        td_srv_conn_close_with(c, 1011);
         return;
+    }
     f->refs++;
     q->f = f;
     STAILQ_INSERT_TAIL(&c->q, q, link);
@@ -208,7 +385,8 @@ static int send_close(td_srv_conn *c)
         int code;
         const char *why;
     } reasons[] = {{1001, "going away"},    {1002, "protocol error"}, {1003, "unsupported data"},
-                   {1008, "policy"},        {1009, "too big"},        {1011, "internal error"}};
+                   {1008, "policy"},        {1009, "too big"},        {1011, "internal error"},
+                   {1013, "try again later"}};
     uint8_t buf[LWS_PRE + 2 + 125], *p = buf + LWS_PRE;
     const char *why = "closing";
     size_t n;

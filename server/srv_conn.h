@@ -42,11 +42,24 @@ typedef struct td_srv_conn_handler {
     void (*closed)(td_srv_conn *c);
 } td_srv_conn_handler;
 
-/* Every open connection, and what they share. */
+/* Open connections per client address (srv_conn.c's small hash table). */
+typedef struct td_srv_peer_addr td_srv_peer_addr;
+#define TD_SRV_ADDR_BUCKETS 1024
+
+/* Every open connection, and what they share. The two queues are in
+ * deadline order (every connection gets the same timeout, appended when
+ * its clock starts), so td_srv_conns_maintain looks only at what is due. */
 typedef struct td_srv_conns {
     LIST_HEAD(, td_srv_conn) list;
+    TAILQ_HEAD(, td_srv_conn) unauth;  /* no accepted HELLO yet, oldest first */
+    TAILQ_HEAD(, td_srv_conn) partial; /* a message half received, oldest first */
     td_srv_metrics *m;
     uint64_t max_frame, send_queue;
+    uint64_t max_conns, max_per_addr; /* WebSocket connections */
+    uint64_t preauth_bytes; /* largest message and send queue before HELLO */
+    int64_t hello_timeout_us, frame_timeout_us;
+    uint64_t n; /* open connections */
+    td_srv_peer_addr *addrs[TD_SRV_ADDR_BUCKETS];
 } td_srv_conns;
 
 typedef struct td_srv_qitem {
@@ -63,12 +76,32 @@ struct td_srv_conn {
     int authenticated; /* see td_srv_conn_authenticated */
     uint8_t *rx;     /* reassembly of messages bigger than one read */
     size_t rx_len, rx_cap;
+    int in_rx;       /* a message is half received (on all->partial) */
+    int in_unauth;   /* on all->unauth */
+    int64_t opened_us, rx_started_us;
+    td_srv_peer_addr *addr; /* NULL: the peer's address was unknown */
+    TAILQ_ENTRY(td_srv_conn) deadline_unauth, deadline_partial;
     STAILQ_HEAD(, td_srv_qitem) q;
     size_t q_bytes, q_n;
     td_srv_frame *draining; /* written, maybe still read by permessage-deflate */
     LIST_ENTRY(td_srv_conn) link;
 };
 
+/* Empty lists; the limits are the caller's to fill in. */
+void td_srv_conns_init(td_srv_conns *all, td_srv_metrics *m);
+/* Frees the address table (every connection is closed by then). */
+void td_srv_conns_free(td_srv_conns *all);
+/* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: whether the WebSocket may open under
+ * --max-conns and --max-conns-per-ip. Returns what lws wants back: 0 (go
+ * on), 1 (refused: we answered 503 with Retry-After), -1 (hang up). */
+int td_srv_conns_confirm_upgrade(td_srv_conns *all, struct lws *wsi);
+/* Closes, with 1008, every connection past its HELLO deadline or with a
+ * message unfinished for longer than the frame timeout. Called about once
+ * a second. */
+void td_srv_conns_maintain(td_srv_conns *all, int64_t now_us);
+
+/* Counts c in (and, past a cap that the upgrade check missed, closes it
+ * with 1013 "try again later"). */
 void td_srv_conn_open(td_srv_conns *all, td_srv_conn *c, struct lws *wsi,
                       const td_srv_conn_handler *h);
 /* lws events, from the loop's callback. Each returns 0, or -1 to close the
@@ -78,8 +111,9 @@ int td_srv_conn_writeable(td_srv_conn *c);
 /* LWS_CALLBACK_CLOSED: unlinks c and hands it to its handler. */
 void td_srv_conn_closed(td_srv_conn *c);
 
-/* Queues a frame (takes a reference). Past the cap the connection is
- * marked for closing with 1008 and its queue is dropped. */
+/* Queues a frame (takes a reference). Past the cap (--send-queue, or
+ * --preauth-bytes before the HELLO) the connection is marked for closing
+ * with 1008 and its queue is dropped. */
 void td_srv_conn_send(td_srv_conn *c, td_srv_frame *f);
 /* The front-end accepted the client's credentials (a HELLO): the limits
  * that hold before authentication no longer apply. */

@@ -46,6 +46,8 @@ typedef struct server {
     phase phase;
     int64_t phase_deadline_us;
     lws_sorted_usec_list_t sul_maint;
+    lws_retry_bo_t idle; /* the keepalive PING; lws keeps a pointer to it */
+    int fd_budget;       /* sockets numbered from here on are refused */
 } server;
 
 static volatile sig_atomic_t g_stop;
@@ -109,6 +111,7 @@ static void maint_tick(lws_sorted_usec_list_t *sul)
     switch (srv->phase) {
     case PHASE_RUNNING:
         td_srv_service_maintain(srv->svc);
+        td_srv_conns_maintain(&srv->conns, now);
         break;
     case PHASE_DRAINING:
         run_due(srv);
@@ -152,8 +155,21 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 
     switch (reason) {
     case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+        /* A socket numbered past lws's table (see fd_plan) would be closed
+         * by lws anyway; here it is counted. */
+        if (srv && (lws_intptr_t)in >= srv->fd_budget) {
+            srv->m.refused_fd_limit++;
+            return -1;
+        }
+        return srv && srv->phase != PHASE_RUNNING ? -1 : 0;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         return srv && srv->phase != PHASE_RUNNING ? -1 : 0;
+
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        /* The connection caps: refused here, a client gets an HTTP answer
+         * (503, Retry-After) instead of a WebSocket that closes at once. */
+        return srv && srv->phase == PHASE_RUNNING ? td_srv_conns_confirm_upgrade(&srv->conns, wsi)
+                                                  : 0;
 
     case LWS_CALLBACK_ESTABLISHED:
         p->c = td_srv_native_open(srv->native, wsi);
@@ -224,18 +240,57 @@ static const struct lws_extension extensions[] = {
 
 /* ---- run ----------------------------------------------------------------------------- */
 
-static void raise_nofile(void)
+/* lws sizes its fd table from RLIMIT_NOFILE when the context is created,
+ * and stops accepting (takes the listen socket out of poll()) only when that
+ * table is full. Past the process's own limit, accept() fails with EMFILE,
+ * which lws 4.1 only logs: the listen socket stays readable and the loop
+ * spins at 100% CPU. So the context is created under a soft limit a reserve
+ * below the process's: sockets stop at the table's size (lws stops
+ * accepting; a socket numbered past it is closed at once), and the store's
+ * files and the wake-up pipes have the reserve. fd_plan lowers the soft
+ * limit and says what to restore once the context exists; -1 on error. */
+#define FD_RESERVE_MIN 64
+#define FD_RESERVE_MAX 4096
+
+static int fd_plan(server *srv, struct rlimit *full)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return;
-    rlim_t want = rl.rlim_max;
+    if (getrlimit(RLIMIT_NOFILE, full) != 0) {
+        perror("tandem serve: getrlimit");
+        return -1;
+    }
+    rlim_t want = full->rlim_max;
     if (want == RLIM_INFINITY || want > 1000000)
         want = 1000000;
-    if (rl.rlim_cur < want) {
-        rl.rlim_cur = want;
-        setrlimit(RLIMIT_NOFILE, &rl);
+    rl = *full;
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+        full->rlim_cur = want;
+    rlim_t reserve = full->rlim_cur / 4;
+    reserve = reserve < FD_RESERVE_MIN ? FD_RESERVE_MIN
+              : reserve > FD_RESERVE_MAX ? FD_RESERVE_MAX
+                                         : reserve;
+    if (full->rlim_cur < 2 * reserve) {
+        fprintf(stderr, "tandem serve: the file-descriptor limit (%llu) is too low\n",
+                (unsigned long long)full->rlim_cur);
+        return -1;
     }
+    rl = *full;
+    rl.rlim_cur -= reserve;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        perror("tandem serve: setrlimit");
+        return -1;
+    }
+    srv->fd_budget = (int)rl.rlim_cur;
+    /* Room beside the WebSockets: HTTP requests, the listen socket, lws's
+     * pipe. */
+    uint64_t most = (uint64_t)rl.rlim_cur - rl.rlim_cur / 8;
+    if (srv->conns.max_conns > most) {
+        fprintf(stderr, "tandem serve: --max-conns lowered to %llu by the file-descriptor limit\n",
+                (unsigned long long)most);
+        srv->conns.max_conns = most;
+    }
+    return 0;
 }
 
 /* Builds the parts below the loop, bottom-up. Returns 0, or -1 after
@@ -265,10 +320,20 @@ static int parts_new(server *srv)
         fprintf(stderr, "tandem serve: cannot open data directory %s: %s\n", cfg->data, se.msg);
         return -1;
     }
-    srv->conns.m = &srv->m;
+    td_srv_conns_init(&srv->conns, &srv->m);
     srv->conns.max_frame = cfg->max_frame;
     srv->conns.send_queue = cfg->send_queue;
+    srv->conns.max_conns = cfg->max_conns;
+    srv->conns.max_per_addr = cfg->max_conns_per_ip;
+    srv->conns.preauth_bytes = cfg->preauth_bytes;
+    srv->conns.hello_timeout_us = (int64_t)cfg->hello_timeout_ms * 1000;
+    srv->conns.frame_timeout_us = (int64_t)cfg->frame_timeout_ms * 1000;
     const uint8_t *pk = srv->have_key ? srv->pk : NULL;
+    /* A testing hook, deliberately not a flag (see server/README.md). */
+    if (td_srv_model_tandem_faults(getenv("TANDEM_TEST_FAIL_ALLOC")) < 0) {
+        fprintf(stderr, "tandem serve: TANDEM_TEST_FAIL_ALLOC must be FROM:COUNT\n");
+        return -1;
+    }
     if (td_srv_presence_new(&srv->pres, cfg->presence_interval_ms, cfg->presence_ttl_ms,
                             &srv->m) < 0 ||
         td_srv_service_new(&srv->svc, cfg, srv->store, &td_srv_model_tandem, srv->pres,
@@ -281,7 +346,7 @@ static int parts_new(server *srv)
         fprintf(stderr, "tandem serve: out of memory\n");
         return -1;
     }
-    srv->http = (td_srv_http_env){srv->svc, srv->store, &srv->m, pk};
+    srv->http = (td_srv_http_env){srv->svc, srv->store, &srv->m, pk, cfg};
     return 0;
 }
 
@@ -302,6 +367,7 @@ static void parts_free(server *srv)
         td_srv_service_free(srv->svc);
     if (srv->pres)
         td_srv_presence_free(srv->pres);
+    td_srv_conns_free(&srv->conns);
 }
 
 int td_srv_run(const td_srv_config *cfg)
@@ -323,7 +389,11 @@ int td_srv_run(const td_srv_config *cfg)
         return 1;
     }
 
-    raise_nofile();
+    struct rlimit nofile;
+    if (fd_plan(srv, &nofile) < 0) {
+        parts_free(srv);
+        return 1;
+    }
     lws_set_log_level(cfg->log_level, NULL);
     memset(&info, 0, sizeof info);
     info.port = cfg->port;
@@ -335,7 +405,17 @@ int td_srv_run(const td_srv_config *cfg)
         info.extensions = extensions;
     info.user = srv;
     info.pt_serv_buf_size = 32768;
+    /* Every WebSocket is PINGed --ping-interval after its last PONG (or
+     * its opening) and closed if the PONG is not back --ping-timeout later:
+     * a half-open connection ends, and its presence with a LEAVE. lws counts
+     * whole seconds, and needs the hangup after the PING. */
+    srv->idle.secs_since_valid_ping = (uint16_t)((cfg->ping_interval_ms + 999) / 1000);
+    srv->idle.secs_since_valid_hangup =
+        (uint16_t)(srv->idle.secs_since_valid_ping + (cfg->ping_timeout_ms + 999) / 1000);
+    info.retry_and_idle_policy = &srv->idle;
     srv->ctx = lws_create_context(&info);
+    if (setrlimit(RLIMIT_NOFILE, &nofile) != 0)
+        perror("tandem serve: setrlimit (no file descriptors in reserve)");
     if (!srv->ctx) {
         fprintf(stderr, "tandem serve: cannot listen on %s:%d\n", cfg->addr, cfg->port);
         parts_free(srv);

@@ -112,6 +112,18 @@ static const struct {
      "Connections closed because their send queue passed the cap."},
     {"tandem_store_failures_total", "counter", offsetof(td_srv_metrics, store_failures),
      "Store appends that failed."},
+    {"tandem_refused_max_conns_total", "counter", offsetof(td_srv_metrics, refused_max_conns),
+     "WebSocket upgrades refused with 503: --max-conns reached."},
+    {"tandem_refused_per_ip_total", "counter", offsetof(td_srv_metrics, refused_per_addr),
+     "WebSocket upgrades refused with 503: --max-conns-per-ip reached."},
+    {"tandem_refused_fd_limit_total", "counter", offsetof(td_srv_metrics, refused_fd_limit),
+     "TCP connections closed at accept: no file descriptor left for sockets."},
+    {"tandem_hello_timeouts_total", "counter", offsetof(td_srv_metrics, hello_timeouts),
+     "Connections closed with 1008: no accepted HELLO within --hello-timeout."},
+    {"tandem_frame_timeouts_total", "counter", offsetof(td_srv_metrics, frame_timeouts),
+     "Connections closed with 1008: a message unfinished for --frame-timeout."},
+    {"tandem_preauth_limit_closes_total", "counter", offsetof(td_srv_metrics, preauth_closes),
+     "Connections closed before HELLO for holding more than --preauth-bytes."},
 };
 
 void td_srv_metrics_render(const td_srv_metrics *m, td_store *store, td_srv_wbuf *w)

@@ -29,6 +29,9 @@ typedef struct td_srv_metrics {
     uint64_t errors[TD_SRV_E_COUNT];
     uint64_t slow_consumer_closes, store_failures, doc_load_failures;
     uint64_t doc_loads, doc_unloads;
+    /* Connections refused or ended by the limits of srv_conn (issue 10). */
+    uint64_t refused_max_conns, refused_per_addr, refused_fd_limit;
+    uint64_t hello_timeouts, frame_timeouts, preauth_closes;
     td_srv_hist store_append, recv_to_bcast;
 } td_srv_metrics;
 

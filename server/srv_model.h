@@ -25,10 +25,20 @@ typedef struct td_srv_mdoc td_srv_mdoc; /* a model's document, opaque */
 
 /* What applying one batch did. */
 typedef struct td_srv_applied {
-    size_t ops_new;       /* ops integrated now (this batch and parked ones it released) */
+    size_t ops_new;       /* ops integrated now */
     size_t ops_duplicate; /* ops of the batch already known */
-    int parked;           /* the batch waits for ops it depends on */
+    int partial; /* on failure: part of the batch may be in the document (out of
+                  * memory midway): it must be reloaded */
 } td_srv_applied;
+
+/* What the service requires of a batch besides validity. A server never
+ * parks a batch whose dependencies are missing (it is refused with
+ * missing_ops, since only the sender can fill the gap), and every agent with
+ * new ops must pass agent_check (nonzero refuses the batch: agent_taken). */
+typedef struct td_srv_apply_rules {
+    int (*agent_check)(void *ud, uint64_t agent);
+    void *ud;
+} td_srv_apply_rules;
 
 typedef struct td_srv_model {
     const char *name;
@@ -38,10 +48,12 @@ typedef struct td_srv_model {
     td_store_err (*load)(td_store *st, const char *id, size_t len, int create,
                          td_srv_mdoc **out, char *msg, size_t msglen);
     void (*free)(td_srv_mdoc *d);
-    /* Validates and applies a batch, all or nothing. Returns TD_SRV_E_OK, or
-     * the code to refuse it with (invalid, limit, internal) and msg. */
+    /* Validates and applies a batch, all or nothing (but see `partial`).
+     * Returns TD_SRV_E_OK, or the code to refuse it with (invalid_batch,
+     * missing_ops, agent_taken, limit, internal) and msg. */
     td_srv_code (*apply)(td_srv_mdoc *d, const uint8_t *batch, size_t len,
-                         td_srv_applied *out, char *msg, size_t msglen);
+                         const td_srv_apply_rules *rules, td_srv_applied *out, char *msg,
+                         size_t msglen);
     /* The ops a peer at `vv` lacks, and the document's own state. */
     td_srv_code (*diff)(td_srv_mdoc *d, const uint8_t *vv, size_t vv_len, uint8_t **ops,
                         size_t *ops_len, uint8_t **state, size_t *state_len, char *msg,
@@ -55,5 +67,9 @@ typedef struct td_srv_model {
 } td_srv_model;
 
 extern const td_srv_model td_srv_model_tandem;
+/* Testing: makes the core's allocations fail by the spec "FROM:COUNT" (see
+ * srv_model_tandem.c). Returns 1 if armed, 0 for an empty spec, -1 if it
+ * does not parse. */
+int td_srv_model_tandem_faults(const char *spec);
 
 #endif /* SRV_MODEL_H */

@@ -7,7 +7,9 @@
  * load, since the server never writes ops of its own and must not reuse an
  * id a previous load may have handed out.
  */
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
@@ -17,6 +19,41 @@
 
 #define CRDT(d) ((td_crdt_doc *)(void *)(d))
 
+/* Fault injection for tests (TANDEM_TEST_FAIL_ALLOC=FROM:COUNT, read once
+ * by td_srv_model_tandem_faults): the core's allocations number FROM to
+ * FROM+COUNT-1, counted over every document, return NULL. Frees and
+ * shrinking reallocs never fail. Loads run on the loader thread, hence the
+ * atomics. */
+static atomic_ullong fault_next, fault_from, fault_to;
+static int faults_on;
+
+static void *fault_alloc(void *ud, void *ptr, size_t size)
+{
+    (void)ud;
+    if (size == 0) {
+        free(ptr);
+        return NULL;
+    }
+    unsigned long long n = atomic_fetch_add(&fault_next, 1);
+    if (n >= atomic_load(&fault_from) && n < atomic_load(&fault_to))
+        return NULL;
+    return realloc(ptr, size);
+}
+
+int td_srv_model_tandem_faults(const char *spec)
+{
+    unsigned long long from, count;
+    char end;
+    if (!spec || !*spec)
+        return 0;
+    if (sscanf(spec, "%llu:%llu%c", &from, &count, &end) != 2)
+        return -1;
+    atomic_store(&fault_from, from);
+    atomic_store(&fault_to, from + count);
+    faults_on = 1;
+    return 1;
+}
+
 static td_store_err tandem_load(td_store *st, const char *id, size_t len, int create,
                                 td_srv_mdoc **out, char *msg, size_t msglen)
 {
@@ -25,6 +62,8 @@ static td_store_err tandem_load(td_store *st, const char *id, size_t len, int cr
     td_store_error e = {0};
     memset(&o, 0, sizeof o);
     randombytes_buf(&o.agent, sizeof o.agent);
+    if (faults_on)
+        o.alloc = fault_alloc;
     td_store_err code = td_store_load(st, id, len, &o, &doc, NULL, &e);
     msg[0] = '\0';
     if (code == TD_STORE_ERR_NOT_FOUND && create) {
@@ -43,23 +82,48 @@ static void tandem_free(td_srv_mdoc *d)
     td_crdt_doc_free(CRDT(d));
 }
 
+static int agent_check(void *ud, uint64_t agent, uint64_t from, uint64_t to)
+{
+    const td_srv_apply_rules *rules = ud;
+    (void)from, (void)to;
+    return rules->agent_check(rules->ud, agent);
+}
+
+/* How each refusal of the core reaches the client. A full pending set
+ * cannot happen on the server (it parks nothing); any other bound broken
+ * makes the batch itself invalid. */
+static const struct {
+    td_crdt_err e;
+    td_srv_code code;
+} refusals[] = {
+    {TD_CRDT_ERR_NOMEM, TD_SRV_E_INTERNAL},
+    {TD_CRDT_ERR_MISSING, TD_SRV_E_MISSING_OPS},
+    {TD_CRDT_ERR_REFUSED, TD_SRV_E_AGENT_TAKEN},
+};
+
 static td_srv_code tandem_apply(td_srv_mdoc *d, const uint8_t *batch, size_t len,
-                                td_srv_applied *out, char *msg, size_t msglen)
+                                const td_srv_apply_rules *rules, td_srv_applied *out,
+                                char *msg, size_t msglen)
 {
     td_crdt_apply_info info;
-    td_crdt_err e = td_crdt_apply(CRDT(d), batch, len, &info);
+    td_crdt_apply_opts opts = {TD_CRDT_APPLY_NO_PARK, rules ? agent_check : NULL,
+                               (void *)rules};
+    td_crdt_err e = td_crdt_apply_ex(CRDT(d), batch, len, &opts, &info);
+    memset(out, 0, sizeof *out);
     if (e != TD_CRDT_OK) {
+        td_srv_code code = TD_SRV_E_INVALID_BATCH;
+        for (size_t i = 0; i < sizeof refusals / sizeof refusals[0]; i++)
+            if (refusals[i].e == e)
+                code = refusals[i].code;
         snprintf(msg, msglen, "batch rejected: %s: %s", td_crdt_strerror(e),
                  td_crdt_doc_error(CRDT(d)));
-        /* A full pending set is a limit of this document; any other bound
-         * the batch broke makes the batch itself invalid. */
-        return e == TD_CRDT_ERR_NOMEM                                   ? TD_SRV_E_INTERNAL
-               : e == TD_CRDT_ERR_LIMIT && td_crdt_pending_ops(CRDT(d)) ? TD_SRV_E_LIMIT
-                                                                        : TD_SRV_E_INVALID_BATCH;
+        /* Out of memory midway may leave a causal prefix of the batch
+         * integrated (tandem_crdt.h): the service reloads the document. */
+        out->partial = e == TD_CRDT_ERR_NOMEM && td_crdt_apply_partial(CRDT(d));
+        return code;
     }
     out->ops_new = info.ops_applied;
     out->ops_duplicate = info.ops_duplicate;
-    out->parked = info.parked;
     return TD_SRV_E_OK;
 }
 

@@ -61,10 +61,14 @@ static void send_msg(session *s, const td_srv_msg *m)
     td_srv_wbuf_init(&w, LWS_PRE);
     td_srv_msg_encode(m, &w);
     f = td_srv_frame_from(&w);
-    if (f) {
-        td_srv_conn_send(&s->conn, f);
-        td_srv_frame_unref(f);
+    if (!f) {
+        /* Out of memory: rather than a silent gap in what the client was
+         * told (an ACK, a SYNC), the connection ends (1011) and it resyncs. */
+        td_srv_conn_close_with(&s->conn, 1011);
+        return;
     }
+    td_srv_conn_send(&s->conn, f);
+    td_srv_frame_unref(f);
 }
 
 static void send_error(session *s, td_srv_code code, const char *doc, size_t doc_len,
@@ -348,17 +352,56 @@ static void arm_token_timer(session *s)
     lws_set_timer_usecs(s->conn.wsi, (lws_usec_t)left * LWS_US_PER_SEC + 1000);
 }
 
-/* The token's expiry passed (LWS_CALLBACK_TIMER). */
+/* The token's timer fired (LWS_CALLBACK_TIMER). At expiry the client is
+ * told, and writes stop; reads go on for --token-grace so that a client can
+ * send a HELLO with a fresh token without losing its subscriptions. At the
+ * end of the grace, a connection still on the expired token is closed: an
+ * expired token must not go on receiving documents (PROTOCOL.md section 8). */
 static void token_timer(session *s)
 {
-    if (!s->tok.expires || s->expired)
+    uint64_t now = (uint64_t)time(NULL);
+    if (!s->tok.expires)
         return;
-    if ((uint64_t)time(NULL) < s->tok.expires) {
-        arm_token_timer(s);
+    if (!s->expired) {
+        if (now < s->tok.expires) {
+            arm_token_timer(s);
+            return;
+        }
+        s->expired = 1;
+        send_errorf(s, TD_SRV_E_TOKEN_EXPIRED, NULL,
+                    "token expired: send HELLO with a fresh token");
+        lws_set_timer_usecs(s->conn.wsi,
+                            (lws_usec_t)s->n->env.cfg->token_grace_ms * 1000 + 1000);
         return;
     }
-    s->expired = 1;
-    send_errorf(s, TD_SRV_E_TOKEN_EXPIRED, NULL, "token expired: send HELLO with a fresh token");
+    td_srv_conn_close_with(&s->conn, 1008);
+}
+
+/* The token may still do what it grants to doc: read, and `right` (0 for
+ * reading alone). */
+static int token_grants(const session *s, const uint8_t *doc, size_t len, uint64_t right)
+{
+    return (s->tok.rights & TD_SRV_RIGHT_READ) && (s->tok.rights & right) == right &&
+           td_srv_pattern_match(s->tok.pattern, s->tok.pattern_len, (const char *)doc, len);
+}
+
+/* After a HELLO with another token: every subscription the new token does
+ * not grant ends, with an ERROR forbidden naming it. */
+static void recheck_subscriptions(session *s)
+{
+    td_srv_sub *u = LIST_FIRST(&s->client.subs), *nx;
+    for (; u; u = nx) {
+        size_t len;
+        const char *doc = td_srv_sub_doc(u, &len);
+        nx = LIST_NEXT(u, client_link);
+        if (token_grants(s, (const uint8_t *)doc, len, 0))
+            continue;
+        send_error(s, TD_SRV_E_FORBIDDEN, doc, len, 0,
+                   "the new token does not grant this document: unsubscribed");
+        pend_free_list(s, u->held.head);
+        u->held.head = u->held.tail = NULL;
+        td_srv_unsubscribe(s->n->env.svc, u);
+    }
 }
 
 static void on_hello(session *s, const td_srv_msg *m)
@@ -399,15 +442,23 @@ static void on_hello(session *s, const td_srv_msg *m)
             return;
         }
     }
+    int again = s->hello;
     s->tok = t;
     s->client.agent = m->agent;
     s->client.user = s->tok.user;
     s->client.user_len = s->tok.user_len;
+    /* With tokens, agents belong to the token's user; on an open server,
+     * to this connection (srv_owners.h). */
+    s->client.author = s->tok.user;
+    s->client.author_len = s->tok.user_len;
+    s->client.author_durable = pk != NULL;
     s->hello = 1;
     s->expired = 0;
     td_srv_conn_authenticated(&s->conn);
     arm_token_timer(s);
     send_welcome(s);
+    if (again)
+        recheck_subscriptions(s);
 }
 
 /* Writes (UPDATE, PRESENCE, SUBSCRIBE) need a live token. */
@@ -424,11 +475,24 @@ static int token_live(session *s, const td_srv_msg *m)
 
 /* ---- the messages ---------------------------------------------------------------------------- */
 
+/* Refuses m (an ERROR) unless the token grants its document (forbidden)
+ * and `right` (read_only). Returns 1 if refused. */
+static int refused(session *s, const td_srv_msg *m, uint64_t right, const char *what)
+{
+    if (!token_grants(s, m->doc.ptr, m->doc.len, 0)) {
+        send_errorf(s, TD_SRV_E_FORBIDDEN, m, "the token does not grant this document");
+        return 1;
+    }
+    if (!token_grants(s, m->doc.ptr, m->doc.len, right)) {
+        send_errorf(s, TD_SRV_E_READ_ONLY, m, "the token does not grant %s", what);
+        return 1;
+    }
+    return 0;
+}
+
 static void on_subscribe(session *s, const td_srv_msg *m)
 {
-    if (!(s->tok.rights & TD_SRV_RIGHT_READ) ||
-        !td_srv_pattern_match(s->tok.pattern, s->tok.pattern_len, (const char *)m->doc.ptr,
-                              m->doc.len)) {
+    if (!token_grants(s, m->doc.ptr, m->doc.len, 0)) {
         send_errorf(s, TD_SRV_E_FORBIDDEN, m, "the token does not grant this document");
         return;
     }
@@ -458,10 +522,8 @@ static void on_unsubscribe(session *s, const td_srv_msg *m)
 static void on_update(session *s, const td_srv_msg *m)
 {
     td_srv_sub *u;
-    if (!(s->tok.rights & TD_SRV_RIGHT_WRITE)) {
-        send_errorf(s, TD_SRV_E_READ_ONLY, m, "the token does not grant writing");
+    if (refused(s, m, TD_SRV_RIGHT_WRITE, "writing"))
         return;
-    }
     if (!(u = sub_of(s, m, "UPDATE for a document not subscribed")))
         return;
     td_srv_update(s->n->env.svc, u, m->batch_id, m->batch.ptr, m->batch.len);
@@ -473,10 +535,8 @@ static void on_presence(session *s, const td_srv_msg *m)
     td_srv_sub *u;
     td_srv_msg about = *m;
     about.batch_id = 0; /* PRESENCE has none */
-    if (!(s->tok.rights & TD_SRV_RIGHT_PRESENCE)) {
-        send_errorf(s, TD_SRV_E_READ_ONLY, &about, "the token does not grant presence");
+    if (refused(s, &about, TD_SRV_RIGHT_PRESENCE, "presence"))
         return;
-    }
     if (m->state.len > max) {
         send_errorf(s, TD_SRV_E_TOO_LARGE, &about,
                     "presence state of %zu bytes exceeds the limit of %llu", m->state.len,

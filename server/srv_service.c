@@ -33,6 +33,7 @@
 #include <sodium.h>
 
 #include "srv_loader.h"
+#include "srv_owners.h"
 #include "srv_service.h"
 
 typedef enum {
@@ -74,6 +75,7 @@ struct td_srv_doc {
     int dirty;                       /* in the flush list */
     LIST_ENTRY(td_srv_doc) dirty_link;
     td_srv_pres_room room;
+    td_srv_owners owners; /* who may write which agent */
     int64_t idle_since_us;
 };
 
@@ -206,6 +208,7 @@ static void reg_remove(td_srv_service *svc, td_srv_doc *d)
     }
     svc->ndocs--;
     mdoc_drop(d);
+    td_srv_owners_clear(&d->owners);
     free(d);
 }
 
@@ -220,13 +223,25 @@ typedef struct job {
     td_srv_mdoc *mdoc;
     td_store_err code;
     char msg[512];
+    td_srv_owners owners; /* load: the document's stored bindings */
 } job;
+
+static int owner_read(void *ud, uint64_t agent, const char *owner, size_t len)
+{
+    return td_srv_owners_add(ud, agent, owner, len);
+}
 
 static void load_run(td_srv_job *base)
 {
     job *j = (job *)base;
+    td_store_error e = {0};
     j->code = j->svc->model->load(j->svc->store, j->id, j->id_len, 1, &j->mdoc, j->msg,
                                   sizeof j->msg);
+    if (j->code != TD_STORE_OK)
+        return;
+    j->code = td_store_owners(j->svc->store, j->id, j->id_len, owner_read, &j->owners, &e);
+    if (j->code != TD_STORE_OK)
+        snprintf(j->msg, sizeof j->msg, "%s", e.msg[0] ? e.msg : td_store_strerror(j->code));
 }
 
 static void compact_run(td_srv_job *base)
@@ -241,6 +256,7 @@ static void job_free(td_srv_job *base)
     job *j = (job *)base;
     if (j->mdoc)
         j->svc->model->free(j->mdoc);
+    td_srv_owners_clear(&j->owners);
     free(j);
 }
 
@@ -361,6 +377,7 @@ void td_srv_client_init(td_srv_client *c, const td_srv_client_ops *ops)
     c->ops = ops;
     LIST_INIT(&c->subs);
     LIST_INIT(&c->recs);
+    LIST_INIT(&c->bindings);
 }
 
 td_srv_sub *td_srv_sub_find(const td_srv_client *c, const uint8_t *doc, size_t len)
@@ -404,13 +421,21 @@ static void send_sync(td_srv_service *svc, td_srv_sub *u, const uint8_t *vv, siz
     td_srv_pres_join(svc->pres, &d->room, &u->pres, u, u->client);
 }
 
+/* u stops waiting for its document's load. */
+static void sub_loaded(td_srv_sub *u)
+{
+    if (u->waiting)
+        u->client->loading--;
+    u->waiting = 0;
+}
+
 static void sub_answer(td_srv_service *svc, td_srv_sub *u)
 {
     uint8_t *vv = u->vv;
     size_t vv_len = u->vv_len;
     u->vv = NULL;
     u->vv_len = 0;
-    u->waiting = 0;
+    sub_loaded(u);
     send_sync(svc, u, vv, vv_len); /* may remove u */
     free(vv);
 }
@@ -420,6 +445,7 @@ static void sub_remove(td_srv_service *svc, td_srv_sub *u)
     td_srv_client *c = u->client;
     td_srv_doc *d = u->doc;
     td_srv_pres_leave(svc->pres, &u->pres);
+    sub_loaded(u);
     LIST_REMOVE(u, client_link);
     c->nsubs--;
     LIST_REMOVE(u, doc_link);
@@ -464,8 +490,10 @@ void td_srv_subscribe(td_srv_service *svc, td_srv_client *c, const uint8_t *doc,
     if (u) {
         /* Resync. While waiting, the newer vv replaces the older. */
         if (u->waiting || u->doc->state != DOC_READY) {
-            if (sub_keep_vv(u, vv, vv_len) == 0)
+            if (sub_keep_vv(u, vv, vv_len) == 0 && !u->waiting) {
                 u->waiting = 1;
+                c->loading++;
+            }
         } else {
             send_sync(svc, u, vv, vv_len);
         }
@@ -479,6 +507,18 @@ void td_srv_subscribe(td_srv_service *svc, td_srv_client *c, const uint8_t *doc,
         return;
     }
     d = doc_find(svc, id, len);
+    /* Loads are bounded in all and per connection, so that subscribing and
+     * unsubscribing in a loop cannot fill the memory with documents. */
+    const char *busy = !d && svc->ndocs >= svc->cfg->max_docs ? "too many documents loaded"
+                       : (!d || d->state != DOC_READY) && c->loading >= svc->cfg->max_loads
+                           ? "too many documents loading for this connection"
+                           : NULL;
+    if (busy) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "%s; retry later", busy);
+        c->ops->error(c, TD_SRV_E_BUSY, id, len, 0, msg);
+        return;
+    }
     if (!d) {
         d = reg_add(svc, id, len);
         if (!d || start_load(svc, d) < 0) {
@@ -505,6 +545,7 @@ void td_srv_subscribe(td_srv_service *svc, td_srv_client *c, const uint8_t *doc,
         return;
     }
     u->waiting = 1;
+    c->loading++;
     if (sub_keep_vv(u, vv, vv_len) < 0) {
         c->ops->error(c, TD_SRV_E_INTERNAL, id, len, 0, "out of memory");
         sub_remove(svc, u);
@@ -520,6 +561,7 @@ void td_srv_client_close(td_srv_service *svc, td_srv_client *c)
     LIST_FOREACH(r, &c->recs, client_link)
         r->client = NULL;
     LIST_INIT(&c->recs);
+    td_srv_owners_client_gone(c);
 }
 
 /* ---- loads ---------------------------------------------------------------------------- */
@@ -546,6 +588,16 @@ static void load_done(td_srv_job *base)
     if (j->code != TD_STORE_OK) {
         doc_fail(svc, d, j->msg[0] ? j->msg : td_store_strerror(j->code));
         return;
+    }
+    /* On a reload the bindings made since the load stay: the store's are
+     * among them, or the append that made them failed, and then its author
+     * resends. */
+    for (size_t i = 0; i < j->owners.n; i++) {
+        const td_srv_binding *b = j->owners.v[i];
+        if (td_srv_owners_add(&d->owners, b->agent, b->owner, b->owner_len) < 0) {
+            doc_fail(svc, d, "out of memory");
+            return;
+        }
     }
     d->mdoc = j->mdoc;
     j->mdoc = NULL;
@@ -575,6 +627,16 @@ static void doc_reload(td_srv_service *svc, td_srv_doc *d)
     d->state = DOC_RELOADING;
     if (start_load(svc, d) < 0)
         doc_fail(svc, d, "out of memory");
+}
+
+/* A document that may hold ops its store lacks is reloaded once the appends
+ * in flight have completed; until then its batches get busy. */
+static void doc_stale(td_srv_service *svc, td_srv_doc *d)
+{
+    if (d->state == DOC_READY)
+        d->state = DOC_STALE;
+    if (d->state == DOC_STALE && STAILQ_EMPTY(&d->fifo))
+        doc_reload(svc, d);
 }
 
 void td_srv_service_maintain(td_srv_service *svc)
@@ -663,10 +725,8 @@ static void doc_drain(td_srv_service *svc, td_srv_doc *d)
         STAILQ_INSERT_TAIL(&d->out, r, link);
         doc_mark(d);
     }
-    if (failed && d->state == DOC_READY)
-        d->state = DOC_STALE;
-    if (d->state == DOC_STALE && STAILQ_EMPTY(&d->fifo))
-        doc_reload(svc, d);
+    if (failed)
+        doc_stale(svc, d);
 }
 
 static void append_done(void *ud, const td_store_ack *ack)
@@ -680,6 +740,58 @@ static void append_done(void *ud, const td_store_ack *ack)
     if (ack->code != TD_STORE_OK)
         snprintf(r->errmsg, sizeof r->errmsg, "%s", ack->msg ? ack->msg : "");
     doc_drain(d->svc, d);
+}
+
+/* The agents a batch introduces to the document, collected while the model
+ * checks each agent with new ops (authorship, srv_owners.h). */
+typedef struct claims {
+    const td_srv_doc *d;
+    const td_srv_client *c;
+    uint64_t *agents;
+    size_t n, cap;
+    int oom;
+} claims;
+
+static int agent_check(void *ud, uint64_t agent)
+{
+    claims *k = ud;
+    int unowned;
+    if (!td_srv_owners_allow(&k->d->owners, k->c, agent, &unowned))
+        return 1;
+    if (!unowned)
+        return 0;
+    if (k->n == k->cap) {
+        size_t cap = k->cap ? 2 * k->cap : 4;
+        uint64_t *v = realloc(k->agents, cap * sizeof *v);
+        if (!v) {
+            k->oom = 1;
+            return 1;
+        }
+        k->agents = v;
+        k->cap = cap;
+    }
+    k->agents[k->n++] = agent;
+    return 0;
+}
+
+/* Binds the agents the batch introduced to its author; the durable
+ * bindings go to the store with the batch. Returns 0, or -1 when out of
+ * memory. */
+static int bind_claims(td_srv_doc *d, td_srv_client *c, const claims *k,
+                       td_store_claim **out)
+{
+    *out = NULL;
+    if (!k->n)
+        return 0;
+    if (c->author_durable && !(*out = calloc(k->n, sizeof **out)))
+        return -1;
+    for (size_t i = 0; i < k->n; i++) {
+        if (td_srv_owners_bind(&d->owners, c, k->agents[i]) < 0)
+            return -1;
+        if (*out)
+            (*out)[i] = (td_store_claim){k->agents[i], c->author, c->author_len};
+    }
+    return 0;
 }
 
 void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
@@ -714,11 +826,18 @@ void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
         client_error(svc, c, TD_SRV_E_INTERNAL, d, batch_id, "out of memory");
         return;
     }
+    claims k = {d, c, NULL, 0, 0, 0};
+    td_srv_apply_rules rules = {agent_check, &k};
     r->t_recv_us = td_srv_now_us();
-    code = svc->model->apply(d->mdoc, batch, len, &info, msg, sizeof msg);
+    code = svc->model->apply(d->mdoc, batch, len, &rules, &info, msg, sizeof msg);
+    if (code == TD_SRV_E_AGENT_TAKEN && k.oom)
+        code = TD_SRV_E_INTERNAL;
     if (code != TD_SRV_E_OK) {
         c->ops->error(c, code, d->id, d->id_len, batch_id, msg);
+        free(k.agents);
         free(r);
+        if (info.partial)
+            doc_stale(svc, d);
         return;
     }
     r->doc = d;
@@ -727,31 +846,39 @@ void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
     LIST_INSERT_HEAD(&c->recs, r, client_link);
     STAILQ_INSERT_TAIL(&d->fifo, r, link);
 
-    if (info.ops_new == 0 && !info.parked) {
+    if (info.ops_new == 0) {
         /* Nothing new: acknowledged once everything before it is durable. */
         r->dup = 1;
         r->done = 1;
         r->result = TD_STORE_OK;
         svc->m->batches_duplicate++;
+        free(k.agents);
         doc_drain(svc, d);
         return;
     }
     svc->m->ops_applied += info.ops_new;
     svc->m->batches_applied++;
-    r->batch = malloc(len);
     uint8_t *vv = NULL;
     size_t vv_len = 0;
+    td_store_claim *sc_claims = NULL;
     td_store_error se = {0};
     td_store_err sc = TD_STORE_ERR_NOMEM;
-    if (r->batch && svc->model->state(d->mdoc, &vv, &vv_len) == 0) {
+    r->batch = malloc(len);
+    if (r->batch && bind_claims(d, c, &k, &sc_claims) == 0 &&
+        svc->model->state(d->mdoc, &vv, &vv_len) == 0) {
         memcpy(r->batch, batch, len);
         r->len = len;
         size_t nops = info.ops_new + info.ops_duplicate;
-        td_store_batch b = {d->id, d->id_len, batch, len, nops ? nops : 1, vv, vv_len};
+        td_store_batch b = {.doc = d->id, .doc_len = d->id_len, .ops = batch,
+                            .ops_len = len, .nops = nops ? nops : 1, .vv = vv,
+                            .vv_len = vv_len, .claims = sc_claims,
+                            .nclaims = sc_claims ? k.n : 0};
         r->t_store_us = td_srv_now_us();
         sc = td_store_append(svc->store, &b, append_done, r, &se);
     }
     svc->model->buf_free(d->mdoc, vv);
+    free(sc_claims);
+    free(k.agents);
     d->inflight++;
     svc->inflight++;
     if (sc != TD_STORE_OK) {

@@ -31,6 +31,7 @@
 
 typedef struct td_srv_client td_srv_client;
 typedef struct td_srv_sub td_srv_sub;
+typedef struct td_srv_binding td_srv_binding;
 typedef struct td_srv_rec td_srv_rec;
 typedef struct td_srv_pres_entry td_srv_pres_entry;
 
@@ -84,14 +85,24 @@ typedef struct td_srv_client_ops {
     void (*dropped)(td_srv_sub *u);
 } td_srv_client_ops;
 
-/* A connection as the service sees it. The front-end sets ops and the
- * identity fields (shown to presence peers); the rest is the service's. */
+/* A connection as the service sees it. The front-end sets ops, the
+ * identity fields (shown to presence peers) and the author; the rest is the
+ * service's. */
 struct td_srv_client {
     const td_srv_client_ops *ops;
     uint64_t id, agent;
     const char *user;
     size_t user_len;
+    /* The author that agent ids this client introduces are bound to
+     * (PROTOCOL.md section 12): a user, stored with the document, when
+     * author_durable; otherwise the connection itself, for as long as it
+     * lives. */
+    const char *author;
+    size_t author_len;
+    int author_durable;
     /* service-private */
+    LIST_HEAD(, td_srv_binding) bindings; /* its bindings to the connection */
+    size_t loading;                      /* its subscriptions waiting for a load */
     LIST_HEAD(, td_srv_sub) subs;
     size_t nsubs;
     LIST_HEAD(, td_srv_rec) recs; /* its batches between apply and broadcast */

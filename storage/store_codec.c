@@ -139,6 +139,13 @@ size_t td_store_log_key(uint8_t *out, const char *doc, size_t doc_len,
     return n + 8;
 }
 
+size_t td_store_prefix_end(uint8_t *out, const char *doc, size_t doc_len)
+{
+    size_t n = td_store_log_prefix(out, doc, doc_len);
+    out[n - 1]++;
+    return n;
+}
+
 int td_store_log_key_parse(const uint8_t *key, size_t len, const char **doc,
                            size_t *doc_len, uint64_t *seq)
 {
@@ -269,6 +276,67 @@ int td_store_meta_decode(const uint8_t *val, size_t len, const char *doc,
         *why = "metadata fields inconsistent";
         return 0;
     }
+    return 1;
+}
+
+/* ---- owner values ------------------------------------------------------- */
+
+int td_store_owner_valid(const char *owner, size_t len)
+{
+    return owner != NULL && len >= 1 && len <= TD_STORE_OWNER_MAX &&
+           td_crdt_utf8_valid((const uint8_t *)owner, len);
+}
+
+size_t td_store_owner_value_size(size_t owner_len)
+{
+    return 1 + owner_len + TD_STORE_OWNER_DIGEST;
+}
+
+void td_store_owner_value_encode(uint8_t *out, const char *doc, size_t doc_len,
+                                 uint64_t agent, const char *owner,
+                                 size_t owner_len)
+{
+    uint8_t a[8];
+    be64_put(a, agent);
+    out[0] = TD_STORE_VALUE_V1;
+    memcpy(out + 1, owner, owner_len);
+    digest(out + 1 + owner_len, TD_STORE_OWNER_DIGEST, doc, doc_len, a, sizeof a,
+           out, 1 + owner_len);
+}
+
+int td_store_owner_value_decode(const uint8_t *val, size_t len, const char *doc,
+                                size_t doc_len, uint64_t agent,
+                                const char **owner, size_t *owner_len,
+                                const char **why)
+{
+    uint8_t a[8];
+    size_t body;
+
+    if (len < td_store_owner_value_size(1)) {
+        *why = "owner value too short";
+        return 0;
+    }
+    if (len > TD_STORE_OWNER_VALUE_MAX) {
+        *why = "owner value too long";
+        return 0;
+    }
+    if (val[0] != TD_STORE_VALUE_V1) {
+        *why = "unknown owner value format";
+        return 0;
+    }
+    body = len - TD_STORE_OWNER_DIGEST;
+    be64_put(a, agent);
+    if (!digest_ok(val + body, TD_STORE_OWNER_DIGEST, doc, doc_len, a, sizeof a,
+                   val, body)) {
+        *why = "owner value checksum mismatch";
+        return 0;
+    }
+    if (!td_store_owner_valid((const char *)val + 1, body - 1)) {
+        *why = "owner name is not valid UTF-8";
+        return 0;
+    }
+    *owner = (const char *)val + 1;
+    *owner_len = body - 1;
     return 1;
 }
 

@@ -5,6 +5,9 @@
  *   log  : u8 id length | id | u64 big-endian server sequence
  *   snap : id
  *   meta : id
+ *   owner: u8 id length | id | u64 big-endian agent id (the log keys'
+ *          layout: td_store_log_key / _log_key_parse / _log_prefix serve
+ *          both families)
  *   default: "tandem-format" -> ASCII decimal format version
  * The length byte in front of log keys makes one document's log exactly the
  * keys starting with (length, id): no id can be a prefix of another's range.
@@ -17,6 +20,9 @@
  *          snap_bytes, vv_len | vv bytes | BLAKE2b-128
  *   snap : 0x01 | u64 BE covered seq | BLAKE2b-256 | snapshot bytes
  *          (the digest covers id, format byte, seq and the snapshot bytes)
+ *   owner: 0x01 | owner name (1..255 bytes of UTF-8) | BLAKE2b-128
+ *          (the digest covers id, the agent as u64 BE, format byte and name,
+ *          so a record copied under another agent does not validate)
  */
 #ifndef TD_STORE_CODEC_H
 #define TD_STORE_CODEC_H
@@ -34,6 +40,8 @@
 #define TD_STORE_META_DIGEST 16
 #define TD_STORE_SNAP_DIGEST 32
 #define TD_STORE_SNAP_HEADER (1 + 8 + TD_STORE_SNAP_DIGEST)
+#define TD_STORE_OWNER_DIGEST 16
+#define TD_STORE_OWNER_VALUE_MAX (1 + TD_STORE_OWNER_MAX + TD_STORE_OWNER_DIGEST)
 #define TD_STORE_MAX_BATCH ((size_t)64 << 20)
 #define TD_STORE_LOG_KEY_MAX (1 + TD_STORE_DOC_ID_MAX + 8)
 /* Highest sequence ever assigned; keeps an exclusive upper bound possible. */
@@ -58,6 +66,11 @@ size_t td_store_log_prefix(uint8_t *out, const char *doc, size_t doc_len);
 /* Splits a log key; returns 0 if it is not well formed. */
 int td_store_log_key_parse(const uint8_t *key, size_t len, const char **doc,
                            size_t *doc_len, uint64_t *seq);
+
+/* The first key after every key that starts with (length, id): the prefix
+ * with its last byte raised by one (an id's bytes are UTF-8, never 0xff).
+ * out must hold 1 + TD_STORE_DOC_ID_MAX bytes; returns the length. */
+size_t td_store_prefix_end(uint8_t *out, const char *doc, size_t doc_len);
 
 /* Log values. Encoded size for a payload of ops_len bytes and nops ops. */
 size_t td_store_log_value_size(size_t ops_len, uint64_t nops);
@@ -85,6 +98,19 @@ uint8_t *td_store_snap_encode(const uint8_t *snap, size_t snap_len,
 int td_store_snap_decode(const uint8_t *val, size_t len, const char *doc,
                          size_t doc_len, const uint8_t **snap,
                          size_t *snap_len, uint64_t *seq, const char **why);
+
+/* Owner names: 1..255 bytes of valid UTF-8. Returns 1 if valid. */
+int td_store_owner_valid(const char *owner, size_t len);
+/* Owner values: encoded size for a name of owner_len bytes; encode into out
+ * (that many bytes); decode validates and points *owner into val. */
+size_t td_store_owner_value_size(size_t owner_len);
+void td_store_owner_value_encode(uint8_t *out, const char *doc, size_t doc_len,
+                                 uint64_t agent, const char *owner,
+                                 size_t owner_len);
+int td_store_owner_value_decode(const uint8_t *val, size_t len, const char *doc,
+                                size_t doc_len, uint64_t agent,
+                                const char **owner, size_t *owner_len,
+                                const char **why);
 
 /* Writes the id printably into buf (non-printable bytes as \xNN, quotes and
  * backslashes escaped, long ids shortened); returns buf. */

@@ -15,7 +15,8 @@
  * log crossed compact_ops or compact_bytes, and a second thread compacts
  * them one at a time, so neither the event loop nor the appends wait for it.
  * Compaction reads through store_read.c and updates the metadata cache; it
- * never calls into the writer (store_write.c), which calls into it.
+ * never calls into the writer (store_write.c), which calls into it. Owner
+ * records are not touched: a snapshot does not hold them.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -149,10 +150,9 @@ td_store_err td_store_compact(td_store *st, const char *doc, size_t doc_len,
 
     if (info)
         memset(info, 0, sizeof *info);
-    if (!td_store_doc_id_valid(doc, doc_len))
-        return td_store_err_bad_id(err);
-    if (st->o.read_only)
-        return td_store_err_read_only(st, err);
+    code = td_store_enter_doc(st, doc, doc_len, 1, err);
+    if (code != TD_STORE_OK)
+        return code;
     rs = rocksdb_create_snapshot(st->db);
     code = td_store_meta_get(st, rs, doc, doc_len, &m, &raw, err);
     if (code != TD_STORE_OK || m.last_seq == m.snap_seq ||
@@ -188,6 +188,7 @@ out:
         td_crdt_doc_free(d);
     rocksdb_free(raw);
     rocksdb_release_snapshot(st->db, rs);
+    td_store_leave(st);
     return code;
 }
 

@@ -3,8 +3,10 @@
  * maintenance (checkpoints, file compaction, statistics).
  *
  * A data directory is a RocksDB database with the column families default,
- * log, snap and meta. The default family holds one key, the format version
- * marker, written when the directory is created. Opening refuses anything
+ * log, snap, meta and owner. The default family holds one key, the format
+ * version marker, written when the directory is created. Directories from
+ * before owner records lack the owner family: a read-write open creates it
+ * (empty), a read-only open goes without it (no document has owners). Opening refuses anything
  * else: a directory of another format version, a RocksDB database that is
  * not ours, a non-empty directory that is not a database at all. A lock held
  * by another process (RocksDB's LOCK file) is reported as such, naming the
@@ -26,9 +28,6 @@
 #include <sys/stat.h>
 
 #include "store_internal.h"
-
-static const char *const cf_names[TD_CF_COUNT] = {"default", "log", "snap",
-                                                   "meta"};
 
 static const char *const durability_names[] = {
     [TD_STORE_SYNC_GROUP] = "group",
@@ -186,6 +185,7 @@ static td_store_err check_families(td_store *st, td_store_error *err)
     char *rerr = NULL;
     char **names = rocksdb_list_column_families(st->dbopts, st->dir, &n, &rerr);
     int seen[TD_CF_COUNT] = {0};
+    const char *const *cf_names = td_store_cf_names;
     td_store_err code = TD_STORE_OK;
 
     if (rerr)
@@ -202,6 +202,9 @@ static td_store_err check_families(td_store *st, td_store_error *err)
         else
             seen[k] = 1;
     }
+    /* The owner family came later: its absence is an older directory. */
+    if (code == TD_STORE_OK && !seen[TD_CF_OWNER] && st->o.read_only)
+        st->nfamilies = TD_CF_OWNER;
     if (code == TD_STORE_OK && !(seen[0] && seen[1] && seen[2] && seen[3])) {
         int data = any_data(st, names, n);
         if (data < 0)
@@ -266,13 +269,13 @@ static td_store_err check_format(td_store *st, td_store_error *err)
     }
     /* No marker: a directory we created but did not finish initialising is
      * fine (all families empty); anything else is someone else's data. */
-    for (int cf = 0; cf < TD_CF_COUNT; cf++)
+    for (int cf = 0; cf < st->nfamilies; cf++)
         if (!family_empty(st, cf))
             return td_store_seterr(err, TD_STORE_ERR_CORRUPT,
                                    "%s is not a tandem data directory (no "
                                    "format marker, but column family '%s' "
                                    "holds data)",
-                                   st->dir, cf_names[cf]);
+                                   st->dir, td_store_cf_names[cf]);
     if (st->o.read_only)
         return td_store_seterr(err, TD_STORE_ERR_NOT_FOUND,
                                "data directory %s was never initialised", st->dir);
@@ -292,8 +295,7 @@ static td_store_err open_db(td_store *st, td_store_error *err)
 {
     int errnum = 0;
     dir_state ds = probe_dir(st->dir, &errnum);
-    const rocksdb_options_t *cfopts[TD_CF_COUNT];
-    char *rerr = NULL;
+    char *rerr;
     td_store_err code;
 
     switch (ds) {
@@ -322,19 +324,9 @@ static td_store_err open_db(td_store *st, td_store_error *err)
         break;
     }
 
-    for (int i = 0; i < TD_CF_COUNT; i++)
-        cfopts[i] = st->dbopts;
-    if (st->o.read_only) {
-        st->db = rocksdb_open_for_read_only_column_families(
-            st->dbopts, st->dir, TD_CF_COUNT, cf_names, cfopts, st->cf, 0, &rerr);
-    } else {
-        st->db = rocksdb_open_column_families(st->dbopts, st->dir, TD_CF_COUNT,
-                                              cf_names, cfopts, st->cf, &rerr);
-    }
-    if (rerr) {
-        st->db = NULL;
+    rerr = td_store_handle_open(st);
+    if (rerr)
         return open_error(st->dir, rerr, err);
-    }
     return check_format(st, err);
 }
 
@@ -378,11 +370,7 @@ static td_store_err init_options(td_store *st, const td_store_options *opts,
 
 static void destroy(td_store *st)
 {
-    for (int i = 0; i < TD_CF_COUNT; i++)
-        if (st->cf[i])
-            rocksdb_column_family_handle_destroy(st->cf[i]);
-    if (st->db)
-        rocksdb_close(st->db);
+    td_store_handle_close(st);
     if (st->dbopts)
         rocksdb_options_destroy(st->dbopts);
     if (st->wo_append)
@@ -393,6 +381,8 @@ static void destroy(td_store *st)
         rocksdb_readoptions_destroy(st->ro);
     td_store_cache_free(&st->cache);
     pthread_mutex_destroy(&st->write_mu);
+    pthread_rwlock_destroy(&st->db_gate);
+    pthread_mutex_destroy(&st->state_mu);
     td_store_queue_destroy(&st->wq);
     pthread_mutex_destroy(&st->done_mu);
     pthread_cond_destroy(&st->done_cond);
@@ -416,6 +406,10 @@ td_store_err td_store_open(const char *dir, const td_store_options *opts,
     if (st == NULL)
         return td_store_err_nomem(err);
     pthread_mutex_init(&st->write_mu, NULL);
+    pthread_rwlock_init(&st->db_gate, NULL);
+    pthread_mutex_init(&st->state_mu, NULL);
+    atomic_init(&st->broken, 0);
+    st->nfamilies = TD_CF_COUNT;
     td_store_cache_init(&st->cache);
     /* Appends still queued at close are written; compactions are not. */
     td_store_queue_init(&st->wq, 1);
@@ -469,6 +463,7 @@ td_store_err td_store_checkpoint(td_store *st, const char *dir,
     struct stat sb;
     char *rerr = NULL;
     rocksdb_checkpoint_t *cp;
+    td_store_err code;
 
     if (dir == NULL || dir[0] == '\0')
         return td_store_seterr(err, TD_STORE_ERR_ARG, "no backup directory given");
@@ -476,6 +471,9 @@ td_store_err td_store_checkpoint(td_store *st, const char *dir,
         return td_store_seterr(err, TD_STORE_ERR_EXISTS,
                                "backup directory %s already exists; name a new one",
                                dir);
+    code = td_store_enter(st, err);
+    if (code != TD_STORE_OK)
+        return code;
     cp = rocksdb_checkpoint_object_create(st->db, &rerr);
     if (rerr == NULL)
         /* log_size_for_flush 0: flush the memtables, so the checkpoint is
@@ -483,6 +481,7 @@ td_store_err td_store_checkpoint(td_store *st, const char *dir,
         rocksdb_checkpoint_create(cp, dir, 0, &rerr);
     if (cp)
         rocksdb_checkpoint_object_destroy(cp);
+    td_store_leave(st);
     if (rerr) {
         td_store_seterr(err, TD_STORE_ERR_IO, "checkpoint into %s failed: %s", dir,
                         rerr);
@@ -494,30 +493,17 @@ td_store_err td_store_checkpoint(td_store *st, const char *dir,
 
 td_store_err td_store_compact_files(td_store *st, td_store_error *err)
 {
+    td_store_err code;
+
     if (st->o.read_only)
         return td_store_err_read_only(st, err);
-    for (int i = 0; i < TD_CF_COUNT; i++)
+    code = td_store_enter(st, err);
+    if (code != TD_STORE_OK)
+        return code;
+    for (int i = 0; i < st->nfamilies; i++)
         rocksdb_compact_range_cf(st->db, st->cf[i], NULL, 0, NULL, 0);
+    td_store_leave(st);
     return TD_STORE_OK;
-}
-
-static uint64_t dir_bytes(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    uint64_t total = 0;
-    char path[4096];
-
-    if (d == NULL)
-        return 0;
-    while ((e = readdir(d)) != NULL) {
-        struct stat sb;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode))
-            total += (uint64_t)sb.st_size;
-    }
-    closedir(d);
-    return total;
 }
 
 void td_store_get_stats(td_store *st, td_store_stats *out)
@@ -528,5 +514,5 @@ void td_store_get_stats(td_store *st, td_store_stats *out)
     out->writes = atomic_load(&st->n_writes);
     out->compactions = atomic_load(&st->n_compactions);
     out->compaction_errors = atomic_load(&st->n_compaction_errors);
-    out->disk_bytes = dir_bytes(st->dir);
+    out->disk_bytes = td_store_dir_bytes(st->dir, NULL);
 }

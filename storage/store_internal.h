@@ -9,6 +9,7 @@
  *   store_write.c    appends (the store thread, group commit), deletes
  *   store_compact.c  compaction and its thread
  *   store_read.c     loads, raw reads, listings: never writes
+ *   store_handle.c   the RocksDB handle: opening its families, the gate
  *   store_cache.c    the in-memory metadata cache
  *   store_queue.c    a queue served by one thread
  *   store_error.c    error codes and messages
@@ -18,13 +19,17 @@
  * back into the writer.
  *
  * Locks, in the order they may nest:
+ *   db_gate   (rwlock) every use of db and cf[] holds it shared; the store
+ *             thread holds it exclusively to close and reopen the database
+ *             after a failed write (disk full);
  *   write_mu  serialises every RocksDB write that touches metadata (append
  *             groups, compactions, deletes) and guards the metadata cache,
  *             so a document's sequence numbers and sizes only move
  *             together with what is on disk;
  *   wq.mu     the appends waiting for the store thread;
  *   done_mu   the completions waiting for td_store_poll();
- *   cq.mu     the documents waiting for the compaction thread.
+ *   cq.mu     the documents waiting for the compaction thread;
+ *   state_mu  the reason the store cannot write (why_broken).
  * No callback into user code runs under any of them.
  */
 #ifndef TD_STORE_INTERNAL_H
@@ -34,11 +39,12 @@
 #include <rocksdb/c.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #include "store_codec.h"
 #include "tandem_store.h"
 
-enum { TD_CF_DEFAULT, TD_CF_LOG, TD_CF_SNAP, TD_CF_META, TD_CF_COUNT };
+enum { TD_CF_DEFAULT, TD_CF_LOG, TD_CF_SNAP, TD_CF_META, TD_CF_OWNER, TD_CF_COUNT };
 
 /* ---- store_queue.c: singly linked FIFOs --------------------------------- */
 
@@ -86,6 +92,11 @@ int td_store_queue_put(td_store_queue *q, td_store_link *item,
  * many as fit in max_size together (0: only the first). Returns NULL when
  * the thread is to end. */
 td_store_link *td_store_queue_take(td_store_queue *q, size_t max_size);
+/* The same, but gives up at deadline (CLOCK_MONOTONIC; NULL: never) and
+ * returns NULL then. *ended is 1 when NULL means the thread is to end. */
+td_store_link *td_store_queue_take_until(td_store_queue *q, size_t max_size,
+                                         const struct timespec *deadline,
+                                         int *ended);
 /* Tells the thread to end, joins it, and returns what it left queued. Safe
  * on a queue whose thread never started. */
 td_store_link *td_store_queue_stop(td_store_queue *q);
@@ -131,6 +142,17 @@ void td_store_cache_remove(td_store_cache *c, const char *doc, size_t len);
 
 /* ---- the store ---------------------------------------------------------- */
 
+/* One claim of a queued append: the owner value is encoded on the caller's
+ * thread. The store thread links the claims of a group it stages. */
+typedef struct td_store_req_claim {
+    uint64_t agent;
+    uint8_t *val; /* td_store_owner_value_encode bytes */
+    size_t val_len;
+    int skip;     /* the same owner is on disk already: nothing to write */
+    const struct td_store_req *req;
+    struct td_store_req_claim *staged_next;
+} td_store_req_claim;
+
 /* One queued append: header, then doc id, log value and vv bytes. */
 typedef struct td_store_req {
     td_store_link link; /* first; link.size is val_len */
@@ -145,6 +167,8 @@ typedef struct td_store_req {
     size_t doc_len;
     size_t val_len;
     size_t vv_len;
+    size_t nclaims;
+    td_store_req_claim *claims; /* one allocation with their values; or NULL */
     uint8_t data[];
 } td_store_req;
 
@@ -164,6 +188,16 @@ struct td_store {
     rocksdb_writeoptions_t *wo_append; /* per the durability mode */
     rocksdb_writeoptions_t *wo_admin;  /* compactions, deletes: synced unless off */
     rocksdb_readoptions_t *ro;
+    int nfamilies; /* TD_CF_COUNT, or TD_CF_OWNER: a read-only open of a
+                      directory from before owner records (cf[OWNER] NULL) */
+
+    /* db_gate: shared for every use of db, exclusive to reopen it */
+    pthread_rwlock_t db_gate;
+    /* A write failed with a RocksDB error (disk full, I/O error): appends
+     * fail at once until the store thread has reopened the database. */
+    atomic_int broken;
+    pthread_mutex_t state_mu;
+    char why_broken[384]; /* state_mu */
 
     /* write_mu: the metadata cache and every metadata-changing write */
     pthread_mutex_t write_mu;
@@ -196,6 +230,28 @@ td_store_err td_store_err_bad_id(td_store_error *err);
 td_store_err td_store_err_read_only(const td_store *st, td_store_error *err);
 td_store_err td_store_err_nomem(td_store_error *err);
 
+/* ---- store_handle.c ----------------------------------------------------- */
+
+/* The column family names, by TD_CF_*. */
+extern const char *const td_store_cf_names[TD_CF_COUNT];
+/* Opens st->db with the first st->nfamilies families (read-only if the
+ * store is). Returns NULL, or RocksDB's error (rocksdb_free it); then db
+ * and cf[] are NULL. */
+char *td_store_handle_open(td_store *st);
+/* Closes db and its family handles; safe when they are NULL. */
+void td_store_handle_close(td_store *st);
+/* Takes db_gate shared for a use of the database. Fails (TD_STORE_ERR_IO,
+ * err set, gate not held) while the database is closed because reopening
+ * it after a failed write did not work yet. */
+td_store_err td_store_enter(td_store *st, td_store_error *err);
+/* The start of an entry point about one document: a valid id, a store
+ * open for writing if `write`, then td_store_enter. */
+td_store_err td_store_enter_doc(td_store *st, const char *doc, size_t doc_len,
+                                int write, td_store_error *err);
+void td_store_leave(td_store *st);
+/* Bytes of the regular files in dir whose names end in suffix (NULL: all). */
+uint64_t td_store_dir_bytes(const char *dir, const char *suffix);
+
 /* ---- store_read.c ------------------------------------------------------- */
 /* `snap` is a RocksDB snapshot to read from, or NULL for the latest state. */
 
@@ -215,6 +271,12 @@ td_store_err td_store_meta_get_checked(td_store *st,
 /* 1 if any log entry of doc exists, 0 if none, -1 on error (err set). */
 int td_store_log_exists(td_store *st, const rocksdb_snapshot_t *snap,
                         const char *doc, size_t doc_len, td_store_error *err);
+
+/* Doc's owner record for agent: TD_STORE_OK with *owner pointing into
+ * *raw (free with rocksdb_free), TD_STORE_ERR_NOT_FOUND, or an error. */
+td_store_err td_store_owner_get(td_store *st, const char *doc, size_t doc_len,
+                                uint64_t agent, char **raw, const char **owner,
+                                size_t *owner_len, td_store_error *err);
 
 /* What a load read from the log. */
 typedef struct td_store_scan_totals {

@@ -6,6 +6,11 @@
  * linked FIFO: items carry their link as first member, so queueing never
  * allocates and a whole append group moves between queues in O(1).
  */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <time.h>
+
 #include "store_internal.h"
 
 void td_store_fifo_init(td_store_fifo *q)
@@ -32,8 +37,14 @@ td_store_link *td_store_fifo_take_all(td_store_fifo *q)
 
 void td_store_queue_init(td_store_queue *q, int drain)
 {
+    pthread_condattr_t ca;
+
     pthread_mutex_init(&q->mu, NULL);
-    pthread_cond_init(&q->cond, NULL);
+    /* Timed waits (td_store_queue_take_until) use the monotonic clock. */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&q->cond, &ca);
+    pthread_condattr_destroy(&ca);
     td_store_fifo_init(&q->items);
     q->drain = drain;
     q->sleeping = q->stopping = q->started = 0;
@@ -77,18 +88,26 @@ int td_store_queue_put(td_store_queue *q, td_store_link *item,
     return 0;
 }
 
-td_store_link *td_store_queue_take(td_store_queue *q, size_t max_size)
+td_store_link *td_store_queue_take_until(td_store_queue *q, size_t max_size,
+                                         const struct timespec *deadline,
+                                         int *ended)
 {
     td_store_link *head, *last;
     size_t size;
+    int timed_out = 0;
 
     pthread_mutex_lock(&q->mu);
-    while (q->items.head == NULL && !q->stopping) {
+    while (q->items.head == NULL && !q->stopping && !timed_out) {
         q->sleeping = 1;
-        pthread_cond_wait(&q->cond, &q->mu);
+        if (deadline)
+            timed_out = pthread_cond_timedwait(&q->cond, &q->mu, deadline) ==
+                        ETIMEDOUT;
+        else
+            pthread_cond_wait(&q->cond, &q->mu);
         q->sleeping = 0;
     }
-    if (q->items.head == NULL || (q->stopping && !q->drain)) {
+    *ended = q->stopping && (q->items.head == NULL || !q->drain);
+    if (q->items.head == NULL || *ended) {
         pthread_mutex_unlock(&q->mu);
         return NULL;
     }
@@ -105,6 +124,12 @@ td_store_link *td_store_queue_take(td_store_queue *q, size_t max_size)
     last->next = NULL;
     pthread_mutex_unlock(&q->mu);
     return head;
+}
+
+td_store_link *td_store_queue_take(td_store_queue *q, size_t max_size)
+{
+    int ended;
+    return td_store_queue_take_until(q, max_size, NULL, &ended);
 }
 
 td_store_link *td_store_queue_stop(td_store_queue *q)

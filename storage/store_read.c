@@ -12,7 +12,13 @@
  * snap_seq+1 .. last_seq with valid digests and sizes adding up to what the
  * metadata says, and the core must accept every piece. Any failure is
  * TD_STORE_ERR_CORRUPT with a message naming the document and the key
- * (family/document/sequence); other documents are not affected.
+ * (family/document/sequence); other documents are not affected. Owner
+ * records (family owner, one per agent id) are validated the same way, and
+ * a load checks them too.
+ *
+ * Every public entry point holds the database gate (td_store_enter) while
+ * it uses the handle; the helpers the write side calls run inside the
+ * gate their caller holds.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,29 +94,70 @@ td_store_err td_store_meta_get(td_store *st, const rocksdb_snapshot_t *snap,
     return TD_STORE_OK;
 }
 
+/* An iterator over doc's keys in family cf (log, owner: the keys that
+ * start with len(id) . id), positioned at the first of them at or after
+ * (prefix . u64 BE from) -- or, for from 0, at the prefix itself, so that
+ * malformed short keys are seen too. *ro must be destroyed after the
+ * iterator; hi must live as long as it. */
+static rocksdb_iterator_t *doc_iter(td_store *st, const rocksdb_snapshot_t *snap,
+                                    int cf, const char *doc, size_t doc_len,
+                                    uint64_t from, uint8_t *hi,
+                                    rocksdb_readoptions_t **ro)
+{
+    uint8_t lo[TD_STORE_LOG_KEY_MAX];
+    size_t lo_len = from ? td_store_log_key(lo, doc, doc_len, from)
+                         : td_store_log_prefix(lo, doc, doc_len);
+    size_t hi_len = td_store_prefix_end(hi, doc, doc_len);
+    rocksdb_iterator_t *it;
+
+    *ro = ro_new(snap);
+    rocksdb_readoptions_set_iterate_upper_bound(*ro, (const char *)hi, hi_len);
+    it = rocksdb_create_iterator_cf(st->db, *ro, st->cf[cf]);
+    rocksdb_iter_seek(it, (const char *)lo, lo_len);
+    return it;
+}
+
+/* Ends a doc_iter walk that got as far as `code`: the iterator's own error
+ * counts if nothing failed before. Destroys it and ro. */
+static td_store_err iter_end(rocksdb_iterator_t *it, rocksdb_readoptions_t *ro,
+                             td_store_err code, td_store_error *err,
+                             const char *what, const char *doc, size_t doc_len)
+{
+    char *rerr = NULL;
+    if (code == TD_STORE_OK) {
+        rocksdb_iter_get_error(it, &rerr);
+        if (rerr)
+            code = io_err(err, rerr, what, doc, doc_len);
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    return code;
+}
+
+/* 1 if doc has any key in family cf (log, owner), 0 if none, -1 on error. */
+static int doc_keys_exist(td_store *st, const rocksdb_snapshot_t *snap, int cf,
+                          const char *doc, size_t doc_len, td_store_error *err)
+{
+    uint8_t hi[TD_STORE_LOG_KEY_MAX];
+    rocksdb_readoptions_t *ro;
+    rocksdb_iterator_t *it;
+    int found;
+
+    if (st->cf[cf] == NULL)
+        return 0; /* a read-only open of a directory without the family */
+    it = doc_iter(st, snap, cf, doc, doc_len, 0, hi, &ro);
+    found = rocksdb_iter_valid(it);
+    if (iter_end(it, ro, TD_STORE_OK, err,
+                 cf == TD_CF_LOG ? "the log" : "the owner records", doc,
+                 doc_len) != TD_STORE_OK)
+        return -1;
+    return found;
+}
+
 int td_store_log_exists(td_store *st, const rocksdb_snapshot_t *snap,
                         const char *doc, size_t doc_len, td_store_error *err)
 {
-    uint8_t lo[TD_STORE_LOG_KEY_MAX], hi[TD_STORE_LOG_KEY_MAX];
-    size_t lo_len = td_store_log_prefix(lo, doc, doc_len);
-    size_t hi_len = td_store_log_key(hi, doc, doc_len, UINT64_MAX);
-    rocksdb_readoptions_t *ro = ro_new(snap);
-    rocksdb_iterator_t *it;
-    char *rerr = NULL;
-    int found;
-
-    rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi, hi_len);
-    it = rocksdb_create_iterator_cf(st->db, ro, st->cf[TD_CF_LOG]);
-    rocksdb_iter_seek(it, (const char *)lo, lo_len);
-    found = rocksdb_iter_valid(it);
-    rocksdb_iter_get_error(it, &rerr);
-    rocksdb_iter_destroy(it);
-    rocksdb_readoptions_destroy(ro);
-    if (rerr) {
-        io_err(err, rerr, "the log", doc, doc_len);
-        return -1;
-    }
-    return found;
+    return doc_keys_exist(st, snap, TD_CF_LOG, doc, doc_len, err);
 }
 
 /* 1 if a snapshot value exists, 0 if not, -1 on error. */
@@ -134,7 +181,7 @@ td_store_err td_store_meta_get_checked(td_store *st,
 {
     td_store_err code = td_store_meta_get(st, snap, doc, doc_len, m, raw, err);
     char shown[TD_STORE_FMT_ID_CAP];
-    int lx, sx;
+    int lx, sx, ox;
 
     if (code != TD_STORE_ERR_NOT_FOUND)
         return code;
@@ -144,12 +191,18 @@ td_store_err td_store_meta_get_checked(td_store *st,
     sx = snap_exists(st, snap, doc, doc_len, err);
     if (sx < 0)
         return TD_STORE_ERR_IO;
-    if (lx || sx)
+    ox = doc_keys_exist(st, snap, TD_CF_OWNER, doc, doc_len, err);
+    if (ox < 0)
+        return TD_STORE_ERR_IO;
+    if (lx || sx || ox)
         return td_store_seterr(err, TD_STORE_ERR_CORRUPT,
                                "document '%s': metadata (key meta/%s) is missing "
-                               "but its %s is present",
+                               "but its %s present",
                                td_store_fmt_id(shown, sizeof shown, doc, doc_len),
-                               shown, lx ? "log" : "snapshot");
+                               shown,
+                               lx   ? "log is"
+                               : sx ? "snapshot is"
+                                    : "owner records are");
     return td_store_seterr(err, TD_STORE_ERR_NOT_FOUND, "no document '%s'",
                            td_store_fmt_id(shown, sizeof shown, doc, doc_len));
 }
@@ -248,27 +301,20 @@ static td_store_err scan_log(td_store *st, const rocksdb_snapshot_t *snap,
                              entry_fn fn, void *ud, td_store_scan_totals *tot,
                              td_store_error *err)
 {
-    uint8_t lo[TD_STORE_LOG_KEY_MAX], hi[TD_STORE_LOG_KEY_MAX];
+    uint8_t hi[TD_STORE_LOG_KEY_MAX];
     uint64_t expect = (after > m->snap_seq ? after : m->snap_seq) + 1;
     int whole = after <= m->snap_seq, stopped = 0;
-    size_t lo_len, hi_len;
     rocksdb_readoptions_t *ro;
     rocksdb_iterator_t *it;
     td_store_scan_totals t = {0, 0, 0};
     td_store_err code = TD_STORE_OK;
-    char *rerr = NULL;
 
     if (tot)
         *tot = t;
     if (expect > m->last_seq)
         return TD_STORE_OK;
-    lo_len = td_store_log_key(lo, doc, doc_len, expect);
-    hi_len = td_store_log_key(hi, doc, doc_len, UINT64_MAX);
-    ro = ro_new(snap);
-    rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi, hi_len);
-    it = rocksdb_create_iterator_cf(st->db, ro, st->cf[TD_CF_LOG]);
-    for (rocksdb_iter_seek(it, (const char *)lo, lo_len);
-         code == TD_STORE_OK && rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+    it = doc_iter(st, snap, TD_CF_LOG, doc, doc_len, expect, hi, &ro);
+    for (; code == TD_STORE_OK && rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
         size_t klen, vlen, ops_len, kdoc_len;
         const uint8_t *key = (const uint8_t *)rocksdb_iter_key(it, &klen);
         const uint8_t *val = (const uint8_t *)rocksdb_iter_value(it, &vlen);
@@ -309,13 +355,7 @@ static td_store_err scan_log(td_store *st, const rocksdb_snapshot_t *snap,
             break;
         }
     }
-    if (code == TD_STORE_OK) {
-        rocksdb_iter_get_error(it, &rerr);
-        if (rerr)
-            code = io_err(err, rerr, "the log", doc, doc_len);
-    }
-    rocksdb_iter_destroy(it);
-    rocksdb_readoptions_destroy(ro);
+    code = iter_end(it, ro, code, err, "the log", doc, doc_len);
     if (code != TD_STORE_OK || stopped)
         return code;
     if (expect <= m->last_seq)
@@ -333,6 +373,123 @@ static td_store_err scan_log(td_store *st, const rocksdb_snapshot_t *snap,
     if (tot)
         *tot = t;
     return TD_STORE_OK;
+}
+
+/* ---- owner records ------------------------------------------------------ */
+
+static td_store_err owner_corrupt(td_store_error *err, const char *doc,
+                                  size_t doc_len, uint64_t agent, const char *why)
+{
+    char shown[TD_STORE_FMT_ID_CAP];
+    td_store_fmt_id(shown, sizeof shown, doc, doc_len);
+    return td_store_seterr(err, TD_STORE_ERR_CORRUPT,
+                           "document '%s': owner record of agent %llu (key "
+                           "owner/%s/%llu) is damaged: %s",
+                           shown, (unsigned long long)agent, shown,
+                           (unsigned long long)agent, why);
+}
+
+td_store_err td_store_owner_get(td_store *st, const char *doc, size_t doc_len,
+                                uint64_t agent, char **raw, const char **owner,
+                                size_t *owner_len, td_store_error *err)
+{
+    uint8_t key[TD_STORE_LOG_KEY_MAX];
+    size_t klen = td_store_log_key(key, doc, doc_len, agent), vlen = 0;
+    rocksdb_readoptions_t *ro = ro_new(NULL);
+    char *rerr = NULL, *val;
+    const char *why;
+
+    *raw = NULL;
+    val = rocksdb_get_cf(st->db, ro, st->cf[TD_CF_OWNER], (const char *)key, klen,
+                         &vlen, &rerr);
+    rocksdb_readoptions_destroy(ro);
+    if (rerr)
+        return io_err(err, rerr, "an owner record", doc, doc_len);
+    if (val == NULL)
+        return TD_STORE_ERR_NOT_FOUND;
+    if (!td_store_owner_value_decode((const uint8_t *)val, vlen, doc, doc_len, agent,
+                                     owner, owner_len, &why)) {
+        rocksdb_free(val);
+        return owner_corrupt(err, doc, doc_len, agent, why);
+    }
+    *raw = val;
+    return TD_STORE_OK;
+}
+
+typedef int (*owner_fn)(void *ud, uint64_t agent, const char *owner, size_t len);
+
+/* Validates every owner record of doc and passes each to fn (if not NULL):
+ * see td_store_owners for what fn returns. */
+static td_store_err scan_owners(td_store *st, const rocksdb_snapshot_t *snap,
+                                const char *doc, size_t doc_len, owner_fn fn,
+                                void *ud, td_store_error *err)
+{
+    uint8_t hi[TD_STORE_LOG_KEY_MAX];
+    rocksdb_readoptions_t *ro;
+    rocksdb_iterator_t *it;
+    td_store_err code = TD_STORE_OK;
+
+    if (st->cf[TD_CF_OWNER] == NULL)
+        return TD_STORE_OK; /* read-only open of a directory from before */
+    it = doc_iter(st, snap, TD_CF_OWNER, doc, doc_len, 0, hi, &ro);
+    for (; rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t klen, vlen, kdoc_len, owner_len;
+        const uint8_t *key = (const uint8_t *)rocksdb_iter_key(it, &klen);
+        const uint8_t *val = (const uint8_t *)rocksdb_iter_value(it, &vlen);
+        const char *kdoc, *owner, *why;
+        uint64_t agent;
+        int rc;
+
+        /* Every key in the range starts with (length, id); a well-formed
+         * one is exactly 8 bytes longer. */
+        if (!td_store_log_key_parse(key, klen, &kdoc, &kdoc_len, &agent) ||
+            kdoc_len != doc_len || memcmp(kdoc, doc, doc_len) != 0) {
+            char shown[TD_STORE_FMT_ID_CAP];
+            code = td_store_seterr(err, TD_STORE_ERR_CORRUPT,
+                                   "document '%s': a malformed key (%zu bytes) is "
+                                   "among its owner records (owner/%s/...)",
+                                   td_store_fmt_id(shown, sizeof shown, doc, doc_len),
+                                   klen, shown);
+            break;
+        }
+        if (!td_store_owner_value_decode(val, vlen, doc, doc_len, agent, &owner,
+                                         &owner_len, &why)) {
+            code = owner_corrupt(err, doc, doc_len, agent, why);
+            break;
+        }
+        rc = fn ? fn(ud, agent, owner, owner_len) : 0;
+        if (rc < 0) {
+            code = td_store_seterr(err, TD_STORE_ERR_NOMEM,
+                                   "out of memory taking the owner records");
+            break;
+        }
+        if (rc > 0)
+            break;
+    }
+    return iter_end(it, ro, code, err, "the owner records", doc, doc_len);
+}
+
+/* How every call that scans a document for a callback starts: a callback,
+ * a valid id, an open store (td_store_leave ends it). */
+static td_store_err enter_scan(td_store *st, int have_cb, const char *doc, size_t doc_len,
+                               td_store_error *err)
+{
+    if (!have_cb)
+        return td_store_seterr(err, TD_STORE_ERR_ARG, "no callback");
+    return td_store_enter_doc(st, doc, doc_len, 0, err);
+}
+
+td_store_err td_store_owners(td_store *st, const char *doc, size_t doc_len,
+                             owner_fn fn, void *ud, td_store_error *err)
+{
+    td_store_err code;
+
+    code = enter_scan(st, fn != NULL, doc, doc_len, err);
+    if (code != TD_STORE_OK)
+        return code;
+    code = scan_owners(st, NULL, doc, doc_len, fn, ud, err);
+    td_store_leave(st);
+    return code;
 }
 
 /* ---- loading into the core ---------------------------------------------- */
@@ -432,10 +589,13 @@ td_store_err td_store_load(td_store *st, const char *doc, size_t doc_len,
     td_store_err code;
 
     *out = NULL;
-    if (!td_store_doc_id_valid(doc, doc_len))
-        return td_store_err_bad_id(err);
+    code = td_store_enter_doc(st, doc, doc_len, 0, err);
+    if (code != TD_STORE_OK)
+        return code;
     snap = rocksdb_create_snapshot(st->db);
     code = td_store_meta_get_checked(st, snap, doc, doc_len, &m, &raw, err);
+    if (code == TD_STORE_OK)
+        code = scan_owners(st, snap, doc, doc_len, NULL, NULL, err);
     if (code == TD_STORE_OK) {
         if (info)
             info_fill(info, doc, doc_len, &m);
@@ -443,6 +603,7 @@ td_store_err td_store_load(td_store *st, const char *doc, size_t doc_len,
     }
     rocksdb_free(raw);
     rocksdb_release_snapshot(st->db, snap);
+    td_store_leave(st);
     return code;
 }
 
@@ -497,10 +658,15 @@ td_store_err td_store_read_missing(td_store *st, const char *doc,
 static td_store_err meta_now(td_store *st, const char *doc, size_t doc_len,
                              td_store_meta *m, char **raw, td_store_error *err)
 {
+    td_store_err code;
+
     *raw = NULL;
-    if (!td_store_doc_id_valid(doc, doc_len))
-        return td_store_err_bad_id(err);
-    return td_store_meta_get_checked(st, NULL, doc, doc_len, m, raw, err);
+    code = td_store_enter_doc(st, doc, doc_len, 0, err);
+    if (code != TD_STORE_OK)
+        return code;
+    code = td_store_meta_get_checked(st, NULL, doc, doc_len, m, raw, err);
+    td_store_leave(st);
+    return code;
 }
 
 td_store_err td_store_doc_stat(td_store *st, const char *doc, size_t doc_len,
@@ -547,8 +713,9 @@ td_store_err td_store_read_snapshot(td_store *st, const char *doc,
     *len = 0;
     if (seq)
         *seq = 0;
-    if (!td_store_doc_id_valid(doc, doc_len))
-        return td_store_err_bad_id(err);
+    code = td_store_enter_doc(st, doc, doc_len, 0, err);
+    if (code != TD_STORE_OK)
+        return code;
     snap = rocksdb_create_snapshot(st->db);
     code = td_store_meta_get_checked(st, snap, doc, doc_len, &m, &raw, err);
     if (code == TD_STORE_OK && m.snap_seq > 0) {
@@ -561,6 +728,7 @@ td_store_err td_store_read_snapshot(td_store *st, const char *doc,
     rocksdb_free(sraw);
     rocksdb_free(raw);
     rocksdb_release_snapshot(st->db, snap);
+    td_store_leave(st);
     return code;
 }
 
@@ -587,10 +755,9 @@ td_store_err td_store_read_log(td_store *st, const char *doc, size_t doc_len,
     user_log_ctx c = {cb, ud};
     td_store_err code;
 
-    if (!td_store_doc_id_valid(doc, doc_len))
-        return td_store_err_bad_id(err);
-    if (cb == NULL)
-        return td_store_seterr(err, TD_STORE_ERR_ARG, "no callback");
+    code = enter_scan(st, cb != NULL, doc, doc_len, err);
+    if (code != TD_STORE_OK)
+        return code;
     snap = rocksdb_create_snapshot(st->db);
     code = td_store_meta_get_checked(st, snap, doc, doc_len, &m, &raw, err);
     if (code == TD_STORE_OK)
@@ -598,6 +765,7 @@ td_store_err td_store_read_log(td_store *st, const char *doc, size_t doc_len,
                         NULL, err);
     rocksdb_free(raw);
     rocksdb_release_snapshot(st->db, snap);
+    td_store_leave(st);
     return code;
 }
 
@@ -606,10 +774,15 @@ td_store_err td_store_read_log(td_store *st, const char *doc, size_t doc_len,
 td_store_err td_store_list(td_store *st, td_store_list_cb cb, void *ud,
                            td_store_error *err)
 {
-    rocksdb_readoptions_t *ro = ro_new(NULL);
-    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->db, ro, st->cf[TD_CF_META]);
+    rocksdb_readoptions_t *ro;
+    rocksdb_iterator_t *it;
     char *rerr = NULL;
-    td_store_err code = TD_STORE_OK;
+    td_store_err code = td_store_enter(st, err);
+
+    if (code != TD_STORE_OK)
+        return code;
+    ro = ro_new(NULL);
+    it = rocksdb_create_iterator_cf(st->db, ro, st->cf[TD_CF_META]);
 
     for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
         size_t klen, vlen;
@@ -648,5 +821,6 @@ td_store_err td_store_list(td_store *st, td_store_list_cb cb, void *ud,
     }
     rocksdb_iter_destroy(it);
     rocksdb_readoptions_destroy(ro);
+    td_store_leave(st);
     return code;
 }

@@ -1,15 +1,18 @@
 /*
  * tandem_store.h -- the public API of tandem's durable document store.
  *
- * A store is one data directory: a RocksDB database with three column
- * families. Per document it keeps
+ * A store is one data directory: a RocksDB database with four column
+ * families of documents (plus RocksDB's default one for the format marker).
+ * Per document it keeps
  *   - an op log ("log"): one entry per accepted batch, keyed by the document
  *     id and a big-endian server sequence (1, 2, 3, ...), so one document's
  *     log is one range scan;
  *   - a snapshot ("snap"): td_crdt_snapshot_encode() bytes, the sequence they
  *     cover and a BLAKE2b-256 checksum;
  *   - metadata ("meta"): last sequence, snapshot sequence, sizes and the
- *     version vector.
+ *     version vector;
+ *   - owner records ("owner"): which author owns each agent id of the
+ *     document, written with the batch that introduced the agent.
  * Every value carries a format byte and a BLAKE2b checksum that also covers
  * the document id, and everything read back is validated like network input:
  * a damaged value is an error naming the document and the key, never a
@@ -123,6 +126,15 @@ int td_store_doc_id_valid(const char *id, size_t len);
 
 /* ---- appends ------------------------------------------------------------ */
 
+/* One agent id of a document bound to its author (a user name). */
+typedef struct td_store_claim {
+    uint64_t agent;
+    const char *owner; /* 1..255 bytes of valid UTF-8 */
+    size_t owner_len;
+} td_store_claim;
+#define TD_STORE_OWNER_MAX 255
+#define TD_STORE_CLAIMS_MAX 65536 /* claims per batch */
+
 typedef struct td_store_batch {
     const char *doc;    /* document id */
     size_t doc_len;
@@ -133,6 +145,14 @@ typedef struct td_store_batch {
      * stored in the metadata; NULL/0 keeps the previous one. */
     const uint8_t *vv;
     size_t vv_len;
+    /* New owner records, written in the same WriteBatch as the log entry:
+     * the batch and its bindings are stored together or not at all. A
+     * claim for an agent that already has an owner (on disk, or claimed by
+     * an append written before it) must name the same owner, else the
+     * append fails with TD_STORE_ERR_ARG and nothing of it is written.
+     * NULL/0: none. */
+    const td_store_claim *claims;
+    size_t nclaims;
 } td_store_batch;
 
 typedef struct td_store_ack {
@@ -196,11 +216,25 @@ td_store_err td_store_doc_stat(td_store *st, const char *doc, size_t doc_len,
 /* Builds the document from its snapshot and log tail (td_crdt_doc_load, then
  * td_crdt_apply of each entry). opts as for td_crdt_doc_new (NULL: defaults).
  * TD_STORE_ERR_NOT_FOUND if the document does not exist; _CORRUPT, naming
- * the document and the key, if any stored piece fails validation or the core
- * rejects it. info (may be NULL) receives the metadata. */
+ * the document and the key, if any stored piece (owner records included)
+ * fails validation or the core rejects it. info (may be NULL) receives the
+ * metadata. */
 td_store_err td_store_load(td_store *st, const char *doc, size_t doc_len,
                            const td_crdt_options *opts, td_crdt_doc **out,
                            td_store_doc_info *info, td_store_error *err);
+
+/* Calls fn for every owner record (agent, owner) of document doc, in agent
+ * order, through one consistent view. fn returns 0 to go on, a positive
+ * value to stop (td_store_owners then returns TD_STORE_OK), a negative one
+ * when it failed (out of memory: td_store_owners returns
+ * TD_STORE_ERR_NOMEM). A document without owner records (or none at all)
+ * gives no calls and TD_STORE_OK. A damaged record is TD_STORE_ERR_CORRUPT
+ * naming the document and the key (owner/doc/agent). `owner` is valid
+ * during the call only and is not NUL-terminated. */
+td_store_err td_store_owners(td_store *st, const char *doc, size_t doc_len,
+                             int (*fn)(void *ud, uint64_t agent,
+                                       const char *owner, size_t len),
+                             void *ud, td_store_error *err);
 
 /* The stored version vector (copy; free with td_store_free). */
 td_store_err td_store_read_vv(td_store *st, const char *doc, size_t doc_len,
@@ -254,7 +288,8 @@ td_store_err td_store_compact(td_store *st, const char *doc, size_t doc_len,
  * the disk (a full manual compaction; slow on big stores). */
 td_store_err td_store_compact_files(td_store *st, td_store_error *err);
 
-/* Deletes the document (log, snapshot, metadata) in one WriteBatch. Appends
+/* Deletes the document (log, snapshot, metadata, owner records) in one
+ * WriteBatch. Appends
  * for it still queued re-create it: delete documents nobody has open. */
 td_store_err td_store_delete(td_store *st, const char *doc, size_t doc_len,
                              td_store_error *err);
@@ -274,6 +309,15 @@ typedef struct td_store_stats {
 } td_store_stats;
 
 void td_store_get_stats(td_store *st, td_store_stats *out);
+
+/* 1 if the store can write. 0 if it cannot -- open read-only, or a write
+ * failed (disk full, I/O error) and the store is waiting to recover -- and
+ * then `why` (if not NULL) receives a one-line reason. While it cannot
+ * write, td_store_append fails at once with TD_STORE_ERR_IO; the store
+ * thread retries every second (it reopens the database once the file
+ * system has room again) and appends work again when that succeeds.
+ * Cheap and thread-safe: meant for a health check. */
+int td_store_writable(td_store *st, char *why, size_t whylen);
 
 #ifdef __cplusplus
 }

@@ -27,6 +27,10 @@ import { CoreError } from './core.js';
 const AUTH_CODES = new Set([6, 7, 8]);
 const RETRY_CODES = new Set([8, 11, 16, 17, 18, 19]);
 const DROP_CODES = new Set([10, 12, 13]);
+/* Repaired by resending what the server lacks (Client._repair). */
+const REPAIR_CODES = new Set([13, 20, 21]);
+const AGENT_RETRY_MS = 500;
+const AGENT_RETRY_CAP_MS = 30000;
 const HELLO_TIMEOUT_MS = 10000;
 
 export class Client extends Emitter {
@@ -119,7 +123,8 @@ export class Client extends Emitter {
     const doc = new Doc(this, id, this._core, coreDoc, this.storage, key);
     for (const rec of saved?.pending ?? []) {
       try { coreDoc.apply(rec.batch); } catch { continue; }
-      doc.pending.push({ rid: rec.rid, batch: rec.batch, id: 0 });
+      /* split for a limit unknown here: resplit if the server finds it too large */
+      doc.pending.push({ rid: rec.rid, batch: rec.batch, id: 0, limit: Infinity });
     }
     doc._cycle = null;
     this.docs.set(id, doc);
@@ -134,6 +139,8 @@ export class Client extends Emitter {
 
   _subscribe(doc) {
     doc._subscribed = false;
+    /* A repair waiting out its delay goes ahead on the new connection. */
+    if (doc._recovering === 'wait') doc._resync();
     doc._subscribedOnWire = this._send(wire.encodeSubscribe(doc.id, doc._core.vv()));
     for (const rec of doc.pending) rec.id = 0;
     doc._byId.clear();
@@ -141,9 +148,17 @@ export class Client extends Emitter {
     doc.presence._onSubscribed();
   }
 
-  /* Sends every pending batch of doc not yet sent on this connection. */
-  _sendPending(doc) {
+  /* A resync on this connection (its SYNC tells doc what the server lacks);
+   * offline, the next WELCOME subscribes anyway. */
+  _resubscribe(doc) {
     if (this.status !== 'online' || !doc._subscribedOnWire) return;
+    this._send(wire.encodeSubscribe(doc.id, doc._core.vv()));
+  }
+
+  /* Sends every pending batch of doc not yet sent on this connection, unless
+   * a refused batch is being repaired (Doc._recover). */
+  _sendPending(doc) {
+    if (this.status !== 'online' || !doc._subscribedOnWire || doc._recovering) return;
     for (const rec of doc.pending) {
       if (rec.id) continue;
       const id = this._nextBatch++;
@@ -319,7 +334,7 @@ export class Client extends Emitter {
     const doc = m.doc ? this.docs.get(m.doc) : null;
     switch (m.type) {
       case 'welcome': return this._onWelcome(m);
-      case 'sync': if (doc) doc._onSync(m.batch); return undefined;
+      case 'sync': if (doc) doc._onSync(m.batch, m.vv); return undefined;
       case 'ack': if (doc) doc._onAck(m.batchId); return undefined;
       case 'remote': if (doc) for (const b of m.batches) doc._applyRemote(b); return undefined;
       case 'presence': if (doc) doc.presence._onPeers(m.peers); return undefined;
@@ -373,6 +388,11 @@ export class Client extends Emitter {
     }
     if (doc && m.batchId) {
       const rec = doc._byId.get(m.batchId);
+      /* The answer to a batch no longer tracked on this connection: one sent
+       * behind a refused batch (refused the same way; its repair is under
+       * way), or before a resubscribe. */
+      if (!rec && (REPAIR_CODES.has(m.code) || DROP_CODES.has(m.code) || RETRY_CODES.has(m.code))) return;
+      if (rec && this._repair(m.code, rec, doc, info)) return;
       if (rec) {
         doc._byId.delete(m.batchId);
         if (DROP_CODES.has(m.code)) {
@@ -395,5 +415,38 @@ export class Client extends Emitter {
     if (doc && (m.code === 9 || m.code === 15)) doc._subscribed = false;
     this.emit('error', info);
     if (doc) doc.emit('error', info);
+  }
+
+  /* Refusals that sending what the server lacks repairs (Doc._recover);
+   * returns false for the others. One 'error' event per repair, with
+   * `recovering: true`; a too_large batch that was already split for the
+   * server's current limit cannot be repaired: `fatal: true`, and the
+   * document stops sending (Doc._halt). */
+  _repair(code, rec, doc, info) {
+    if (code === 21) {
+      doc._recover(rec, 0);
+    } else if (code === 20) {
+      /* Refused again and again while the owner of an agent in the batch --
+       * most often this client's own earlier connection, not yet timed out
+       * by the server -- is still there: wait longer each time. */
+      const n = doc._takenCount++;
+      doc._changeAgent();
+      doc._recover(rec, n === 0 ? 0 : Math.min(AGENT_RETRY_CAP_MS, AGENT_RETRY_MS * 2 ** (n - 1)) * (0.5 + Math.random() / 2));
+    } else if (code === 13 && rec.limit > doc._batchLimit()) {
+      doc._recover(rec, 0); /* the limit shrank since it was split: split again */
+    } else if (code === 13) {
+      doc._halt();
+      const fatal = { ...info, fatal: true,
+        message: `${info.message} (a batch of ${rec.batch.length} bytes, split for this limit: nothing is sent for ${doc.id} until it is opened again)` };
+      this.emit('error', fatal);
+      doc.emit('error', fatal);
+      return true;
+    } else {
+      return false;
+    }
+    const ev = { ...info, recovering: true };
+    this.emit('error', ev);
+    doc.emit('error', ev);
+    return true;
   }
 }

@@ -18,6 +18,11 @@ export const KIND = { text: 1, list: 2, map: 3 };
 export const KIND_NAME = { 1: 'text', 2: 'list', 3: 'map' };
 const VT = { NONE: 0, NULL: 1, FALSE: 2, TRUE: 3, INT: 4, FLOAT: 5, STR: 6, OBJ: 7 };
 const VALUE_SIZE = 16;
+/* Out slots inside Core.slot (64 bytes): a buffer result at +0, apply()'s
+ * info at +8, map_entry's key at +16, diff_max's next vv at +24, the
+ * more/done flag of commit_max and diff_max at +32, events at +48. */
+const SLOT_VV = 24;
+const SLOT_FLAG = 32;
 const ABI = 2;
 
 const enc = new TextEncoder();
@@ -54,6 +59,10 @@ export class Core {
     if (this.ex.abi_version() !== ABI) {
       throw new Error(`tandem_crdt.wasm has ABI ${this.ex.abi_version()}, this client needs ${ABI}`);
     }
+    /* Added within ABI 2; a module built before them fails here, not at the
+     * first commit. */
+    const missing = ['commit_max', 'diff_max'].filter((f) => typeof this.ex[f] !== 'function');
+    if (missing.length) throw new Error(`tandem_crdt.wasm lacks ${missing.join(', ')}: rebuild it`);
     this.slot = this.ex.alloc(64);
     this._mem = null;
   }
@@ -141,9 +150,10 @@ export class CoreDoc {
     }
     if (this.onEvents) this.onEvents(evs, lost !== 0);
   }
-  takeBuf() {
+  /* The buffer result in the out slot at core.slot + at (copied, then freed). */
+  takeBuf(at = 0) {
     const { core } = this;
-    const ptr = core.u32(core.slot), len = core.u32(core.slot + 4);
+    const ptr = core.u32(core.slot + at), len = core.u32(core.slot + at + 4);
     if (ptr === 0) return null;
     const out = core.u8.slice(ptr, ptr + len);
     this.ex.buf_free(this.h, ptr);
@@ -292,14 +302,44 @@ export class CoreDoc {
     return out;
   }
 
-  commit() { return this.bufCall('commit'); }
+  /* The local ops since the last commit as batches of at most maxBytes each
+   * (one op that alone is larger -- a big map value -- is one batch), in
+   * order; [] when there are none. If the core fails after the first batch,
+   * what was committed is returned and the rest stays for the next call. */
+  commitMax(maxBytes) {
+    const { core } = this;
+    const out = [];
+    for (let more = 1; more;) {
+      try {
+        this.check(this.ex.commit_max(this.h, maxBytes, core.slot, core.slot + SLOT_FLAG), 'commit');
+      } catch (e) {
+        if (out.length) return out;
+        throw e;
+      }
+      more = core.u32(core.slot + SLOT_FLAG);
+      const b = this.takeBuf();
+      if (b) out.push(b);
+    }
+    return out;
+  }
   snapshot() { return this.bufCall('snapshot_encode'); }
   vv() { return this.bufCall('vv_encode') ?? new Uint8Array(0); }
   json() { return dec.decode(this.bufCall('to_json')); }
-  diff(vv) {
-    const rc = this.core.withBytes(vv, (p, n) => this.ex.diff(this.h, p, n, this.core.slot));
-    this.check(rc, 'diff');
-    return this.takeBuf();
+  /* What a peer whose version vector is vv lacks, as batches of at most
+   * maxBytes each (the rule of commitMax) that apply in order. */
+  diffMax(vv, maxBytes) {
+    const { core } = this;
+    const out = [];
+    for (let done = 0; !done;) {
+      const rc = core.withBytes(vv, (p, n) => this.ex.diff_max(this.h, p, n, maxBytes,
+        core.slot, core.slot + SLOT_VV, core.slot + SLOT_FLAG));
+      this.check(rc, 'diff');
+      done = core.u32(core.slot + SLOT_FLAG);
+      const b = this.takeBuf();
+      vv = this.takeBuf(SLOT_VV) ?? new Uint8Array(0);
+      if (b) out.push(b);
+    }
+    return out;
   }
   /* Integrates a batch; its change events go to onEvents. */
   apply(batch) {

@@ -3,11 +3,15 @@
  * its unacknowledged batches and its persistence.
  *
  * Edits apply to the replica at once. Outside doc.transact each edit is
- * committed as its own batch; inside, the whole transaction is one batch.
- * A committed batch joins `pending` (and, with a storage, is written there
- * before anything else), goes to the server when a connection is up, and
- * leaves `pending` only on its ACK. After a reconnect the client resends
- * every pending batch after SUBSCRIBE (docs/PROTOCOL.md section 5).
+ * committed on its own; inside, the whole transaction at its end. A commit is
+ * one batch, or several in order when it exceeds the server's max_batch (a
+ * big paste). A committed batch joins `pending` (and, with a storage, is
+ * written there before anything else), goes to the server when a connection
+ * is up, and leaves `pending` only on its ACK. After a reconnect the client
+ * resends every pending batch after SUBSCRIBE (docs/PROTOCOL.md section 5).
+ * A batch the server refused in a way a resend repairs (missing_ops,
+ * agent_taken, too_large after the limit shrank) is replaced, with every
+ * batch behind it, by what the server lacks (_recover).
  *
  * Change events. The core reports every visible change in code points, in
  * order (insert/delete at a position, key changed). For each change cycle (a
@@ -27,6 +31,7 @@
  */
 import { Emitter } from './emitter.js';
 import { KIND, KIND_NAME } from './core.js';
+import { maxBatchFor } from './wire.js';
 import { Text, List, TMap, cpToU16 } from './objects.js';
 import { Presence } from './presence.js';
 
@@ -63,7 +68,14 @@ export class Doc extends Emitter {
     this._roots = new Map(); /* "kind:name" -> wrapper */
     this._depth = 0; /* transact nesting */
     this._cycle = null;
-    this.pending = []; /* {rid, batch, id} in commit order */
+    /* {rid, batch, id, limit} in commit order: id is the batch_id on this
+     * connection (0: not sent on it), limit the size it was split for */
+    this.pending = [];
+    /* null; 'wait' or 'sync' while a refused batch is being repaired (see
+     * _recover); 'halted' after a refusal that no resend can repair */
+    this._recovering = null;
+    this._recoverTimer = null;
+    this._takenCount = 0; /* agent_taken refusals since the last ACK */
     this._byId = new Map(); /* batch id on this connection -> record */
     this._everSynced = false;
     this._subscribed = false; /* SYNC received on this connection */
@@ -126,19 +138,30 @@ export class Doc extends Emitter {
   }
   _checkOpen() { if (this._closed) throw new Error(`document ${this.id} is closed`); }
   _endLocal() {
-    const batch = this._core.commit();
+    const limit = this._batchLimit();
+    const batches = this._core.commitMax(limit);
     this._emitCycle(true);
-    if (batch) this._queue(batch);
+    this._queue(batches, limit);
   }
 
-  _queue(batch) {
-    const rec = { rid: recordId(), batch, id: 0 };
-    this.pending.push(rec);
-    this._setSynced(false);
-    if (this._storage) {
-      this._storage.addPending(this._storageKey, rec.rid, batch).catch((e) => this._storageError(e));
-      this._scheduleSave();
+  /* The largest batch the server takes (its WELCOME's limits; before the
+   * first WELCOME, the protocol's defaults). A paste or transaction above it
+   * is committed as several batches, each applying on its own after the
+   * ones before it. */
+  _batchLimit() { return maxBatchFor(this.id, this.client.limits); }
+
+  /* batches: made for a server limit of `limit` bytes. */
+  _queue(batches, limit) {
+    if (!batches.length) return;
+    for (const batch of batches) {
+      const rec = { rid: recordId(), batch, id: 0, limit };
+      this.pending.push(rec);
+      if (this._storage) {
+        this._storage.addPending(this._storageKey, rec.rid, batch).catch((e) => this._storageError(e));
+      }
     }
+    this._setSynced(false);
+    this._scheduleSave();
     this.client._sendPending(this);
   }
 
@@ -271,10 +294,12 @@ export class Doc extends Emitter {
     this._scheduleSave();
   }
 
-  _onSync(batch) {
+  /* vv: the server's version vector when it built the SYNC. */
+  _onSync(batch, vv) {
     if (batch.length) this._applyRemote(batch);
     this._subscribed = true;
     this._everSynced = true;
+    if (this._recovering === 'sync') this._resendLacking(vv);
     this._checkSynced();
   }
 
@@ -282,8 +307,79 @@ export class Doc extends Emitter {
     const rec = this._byId.get(batchId);
     if (!rec) return;
     this._byId.delete(batchId);
+    this._takenCount = 0;
     this._forget(rec);
     this._checkSynced();
+  }
+
+  /* ---- repairing refused batches ------------------------------------------ */
+
+  /* The server refused `rec` in a way that sending what it lacks repairs
+   * (missing_ops: a gap in this replica's ops, e.g. behind a batch it
+   * refused; agent_taken; too_large for a batch split for a larger limit).
+   * Every batch sent after rec on this connection is refused the same way
+   * (each depends on the ones before), so none of them, and none not sent
+   * yet, is sent again as it is: the document resubscribes (after delayMs),
+   * and at the SYNC the server's version vector says exactly what it lacks,
+   * which replaces them (_resendLacking). Batches sent before rec stay: the
+   * server took them, their ACKs are on the way. */
+  _recover(rec, delayMs) {
+    for (const r of this.pending) {
+      if (r.id === 0 || r.id < rec.id) continue;
+      this._byId.delete(r.id);
+      r.id = 0;
+    }
+    clearTimeout(this._recoverTimer);
+    this._recoverTimer = null;
+    if (delayMs > 0) {
+      this._recovering = 'wait';
+      this._recoverTimer = setTimeout(() => { this._recoverTimer = null; this._resync(); }, delayMs);
+    } else {
+      this._resync();
+    }
+  }
+  _resync() {
+    this._recovering = 'sync';
+    this.client._resubscribe(this);
+  }
+
+  /* The SYNC after _recover: the batches not in flight on this connection are
+   * replaced by what the server lacks against its vv (which includes every
+   * edit made meanwhile), split for the current limit; the new batches are
+   * stored before the old ones are forgotten, like any pending batch. A diff
+   * against a vv that the server has since passed only repeats ops, which is
+   * harmless. */
+  _resendLacking(serverVv) {
+    const limit = this._batchLimit();
+    const batches = this._core.diffMax(serverVv, limit);
+    const stale = this.pending.filter((r) => r.id === 0);
+    this.pending = this.pending.filter((r) => r.id !== 0);
+    this._recovering = null;
+    if (this._storage) this._removed.push(...stale.map((r) => r.rid));
+    this._queue(batches, limit);
+    this._scheduleSave();
+  }
+
+  /* A refusal nothing here can repair (too_large for a batch already split
+   * for the server's current limit). The document keeps its edits, locally
+   * and in storage, but sends nothing more until it is opened again. */
+  _halt() {
+    clearTimeout(this._recoverTimer);
+    this._recoverTimer = null;
+    this._recovering = 'halted';
+  }
+
+  /* Ops of this replica's agent are refused (agent_taken): another author
+   * (another user, or a connection of ours the server still thinks alive)
+   * owns the agent id in this document. Future ops get a fresh random one.
+   * The core cannot change the agent of a replica, so the replica is
+   * reloaded from its own snapshot under the new agent; nested objects are
+   * re-read ('reset' change events), roots keep their wrappers. */
+  _changeAgent() {
+    const fresh = this._coreMod.loadDoc(randomAgent(), this._core.snapshot());
+    fresh.onEvents = (evs, lost) => this._onEvents(evs, lost);
+    this._replaceCore(fresh);
+    this._scheduleSave();
   }
 
   _forget(rec) {
@@ -319,12 +415,21 @@ export class Doc extends Emitter {
    * take that batch, so the replica holding it is rebuilt from the server's
    * state plus the other pending batches (docs/PROTOCOL.md section 5). */
   _rebuild() {
-    const old = this._core;
     const fresh = this._coreMod.newDoc(randomAgent());
     fresh.onEvents = (evs, lost) => this._onEvents(evs, lost);
     for (const rec of this.pending) {
       try { fresh.apply(rec.batch); } catch { /* depends on what was dropped */ }
     }
+    this._replaceCore(fresh);
+    this._everSynced = false;
+    this._setSynced(false);
+    this._scheduleSave();
+  }
+
+  /* Swaps in another replica: roots keep their wrappers (re-resolved),
+   * nested ones are detached, and every root gets a 'reset' change event. */
+  _replaceCore(fresh) {
+    const old = this._core;
     this._cycle = null;
     this._core = fresh;
     old.free();
@@ -339,9 +444,6 @@ export class Doc extends Emitter {
     const changes = roots.map((w) => ({ target: w, kind: w.kind, reset: true }));
     for (const ch of changes) ch.target.emit('change', { ...ch, local: false });
     if (changes.length) this.emit('change', { local: false, changes });
-    this._everSynced = false;
-    this._setSynced(false);
-    this._scheduleSave();
   }
 
   /* ---- persistence ------------------------------------------------------------ */
@@ -372,6 +474,7 @@ export class Doc extends Emitter {
     if (--this._refs > 0) return;
     await this.save();
     this._closed = true;
+    clearTimeout(this._recoverTimer);
     this.presence._stop();
     this.client._closeDoc(this);
     this._core.free();

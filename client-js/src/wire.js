@@ -63,6 +63,21 @@ export function encodeUnsubscribe(doc) {
 export function encodeUpdate(doc, batchId, batch) {
   return new Writer().byte(C.UPDATE).string(doc).varint(batchId).bytes(batch).done();
 }
+/* The protocol's defaults (docs/PROTOCOL.md section 10): what a client
+ * assumes before its first WELCOME names the server's limits. */
+export const DEFAULT_MAX_BATCH = 4 << 20;
+export const DEFAULT_MAX_FRAME = 8 << 20;
+
+/* The largest batch an UPDATE for `doc` may carry: the server refuses a batch
+ * above max_batch (too_large) and closes on a message above max_frame, which
+ * adds the UPDATE's own fields (type, doc id, batch_id and length, each
+ * varint at most 10 bytes). `limits`: the WELCOME, or null before one. */
+export function maxBatchFor(doc, limits) {
+  const maxBatch = limits?.maxBatch || DEFAULT_MAX_BATCH;
+  const maxFrame = limits?.maxFrame || DEFAULT_MAX_FRAME;
+  const overhead = 1 + 10 + enc.encode(doc).length + 10 + 10;
+  return Math.max(1, Math.min(maxBatch, maxFrame - overhead));
+}
 export function encodePresence(doc, state) {
   return new Writer().byte(C.PRESENCE).string(doc).bytes(state).done();
 }
@@ -199,5 +214,5 @@ export const ERR = {
   5: 'bad_doc_id', 6: 'auth_required', 7: 'token_invalid', 8: 'token_expired',
   9: 'forbidden', 10: 'read_only', 11: 'not_subscribed', 12: 'invalid_batch',
   13: 'too_large', 14: 'limit', 15: 'doc_unavailable', 16: 'store_failed',
-  17: 'busy', 18: 'internal', 19: 'shutting_down',
+  17: 'busy', 18: 'internal', 19: 'shutting_down', 20: 'agent_taken', 21: 'missing_ops',
 };

@@ -416,6 +416,39 @@ int tdw_diff(td_crdt_doc *doc, const uint8_t *vv, size_t vv_len, td_wasm_buf *ou
     return buf_result(err, ptr, len, out);
 }
 
+/* Size-limited batches (issue 10). out: {ptr, len} of one batch of at most
+ * max_bytes (see td_crdt_commit_max); *more (an i32 slot) is 1 while local
+ * ops remain uncommitted: call again. */
+TD_EXPORT("commit_max")
+int tdw_commit_max(td_crdt_doc *doc, size_t max_bytes, td_wasm_buf *out, int *more)
+{
+    uint8_t *ptr = NULL;
+    size_t len = 0;
+    td_crdt_err err = td_crdt_commit_max(doc, max_bytes, &ptr, &len, more);
+    return buf_result(err, ptr, len, out);
+}
+
+/* out: {ptr, len} of the next batch of at most max_bytes of what a peer at vv
+ * lacks; next_vv: {ptr, len} of vv plus that batch (free it with buf_free
+ * too; pass it back to get the rest); *done (an i32 slot) is 1 when nothing
+ * is left after this batch. */
+TD_EXPORT("diff_max")
+int tdw_diff_max(td_crdt_doc *doc, const uint8_t *vv, size_t vv_len, size_t max_bytes,
+                 td_wasm_buf *out, td_wasm_buf *next_vv, int *done)
+{
+    uint8_t *ptr = NULL, *nptr = NULL;
+    size_t len = 0, nlen = 0;
+    td_crdt_err err = td_crdt_diff_max(doc, vv, vv_len, max_bytes, &ptr, &len, &nptr, &nlen, done);
+    buf_result(err, nptr, nlen, next_vv);
+    return buf_result(err, ptr, len, out);
+}
+
+/* The error codes added with these (the values of td_crdt_err), so that JS
+ * need not hard-code them: missing = TD_CRDT_ERR_MISSING, refused =
+ * TD_CRDT_ERR_REFUSED. */
+TD_EXPORT("err_missing") int tdw_err_missing(void) { return TD_CRDT_ERR_MISSING; }
+TD_EXPORT("err_refused") int tdw_err_refused(void) { return TD_CRDT_ERR_REFUSED; }
+
 TD_EXPORT("snapshot_encode") int tdw_snapshot_encode(td_crdt_doc *doc, td_wasm_buf *out)
 {
     uint8_t *ptr = NULL;

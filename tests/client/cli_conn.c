@@ -474,11 +474,17 @@ static void handle_leave(td_cli_conn *c, rd *r)
         c->cb.on_leave(d, session, c->cb.ud);
 }
 
+/* Codes after which the batch is resent (100 ms later). agent_taken: on an
+ * open server a reconnect can reach the server before the old connection's
+ * close, which still holds the agent (PROTOCOL.md section 12); missing_ops:
+ * the batch came behind one that must be resent first, which is resent
+ * first since retries go in order. */
 static int code_is_retry(uint64_t code)
 {
     return code == TD_CLI_E_TOKEN_EXPIRED || code == TD_CLI_E_NOT_SUBSCRIBED ||
            code == TD_CLI_E_STORE_FAILED || code == TD_CLI_E_BUSY ||
-           code == TD_CLI_E_INTERNAL || code == TD_CLI_E_LIMIT;
+           code == TD_CLI_E_INTERNAL || code == TD_CLI_E_LIMIT ||
+           code == TD_CLI_E_AGENT_TAKEN || code == TD_CLI_E_MISSING_OPS;
 }
 
 static void handle_error(td_cli_conn *c, rd *r)

@@ -376,3 +376,202 @@ void it_random_edits(td_crdt_doc *doc, int n)
         }
     }
 }
+
+/* ---- tokens, raw exchanges, checks (issue 10) ----------------------------- */
+
+static char g_keydir[600];
+
+static void rm_keydir(void)
+{
+    if (g_keydir[0])
+        td_cli_rm_rf(g_keydir);
+    g_keydir[0] = 0;
+}
+
+static char *run_trimmed(const char *const *argv)
+{
+    char *out = NULL;
+    int rc = td_cli_run(argv, &out, NULL);
+    CHECK_MSG(rc == 0 && out, "%s %s exited %d", argv[0], argv[1], rc);
+    size_t n = strlen(out);
+    while (n && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+        out[--n] = 0;
+    return out;
+}
+
+const char *it_keygen(void)
+{
+    static char key[700];
+    static int n;
+    if (!g_keydir[0]) {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(g_keydir, sizeof g_keydir, "%s/tandem-it-keys-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        CHECK(mkdtemp(g_keydir) != NULL);
+        atexit(rm_keydir);
+    }
+    snprintf(key, sizeof key, "%s/key%d", g_keydir, n++);
+    const char *argv[] = {g_bin, "keygen", "--out", key, NULL};
+    free(run_trimmed(argv));
+    return key;
+}
+
+char *it_token(const char *key, const char *user, const char *pattern, const char *rights,
+               const char *ttl)
+{
+    const char *argv[] = {g_bin,     "token",  "--key",  key,   "--user", user, "--doc",
+                          pattern,   "--rights", rights, "--ttl", ttl,     NULL};
+    return run_trimmed(argv);
+}
+
+td_cli_conn *it_raw_connect(td_cli_server *s, const char *token, uint64_t agent)
+{
+    td_cli_conn_opts o = {0};
+    o.raw = 1;
+    td_cli_conn *c = td_cli_connect(it_ctx(), s->url, &o);
+    CHECK(c != NULL);
+    CHECK_MSG(td_cli_wait_open(c, 10000), "raw connection to %s did not open", s->url);
+    td_cli_buf b = {0};
+    td_cli_put_u8(&b, TD_CLI_HELLO);
+    td_cli_put_varint(&b, 1);
+    td_cli_put_bytes(&b, token, token ? strlen(token) : 0);
+    td_cli_put_varint(&b, agent);
+    CHECK(!b.oom && td_cli_send_raw(c, b.data, b.len, 0) == 0);
+    td_cli_buf_free(&b);
+    td_cli_msg *m = td_cli_expect(c, TD_CLI_WELCOME, 10000);
+    CHECK_MSG(m != NULL, "no WELCOME on a raw connection (closed %d)", td_cli_close_code(c));
+    td_cli_msg_free(m);
+    return c;
+}
+
+void it_raw_subscribe(td_cli_conn *c, const char *doc, td_crdt_doc *replica)
+{
+    uint8_t *vv = NULL;
+    size_t vvlen = 0;
+    if (replica)
+        CHECK(td_crdt_vv_encode(replica, &vv, &vvlen) == TD_CRDT_OK);
+    td_cli_buf b = {0};
+    td_cli_put_u8(&b, TD_CLI_SUBSCRIBE);
+    td_cli_put_bytes(&b, doc, strlen(doc));
+    td_cli_put_bytes(&b, vv, vvlen);
+    if (vv)
+        td_crdt_buf_free(replica, vv);
+    CHECK(!b.oom && td_cli_send_raw(c, b.data, b.len, 0) == 0);
+    td_cli_buf_free(&b);
+    uint64_t deadline = td_cli_now_us() + 10000000u;
+    for (;;) {
+        uint64_t now = td_cli_now_us();
+        CHECK_MSG(now < deadline, "no SYNC of %s on a raw connection", doc);
+        td_cli_msg *m = td_cli_expect(c, TD_CLI_SYNC, (int)((deadline - now) / 1000) + 1);
+        CHECK_MSG(m != NULL, "no SYNC of %s on a raw connection (closed %d)", doc,
+                  td_cli_close_code(c));
+        size_t pos = 1;
+        uint64_t idl = 0, bl = 0;
+        CHECK(td_cli_get_varint(m->data, m->len, &pos, &idl) == 0 && idl <= m->len - pos);
+        int mine = idl == strlen(doc) && memcmp(m->data + pos, doc, idl) == 0;
+        pos += idl;
+        CHECK(td_cli_get_varint(m->data, m->len, &pos, &bl) == 0 && bl <= m->len - pos);
+        if (mine && replica && bl)
+            CHECK_MSG(td_crdt_apply(replica, m->data + pos, bl, NULL) == TD_CRDT_OK,
+                      "SYNC of %s does not apply: %s", doc, td_crdt_doc_error(replica));
+        td_cli_msg_free(m);
+        if (mine)
+            return;
+    }
+}
+
+int it_raw_update(td_cli_conn *c, const char *doc, uint64_t batch_id, const uint8_t *batch,
+                  size_t len, int timeout_ms)
+{
+    td_cli_buf b = {0};
+    td_cli_put_u8(&b, TD_CLI_UPDATE);
+    td_cli_put_bytes(&b, doc, strlen(doc));
+    td_cli_put_varint(&b, batch_id);
+    td_cli_put_bytes(&b, batch, len);
+    CHECK(!b.oom && td_cli_send_raw(c, b.data, b.len, 0) == 0);
+    td_cli_buf_free(&b);
+    uint64_t deadline = td_cli_now_us() + (uint64_t)timeout_ms * 1000u;
+    size_t dl = strlen(doc);
+    for (;;) {
+        uint64_t now = td_cli_now_us();
+        if (now >= deadline)
+            return -1;
+        td_cli_msg *m = td_cli_expect(c, 0, (int)((deadline - now) / 1000) + 1);
+        if (!m)
+            return -1;
+        size_t pos = 1;
+        uint64_t code = 0, idl = 0, bid = 0;
+        int rc = -2;
+        if (m->len && m->data[0] == TD_CLI_ACK) {
+            if (td_cli_get_varint(m->data, m->len, &pos, &idl) == 0 && idl <= m->len - pos &&
+                idl == dl && memcmp(m->data + pos, doc, dl) == 0) {
+                pos += idl;
+                if (td_cli_get_varint(m->data, m->len, &pos, &bid) == 0 && bid == batch_id)
+                    rc = 0;
+            }
+        } else if (m->len && m->data[0] == TD_CLI_ERROR) {
+            if (td_cli_get_varint(m->data, m->len, &pos, &code) == 0 &&
+                td_cli_get_varint(m->data, m->len, &pos, &idl) == 0 && idl <= m->len - pos) {
+                pos += idl;
+                if (td_cli_get_varint(m->data, m->len, &pos, &bid) == 0 && bid == batch_id)
+                    rc = (int)code;
+            }
+        }
+        td_cli_msg_free(m);
+        if (rc != -2)
+            return rc;
+    }
+}
+
+uint8_t *it_commit(td_crdt_doc *replica, size_t *len)
+{
+    uint8_t *out = NULL;
+    CHECK(td_crdt_commit(replica, &out, len) == TD_CRDT_OK);
+    CHECK_MSG(out != NULL, "nothing to commit");
+    uint8_t *copy = malloc(*len);
+    CHECK(copy != NULL);
+    memcpy(copy, out, *len);
+    td_crdt_buf_free(replica, out);
+    return copy;
+}
+
+int it_doc_matches(td_cli_server *s, const char *doc, const char *token, td_cli_doc *d)
+{
+    char *js = NULL, *mine = td_cli_doc_json(d);
+    int st = it_get_doc(s, doc, token, &js);
+    int ok = st == 200 && mine && it_json_equal(js, mine);
+    if (!ok)
+        fprintf(stderr, "GET /docs/%s: %d %.400s\n  replica: %.400s\n", doc, st,
+                js ? js : "(none)", mine ? mine : "(null)");
+    free(js);
+    free(mine);
+    return ok;
+}
+
+int it_server_alive(const td_cli_server *s)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)s->pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double it_percentile(double *v, size_t n, double p)
+{
+    if (!n)
+        return 0;
+    qsort(v, n, sizeof *v, cmp_double);
+    size_t i = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
+    return v[i < n ? i : n - 1];
+}

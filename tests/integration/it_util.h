@@ -65,4 +65,39 @@ int it_wait_docs_synced(td_cli_doc **docs, size_t n, int timeout_ms);
  * objects; n ops. */
 void it_random_edits(td_crdt_doc *doc, int n);
 
+/* ---- tokens, raw exchanges, checks (issue 10: authorship, tokens, flood,
+ * faults) ---------------------------------------------------------------- */
+
+/* `tandem keygen` into a temporary directory removed at exit; returns the
+ * secret key file (the public key is that path + ".pub"). */
+const char *it_keygen(void);
+/* `tandem token --key KEY --user U --doc PATTERN --rights r|rw --ttl S`:
+ * the token, malloc'd. */
+char *it_token(const char *key, const char *user, const char *pattern, const char *rights,
+               const char *ttl);
+
+/* A raw connection (td_cli_conn_opts.raw: every message lands in its inbox)
+ * that has sent HELLO with token and agent and received WELCOME; fails the
+ * test otherwise. */
+td_cli_conn *it_raw_connect(td_cli_server *s, const char *token, uint64_t agent);
+/* On a raw connection: SUBSCRIBE doc with the vv of replica (NULL or empty:
+ * an empty vv), waits for its SYNC (fails the test without one) and applies
+ * the SYNC's batch to replica (if not NULL). */
+void it_raw_subscribe(td_cli_conn *c, const char *doc, td_crdt_doc *replica);
+/* On a raw connection: sends UPDATE doc batch_id batch and waits for the
+ * answer to it: 0 for its ACK, the code of its ERROR, -1 when nothing came
+ * within timeout_ms. Other messages are discarded. */
+int it_raw_update(td_cli_conn *c, const char *doc, uint64_t batch_id, const uint8_t *batch,
+                  size_t len, int timeout_ms);
+/* Commits a replica's local ops; the batch, malloc'd (fails the test if
+ * there is none). */
+uint8_t *it_commit(td_crdt_doc *replica, size_t *len);
+/* 1 if GET /docs/{doc} (with token, may be NULL) answers 200 with the JSON of
+ * the replica d; else prints both and returns 0. */
+int it_doc_matches(td_cli_server *s, const char *doc, const char *token, td_cli_doc *d);
+/* 1 if the server process is still running (not exited, not a zombie). */
+int it_server_alive(const td_cli_server *s);
+/* p-th percentile (0..100) of n values (sorts them in place). */
+double it_percentile(double *v, size_t n, double p);
+
 #endif

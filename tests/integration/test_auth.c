@@ -25,24 +25,6 @@
 
 static char keyfile[700], keyfile2[700];
 
-static char *run_out(const char *const *argv)
-{
-    char *out = NULL;
-    int rc = td_cli_run(argv, &out, NULL);
-    CHECK_MSG(rc == 0 && out, "%s %s exited %d", argv[0], argv[1], rc);
-    size_t n = strlen(out);
-    while (n && (out[n - 1] == '\n' || out[n - 1] == '\r'))
-        out[--n] = 0;
-    return out;
-}
-
-static char *cli_token(const char *key, const char *user, const char *pattern,
-                       const char *rights, const char *ttl)
-{
-    const char *argv[] = {it_bin(), "token", "--key", key, "--user", user, "--doc", pattern,
-                          "--rights", rights, "--ttl", ttl, NULL};
-    return run_out(argv);
-}
 
 static void put_varint(uint8_t *p, size_t *n, uint64_t v)
 {
@@ -154,25 +136,18 @@ int main(int argc, char **argv)
     it_init(argc, argv, "integration_auth");
     if (sodium_init() < 0)
         it_fail();
-    /* keys live next to the data dir of a first, throwaway server start */
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/tandem-auth-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    CHECK(mkdtemp(dir) != NULL);
-    snprintf(keyfile, sizeof keyfile, "%s/key", dir);
-    snprintf(keyfile2, sizeof keyfile2, "%s/other", dir);
-    const char *kg[] = {it_bin(), "keygen", "--out", keyfile, NULL};
-    const char *kg2[] = {it_bin(), "keygen", "--out", keyfile2, NULL};
-    free(run_out(kg));
-    free(run_out(kg2));
+    /* two key pairs (removed at exit) */
+    snprintf(keyfile, sizeof keyfile, "%s", it_keygen());
+    snprintf(keyfile2, sizeof keyfile2, "%s", it_keygen());
     char pub[720];
     snprintf(pub, sizeof pub, "%s.pub", keyfile);
     const char *extra[] = {"--public-key", pub, NULL};
     td_cli_server *s = it_server(extra);
 
-    char *rw = cli_token(keyfile, "alice", "team/*", "rw", "3600");
-    char *ro = cli_token(keyfile, "bob", "team/*", "r", "3600");
-    char *other_doc = cli_token(keyfile, "carol", "elsewhere/*", "rw", "3600");
-    char *foreign = cli_token(keyfile2, "mallory", "*", "rw", "3600");
+    char *rw = it_token(keyfile, "alice", "team/*", "rw", "3600");
+    char *ro = it_token(keyfile, "bob", "team/*", "r", "3600");
+    char *other_doc = it_token(keyfile, "carol", "elsewhere/*", "rw", "3600");
+    char *foreign = it_token(keyfile2, "mallory", "*", "rw", "3600");
     char *expired = mint(keyfile, 7, (uint64_t)time(NULL) - 10, "dave", "*");
     char *forged = strdup(rw);
     size_t fl = strlen(forged);
@@ -270,7 +245,7 @@ int main(int argc, char **argv)
 
     /* a token expiring during the session */
     {
-        char *short_tok = cli_token(keyfile, "alice", "team/*", "rw", "2");
+        char *short_tok = it_token(keyfile, "alice", "team/*", "rw", "2");
         td_cli_conn_opts so = {0};
         so.token = short_tok;
         td_cli_conn *c = td_cli_connect(it_ctx(), s->url, &so);
@@ -297,7 +272,7 @@ int main(int argc, char **argv)
         CHECK(it_get_doc(s, DOC, ro, &now_js) == 200 && it_json_equal(now_js, before));
         free(now_js);
         /* fresh token on the same connection: the retried batch goes in */
-        char *fresh = cli_token(keyfile, "alice", "team/*", "rw", "3600");
+        char *fresh = it_token(keyfile, "alice", "team/*", "rw", "3600");
         CHECK(td_cli_set_token(c, fresh, 1) == 0);
         CHECK_MSG(td_cli_wait(it_ctx(), all_acked, d, 5000),
                "batch not accepted after a fresh HELLO");
@@ -325,6 +300,5 @@ int main(int argc, char **argv)
     free(expired);
     free(forged);
     free(tampered);
-    td_cli_rm_rf(dir);
     it_pass();
 }

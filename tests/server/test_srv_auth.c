@@ -202,7 +202,15 @@ int main(int argc, char **argv)
     free(body);
 
     /* Expiry mid-session: ERROR token_expired, writes refused, then a
-     * fresh HELLO restores them. */
+     * fresh HELLO restores them. carol writes with an agent of her own:
+     * agent 5 is alice's (PROTOCOL.md section 12). */
+    td_crdt_buf_free(doc, batch);
+    td_crdt_doc_free(doc);
+    o.agent = 6;
+    REQUIRE(td_crdt_doc_new(&o, &doc) == TD_CRDT_OK);
+    REQUIRE(td_crdt_root(doc, TD_CRDT_TEXT, "body", 4, &t) == TD_CRDT_OK);
+    REQUIRE(td_crdt_text_insert(doc, t, 0, "cc", 2) == TD_CRDT_OK);
+    REQUIRE(td_crdt_commit(doc, &batch, &blen) == TD_CRDT_OK);
     c = srv_connect(port, 3000);
     REQUIRE(c);
     hello(c, tok_short);

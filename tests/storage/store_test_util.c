@@ -87,15 +87,17 @@ uint64_t st_test_seed(const char *prog)
 
 int st_raw_open(st_raw *r, const char *dir)
 {
-    static const char *names[4] = {"default", "log", "snap", "meta"};
-    const rocksdb_options_t *cfo[4];
+    static const char *names[ST_CF_COUNT] = {"default", "log", "snap", "meta",
+                                             "owner"};
+    const rocksdb_options_t *cfo[ST_CF_COUNT];
     char *err = NULL;
     memset(r, 0, sizeof *r);
     r->opts = rocksdb_options_create();
     rocksdb_options_set_create_missing_column_families(r->opts, 1);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < ST_CF_COUNT; i++)
         cfo[i] = r->opts;
-    r->db = rocksdb_open_column_families(r->opts, dir, 4, names, cfo, r->cf, &err);
+    r->db = rocksdb_open_column_families(r->opts, dir, ST_CF_COUNT, names, cfo, r->cf,
+                                         &err);
     if (err) {
         fprintf(stderr, "raw open %s: %s\n", dir, err);
         rocksdb_free(err);
@@ -107,7 +109,7 @@ int st_raw_open(st_raw *r, const char *dir)
 
 void st_raw_close(st_raw *r)
 {
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < ST_CF_COUNT; i++)
         rocksdb_column_family_handle_destroy(r->cf[i]);
     rocksdb_close(r->db);
     rocksdb_options_destroy(r->opts);

@@ -65,9 +65,9 @@ uint64_t st_test_seed(const char *prog);
 typedef struct st_raw {
     rocksdb_t *db;
     rocksdb_options_t *opts;
-    rocksdb_column_family_handle_t *cf[4]; /* default, log, snap, meta */
+    rocksdb_column_family_handle_t *cf[5]; /* default, log, snap, meta, owner */
 } st_raw;
-enum { ST_CF_DEFAULT, ST_CF_LOG, ST_CF_SNAP, ST_CF_META };
+enum { ST_CF_DEFAULT, ST_CF_LOG, ST_CF_SNAP, ST_CF_META, ST_CF_OWNER, ST_CF_COUNT };
 int st_raw_open(st_raw *r, const char *dir);
 void st_raw_close(st_raw *r);
 /* Reads a value (malloc'ed) or NULL. */

@@ -14,7 +14,10 @@
  *   - every printed batch is present exactly once;
  *   - no batch is partly present: each batch inserts K(id) copies of its id
  *     into one list, and each id found occurs exactly K(id) times, in the
- *     document it was written to.
+ *     document it was written to;
+ *   - every batch claims its own agent id (= its id) for the owner "u<id>":
+ *     an owner record is present exactly when its batch is (the two are
+ *     written atomically), and names the right owner.
  * The documents are real CRDT documents built with the core, and the child
  * compacts automatically with a low threshold, so kills also land in the
  * middle of compactions. With --raw (or if the core is not usable) batches
@@ -131,9 +134,10 @@ static int child(const char *dir, td_store_durability mode, uint64_t seed,
     for (;;) {
         uint64_t id = (round << 32) | ++counter;
         unsigned k = batch_doc(id), n = batch_k(id);
-        char name[16];
+        char name[16], owner[24];
         uint8_t rawbuf[8 + 8 * 8];
         td_store_batch b;
+        td_store_claim claim;
         uint8_t *ops = NULL, *vv = NULL;
         size_t ops_len = 0, vv_len = 0;
 
@@ -148,6 +152,11 @@ static int child(const char *dir, td_store_durability mode, uint64_t seed,
         b.doc = name;
         b.doc_len = strlen(name);
         b.nops = n;
+        claim.agent = id;
+        claim.owner = owner;
+        claim.owner_len = (size_t)snprintf(owner, sizeof owner, "u%" PRIu64, id);
+        b.claims = &claim;
+        b.nclaims = 1;
         if (raw) {
             b.ops = rawbuf;
             b.ops_len = raw_batch(id, rawbuf);
@@ -198,6 +207,7 @@ typedef struct slot {
     uint64_t id;
     unsigned printed;
     unsigned found;
+    unsigned owned; /* owner records found for its agent */
 } slot;
 
 typedef struct idset {
@@ -337,6 +347,25 @@ static int check_raw_entry(void *ud, uint64_t seq, const uint8_t *ops, size_t le
     return 0;
 }
 
+typedef struct owner_ctx {
+    idset *set;
+    unsigned doc;
+    int bad;
+} owner_ctx;
+
+static int check_owner(void *ud, uint64_t agent, const char *owner, size_t len)
+{
+    owner_ctx *c = ud;
+    char want[24];
+    size_t n = (size_t)snprintf(want, sizeof want, "u%" PRIu64, agent);
+    if (len != n || memcmp(owner, want, n) != 0 || batch_doc(agent) != c->doc) {
+        c->bad = 1;
+        return 1;
+    }
+    idset_get(c->set, agent)->owned++;
+    return 0;
+}
+
 /* Opens the directory and checks every document against `set`. */
 static void verify(const char *dir, int raw, idset *set, uint64_t *total_ops)
 {
@@ -347,11 +376,17 @@ static void verify(const char *dir, int raw, idset *set, uint64_t *total_ops)
     o.compaction = TD_STORE_COMPACT_MANUAL;
     CHECK_OK(td_store_open(dir, &o, &st, &e), &e);
     for (size_t i = 0; i < set->cap; i++)
-        set->s[i].found = 0;
+        set->s[i].found = set->s[i].owned = 0;
     for (unsigned k = 0; k < NDOCS; k++) {
         char name[16];
         td_store_err code;
         doc_name(name, k);
+        {
+            owner_ctx oc = {set, k, 0};
+            code = td_store_owners(st, name, strlen(name), check_owner, &oc, &e);
+            CHECK_OK(code, &e);
+            CHECK_MSG(!oc.bad, "%s holds an owner record that is not one of ours", name);
+        }
         if (raw) {
             scan_ctx c = {set, k, 0};
             code = td_store_read_log(st, name, strlen(name), 0, check_raw_entry, &c,
@@ -392,6 +427,9 @@ static void verify(const char *dir, int raw, idset *set, uint64_t *total_ops)
                   "batch %" PRIu64 " is partly present (%u of %u ops)", s->id, s->found,
                   batch_k(s->id));
         CHECK_MSG(s->printed <= 1, "batch %" PRIu64 " acknowledged twice", s->id);
+        CHECK_MSG(s->owned == (s->found ? 1u : 0u),
+                  "batch %" PRIu64 ": %u of %u ops present, %u owner records", s->id,
+                  s->found, batch_k(s->id), s->owned);
         CHECK_MSG(!s->printed || s->found == batch_k(s->id),
                   "acknowledged batch %" PRIu64 " is missing (found %u of %u ops)",
                   s->id, s->found, batch_k(s->id));

@@ -7,7 +7,7 @@ interface Cursor { name: string; color: string; anchor: number; head: number }
 export async function example(url: string): Promise<string> {
   const client = await connect(url, { token: async () => 'token-from-my-backend', backoff: { capMs: 10_000 } });
   client.on('status', (s) => { const st: 'connecting' | 'online' | 'offline' = s; void st; });
-  client.on('error', (e) => console.warn(e.code, e.message, e.fatal === true));
+  client.on('error', (e) => console.warn(e.code, e.message, e.fatal === true, e.recovering === true));
 
   const doc = await client.open('notes');
   const same = await client.open('notes'); // shares the subscription

@@ -1,0 +1,450 @@
+/*
+ * test_authorship.c -- issue 10, "What must be shown" 1: ops are bound to
+ * their author (PROTOCOL.md section 12), and a batch the server cannot
+ * integrate is refused, never parked (missing_ops).
+ *
+ * With a key (--public-key), the victim ann edits a document with agent A.
+ * The attacker eve (another user, with the write right) sends batches under
+ * agent A on her own connection:
+ *   - current seqs: her replica, synced from the server, continues A's seqs
+ *     -> agent_taken;
+ *   - future seqs: the same after a batch she never sends (a gap)
+ *     -> agent_taken or missing_ops;
+ *   - past seqs with other content: A's seqs the server has, made by a
+ *     fresh replica -> a duplicate (ACK) or agent_taken, nothing applied;
+ *   - past seqs with other content and new seqs in one batch -> refused
+ *     (agent_taken; invalid_batch or missing_ops are accepted too, the batch
+ *     contradicting the document), nothing applied;
+ *   - the document's whole history (a valid batch) plus new ops of A
+ *     -> agent_taken, nothing applied.
+ * After each: GET /docs/{id} equals the victim's replica, the observer got
+ * nothing, and the victim's next edits are ACKed and converge. Then the
+ * victim's next 50 edits (with a second writer editing concurrently) are all
+ * ACKed and converge on every client and in GET /docs. After a restart the
+ * binding still holds: eve is refused, and a new connection of ann with
+ * agent A (another tab) writes fine.
+ *
+ * Open server (no key): a second live connection writing agent B gets
+ * agent_taken and nothing is applied; once the first connection closed, a
+ * new connection with agent B writes fine.
+ *
+ * missing_ops: a client whose batch skips its own earlier, unsent batch, or
+ * depends on another replica's ops the server never got, is refused with
+ * missing_ops and nothing is applied; sending the missing batch first and
+ * then the refused one works.
+ */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "it_util.h"
+
+#define DOC "shared/notes"
+
+typedef struct client {
+    td_cli_conn *c;
+    td_cli_doc *d;
+} client;
+
+static client connect_client(td_cli_server *s, const char *token, uint64_t agent,
+                             const char *doc)
+{
+    td_cli_conn_opts o = {0};
+    o.token = token;
+    o.agent = agent;
+    client k;
+    k.c = td_cli_connect(it_ctx(), s->url, &o);
+    CHECK(k.c != NULL);
+    k.d = td_cli_subscribe(k.c, doc, NULL);
+    CHECK(k.d != NULL);
+    CHECK_MSG(it_wait_ready(k.c, 10000), "no WELCOME (closed %d)", td_cli_close_code(k.c));
+    CHECK_MSG(it_wait_docs_synced(&k.d, 1, 10000), "no SYNC of %s", doc);
+    return k;
+}
+
+static int all_acked(void *p)
+{
+    return td_cli_unacked((td_cli_doc *)p) == 0;
+}
+
+/* n batches of random edits on d, each ACKed before the next; no ERROR. */
+static void edits_acked(td_cli_doc *d, int n, const char *what)
+{
+    td_cli_conn *c = td_cli_doc_conn(d);
+    uint64_t errs = td_cli_error_count(c);
+    uint64_t acked = td_cli_doc_stats_get(d)->batches_acked, sent = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t id = 0;
+        it_random_edits(td_cli_doc_crdt(d), 1 + (int)it_below(3));
+        CHECK(td_cli_commit(d, &id) == 0);
+        sent += id != 0;
+        CHECK_MSG(td_cli_wait(it_ctx(), all_acked, d, 10000), "%s: edit %d of %d not ACKed",
+                  what, i + 1, n);
+    }
+    td_cli_error e;
+    td_cli_last_error(c, &e);
+    CHECK_MSG(td_cli_error_count(c) == errs, "%s: ERROR %llu (%s)", what,
+              (unsigned long long)e.code, e.msg);
+    CHECK(td_cli_doc_stats_get(d)->batches_acked == acked + sent);
+}
+
+static char *replica_json(td_crdt_doc *r)
+{
+    char *js = NULL, *copy;
+    size_t len = 0;
+    CHECK(td_crdt_to_json(r, &js, &len) == TD_CRDT_OK);
+    copy = strdup(js);
+    td_crdt_buf_free(r, js);
+    CHECK(copy != NULL);
+    return copy;
+}
+
+static td_crdt_doc *new_replica(uint64_t agent)
+{
+    td_crdt_options o = {0};
+    o.agent = agent;
+    td_crdt_doc *r = NULL;
+    CHECK(td_crdt_doc_new(&o, &r) == TD_CRDT_OK);
+    return r;
+}
+
+static void text_insert(td_crdt_doc *r, const char *text)
+{
+    td_crdt_obj t;
+    CHECK(td_crdt_root(r, TD_CRDT_TEXT, "body", 4, &t) == TD_CRDT_OK);
+    CHECK(td_crdt_text_insert(r, t, td_crdt_text_length(r, t), text, strlen(text)) ==
+          TD_CRDT_OK);
+}
+
+static int code_in(int code, const int *ok, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (code == ok[i])
+            return 1;
+    return 0;
+}
+
+/* After a refused (or duplicate) batch: the document is the victim's, the
+ * observers saw nothing of it, and the victim still writes. */
+static void after_attack(td_cli_server *s, const char *token, client *victim, client *obs,
+                         uint64_t obs_remote_before, const char *what)
+{
+    td_cli_wait(it_ctx(), NULL, NULL, 150); /* a REMOTE would be out by now */
+    CHECK_MSG(td_cli_doc_stats_get(obs->d)->remote_batches == obs_remote_before,
+              "%s: the observer received a REMOTE", what);
+    CHECK_MSG(it_doc_matches(s, DOC, token, victim->d), "%s: the document changed", what);
+    edits_acked(victim->d, 5, what);
+    td_cli_doc *both[2] = {victim->d, obs->d};
+    CHECK_MSG(it_wait_converged(both, 2, 10000), "%s: victim and observer diverge", what);
+    CHECK_MSG(it_doc_matches(s, DOC, token, victim->d), "%s: server and victim diverge", what);
+}
+
+/* Eve's attacks on agent A (keyed server). Returns nothing: checks. */
+static void attacks(td_cli_server *s, const char *eve_tok, const char *ann_tok, uint64_t A,
+                    client *victim, client *obs, int after_restart)
+{
+    td_cli_conn *eve = it_raw_connect(s, eve_tok, A);
+    uint64_t bid = 1;
+    size_t len;
+    uint8_t *b;
+    int rc;
+
+    /* current seqs: continue A where the server is */
+    {
+        td_crdt_doc *r = new_replica(A);
+        it_raw_subscribe(eve, DOC, r);
+        uint64_t have = td_crdt_vv_get(r, A);
+        CHECK_MSG(have > 0, "the server has no ops of the victim's agent");
+        uint64_t remote0 = td_cli_doc_stats_get(obs->d)->remote_batches;
+        text_insert(r, "EVIL-NOW");
+        CHECK(td_crdt_vv_get(r, A) > have); /* the batch carries A's next seqs */
+        b = it_commit(r, &len);
+        rc = it_raw_update(eve, DOC, bid++, b, len, 5000);
+        printf("%seve sends A's current seqs %llu..: %d\n", after_restart ? "[restarted] " : "",
+               (unsigned long long)have, rc);
+        CHECK_MSG(rc == TD_CLI_E_AGENT_TAKEN, "current seqs: expected agent_taken, got %d", rc);
+        free(b);
+        td_crdt_doc_free(r);
+        after_attack(s, ann_tok, victim, obs, remote0, "current seqs");
+    }
+    if (after_restart) {
+        td_cli_conn_free(eve);
+        return;
+    }
+    /* future seqs: a gap (one batch never sent) */
+    {
+        td_crdt_doc *r = new_replica(A);
+        it_raw_subscribe(eve, DOC, r);
+        uint64_t remote0 = td_cli_doc_stats_get(obs->d)->remote_batches;
+        text_insert(r, "EVIL-SKIPPED");
+        free(it_commit(r, &len));
+        text_insert(r, "EVIL-LATER");
+        b = it_commit(r, &len);
+        rc = it_raw_update(eve, DOC, bid++, b, len, 5000);
+        printf("eve sends A's future seqs (a gap): %d\n", rc);
+        static const int ok[] = {TD_CLI_E_AGENT_TAKEN, TD_CLI_E_MISSING_OPS};
+        CHECK_MSG(code_in(rc, ok, 2), "future seqs: expected agent_taken or missing_ops, got %d",
+                  rc);
+        free(b);
+        td_crdt_doc_free(r);
+        after_attack(s, ann_tok, victim, obs, remote0, "future seqs");
+    }
+    /* past seqs, other content: a fresh replica with agent A */
+    {
+        td_crdt_doc *r = new_replica(A);
+        uint64_t remote0 = td_cli_doc_stats_get(obs->d)->remote_batches;
+        text_insert(r, "EV");
+        b = it_commit(r, &len);
+        CHECK(td_crdt_vv_get(td_cli_doc_crdt(victim->d), A) > td_crdt_vv_get(r, A));
+        rc = it_raw_update(eve, DOC, bid++, b, len, 5000);
+        printf("eve sends A's past seqs with other content: %d\n", rc);
+        static const int ok[] = {0, TD_CLI_E_AGENT_TAKEN};
+        CHECK_MSG(code_in(rc, ok, 2), "past seqs: expected an ACK (duplicate) or agent_taken, got %d",
+                  rc);
+        free(b);
+        td_crdt_doc_free(r);
+        after_attack(s, ann_tok, victim, obs, remote0, "past seqs");
+    }
+    /* past and new seqs in one batch */
+    {
+        td_crdt_doc *r = new_replica(A);
+        uint64_t remote0 = td_cli_doc_stats_get(obs->d)->remote_batches;
+        uint64_t need = td_crdt_vv_get(td_cli_doc_crdt(victim->d), A) + 20;
+        while (td_crdt_vv_get(r, A) < need)
+            text_insert(r, "EVIL-MIXED");
+        b = it_commit(r, &len);
+        rc = it_raw_update(eve, DOC, bid++, b, len, 5000);
+        printf("eve sends A's past and new seqs in one batch: %d\n", rc);
+        static const int ok[] = {TD_CLI_E_AGENT_TAKEN, TD_CLI_E_INVALID_BATCH,
+                                 TD_CLI_E_MISSING_OPS};
+        CHECK_MSG(code_in(rc, ok, 3), "past+new seqs: expected a refusal, got %d", rc);
+        free(b);
+        td_crdt_doc_free(r);
+        after_attack(s, ann_tok, victim, obs, remote0, "past and new seqs");
+    }
+    /* the whole history of a synced replica plus new ops of A: every known op
+     * is the document's own, the batch is valid, and still refused */
+    {
+        td_crdt_doc *r = new_replica(A);
+        it_raw_subscribe(eve, DOC, r);
+        uint64_t remote0 = td_cli_doc_stats_get(obs->d)->remote_batches;
+        text_insert(r, "EVIL-TAIL");
+        free(it_commit(r, &len));
+        uint8_t *all = NULL;
+        CHECK(td_crdt_diff(r, NULL, 0, &all, &len) == TD_CRDT_OK && all);
+        rc = it_raw_update(eve, DOC, bid++, all, len, 5000);
+        printf("eve sends the document's ops plus new ones of A: %d\n", rc);
+        CHECK_MSG(rc == TD_CLI_E_AGENT_TAKEN, "known + new seqs: expected agent_taken, got %d", rc);
+        td_crdt_buf_free(r, all);
+        td_crdt_doc_free(r);
+        after_attack(s, ann_tok, victim, obs, remote0, "known and new seqs");
+    }
+    CHECK_MSG(td_cli_conn_state(eve) != TD_CLI_CLOSED, "eve's connection was closed (%d)",
+              td_cli_close_code(eve));
+    td_cli_conn_free(eve);
+}
+
+static void keyed(void)
+{
+    const char *key = it_keygen();
+    char pub[800];
+    snprintf(pub, sizeof pub, "%s.pub", key);
+    const char *extra[] = {"--public-key", pub, NULL};
+    td_cli_server *s = it_server(extra);
+    char *ann = it_token(key, "ann", "shared/*", "rw", "3600");
+    char *eve = it_token(key, "eve", "shared/*", "rw", "3600");
+    char *bob = it_token(key, "bob", "shared/*", "rw", "3600");
+    uint64_t A = td_cli_random64();
+
+    client victim = connect_client(s, ann, A, DOC);
+    client obs = connect_client(s, bob, 0, DOC);
+    edits_acked(victim.d, 20, "victim's first edits");
+    edits_acked(obs.d, 3, "bob's first edits");
+    td_cli_doc *both[2] = {victim.d, obs.d};
+    CHECK(it_wait_converged(both, 2, 10000));
+    CHECK(it_doc_matches(s, DOC, ann, victim.d));
+
+    attacks(s, eve, ann, A, &victim, &obs, 0);
+
+    /* the victim's next 50 edits, bob editing meanwhile */
+    uint64_t errs = td_cli_error_count(victim.c);
+    for (int i = 0; i < 50; i++) {
+        it_random_edits(td_cli_doc_crdt(victim.d), 1 + (int)it_below(3));
+        CHECK(td_cli_commit(victim.d, NULL) == 0);
+        if (i % 5 == 0) {
+            it_random_edits(td_cli_doc_crdt(obs.d), 2);
+            CHECK(td_cli_commit(obs.d, NULL) == 0);
+        }
+        td_cli_wait(it_ctx(), NULL, NULL, 2);
+    }
+    CHECK_MSG(it_wait_converged(both, 2, 20000), "the victim's 50 edits did not converge");
+    CHECK(td_cli_error_count(victim.c) == errs);
+    CHECK_MSG(td_cli_doc_stats_get(victim.d)->batches_dropped == 0, "a victim batch was dropped");
+    CHECK(it_doc_matches(s, DOC, ann, victim.d));
+    printf("the victim's 50 edits: ACKed (%llu batches ACKed in all) and converged\n",
+           (unsigned long long)td_cli_doc_stats_get(victim.d)->batches_acked);
+
+    /* restart: the binding is durable */
+    int st = td_cli_server_stop(s, SIGTERM, 15000);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: exit status %d", st);
+    CHECK_MSG(td_cli_server_restart(s, extra, 30000) == 0, "the server did not restart");
+    td_cli_conn_free(victim.c);
+    CHECK(td_cli_reconnect(obs.c) == 0);
+    CHECK(it_wait_ready(obs.c, 10000) && it_wait_docs_synced(&obs.d, 1, 10000));
+    /* ann on a new connection (another tab) with agent A */
+    client tab = connect_client(s, ann, A, DOC);
+    CHECK(it_doc_matches(s, DOC, ann, tab.d));
+    attacks(s, eve, ann, A, &tab, &obs, 1);
+    edits_acked(tab.d, 20, "ann's new connection with agent A after a restart");
+    td_cli_doc *both2[2] = {tab.d, obs.d};
+    CHECK(it_wait_converged(both2, 2, 10000));
+    CHECK(it_doc_matches(s, DOC, ann, tab.d));
+    printf("after a restart: eve still refused, ann's new connection with agent A writes\n");
+    td_cli_conn_free(tab.c);
+    td_cli_conn_free(obs.c);
+    free(ann);
+    free(eve);
+    free(bob);
+}
+
+#define ODOC "open/doc"
+#define GDOC "open/gap"
+
+static void open_server(void)
+{
+    td_cli_server *s = it_server(NULL);
+    uint64_t B = td_cli_random64();
+    client first = connect_client(s, NULL, B, ODOC);
+    client obs = connect_client(s, NULL, 0, ODOC);
+    edits_acked(first.d, 10, "the first connection's edits");
+    td_cli_doc *both[2] = {first.d, obs.d};
+    CHECK(it_wait_converged(both, 2, 10000));
+
+    /* a second live connection with agent B */
+    td_cli_conn *x = it_raw_connect(s, NULL, B);
+    td_crdt_doc *r = new_replica(B);
+    it_raw_subscribe(x, ODOC, r);
+    uint64_t remote0 = td_cli_doc_stats_get(obs.d)->remote_batches;
+    text_insert(r, "SECOND");
+    size_t len;
+    uint8_t *b = it_commit(r, &len);
+    int rc = it_raw_update(x, ODOC, 1, b, len, 5000);
+    printf("open server: a second live connection writes agent B: %d\n", rc);
+    CHECK_MSG(rc == TD_CLI_E_AGENT_TAKEN, "expected agent_taken, got %d", rc);
+    free(b);
+    td_crdt_doc_free(r);
+    td_cli_wait(it_ctx(), NULL, NULL, 150);
+    CHECK(td_cli_doc_stats_get(obs.d)->remote_batches == remote0);
+    CHECK(it_doc_matches(s, ODOC, NULL, first.d));
+    edits_acked(first.d, 5, "the first connection after the refusal");
+    CHECK(it_wait_converged(both, 2, 10000));
+    td_cli_conn_free(x);
+
+    /* the first connection closes: agent B is free again */
+    CHECK(it_doc_matches(s, ODOC, NULL, first.d));
+    td_cli_conn_free(first.c);
+    client next = connect_client(s, NULL, B, ODOC);
+    uint64_t t0 = td_cli_now_us();
+    it_random_edits(td_cli_doc_crdt(next.d), 3);
+    CHECK(td_cli_commit(next.d, NULL) == 0);
+    CHECK_MSG(td_cli_wait(it_ctx(), all_acked, next.d, 5000),
+              "a new connection with agent B is still refused after the first closed");
+    printf("open server: after the first closed, a new connection with agent B is ACKed in "
+           "%.0f ms (%llu agent_taken on the way)\n",
+           (double)(td_cli_now_us() - t0) / 1000,
+           (unsigned long long)td_cli_conn_stats(next.c)->errors[TD_CLI_E_AGENT_TAKEN]);
+    edits_acked(next.d, 10, "the new connection with agent B");
+    td_cli_doc *both2[2] = {next.d, obs.d};
+    CHECK(it_wait_converged(both2, 2, 10000));
+    CHECK(it_doc_matches(s, ODOC, NULL, next.d));
+    td_cli_conn_free(next.c);
+
+    /* missing_ops: a gap in the sender's own seqs */
+    client base = connect_client(s, NULL, 0, GDOC);
+    edits_acked(base.d, 5, "gap document");
+    td_cli_conn *g = it_raw_connect(s, NULL, 0);
+    r = new_replica(td_cli_random64());
+    it_raw_subscribe(g, GDOC, r);
+    text_insert(r, "first");
+    size_t l1, l2;
+    uint8_t *b1 = it_commit(r, &l1);
+    text_insert(r, "second");
+    uint8_t *b2 = it_commit(r, &l2);
+    remote0 = td_cli_doc_stats_get(base.d)->remote_batches;
+    rc = it_raw_update(g, GDOC, 2, b2, l2, 5000);
+    printf("a batch behind an unsent one: %d\n", rc);
+    CHECK_MSG(rc == TD_CLI_E_MISSING_OPS, "expected missing_ops, got %d", rc);
+    td_cli_wait(it_ctx(), NULL, NULL, 150);
+    CHECK(td_cli_doc_stats_get(base.d)->remote_batches == remote0);
+    CHECK(it_doc_matches(s, GDOC, NULL, base.d));
+    /* nothing kept: resending the later one alone is still refused */
+    rc = it_raw_update(g, GDOC, 3, b2, l2, 5000);
+    CHECK_MSG(rc == TD_CLI_E_MISSING_OPS, "the refused batch was kept (%d)", rc);
+    CHECK(it_doc_matches(s, GDOC, NULL, base.d));
+    rc = it_raw_update(g, GDOC, 1, b1, l1, 5000);
+    CHECK_MSG(rc == 0, "the missing batch: %d", rc);
+    rc = it_raw_update(g, GDOC, 4, b2, l2, 5000);
+    CHECK_MSG(rc == 0, "the later batch after the missing one: %d", rc);
+    free(b1);
+    free(b2);
+
+    /* missing_ops: ops depending on another replica's ops the server never got */
+    /* P makes a nested object; R, having P's batch, writes inside it: R's
+     * batch depends on P's op whatever the agents' order */
+    td_crdt_doc *p = new_replica(td_cli_random64());
+    td_crdt_obj side, o;
+    CHECK(td_crdt_root(p, TD_CRDT_MAP, "side", 4, &side) == TD_CRDT_OK);
+    CHECK(td_crdt_map_set_obj(p, side, "o", 1, TD_CRDT_MAP, &o) == TD_CRDT_OK);
+    size_t lp;
+    uint8_t *bp = it_commit(p, &lp);
+    CHECK(td_crdt_apply(r, bp, lp, NULL) == TD_CRDT_OK);
+    td_crdt_value v;
+    CHECK(td_crdt_root(r, TD_CRDT_MAP, "side", 4, &side) == TD_CRDT_OK);
+    CHECK(td_crdt_map_get(r, side, "o", 1, &v) == TD_CRDT_OK && v.type == TD_CRDT_V_OBJ);
+    td_crdt_value one = {.type = TD_CRDT_V_INT};
+    one.u.i = 1;
+    CHECK(td_crdt_map_set(r, v.u.obj, "x", 1, &one) == TD_CRDT_OK);
+    size_t lr;
+    uint8_t *br = it_commit(r, &lr);
+    rc = it_raw_update(g, GDOC, 5, br, lr, 5000);
+    printf("a batch depending on another replica's unsent ops: %d\n", rc);
+    CHECK_MSG(rc == TD_CLI_E_MISSING_OPS, "expected missing_ops, got %d", rc);
+    rc = it_raw_update(g, GDOC, 6, bp, lp, 5000);
+    CHECK_MSG(rc == 0, "the other replica's batch: %d", rc);
+    rc = it_raw_update(g, GDOC, 7, br, lr, 5000);
+    CHECK_MSG(rc == 0, "the dependent batch after it: %d", rc);
+    free(bp);
+    free(br);
+    td_crdt_doc_free(p);
+
+    /* everyone converges on the sender's replica */
+    char *want = replica_json(r);
+    for (int i = 0; i < 200; i++) {
+        char *js = td_cli_doc_json(base.d);
+        int eq = it_json_equal(js, want);
+        free(js);
+        if (eq)
+            break;
+        td_cli_wait(it_ctx(), NULL, NULL, 50);
+    }
+    char *js = td_cli_doc_json(base.d);
+    CHECK_MSG(it_json_equal(js, want), "after filling the gaps: %s vs %s", js, want);
+    free(js);
+    CHECK(it_doc_matches(s, GDOC, NULL, base.d));
+    printf("after filling the gaps: converged\n");
+    free(want);
+    td_crdt_doc_free(r);
+    td_cli_conn_free(g);
+    td_cli_conn_free(base.c);
+    td_cli_conn_free(obs.c);
+}
+
+int main(int argc, char **argv)
+{
+    it_init(argc, argv, "integration_authorship");
+    keyed();
+    open_server();
+    it_pass();
+}
