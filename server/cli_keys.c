@@ -1,6 +1,7 @@
 /*
  * cli_keys.c -- `tandem keygen` and `tandem token`: minting the Ed25519
- * key pair and the tokens the server verifies (PROTOCOL.md section 8).
+ * key pair and the tokens the server verifies (PROTOCOL.md section 8),
+ * tandem's own or, with --jwt, standard ones (JWT, EdDSA).
  *
  * The secret key never needs to be on the server: keygen writes FILE (the
  * secret, mode 0600) and FILE.pub (what `serve --public-key` reads).
@@ -98,6 +99,7 @@ typedef struct token_args {
     const char *key, *user, *doc;
     int rights;
     uint64_t ttl;
+    int jwt;
 } token_args;
 
 static const td_srv_choice rights[] = {
@@ -105,7 +107,7 @@ static const td_srv_choice rights[] = {
     {"rw", TD_SRV_RIGHT_READ | TD_SRV_RIGHT_WRITE | TD_SRV_RIGHT_PRESENCE},
     {NULL, 0}};
 
-/* Every option of token is required; none has a variable. */
+/* Every option of token but --jwt is required; none has a variable. */
 #define OPT(n, k, field, a)                                                           \
     .name = n, .kind = TD_SRV_OPT_##k, .off = offsetof(token_args, field), .arg = a,   \
     .required = 1
@@ -120,6 +122,9 @@ static const td_srv_opt token_opts[] = {
     /* A century: far enough for any use, near enough not to overflow. */
     {OPT("ttl", COUNT, ttl, "SECONDS"), .min = 1, .max = 100ull * 365 * 86400,
      .help = "valid for this long from now"},
+    {.name = "jwt", .kind = TD_SRV_OPT_FLAG, .off = offsetof(token_args, jwt),
+     .help = "print a standard token (JWT, EdDSA) instead of tandem's own;\n"
+             "the server accepts both"},
 };
 #undef OPT
 
@@ -164,7 +169,7 @@ static int token(const td_srv_verb *v, void *args)
         td_srv_fail(v, "%s", err);
         return TD_SRV_EXIT_FAIL;
     }
-    rc = td_srv_token_mint(&t, sk, &tok);
+    rc = a->jwt ? td_srv_token_mint_jwt(&t, sk, &tok) : td_srv_token_mint(&t, sk, &tok);
     sodium_memzero(sk, sizeof sk);
     if (rc < 0) {
         td_srv_fail(v, "cannot mint the token");

@@ -9,10 +9,14 @@ if(NOT TARGET tandem_srv)
   if(NOT TARGET PkgConfig::SODIUM)
     pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium>=1.0.18)
   endif()
+  if(NOT TARGET PkgConfig::CJSON)
+    pkg_check_modules(CJSON REQUIRED IMPORTED_TARGET libcjson)
+  endif()
   set(_srv ${CMAKE_CURRENT_LIST_DIR})
   add_library(tandem_srv STATIC
     ${_srv}/srv_proto.c
     ${_srv}/srv_auth.c
+    ${_srv}/srv_jwt.c
     ${_srv}/cli_args.c
     ${_srv}/cli_keys.c
     ${_srv}/cli_serve.c
@@ -32,5 +36,5 @@ if(NOT TARGET tandem_srv)
   target_compile_definitions(tandem_srv PRIVATE
     TD_SRV_SOURCE_DIR="${PROJECT_SOURCE_DIR}" _GNU_SOURCE)
   target_link_libraries(tandem_srv PUBLIC tandem_crdt tandem_store websockets_shared
-    PkgConfig::SODIUM Threads::Threads)
+    PkgConfig::SODIUM PkgConfig::CJSON Threads::Threads m)
 endif()

@@ -5,13 +5,16 @@
  * context string followed by the payload, so a signature made for anything
  * else with the same key can never pass as a token. The server holds only
  * the public key. Everything in a token is validated like network input
- * before the signature is even checked.
+ * before the signature is even checked. Standard tokens (JWTs) and the
+ * PEM/JWK forms of the public key are handled by srv_jwt.c.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
 
+#include "srv_jwt.h"
 #include "tandem_srv.h"
 
 #define TOKEN_CONTEXT "tandem-token-v1"
@@ -128,14 +131,15 @@ td_srv_code td_srv_token_verify(const char *tok, size_t len, const uint8_t pk[32
     uint8_t raw[PAYLOAD_MAX + crypto_sign_BYTES];
     uint8_t msg[TOKEN_CONTEXT_LEN + PAYLOAD_MAX];
     size_t rawlen = 0, plen;
-    const char *end = NULL;
 
     memset(out, 0, sizeof *out);
     if (len == 0 || len > TD_SRV_TOKEN_MAX)
         return TD_SRV_E_TOKEN_INVALID;
-    if (sodium_base642bin(raw, sizeof raw, tok, len, NULL, &rawlen, &end,
-                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
-        end != tok + len)
+    /* Standard tokens (JWT) are told apart by their dots; verifying both
+     * here means every caller (HELLO, HTTP) accepts both formats. */
+    if (td_srv_jwt_like(tok, len))
+        return td_srv_jwt_verify(tok, len, pk, now, out);
+    if (td_srv_b64url_decode(tok, len, raw, sizeof raw, &rawlen) < 0)
         return TD_SRV_E_TOKEN_INVALID;
     if (rawlen <= crypto_sign_BYTES)
         return TD_SRV_E_TOKEN_INVALID;
@@ -159,7 +163,8 @@ td_srv_code td_srv_token_verify(const char *tok, size_t len, const uint8_t pk[32
 int td_srv_key_read(const char *path, uint8_t *key, size_t keylen, char *err,
                     size_t errlen)
 {
-    char buf[256];
+    /* room for a PEM or JWK public key; anything larger is not a key */
+    char buf[4096];
     size_t n, got = 0;
     FILE *f = fopen(path, "r");
     if (!f) {
@@ -167,14 +172,31 @@ int td_srv_key_read(const char *path, uint8_t *key, size_t keylen, char *err,
         return -1;
     }
     n = fread(buf, 1, sizeof buf - 1, f);
+    int bad = ferror(f) || !feof(f); /* a read error, or more than fits */
     fclose(f);
+    if (bad) {
+        snprintf(err, errlen, "%s: cannot read it, or too large for a key", path);
+        return -1;
+    }
     buf[n] = '\0';
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+                 buf[n - 1] == '\t'))
         buf[--n] = '\0';
+    /* A public key may also be PEM or JWK, so that the key pair of any JWT
+     * library works; secret keys stay in tandem's own format only. */
+    if (keylen == 32) {
+        char why[200];
+        int rc = td_srv_pubkey_parse_std(buf, n, key, why, sizeof why);
+        if (rc < 0)
+            snprintf(err, errlen, "%s: %s", path, why);
+        if (rc != 0)
+            return rc < 0 ? -1 : 0;
+    }
     if (sodium_base642bin(key, keylen, buf, n, NULL, &got, NULL,
                           sodium_base64_VARIANT_ORIGINAL) != 0 ||
         got != keylen) {
-        snprintf(err, errlen, "%s: not a base64 %zu-byte key", path, keylen);
+        snprintf(err, errlen, "%s: not a base64 %zu-byte key%s", path, keylen,
+                 keylen == 32 ? ", a PEM public key or a JWK" : "");
         return -1;
     }
     return 0;

@@ -179,14 +179,23 @@ typedef struct td_srv_token {
 /* Signs a token with a 64-byte Ed25519 secret key; *out is malloc'd,
  * NUL-terminated base64url. Returns 0 or -1 (bad field, no memory). */
 int td_srv_token_mint(const td_srv_token *t, const uint8_t sk[64], char **out);
-/* Verifies a token against a 32-byte public key at time `now` (unix s).
+/* The same fields as a standard token: a JWT signed with EdDSA (RFC 8037),
+ * header {"alg":"EdDSA","typ":"JWT"}, claims sub (user), doc (pattern),
+ * rights (letters r, w, p) and exp (PROTOCOL.md section 8). Rights outside
+ * r/w/p or none at all are refused. *out is malloc'd, NUL-terminated.
+ * Returns 0 or -1 (bad field, no memory). */
+int td_srv_token_mint_jwt(const td_srv_token *t, const uint8_t sk[64], char **out);
+/* Verifies a token -- tandem's own or a standard one (a JWT, told apart by
+ * its dots) -- against a 32-byte public key at time `now` (unix s).
  * Returns TD_SRV_E_OK, _TOKEN_INVALID (malformed or forged) or
  * _TOKEN_EXPIRED (valid signature, expired; *out is filled anyway). */
 td_srv_code td_srv_token_verify(const char *tok, size_t len, const uint8_t pk[32],
                                 uint64_t now, td_srv_token *out);
 /* Reads a key file written by `tandem keygen` (base64 of `keylen` bytes:
- * 32 for the public key, 64 for the secret key) into key. Returns 0, or -1
- * with err (errlen bytes) saying why. */
+ * 32 for the public key, 64 for the secret key) into key. A public key
+ * (keylen 32) may also be a PEM SubjectPublicKeyInfo or a JWK (OKP,
+ * Ed25519), told apart by content. Returns 0, or -1 with err (errlen
+ * bytes) saying why. */
 int td_srv_key_read(const char *path, uint8_t *key, size_t keylen, char *err,
                     size_t errlen);
 /* 1 if the glob `pattern` (`*` matches any run of bytes) matches `doc`. */
