@@ -17,6 +17,11 @@
 int tt_fuzz_batch_one(const uint8_t *data, size_t size);
 int tt_fuzz_snapshot_one(const uint8_t *data, size_t size);
 int tt_fuzz_vv_one(const uint8_t *data, size_t size);
+int tt_fuzz_yjs_one(const uint8_t *data, size_t size);
+
+/* fuzz_yjs.c's seeds (Yjs updates made by the npm yjs package): the i-th,
+ * or NULL past the last. */
+const uint8_t *tt_fuzz_yjs_seed(size_t i, size_t *len, const char **name);
 
 /* The scenario, built on first use and kept for the process's life. */
 const tt_scenario *tt_fuzz_scenario(void);

@@ -3,7 +3,7 @@
  * libFuzzer, so that the targets are compiled and exercised by every build
  * (gcc included) and a crash input can be replayed under a debugger.
  *
- *   fuzz_replay --batch PATH... [--snapshot PATH...] [--vv PATH...]
+ *   fuzz_replay --batch PATH... [--snapshot PATH...] [--vv PATH...] [--yjs PATH...]
  *
  * Each PATH is a file or a directory (its regular files, in name order);
  * a missing directory is skipped. Every input that breaks a contract is
@@ -107,14 +107,16 @@ int main(int argc, char **argv)
         {"--batch", tt_fuzz_batch_one},
         {"--snapshot", tt_fuzz_snapshot_one},
         {"--vv", tt_fuzz_vv_one},
+        {"--yjs", tt_fuzz_yjs_one},
     };
-    long counts[3] = {0, 0, 0};
-    int named[3] = {0, 0, 0};
+    enum { NMODES = sizeof modes / sizeof modes[0] };
+    long counts[NMODES] = {0};
+    int named[NMODES] = {0};
     int mode = -1, status = 0;
     tt_fuzz_keep_going = 1;
     for (int i = 1; i < argc; i++) {
         int m = -1;
-        for (int k = 0; k < 3; k++)
+        for (int k = 0; k < NMODES; k++)
             if (!strcmp(argv[i], modes[k].flag))
                 m = k;
         if (m >= 0) {
@@ -123,7 +125,8 @@ int main(int argc, char **argv)
             continue;
         }
         if (mode < 0) {
-            fprintf(stderr, "usage: %s --batch PATH... [--snapshot PATH...] [--vv PATH...]\n",
+            fprintf(stderr,
+                    "usage: %s --batch PATH... [--snapshot PATH...] [--vv PATH...] [--yjs PATH...]\n",
                     argv[0]);
             return 2;
         }
@@ -133,7 +136,7 @@ int main(int argc, char **argv)
         else
             counts[mode] += c;
     }
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < NMODES; k++) {
         if (!named[k])
             continue;
         printf("%s: %ld inputs\n", modes[k].flag + 2, counts[k]);
