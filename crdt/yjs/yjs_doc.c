@@ -67,6 +67,7 @@ void td_yjs_doc_free(td_yjs_doc *d)
     yj_free(d, d->seen_k);
     yj_free(d, d->seen_v);
     yj_free(d, d->seen_list);
+    yj_scratch_trim(d, 0);
     d->alloc(d->alloc_ud, d, 0);
 }
 

@@ -446,28 +446,29 @@ static int drain(yj_doc *d)
 {
     if (!d->pending_structs)
         return 1;
-    size_t *stack = yj_alloc(d, d->nclients * sizeof *stack);
-    if (!stack)
+    if (!yj_grow(d, &d->stack, &d->cstack, d->nclients, sizeof *d->stack))
         return 0;
+    size_t *stack = d->stack;
     int progress;
     do {
         progress = 0;
         d->pass++;
         for (size_t i = 0; i < d->nclients; i++) {
             yj_client *c = &d->clients[i];
-            if (c->qhead < c->qn && c->blocked_pass != d->pass && !run(d, i, stack, &progress)) {
-                yj_free(d, stack);
+            if (c->qhead < c->qn && c->blocked_pass != d->pass && !run(d, i, stack, &progress))
                 return 0;
-            }
         }
     } while (progress);
-    yj_free(d, stack);
+    /* Empty queues are kept for the next update unless they grew large. */
     for (size_t i = 0; i < d->nclients; i++) {
         yj_client *c = &d->clients[i];
         if (c->qhead == c->qn && c->q) {
-            yj_free(d, c->q);
-            c->q = NULL;
-            c->qn = c->qhead = c->qcap = 0;
+            c->qn = c->qhead = 0;
+            if (c->qcap > 64) {
+                yj_free(d, c->q);
+                c->q = NULL;
+                c->qcap = 0;
+            }
         }
     }
     return 1;
@@ -820,6 +821,33 @@ out:
     return fit;
 }
 
+/* Scratch that one big update grew is not kept for the small ones after. */
+void yj_scratch_trim(yj_doc *d, size_t keep)
+{
+    yj_txn *t = &d->txn_buf;
+    if (t->cds * sizeof *t->ds > keep) {
+        yj_free(d, t->ds);
+        t->ds = NULL;
+        t->cds = 0;
+    }
+    if (t->cmerge * sizeof *t->merge > keep) {
+        yj_free(d, t->merge);
+        t->merge = NULL;
+        t->cmerge = 0;
+    }
+    if (t->cchg * sizeof *t->chg > keep) {
+        yj_free(d, t->chg);
+        t->chg = NULL;
+        t->cchg = 0;
+    }
+    if (d->cstack * sizeof *d->stack > keep) {
+        yj_free(d, d->stack);
+        d->stack = NULL;
+        d->cstack = 0;
+    }
+    yj_update_scratch_trim(d, keep);
+}
+
 td_yjs_err td_yjs_apply_update(td_yjs_doc *d, const uint8_t *p, size_t n)
 {
     if (!d || (!p && n))
@@ -843,18 +871,16 @@ td_yjs_err td_yjs_apply_update(td_yjs_doc *d, const uint8_t *p, size_t n)
                                                 "apply the missing updates first");
         }
     }
-    yj_txn t;
-    memset(&t, 0, sizeof t);
-    d->txn = &t;
+    yj_txn *t = &d->txn_buf;
+    t->nds = t->nmerge = t->nchg = 0;
+    d->txn = t;
     d->txn_no++;
     int ok = enqueue(d, &u) && drain(d) && apply_deletes(d, &u);
     if (ok)
-        cleanup(d, &t);
+        cleanup(d, t);
     d->txn = NULL;
-    yj_free(d, t.ds);
-    yj_free(d, t.merge);
-    yj_free(d, t.chg);
     yj_update_release(d, &u);
+    yj_scratch_trim(d, 64 << 10);
     if (!ok)
         return yj_fail(d, TD_YJS_ERR_NOMEM, "out of memory (discard this document)");
     return TD_YJS_OK;

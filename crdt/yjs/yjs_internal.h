@@ -172,6 +172,15 @@ struct td_yjs_doc {
     size_t bytes;            /* allocated through the hook, now */
     size_t dropped_deep;     /* types nested past max_depth, collected */
     yj_txn *txn;             /* during td_yjs_apply_update */
+    /* Scratch kept between updates, so that applying a one-struct update
+     * (what typing sends) allocates nothing but the struct itself. */
+    yj_txn txn_buf;
+    yj_item **dec_refs;      /* yj_update.refs */
+    yj_range *dec_ds;        /* yj_update.ds */
+    uint64_t *dec_seen;      /* clients of the update being decoded */
+    size_t dec_crefs, dec_cds, dec_cseen;
+    size_t *stack;           /* the pending queues' walk */
+    size_t cstack;
     /* Scratch of Item.integrate's conflict loop: item -> order seen. */
     yj_item **seen_k;
     uint32_t *seen_v;
@@ -230,6 +239,8 @@ void yj_wr_raw(yj_wr *w, const void *p, size_t n);
 void yj_wr_bytes(yj_wr *w, const void *p, size_t n); /* length-prefixed */
 
 /* ---- yjs_update.c ---- */
+/* A decoded update. Its arrays are the document's scratch (dec_*): one
+ * update is decoded at a time. */
 typedef struct yj_update {
     yj_item **refs;          /* by client block, clocks increasing */
     size_t nrefs;
@@ -240,6 +251,8 @@ typedef struct yj_update {
 td_yjs_err yj_update_decode(yj_doc *d, const uint8_t *p, size_t n, yj_update *out,
                             const char **errmsg);
 void yj_update_release(yj_doc *d, yj_update *u);
+/* Frees the decoder's scratch (and, past `keep` bytes each, trims it). */
+void yj_update_scratch_trim(yj_doc *d, size_t keep);
 void yj_item_free(yj_doc *d, yj_item *it);
 void yj_content_free(yj_doc *d, yj_item *it);
 void yj_type_free(yj_doc *d, yj_type *t);
@@ -266,5 +279,7 @@ void yj_txn_deleted(yj_doc *d, uint64_t client, uint64_t clock, uint64_t len);
 
 /* ---- yjs_integrate.c ---- */
 void yj_delete(yj_doc *d, yj_item *it);
+/* Frees scratch buffers past `keep` bytes each (0: all of them). */
+void yj_scratch_trim(yj_doc *d, size_t keep);
 
 #endif /* YJS_INTERNAL_H */

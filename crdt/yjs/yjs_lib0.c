@@ -31,6 +31,10 @@ int yj_rd_u8(yj_rd *r, uint8_t *out)
 
 int yj_rd_uint(yj_rd *r, uint64_t *out)
 {
+    if (r->p < r->end && *r->p < 0x80) { /* most are one byte: clocks of typing */
+        *out = *r->p++;
+        return 1;
+    }
     size_t pos = 0;
     uint64_t v;
     if (td_crdt_varint_get(r->p, (size_t)(r->end - r->p), &pos, &v) != TD_CRDT_OK)

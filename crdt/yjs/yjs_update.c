@@ -393,26 +393,44 @@ void yj_update_release(yj_doc *d, yj_update *u)
 {
     for (size_t i = 0; i < u->nrefs; i++)
         yj_item_free(d, u->refs[i]);
-    yj_free(d, u->refs);
-    yj_free(d, u->ds);
     memset(u, 0, sizeof *u);
+}
+
+void yj_update_scratch_trim(yj_doc *d, size_t keep)
+{
+    if (d->dec_crefs * sizeof *d->dec_refs > keep) {
+        yj_free(d, d->dec_refs);
+        d->dec_refs = NULL;
+        d->dec_crefs = 0;
+    }
+    if (d->dec_cds * sizeof *d->dec_ds > keep) {
+        yj_free(d, d->dec_ds);
+        d->dec_ds = NULL;
+        d->dec_cds = 0;
+    }
+    if (d->dec_cseen * sizeof *d->dec_seen > keep) {
+        yj_free(d, d->dec_seen);
+        d->dec_seen = NULL;
+        d->dec_cseen = 0;
+    }
 }
 
 td_yjs_err yj_update_decode(yj_doc *d, const uint8_t *p, size_t n, yj_update *u,
                             const char **errmsg)
 {
     dec x = {d, {p, p + n, NULL}, TD_YJS_OK, NULL};
-    uint64_t nclients, *seen = NULL;
-    size_t cref = 0, cds = 0;
+    uint64_t nclients, *seen;
     memset(u, 0, sizeof *u);
+    u->refs = d->dec_refs;
+    u->ds = d->dec_ds;
     if (!rd(&x, yj_rd_uint(&x.r, &nclients)))
         goto out;
     if (nclients > (uint64_t)(x.r.end - x.r.p) / 3) {
         fail(&x, TD_YJS_ERR_DECODE, "count past the end");
         goto out;
     }
-    seen = yj_alloc(d, (size_t)(nclients ? nclients : 1) * sizeof *seen);
-    if (!seen) {
+    if (!yj_grow(d, &d->dec_seen, &d->dec_cseen, (size_t)(nclients ? nclients : 1),
+                 sizeof *d->dec_seen)) {
         fail(&x, TD_YJS_ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -425,11 +443,13 @@ td_yjs_err yj_update_decode(yj_doc *d, const uint8_t *p, size_t n, yj_update *u,
             fail(&x, TD_YJS_ERR_DECODE, "count past the end");
             goto out;
         }
-        seen[i] = client;
-        if (!yj_grow(d, &u->refs, &cref, u->nrefs + (size_t)nstructs, sizeof *u->refs)) {
+        d->dec_seen[i] = client;
+        if (!yj_grow(d, &d->dec_refs, &d->dec_crefs, u->nrefs + (size_t)nstructs,
+                     sizeof *d->dec_refs)) {
             fail(&x, TD_YJS_ERR_NOMEM, "out of memory");
             goto out;
         }
+        u->refs = d->dec_refs;
         for (uint64_t j = 0; j < nstructs; j++) {
             yj_item *it;
             int ok = rd_struct(&x, client, &clock, &it);
@@ -442,6 +462,7 @@ td_yjs_err yj_update_decode(yj_doc *d, const uint8_t *p, size_t n, yj_update *u,
                 goto out;
         }
     }
+    seen = d->dec_seen;
     qsort(seen, (size_t)nclients, sizeof *seen, cmp_u64);
     for (uint64_t i = 1; i < nclients; i++)
         if (seen[i] == seen[i - 1]) {
@@ -463,10 +484,11 @@ td_yjs_err yj_update_decode(yj_doc *d, const uint8_t *p, size_t n, yj_update *u,
             fail(&x, TD_YJS_ERR_DECODE, "count past the end");
             goto out;
         }
-        if (!yj_grow(d, &u->ds, &cds, u->nds + (size_t)nr, sizeof *u->ds)) {
+        if (!yj_grow(d, &d->dec_ds, &d->dec_cds, u->nds + (size_t)nr, sizeof *d->dec_ds)) {
             fail(&x, TD_YJS_ERR_NOMEM, "out of memory");
             goto out;
         }
+        u->ds = d->dec_ds;
         for (uint64_t j = 0; j < nr; j++) {
             uint64_t clock, len;
             if (!rd(&x, yj_rd_uint(&x.r, &clock)) || !rd(&x, yj_rd_uint(&x.r, &len)))
@@ -482,7 +504,6 @@ td_yjs_err yj_update_decode(yj_doc *d, const uint8_t *p, size_t n, yj_update *u,
     if (x.r.p != x.r.end)
         fail(&x, TD_YJS_ERR_DECODE, "bytes after the delete set");
 out:
-    yj_free(d, seen);
     if (x.err != TD_YJS_OK) {
         yj_update_release(d, u);
         if (errmsg)
