@@ -13,12 +13,15 @@ TD_JOBS="${TD_JOBS:-2}"
 # because packages go in without recommends (gcc only recommends libc6-dev,
 # cmake only recommends make). chromium runs the browser end-to-end test of
 # the demo editor (client-js/test/browser), driven by npm playwright-core.
+# nats-server and libnats-dev: the cluster mode (docs/CLUSTER.md); its tests
+# start their own JetStream servers.
 TD_DEB_PACKAGES=(
     cmake make gcc libc6-dev pkg-config
     libwebsockets-dev librocksdb-dev libsodium-dev libcjson-dev zlib1g-dev
     libcmocka-dev
     clang lld libclang-rt-14-dev wasi-libc libclang-rt-14-dev-wasm32
     chromium
+    nats-server libnats-dev
 )
 
 td_log() { printf '==> %s\n' "$*" >&2; }

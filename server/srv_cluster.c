@@ -1,0 +1,635 @@
+/*
+ * srv_cluster.c -- the cluster transport over NATS JetStream (srv_cluster.h,
+ * docs/CLUSTER.md).
+ *
+ * Names. Document ids may hold any byte, subjects may not ('.', '*', '>',
+ * spaces), so a document's subjects carry its id in hex:
+ *     <stream>.d.<hex id>   its batches and snapshots (the stream's subjects)
+ *     <stream>.p.<hex id>   its presence (plain NATS, not stored)
+ * Headers: Tandem-Node names the publisher (a node skips its own batches);
+ * Nats-Msg-Id = <node>-<tag> lets JetStream store a retried publish once and
+ * brings the tag back to the acknowledgement handler; a snapshot carries
+ * Nats-Rollup: sub (the stream drops the subject's older messages) and
+ * Tandem-Kind: snapshot.
+ *
+ * Threads. The acknowledgement handler, the followers' message handlers and
+ * the connection callbacks run on libnats threads: each builds an event,
+ * appends it to a list under a mutex and calls cfg.wake. td_srv_cluster_poll
+ * takes the whole list at once and hands the events over in order, on the
+ * caller's thread.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "srv_cluster.h"
+
+#include <inttypes.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+enum ev_kind { EV_PUBLISHED, EV_DELIVERED, EV_PRESENCE, EV_BROKER };
+
+typedef struct ev {
+    struct ev *next;
+    uint8_t kind;
+    uint8_t snapshot, dup, up;
+    td_srv_cluster_err err;
+    uint64_t tag, seq;
+    char *doc;       /* decoded id, doc_len bytes */
+    size_t doc_len;
+    char node[64];
+    char msg[128];
+    size_t len;
+    uint8_t data[];  /* the payload */
+} ev;
+
+typedef struct follower {
+    struct follower *next;
+    struct td_srv_cluster *c;
+    natsSubscription *batches, *presence;
+    size_t doc_len;
+    char doc[]; /* the id, as given */
+} follower;
+
+struct td_srv_cluster {
+    natsConnection *nc;
+    jsCtx *js;
+    char stream[64];
+    char node[64];
+    int64_t publish_timeout_ms;
+    void (*wake)(void *ud);
+    void *wake_ud;
+    pthread_mutex_t mu;
+    pthread_cond_t closed_cv;
+    int closed;            /* under mu: the connection's last callback ran */
+    ev *head, *tail;       /* under mu */
+    volatile int up;       /* written on libnats threads, read anywhere */
+    follower *followers;   /* the caller's thread only */
+};
+
+const char *td_srv_cluster_strerror(td_srv_cluster_err e)
+{
+    static const char *const names[] = {
+        [TD_SRV_CLUSTER_OK] = "ok",
+        [TD_SRV_CLUSTER_ERR_ARG] = "invalid argument",
+        [TD_SRV_CLUSTER_ERR_NOMEM] = "out of memory",
+        [TD_SRV_CLUSTER_ERR_CONNECT] = "no broker reachable",
+        [TD_SRV_CLUSTER_ERR_STREAM] = "the stream cannot be used",
+        [TD_SRV_CLUSTER_ERR_UNAVAILABLE] = "the broker is unavailable",
+        [TD_SRV_CLUSTER_ERR_REFUSED] = "the broker refused the message",
+        [TD_SRV_CLUSTER_ERR_TOO_LARGE] = "the message is larger than the broker allows",
+    };
+    if ((unsigned)e < sizeof names / sizeof names[0] && names[e])
+        return names[e];
+    return "unknown";
+}
+
+/* ---- names -------------------------------------------------------------------- */
+
+static char *subject(const struct td_srv_cluster *c, char kind, const char *doc, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t sl = strlen(c->stream);
+    char *s = malloc(sl + 3 + 2 * len + 1);
+    if (!s)
+        return NULL;
+    memcpy(s, c->stream, sl);
+    s[sl] = '.';
+    s[sl + 1] = kind;
+    s[sl + 2] = '.';
+    char *p = s + sl + 3;
+    for (size_t i = 0; i < len; i++) {
+        *p++ = hex[(unsigned char)doc[i] >> 4];
+        *p++ = hex[(unsigned char)doc[i] & 15];
+    }
+    *p = 0;
+    return s;
+}
+
+/* The id back from a subject's last token; NULL if it is not ours. */
+static char *subject_doc(const char *subj, size_t *len)
+{
+    const char *t = strrchr(subj, '.');
+    if (!t)
+        return NULL;
+    t++;
+    size_t n = strlen(t);
+    if (n % 2)
+        return NULL;
+    char *doc = malloc(n / 2 + 1);
+    if (!doc)
+        return NULL;
+    for (size_t i = 0; i < n / 2; i++) {
+        int v = 0;
+        for (int k = 0; k < 2; k++) {
+            char ch = t[2 * i + (size_t)k];
+            int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+            if (d < 0) {
+                free(doc);
+                return NULL;
+            }
+            v = v << 4 | d;
+        }
+        doc[i] = (char)v;
+    }
+    doc[n / 2] = 0;
+    *len = n / 2;
+    return doc;
+}
+
+/* ---- events --------------------------------------------------------------------- */
+
+static ev *ev_new(enum ev_kind kind, size_t len)
+{
+    ev *e = calloc(1, sizeof *e + len);
+    if (e) {
+        e->kind = (uint8_t)kind;
+        e->len = len;
+    }
+    return e;
+}
+
+static void ev_push(struct td_srv_cluster *c, ev *e)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->tail)
+        c->tail->next = e;
+    else
+        c->head = e;
+    c->tail = e;
+    pthread_mutex_unlock(&c->mu);
+    if (c->wake)
+        c->wake(c->wake_ud);
+}
+
+static void ev_free(ev *e)
+{
+    free(e->doc);
+    free(e);
+}
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    snprintf(dst, cap, "%s", src ? src : "");
+}
+
+/* ---- libnats callbacks (their threads) ------------------------------------------ */
+
+static td_srv_cluster_err map_status(natsStatus s, jsErrCode code)
+{
+    if (s == NATS_MAX_PAYLOAD)
+        return TD_SRV_CLUSTER_ERR_TOO_LARGE;
+    if (code != 0)
+        return TD_SRV_CLUSTER_ERR_REFUSED;
+    return TD_SRV_CLUSTER_ERR_UNAVAILABLE;
+}
+
+static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    struct td_srv_cluster *c = closure;
+    ev *e = ev_new(EV_PUBLISHED, 0);
+    const char *id = NULL;
+    if (e) {
+        /* Nats-Msg-Id is "<node>-<tag in hex>": the tag is after the last '-'. */
+        if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id) {
+            const char *dash = strrchr(id, '-');
+            e->tag = dash ? strtoull(dash + 1, NULL, 16) : 0;
+        }
+        if (pa) {
+            e->seq = pa->Sequence;
+            e->dup = pa->Duplicate;
+        } else if (pae) {
+            e->err = map_status(pae->Err, pae->ErrCode);
+            copy_str(e->msg, sizeof e->msg, pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
+        } else {
+            e->err = TD_SRV_CLUSTER_ERR_UNAVAILABLE;
+        }
+        ev_push(c, e);
+    }
+    natsMsg_Destroy(msg);
+}
+
+static void on_batch(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    follower *f = closure;
+    const char *node = NULL, *kind = NULL;
+    jsMsgMetaData *meta = NULL;
+    int len = natsMsg_GetDataLength(msg);
+    ev *e = ev_new(EV_DELIVERED, len > 0 ? (size_t)len : 0);
+    if (e && natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+        e->seq = meta->Sequence.Stream;
+        jsMsgMetaData_Destroy(meta);
+        natsMsgHeader_Get(msg, "Tandem-Node", &node);
+        natsMsgHeader_Get(msg, "Tandem-Kind", &kind);
+        copy_str(e->node, sizeof e->node, node);
+        e->snapshot = kind && strcmp(kind, "snapshot") == 0;
+        if (len > 0)
+            memcpy(e->data, natsMsg_GetData(msg), (size_t)len);
+        e->doc = subject_doc(natsMsg_GetSubject(msg), &e->doc_len);
+        if (e->doc) {
+            ev_push(f->c, e);
+            e = NULL;
+        }
+    }
+    if (e)
+        free(e);
+    natsMsg_Destroy(msg);
+}
+
+static void on_presence(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    follower *f = closure;
+    const char *node = NULL;
+    int len = natsMsg_GetDataLength(msg);
+    natsMsgHeader_Get(msg, "Tandem-Node", &node);
+    /* A node hears its own presence too: drop it here, not on the loop. */
+    if (node && strcmp(node, f->c->node) != 0) {
+        ev *e = ev_new(EV_PRESENCE, len > 0 ? (size_t)len : 0);
+        if (e) {
+            copy_str(e->node, sizeof e->node, node);
+            if (len > 0)
+                memcpy(e->data, natsMsg_GetData(msg), (size_t)len);
+            e->doc = subject_doc(natsMsg_GetSubject(msg), &e->doc_len);
+            if (e->doc)
+                ev_push(f->c, e);
+            else
+                free(e);
+        }
+    }
+    natsMsg_Destroy(msg);
+}
+
+static void on_link(struct td_srv_cluster *c, int up)
+{
+    c->up = up;
+    ev *e = ev_new(EV_BROKER, 0);
+    if (e) {
+        e->up = (uint8_t)up;
+        ev_push(c, e);
+    }
+}
+
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    on_link(closure, 0);
+}
+
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    on_link(closure, 1);
+}
+
+/* The last callback libnats makes for a connection: after it, c may go. */
+static void on_closed(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    struct td_srv_cluster *c = closure;
+    pthread_mutex_lock(&c->mu);
+    c->closed = 1;
+    pthread_cond_signal(&c->closed_cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------- */
+
+static td_srv_cluster_err fail(char *msg, size_t msglen, td_srv_cluster_err e, const char *what,
+                               natsStatus s)
+{
+    if (msg && msglen)
+        snprintf(msg, msglen, "%s: %s", what, natsStatus_GetText(s));
+    return e;
+}
+
+static td_srv_cluster_err ensure_stream(struct td_srv_cluster *c, int replicas, char *msg,
+                                        size_t msglen)
+{
+    jsStreamConfig sc;
+    jsStreamInfo *si = NULL;
+    jsErrCode code = 0;
+    char subjects[80];
+    const char *subj[1] = {subjects};
+    snprintf(subjects, sizeof subjects, "%s.d.>", c->stream);
+    jsStreamConfig_Init(&sc);
+    sc.Name = c->stream;
+    sc.Subjects = subj;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = replicas;
+    sc.AllowRollup = true;
+    /* A retried publish within this window is stored once (Nats-Msg-Id). */
+    sc.Duplicates = (int64_t)120 * 1000000000;
+    natsStatus s = js_AddStream(&si, c->js, &sc, NULL, &code);
+    if (s == NATS_OK) {
+        jsStreamInfo_Destroy(si);
+        return TD_SRV_CLUSTER_OK;
+    }
+    /* Another node made it first: it is there, with its own settings. */
+    s = js_GetStreamInfo(&si, c->js, c->stream, NULL, &code);
+    if (s == NATS_OK) {
+        jsStreamInfo_Destroy(si);
+        return TD_SRV_CLUSTER_OK;
+    }
+    return fail(msg, msglen, TD_SRV_CLUSTER_ERR_STREAM, "JetStream stream", s);
+}
+
+td_srv_cluster_err td_srv_cluster_new(td_srv_cluster **out, const td_srv_cluster_cfg *cfg,
+                                      char *msg, size_t msglen)
+{
+    if (!out || !cfg || !cfg->urls || !*cfg->urls)
+        return TD_SRV_CLUSTER_ERR_ARG;
+    *out = NULL;
+    const char *stream = cfg->stream ? cfg->stream : "TANDEM";
+    if (strlen(stream) >= 64 || strpbrk(stream, ". *>") || (cfg->node && strlen(cfg->node) >= 48))
+        return TD_SRV_CLUSTER_ERR_ARG;
+    struct td_srv_cluster *c = calloc(1, sizeof *c);
+    if (!c)
+        return TD_SRV_CLUSTER_ERR_NOMEM;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->closed_cv, NULL);
+    copy_str(c->stream, sizeof c->stream, stream);
+    if (cfg->node) {
+        copy_str(c->node, sizeof c->node, cfg->node);
+    } else {
+        uint8_t r[8] = {0};
+        if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
+            memset(r, 0x5a, sizeof r);
+        snprintf(c->node, sizeof c->node, "n%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2],
+                 r[3], r[4], r[5], r[6], r[7]);
+    }
+    c->publish_timeout_ms = cfg->publish_timeout_ms > 0 ? cfg->publish_timeout_ms : 5000;
+    c->wake = cfg->wake;
+    c->wake_ud = cfg->wake_ud;
+
+    natsOptions *o = NULL;
+    td_srv_cluster_err err = TD_SRV_CLUSTER_ERR_NOMEM;
+    natsStatus s = natsOptions_Create(&o);
+    if (s == NATS_OK)
+        s = natsOptions_SetURL(o, cfg->urls);
+    if (s == NATS_OK)
+        s = natsOptions_SetMaxReconnect(o, -1); /* keep trying: the broker comes back */
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectWait(o, 250);
+    /* No buffering while reconnecting: a publish then fails at once, so
+     * "failed" means "not stored" except for the few in flight when the link
+     * dropped (those time out, and may or may not be stored: the client is
+     * not acknowledged and resends, which a CRDT takes as a no-op). */
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectBufSize(o, 1);
+    if (s == NATS_OK)
+        s = natsOptions_SetDisconnectedCB(o, on_disconnected, c);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectedCB(o, on_reconnected, c);
+    if (s == NATS_OK)
+        s = natsOptions_SetClosedCB(o, on_closed, c);
+    if (s != NATS_OK) {
+        err = fail(msg, msglen, TD_SRV_CLUSTER_ERR_ARG, "NATS options", s);
+        goto bad;
+    }
+    s = natsConnection_Connect(&c->nc, o);
+    if (s != NATS_OK) {
+        err = fail(msg, msglen, TD_SRV_CLUSTER_ERR_CONNECT, cfg->urls, s);
+        goto bad;
+    }
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.PublishAsync.AckHandler = on_ack;
+    jo.PublishAsync.AckHandlerClosure = c;
+    jo.PublishAsync.MaxPending = 65536;
+    s = natsConnection_JetStream(&c->js, c->nc, &jo);
+    if (s != NATS_OK) {
+        err = fail(msg, msglen, TD_SRV_CLUSTER_ERR_STREAM, "JetStream", s);
+        goto bad;
+    }
+    err = ensure_stream(c, cfg->replicas > 0 ? cfg->replicas : 1, msg, msglen);
+    if (err != TD_SRV_CLUSTER_OK)
+        goto bad;
+    natsOptions_Destroy(o);
+    c->up = 1;
+    *out = c;
+    return TD_SRV_CLUSTER_OK;
+bad:
+    natsOptions_Destroy(o);
+    td_srv_cluster_free(c);
+    return err;
+}
+
+void td_srv_cluster_free(td_srv_cluster *c)
+{
+    if (!c)
+        return;
+    while (c->followers) {
+        follower *f = c->followers;
+        td_srv_cluster_unfollow(c, f->doc, f->doc_len);
+    }
+    if (c->js) {
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MaxWait = 1000;
+        js_PublishAsyncComplete(c->js, &po); /* let acknowledgements in flight land */
+        jsCtx_Destroy(c->js);
+    }
+    if (c->nc) {
+        natsConnection_Close(c->nc);
+        /* Callbacks already queued (disconnected, closed) still run on the
+         * library's thread and use c: wait for the last one. */
+        pthread_mutex_lock(&c->mu);
+        while (!c->closed)
+            pthread_cond_wait(&c->closed_cv, &c->mu);
+        pthread_mutex_unlock(&c->mu);
+        natsConnection_Destroy(c->nc);
+    }
+    for (ev *e = c->head, *n; e; e = n) {
+        n = e->next;
+        ev_free(e);
+    }
+    pthread_cond_destroy(&c->closed_cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+const char *td_srv_cluster_node(const td_srv_cluster *c)
+{
+    return c->node;
+}
+
+int td_srv_cluster_up(const td_srv_cluster *c)
+{
+    return c->up;
+}
+
+/* ---- publishing -------------------------------------------------------------------- */
+
+td_srv_cluster_err td_srv_cluster_publish(td_srv_cluster *c, const char *doc, size_t doc_len,
+                                          int snapshot, const uint8_t *data, size_t len,
+                                          uint64_t tag)
+{
+    if (!c || !doc || !doc_len || (!data && len) || len > INT32_MAX)
+        return TD_SRV_CLUSTER_ERR_ARG;
+    if (!c->up)
+        return TD_SRV_CLUSTER_ERR_UNAVAILABLE;
+    if ((int64_t)len > natsConnection_GetMaxPayload(c->nc))
+        return TD_SRV_CLUSTER_ERR_TOO_LARGE;
+    char *subj = subject(c, 'd', doc, doc_len);
+    if (!subj)
+        return TD_SRV_CLUSTER_ERR_NOMEM;
+    char id[96];
+    snprintf(id, sizeof id, "%s-%" PRIx64, c->node, tag);
+    natsMsg *m = NULL;
+    natsStatus s = natsMsg_Create(&m, subj, NULL, (const char *)data, (int)len);
+    free(subj);
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(m, "Tandem-Node", c->node);
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(m, "Nats-Msg-Id", id);
+    if (s == NATS_OK && snapshot)
+        s = natsMsgHeader_Set(m, "Nats-Rollup", "sub");
+    if (s == NATS_OK && snapshot)
+        s = natsMsgHeader_Set(m, "Tandem-Kind", "snapshot");
+    if (s == NATS_OK) {
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MaxWait = c->publish_timeout_ms;
+        /* On success the library owns m (and sets it to NULL). */
+        s = js_PublishMsgAsync(c->js, &m, &po);
+    }
+    natsMsg_Destroy(m);
+    if (s == NATS_OK)
+        return TD_SRV_CLUSTER_OK;
+    return s == NATS_NO_MEMORY ? TD_SRV_CLUSTER_ERR_NOMEM : TD_SRV_CLUSTER_ERR_UNAVAILABLE;
+}
+
+td_srv_cluster_err td_srv_cluster_presence(td_srv_cluster *c, const char *doc, size_t doc_len,
+                                           const uint8_t *data, size_t len)
+{
+    if (!c || !doc || !doc_len || (!data && len) || len > INT32_MAX)
+        return TD_SRV_CLUSTER_ERR_ARG;
+    char *subj = subject(c, 'p', doc, doc_len);
+    if (!subj)
+        return TD_SRV_CLUSTER_ERR_NOMEM;
+    natsMsg *m = NULL;
+    natsStatus s = natsMsg_Create(&m, subj, NULL, (const char *)data, (int)len);
+    free(subj);
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(m, "Tandem-Node", c->node);
+    if (s == NATS_OK)
+        s = natsConnection_PublishMsg(c->nc, m);
+    natsMsg_Destroy(m);
+    if (s == NATS_OK)
+        return TD_SRV_CLUSTER_OK;
+    return s == NATS_NO_MEMORY ? TD_SRV_CLUSTER_ERR_NOMEM : TD_SRV_CLUSTER_ERR_UNAVAILABLE;
+}
+
+/* ---- following ---------------------------------------------------------------------- */
+
+static follower **find(struct td_srv_cluster *c, const char *doc, size_t len)
+{
+    follower **p = &c->followers;
+    while (*p && !((*p)->doc_len == len && memcmp((*p)->doc, doc, len) == 0))
+        p = &(*p)->next;
+    return p;
+}
+
+td_srv_cluster_err td_srv_cluster_follow(td_srv_cluster *c, const char *doc, size_t doc_len,
+                                         uint64_t from)
+{
+    if (!c || !doc || !doc_len || *find(c, doc, doc_len))
+        return TD_SRV_CLUSTER_ERR_ARG;
+    follower *f = calloc(1, sizeof *f + doc_len);
+    char *bs = subject(c, 'd', doc, doc_len), *ps = subject(c, 'p', doc, doc_len);
+    if (!f || !bs || !ps) {
+        free(f);
+        free(bs);
+        free(ps);
+        return TD_SRV_CLUSTER_ERR_NOMEM;
+    }
+    f->c = c;
+    f->doc_len = doc_len;
+    memcpy(f->doc, doc, doc_len);
+    /* An ordered consumer: in stream order, no gaps (it recreates itself
+     * from the last sequence it delivered if it falls behind or the
+     * connection drops), no acks, nothing left on the server after. */
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = c->stream;
+    so.Ordered = true;
+    if (from) {
+        so.Config.DeliverPolicy = js_DeliverByStartSequence;
+        so.Config.OptStartSeq = from;
+    } else {
+        so.Config.DeliverPolicy = js_DeliverAll;
+    }
+    jsErrCode code = 0;
+    natsStatus s = js_Subscribe(&f->batches, c->js, bs, on_batch, f, NULL, &so, &code);
+    if (s == NATS_OK)
+        s = natsConnection_Subscribe(&f->presence, c->nc, ps, on_presence, f);
+    free(bs);
+    free(ps);
+    if (s != NATS_OK) {
+        natsSubscription_Destroy(f->batches);
+        free(f);
+        return s == NATS_NO_MEMORY ? TD_SRV_CLUSTER_ERR_NOMEM : TD_SRV_CLUSTER_ERR_UNAVAILABLE;
+    }
+    f->next = c->followers;
+    c->followers = f;
+    return TD_SRV_CLUSTER_OK;
+}
+
+void td_srv_cluster_unfollow(td_srv_cluster *c, const char *doc, size_t doc_len)
+{
+    follower **p = find(c, doc, doc_len), *f = *p;
+    if (!f)
+        return;
+    *p = f->next;
+    /* Unsubscribe waits for a handler running on this subscription: after
+     * it, nothing refers to f any more. */
+    natsSubscription_Unsubscribe(f->batches);
+    natsSubscription_Unsubscribe(f->presence);
+    natsSubscription_Destroy(f->batches);
+    natsSubscription_Destroy(f->presence);
+    free(f);
+}
+
+/* ---- polling ------------------------------------------------------------------------ */
+
+void td_srv_cluster_poll(td_srv_cluster *c, const td_srv_cluster_handler *h, void *ud)
+{
+    pthread_mutex_lock(&c->mu);
+    ev *e = c->head;
+    c->head = c->tail = NULL;
+    pthread_mutex_unlock(&c->mu);
+    for (ev *n; e; e = n) {
+        n = e->next;
+        switch (e->kind) {
+        case EV_PUBLISHED:
+            if (h->published)
+                h->published(ud, e->tag, e->err, e->seq, e->dup, e->msg);
+            break;
+        case EV_DELIVERED:
+            if (h->delivered)
+                h->delivered(ud, e->doc, e->doc_len, e->seq, e->snapshot, e->node, e->data,
+                             e->len);
+            break;
+        case EV_PRESENCE:
+            if (h->presence)
+                h->presence(ud, e->doc, e->doc_len, e->node, e->data, e->len);
+            break;
+        case EV_BROKER:
+            if (h->broker)
+                h->broker(ud, e->up);
+            break;
+        default:
+            break;
+        }
+        ev_free(e);
+    }
+}
