@@ -43,7 +43,26 @@ export type ObjectChange = TextChange | ListChange | MapChange;
 export interface ChangeEvent {
   /** true for this client's own edits, false for batches from the server. */
   local: boolean;
+  /** The origin given to doc.transact(fn, origin); an UndoManager for its undo/redo. */
+  origin?: unknown;
   changes: ObjectChange[];
+}
+
+/**
+ * A relative position (text.anchor / list.anchor): tied to an item's id, so
+ * doc.resolve() finds it after any concurrent edit. Plain JSON: it can
+ * travel in presence.
+ */
+export interface Anchor {
+  kind: 'text' | 'list';
+  /** The root object's name, for roots. */
+  root?: string;
+  /** "agent:seq" of the op that created a nested object. */
+  obj?: string;
+  /** "agent:seq" of the item; null for the start (assoc -1) or the end (assoc 1). */
+  item: string | null;
+  /** 1: the position stays before the item; -1: after the item before it. */
+  assoc: 1 | -1;
 }
 
 export interface TandemError {
@@ -83,6 +102,8 @@ export declare class Text extends Emitting<{ change: (c: TextChange) => void }> 
   readonly doc: Doc;
   /** Length in UTF-16 code units, like String.length. */
   readonly length: number;
+  /** A position tied to the character at index (assoc >= 0, default) or before it (assoc < 0). */
+  anchor(index: number, assoc?: number): Anchor;
   insert(index: number, text: string): void;
   delete(index: number, length?: number): void;
   replace(index: number, length: number, text: string): void;
@@ -94,6 +115,8 @@ export declare class List extends Emitting<{ change: (c: ListChange) => void }> 
   readonly kind: 'list';
   readonly doc: Doc;
   readonly length: number;
+  /** A position tied to the element at index (assoc >= 0, default) or before it (assoc < 0). */
+  anchor(index: number, assoc?: number): Anchor;
   insert(index: number, ...values: Writable[]): void;
   push(...values: Writable[]): void;
   delete(index: number, count?: number): void;
@@ -139,6 +162,40 @@ export declare class Presence<S = any> extends Emitting<{ change: (peers: Peer<S
   set(state: S): void;
 }
 
+/** What one undo/redo reverts; `meta` is free for the application (e.g. a selection). */
+export interface StackItem {
+  readonly meta: Map<unknown, unknown>;
+}
+
+export interface UndoManagerOptions {
+  /** Objects whose edits (and those of objects nested in them) are tracked; default the whole document. */
+  scope?: (Text | List | TMap)[];
+  /** Edits closer than this (ms) to the previous one join its stack item. Default 500. */
+  captureTimeout?: number;
+  /** Origins of doc.transact(fn, origin) tracked besides edits without one. */
+  trackedOrigins?: Iterable<unknown>;
+}
+
+export declare class UndoManager extends Emitting<{
+  'stack-item-added': (e: { stackItem: StackItem; type: 'undo' | 'redo' }) => void;
+  'stack-item-popped': (e: { stackItem: StackItem; type: 'undo' | 'redo' }) => void;
+}> {
+  readonly doc: Doc;
+  captureTimeout: number;
+  readonly undoStack: StackItem[];
+  readonly redoStack: StackItem[];
+  /** Reverts this client's latest stack item that still changes something; null if none. */
+  undo(): StackItem | null;
+  redo(): StackItem | null;
+  canUndo(): boolean;
+  canRedo(): boolean;
+  /** The next edit starts a new stack item. */
+  stopCapturing(): void;
+  clear(): void;
+  /** Stops tracking and forgets both stacks. */
+  destroy(): void;
+}
+
 export declare class Doc extends Emitting<{
   change: (e: ChangeEvent) => void;
   synced: (synced: boolean) => void;
@@ -150,8 +207,14 @@ export declare class Doc extends Emitting<{
   text(name: string): Text;
   list(name: string): List;
   map(name: string): TMap;
-  /** Everything fn edits is one batch and one change event. */
-  transact<R>(fn: (doc: Doc) => R): R;
+  /** Everything fn edits is one batch and one change event (with e.origin = origin). */
+  transact<R>(fn: (doc: Doc) => R, origin?: unknown): R;
+  /** Undo/redo of this client's own edits. */
+  undoManager(opts?: UndoManagerOptions): UndoManager;
+  /** The current index of an anchor (made here or by a peer); null if this replica lacks its object or item yet. */
+  resolve(anchor: Anchor): number | null;
+  /** This replica's agent id (changes after a rebuild or `agent_taken`). */
+  readonly agent: bigint;
   /** Resolves once the first SYNC arrived and every local edit is acknowledged. */
   readonly synced: Promise<void>;
   /** The flag behind `synced`. */
@@ -192,6 +255,12 @@ export interface ConnectOptions {
   storage?: Storage | null;
   /** Reconnect delays: random in [0, min(capMs, baseMs * 2^attempt)). Defaults 500 and 30000. */
   backoff?: { baseMs?: number; capMs?: number };
+  /**
+   * Agent id (1..2^64-1) for HELLO and every document's replica (tests).
+   * Default: random per document. Never reuse one for a fresh replica of a
+   * document that already holds ops of it.
+   */
+  agent?: bigint | number | string;
 }
 
 export interface Limits {
@@ -214,9 +283,18 @@ export declare class Client extends Emitting<{
   readonly user: string;
   /** From the server's WELCOME; null before the first (batches are then split for the protocol's 4 MiB). */
   readonly limits: Limits | null;
-  /** Opens a document; opening it again shares the subscription. */
-  open(id: string): Promise<Doc>;
+  /** The agent id sent in HELLO (the `agent` option, or random). */
+  readonly agent: bigint;
+  /** True between disconnect() and connect(). */
+  readonly disconnected: boolean;
+  /** Opens a document; opening it again shares the subscription. `agent` as in ConnectOptions, for this document. */
+  open(id: string, opts?: { agent?: bigint | number | string }): Promise<Doc>;
   setToken(token: TokenSource): void;
+  /** Goes offline on purpose: no connection, no retries; edits are kept and sent on connect(). */
+  disconnect(): void;
+  /** Ends disconnect(): connects now (also retries at once after a refused token). */
+  connect(): void;
+  /** Reconnects now; also ends disconnect(). */
   reconnect(): void;
   close(): Promise<void>;
 }

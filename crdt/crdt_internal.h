@@ -254,6 +254,17 @@ struct td_crdt_doc {
     uint32_t ngrown, capgrown;
     int apply_partial; /* td_crdt_apply_partial() */
 
+    /* While place.obj is set (td_crdt_seq_place_after), local inserts into
+     * that sequence go right after item place.id (deleted or not), or at the
+     * very start when place.start, instead of after the visible item before
+     * their position: undo puts deleted content back where it was among
+     * the tombstones. 0: off. */
+    struct {
+        uint32_t obj;
+        int start;
+        td_id id;
+    } place;
+
     td_crdt_observer_fn observer;
     void *observer_ud;
     int integrating; /* 1 while a batch is integrated: events are remote */
@@ -333,6 +344,10 @@ td_crdt_err td_crdt_seq_local_delete(td_crdt_doc *d, uint32_t obj, uint32_t pos,
 td_crdt_err td_crdt_seq_integrate(td_crdt_doc *d, uint32_t obj, td_id id, uint32_t n,
                              td_id left, td_id right, int deleted,
                              const uint32_t *cps, const td_val *vals);
+/* Sets (obj != 0) or clears (obj == 0) doc->place: after item (agent index
+ * id.agent, id.seq) of obj, or at its start when start is 1. ARG if the item
+ * is not in obj. */
+td_crdt_err td_crdt_seq_place_after(td_crdt_doc *d, uint32_t obj, int start, td_id id);
 /* Marks items [lo, hi] of agent ta in obj deleted (all checked to exist). */
 td_crdt_err td_crdt_seq_delete_ids(td_crdt_doc *d, uint32_t obj, uint32_t ta,
                               uint32_t lo, uint32_t hi);

@@ -143,8 +143,86 @@ static int typing_on(td_crdt_doc *d, td_seq *s, uint32_t pos, const uint32_t *cp
     return 1;
 }
 
+static td_crdt_err insert_after_deleted(td_crdt_doc *d, td_seq *s, uint32_t obj, td_pos lp,
+                                        const uint32_t *cps, const td_val *vals, uint32_t n);
+static td_crdt_err local_insert_at(td_crdt_doc *d, uint32_t obj, uint32_t pos,
+                                   const uint32_t *cps, const td_val *vals, uint32_t n);
+
+td_crdt_err td_crdt_seq_place_after(td_crdt_doc *d, uint32_t obj, int start, td_id id)
+{
+    td_pos p;
+    if (obj && !start && !td_crdt_seq_locate(d, obj, id, &p))
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "no such item in this sequence");
+    d->place.obj = obj;
+    d->place.start = start;
+    d->place.id = id;
+    return TD_CRDT_OK;
+}
+
 td_crdt_err td_crdt_seq_local_insert(td_crdt_doc *d, uint32_t obj, uint32_t pos,
                                 const uint32_t *cps, const td_val *vals, uint32_t n)
+{
+    if (d->place.obj != obj)
+        return local_insert_at(d, obj, pos, cps, vals, n);
+    /* Placed: pos only says where the caller thinks it is. */
+    td_pos lp;
+    if (d->place.start)
+        return local_insert_at(d, obj, 0, cps, vals, n);
+    if (!td_crdt_seq_locate(d, obj, d->place.id, &lp))
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "no such item in this sequence");
+    if (!lp.leaf->r[lp.ri].deleted)
+        return local_insert_at(d, obj, td_crdt_seq_vis_index(&lp) + 1, cps, vals, n);
+    return insert_after_deleted(d, seq_of(d, obj), obj, lp, cps, vals, n);
+}
+
+/* A local insert right after the deleted item at lp: the general path of
+ * local_insert_at with lp given instead of found, and no cursor cache (its
+ * positions are visible ones). */
+static td_crdt_err insert_after_deleted(td_crdt_doc *d, td_seq *s, uint32_t obj, td_pos lp,
+                                        const uint32_t *cps, const td_val *vals, uint32_t n)
+{
+    uint32_t self = d->self;
+    uint32_t seq0 = d->agents[self].vv;
+    const td_run *lr = &lp.leaf->r[lp.ri];
+    td_id left = lr->id, right = {TD_NONE, 0};
+    left.seq += lp.off;
+    if (lp.off + 1 < lr->len) {
+        right = left;
+        right.seq++;
+    } else {
+        td_pos nx = lp;
+        if (td_crdt_pos_next_run(&nx))
+            right = nx.leaf->r[nx.ri].id;
+    }
+    s->cur.valid = 0;
+    uint32_t off = 0, oldclen = s->clen;
+    td_crdt_err e = content_append(d, s, cps, vals, n, &off);
+    if (e)
+        return e;
+    td_run run = {{self, seq0}, n, off, left, right, 0};
+    td_pos at;
+    if (lp.off + 1 < lr->len) {
+        td_pos sp = lp;
+        sp.off = lp.off + 1;
+        e = td_crdt_seq_split(d, s, &sp);
+        if (!e)
+            e = td_crdt_seq_insert_run(d, s, sp.leaf, sp.ri, &run, &at);
+    } else {
+        e = td_crdt_seq_insert_run(d, s, lp.leaf, lp.ri + 1, &run, &at);
+    }
+    if (e) {
+        s->clen = oldclen;
+        return e;
+    }
+    d->agents[self].vv += n;
+    d->nops += n;
+    if (d->observer)
+        td_crdt_emit(d, TD_CRDT_EV_INSERT, obj, td_crdt_seq_vis_index(&at), n, NULL, 0);
+    return TD_CRDT_OK;
+}
+
+static td_crdt_err local_insert_at(td_crdt_doc *d, uint32_t obj, uint32_t pos,
+                                   const uint32_t *cps, const td_val *vals, uint32_t n)
 {
     td_seq *s = seq_of(d, obj);
     uint32_t self = d->self;

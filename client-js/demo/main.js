@@ -4,9 +4,12 @@
  * Local CodeMirror transactions become text edits (one tandem transaction
  * each); remote changes arrive as deltas and become CodeMirror changes
  * annotated as remote, so they are not sent back. Presence carries each
- * user's name, colour and selection (UTF-16 offsets); a peer's selection is
- * mapped through later document changes until its next presence update, and
- * drawn as a coloured caret with a name label and a tinted selection.
+ * user's name, colour and selection, both as UTF-16 offsets and as anchors
+ * (text.anchor: tied to characters); a peer's selection is drawn where its
+ * anchors resolve in our text after every change, so it stays on the same
+ * characters whoever types before it (offsets only for a peer without
+ * anchors, or whose characters have not reached us yet), as a coloured caret
+ * with a name label and a tinted selection.
  *
  * URL parameters: doc (default "demo"), name (default a random one), token
  * (when the server requires one). Bundled by scripts/build-demo.mjs.
@@ -116,7 +119,10 @@ async function main() {
   showSynced();
 
   const sendSelection = (sel) => {
-    doc.presence.set({ name: NAME, color: COLOR, anchor: sel.main.anchor, head: sel.main.head });
+    const { anchor, head } = sel.main;
+    let rel;
+    try { rel = { anchor: text.anchor(anchor, -1), head: text.anchor(head, -1) }; } catch { rel = undefined; }
+    doc.presence.set({ name: NAME, color: COLOR, anchor, head, rel });
   };
 
   const view = new EditorView({
@@ -179,10 +185,22 @@ async function main() {
   /* A peer's state is whatever that peer sent: only non-negative integer
    * positions are drawn. */
   const position = (x) => (Number.isSafeInteger(x) && x >= 0 ? x : null);
+  /* The peer's anchor (only into our text 'body'), else its offset. */
+  const place = (state, key) => {
+    const rel = state.rel?.[key];
+    if (rel && rel.root === 'body') {
+      const i = doc.resolve(rel);
+      if (i !== null) return i;
+    }
+    return position(state[key]);
+  };
   const renderPeople = (peers) => {
-    view.dispatch({ effects: setPeers.of(peers.filter((p) => p.state && position(p.state.head) !== null)
-      .map((p) => ({ session: p.session, name: String(p.state.name ?? p.user ?? '?'), color: String(p.state.color ?? '#888'),
-        anchor: position(p.state.anchor) ?? p.state.head, head: p.state.head }))) });
+    view.dispatch({ effects: setPeers.of(peers.filter((p) => p.state && place(p.state, 'head') !== null)
+      .map((p) => {
+        const head = place(p.state, 'head');
+        return { session: p.session, name: String(p.state.name ?? p.user ?? '?'), color: String(p.state.color ?? '#888'),
+          anchor: place(p.state, 'anchor') ?? head, head };
+      })) });
     peopleEl.replaceChildren(...[{ state: { name: `${NAME} (you)`, color: COLOR } }, ...peers].map((p) => {
       const li = document.createElement('li');
       const dot = document.createElement('span');
@@ -194,6 +212,14 @@ async function main() {
   };
   doc.presence.on('change', renderPeople);
   renderPeople(doc.presence.peers);
+  /* After any change, carets go where their anchors are now (after the
+   * editor took the change: not from inside its update). */
+  let replace = false;
+  doc.on('change', () => {
+    if (replace) return;
+    replace = true;
+    queueMicrotask(() => { replace = false; if (doc.presence.peers.length) renderPeople(doc.presence.peers); });
+  });
   sendSelection(view.state.selection);
 
   addEventListener('pagehide', () => { doc.save(); });

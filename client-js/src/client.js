@@ -17,6 +17,12 @@
  * in application code. A refused token (auth_required, token_invalid, or an
  * expired one that a token function cannot renew) is an 'error' event with
  * the server's message, and the client stops retrying until setToken().
+ *
+ * disconnect() takes the client offline on purpose: no socket, no retries,
+ * network events ignored. Edits go on applying locally and queue as pending
+ * batches, exactly as during an outage; connect() (or reconnect()) ends it,
+ * and the ordinary catch-up on WELCOME (SUBSCRIBE with the version vector,
+ * then the pending batches) sends them.
  */
 import { Emitter } from './emitter.js';
 import * as wire from './wire.js';
@@ -40,7 +46,11 @@ export class Client extends Emitter {
     this._core = core;
     this._WS = WebSocketImpl;
     this._token = opts.token ?? '';
-    this.agent = randomAgent();
+    /* Replica id for HELLO and, when set by the caller, for every document
+     * (tests); otherwise each document takes a fresh random one. */
+    this._fixedAgent = opts.agent != null;
+    this.agent = this._fixedAgent ? checkAgent(opts.agent) : randomAgent();
+    this._manual = false; /* disconnect() until connect() */
     this.backoff = { baseMs: opts.backoff?.baseMs ?? 500, capMs: opts.backoff?.capMs ?? 30000 };
     this.storage = opts.storage === undefined ? defaultStorage() : opts.storage;
     this.status = 'offline';
@@ -62,15 +72,16 @@ export class Client extends Emitter {
 
   /* ---- public --------------------------------------------------------------- */
 
-  /* Opens a document (one subscription however often it is opened). */
-  open(id) {
+  /* Opens a document (one subscription however often it is opened).
+   * opts.agent: this replica's agent id (tests), when it is loaded now. */
+  open(id, opts = {}) {
     if (this._closed) return Promise.reject(new Error('client is closed'));
     if (!wire.validDocId(id)) return Promise.reject(new TypeError(`bad document id ${JSON.stringify(id)}`));
     const doc = this.docs.get(id);
     if (doc) { doc._refs++; return Promise.resolve(doc); }
     let p = this._opening.get(id);
     if (p) return p.then((d) => { d._refs++; return d; });
-    p = this._load(id).finally(() => this._opening.delete(id));
+    p = this._load(id, opts).finally(() => this._opening.delete(id));
     this._opening.set(id, p);
     return p;
   }
@@ -79,15 +90,41 @@ export class Client extends Emitter {
   setToken(token) {
     this._token = token;
     if (this._closed) return;
+    if (this._manual) { this._stopped = false; return; } /* used at connect() */
     this._stopped = false;
     this._attempt = 0;
     if (this._ws && this.status === 'online') this._hello();
     else { this._drop(); this._connect(); }
   }
 
-  /* Reconnects now (e.g. after the app learns the network is back). */
+  /* Goes offline on purpose until connect(): the socket is closed, nothing
+   * is retried, edits are kept (pending) and sent on connect. */
+  disconnect() {
+    if (this._closed) return;
+    this._manual = true;
+    clearTimeout(this._timer);
+    this._timer = null;
+    this._drop();
+    this._setStatus('offline');
+  }
+
+  /* Ends disconnect() (or retries at once after a refusal): connects now. */
+  connect() {
+    if (this._closed) return;
+    this._manual = false;
+    this._stopped = false;
+    this._attempt = 0;
+    if (!this._ws) { clearTimeout(this._timer); this._timer = null; this._connect(); }
+  }
+
+  /* True between disconnect() and connect(). */
+  get disconnected() { return this._manual; }
+
+  /* Reconnects now (e.g. after the app learns the network is back); also
+   * ends disconnect(). */
   reconnect() {
     if (this._closed) return;
+    this._manual = false;
     this._stopped = false;
     this._attempt = 0;
     this._drop();
@@ -105,7 +142,8 @@ export class Client extends Emitter {
 
   /* ---- documents -------------------------------------------------------------- */
 
-  async _load(id) {
+  async _load(id, opts = {}) {
+    const agent = () => (opts.agent != null ? checkAgent(opts.agent) : this._fixedAgent ? this.agent : randomAgent());
     const key = `${this.url}#${id}`;
     let saved = null;
     if (this.storage) {
@@ -115,11 +153,11 @@ export class Client extends Emitter {
     }
     let coreDoc = null;
     if (saved?.snapshot) {
-      try { coreDoc = this._core.loadDoc(randomAgent(), saved.snapshot); } catch (e) {
+      try { coreDoc = this._core.loadDoc(agent(), saved.snapshot); } catch (e) {
         this.emit('error', { code: 'storage', doc: id, message: `saved state unreadable, starting empty: ${e.message}` });
       }
     }
-    coreDoc ??= this._core.newDoc(randomAgent());
+    coreDoc ??= this._core.newDoc(agent());
     const doc = new Doc(this, id, this._core, coreDoc, this.storage, key);
     for (const rec of saved?.pending ?? []) {
       try { coreDoc.apply(rec.batch); } catch { continue; }
@@ -183,7 +221,7 @@ export class Client extends Emitter {
 
   /* token: a token to use instead of asking this._token (a renewed one). */
   async _connect(tokenOverride) {
-    if (this._closed || this._stopped || this._ws) return;
+    if (this._closed || this._stopped || this._manual || this._ws) return;
     clearTimeout(this._timer);
     this._timer = null;
     if (!this._online) { this._setStatus('offline'); return; }
@@ -280,7 +318,7 @@ export class Client extends Emitter {
 
   _retry() {
     this._setStatus('offline');
-    if (this._closed || this._stopped || this._timer) return;
+    if (this._closed || this._stopped || this._manual || this._timer) return;
     const ceiling = Math.min(this.backoff.capMs, this.backoff.baseMs * 2 ** this._attempt);
     this._attempt = Math.min(this._attempt + 1, 30);
     const delay = Math.random() * ceiling;
@@ -297,7 +335,7 @@ export class Client extends Emitter {
       clearTimeout(this._timer);
       this._timer = null;
       this._setStatus('offline');
-    } else if (!this._ws && !this._stopped && !this._closed) {
+    } else if (!this._ws && !this._stopped && !this._closed && !this._manual) {
       this._attempt = 0;
       this._connect();
     }
@@ -449,4 +487,13 @@ export class Client extends Emitter {
     doc.emit('error', ev);
     return true;
   }
+}
+
+/* A 64-bit agent id given by the caller (bigint, safe integer or decimal
+ * string); 0 is not an agent. */
+export function checkAgent(a) {
+  let v;
+  try { v = BigInt(a); } catch { throw new TypeError(`agent must be a 64-bit integer, not ${String(a)}`); }
+  if (v <= 0n || v >= 1n << 64n) throw new RangeError(`agent ${v} is outside 1..2^64-1`);
+  return v;
 }

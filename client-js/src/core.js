@@ -24,9 +24,25 @@ const VALUE_SIZE = 16;
 const SLOT_VV = 24;
 const SLOT_FLAG = 32;
 const ABI = 2;
+const SCRATCH = 768; /* bytes of the module-side buffer for short strings */
 
 const enc = new TextEncoder();
 const dec = new TextDecoder('utf-8');
+
+/* Small results (a keystroke's batch is ~30 bytes) are copied into views of
+ * a shared 64 KiB slab instead of an ArrayBuffer each: allocating and
+ * collecting those was most of a keystroke's cost. A slab lives as long as
+ * any view of it (an unacknowledged batch). */
+const SLAB = 65536, SMALL = 1024;
+let slab = null, slabAt = SLAB;
+function copyOut(u8, ptr, len) {
+  if (len > SMALL) return u8.slice(ptr, ptr + len);
+  if (SLAB - slabAt < len) { slab = new ArrayBuffer(SLAB); slabAt = 0; }
+  const out = new Uint8Array(slab, slabAt, len);
+  out.set(u8.subarray(ptr, ptr + len));
+  slabAt += (len + 7) & ~7;
+  return out;
+}
 
 export class CoreError extends Error {
   constructor(op, code, name, detail) {
@@ -64,10 +80,13 @@ export class Core {
     const missing = ['commit_max', 'diff_max'].filter((f) => typeof this.ex[f] !== 'function');
     if (missing.length) throw new Error(`tandem_crdt.wasm lacks ${missing.join(', ')}: rebuild it`);
     this.slot = this.ex.alloc(64);
+    this.scratch = this.ex.alloc(SCRATCH);
     this._mem = null;
   }
+  /* Views of the module's memory, re-made after it grew (growing detaches
+   * the old buffer: its views read length 0). */
   get u8() {
-    if (!this._mem || this._mem.buffer !== this.ex.memory.buffer) {
+    if (!this._mem || this._mem.length === 0) {
       this._mem = new Uint8Array(this.ex.memory.buffer);
       this._dv = new DataView(this.ex.memory.buffer);
     }
@@ -155,7 +174,7 @@ export class CoreDoc {
     const { core } = this;
     const ptr = core.u32(core.slot + at), len = core.u32(core.slot + at + 4);
     if (ptr === 0) return null;
-    const out = core.u8.slice(ptr, ptr + len);
+    const out = copyOut(core.u8, ptr, len);
     this.ex.buf_free(this.h, ptr);
     return out;
   }
@@ -174,8 +193,21 @@ export class CoreDoc {
   kind(obj) { return this.ex.obj_kind(this.h, obj); }
 
   textInsert(obj, pos, str) {
-    const rc = this.core.withBytes(enc.encode(str), (p, n) =>
-      this.ex.text_insert(this.h, obj, pos, p, n));
+    const { core } = this;
+    let rc;
+    if (str.length <= SCRATCH / 3) {
+      /* typing: through a buffer kept in the module, no allocation */
+      let n;
+      if (str.length === 1 && str.charCodeAt(0) < 0x80) {
+        core.u8[core.scratch] = str.charCodeAt(0);
+        n = 1;
+      } else {
+        n = enc.encodeInto(str, core.u8.subarray(core.scratch, core.scratch + SCRATCH)).written;
+      }
+      rc = this.ex.text_insert(this.h, obj, pos, core.scratch, n);
+    } else {
+      rc = core.withBytes(enc.encode(str), (p, n) => this.ex.text_insert(this.h, obj, pos, p, n));
+    }
     this.check(rc, 'text.insert');
     this.drain();
   }
@@ -352,5 +384,86 @@ export class CoreDoc {
     return r;
   }
   pending() { return this.ex.pending_ops(this.h) >>> 0; }
+  /* Ops of `agent` integrated: the next seq when agent is this replica's. */
+  vvGet(agent) { return Number(BigInt.asUintN(64, this.ex.vv_get(this.h, BigInt.asIntN(64, agent)))); }
+
+  /* ---- item ids (anchors, undo): see "item ids" in td_wasm_exports.c ---- */
+
+  needIds() {
+    if (typeof this.ex.seq_spans !== 'function') {
+      throw new Error('tandem_crdt.wasm lacks the item-id exports (seq_spans, ...): rebuild it');
+    }
+  }
+  /* {agent, seq} of an id written at core.slot + at (u64, u32). */
+  readId(at = 0) {
+    const dv = this.core.dv, p = this.core.slot + at;
+    return { agent: dv.getBigUint64(p, true), seq: dv.getUint32(p + 8, true) };
+  }
+  /* A module buffer result (malloc'd) copied out and freed. */
+  takeOwned() {
+    const { core } = this;
+    const ptr = core.u32(core.slot), len = core.u32(core.slot + 4);
+    if (!ptr) return new Uint8Array(0);
+    const out = core.u8.slice(ptr, ptr + len);
+    this.ex.free(ptr);
+    return out;
+  }
+  /* Id of the visible item at pos. */
+  idAt(obj, pos) {
+    this.needIds();
+    this.check(this.ex.seq_id_at(this.h, obj, pos, this.core.slot), 'id_at');
+    return this.readId();
+  }
+  /* Ids of the visible items [pos, pos+count): [{agent, seq, n}]. */
+  ids(obj, pos, count) {
+    this.needIds();
+    this.check(this.ex.seq_ids(this.h, obj, pos, count, this.core.slot), 'ids');
+    const b = this.takeOwned(), dv = new DataView(b.buffer);
+    const out = [];
+    for (let at = 0; at < b.length; at += 16) {
+      out.push({ agent: dv.getBigUint64(at, true), seq: dv.getUint32(at + 8, true), n: dv.getUint32(at + 12, true) });
+    }
+    return out;
+  }
+  /* Where items (agent, seq..seq+len-1) are now: [{off, n, vis, tot,
+   * deleted, missing}] in id order. */
+  spans(obj, agent, seq, len) {
+    this.needIds();
+    this.check(this.ex.seq_spans(this.h, obj, BigInt.asIntN(64, agent), seq, len, this.core.slot), 'spans');
+    const b = this.takeOwned(), dv = new DataView(b.buffer);
+    const out = [];
+    for (let at = 0; at < b.length; at += 20) {
+      const f = dv.getUint32(at + 16, true);
+      out.push({ off: dv.getUint32(at, true), n: dv.getUint32(at + 4, true), vis: dv.getUint32(at + 8, true),
+        tot: dv.getUint32(at + 12, true), deleted: (f & 1) !== 0, missing: (f & 2) !== 0 });
+    }
+    return out;
+  }
+  /* The visible text [pos, pos+count) (code points). */
+  textSlice(obj, pos, count) {
+    this.needIds();
+    this.check(this.ex.text_slice(this.h, obj, pos, count, this.core.slot), 'text.slice');
+    return dec.decode(this.takeOwned());
+  }
+  /* Id of the write holding key, or null if it was never written. */
+  mapKeyId(obj, key) {
+    this.needIds();
+    const rc = this.withKey(key, (p, n) => this.ex.map_key_id(this.h, obj, p, n, this.core.slot));
+    return rc === 0 ? this.readId() : null;
+  }
+  /* Creating op of a nested object (null for a root). */
+  objId(obj) {
+    this.needIds();
+    return this.ex.obj_id(this.h, obj, this.core.slot) === 0 ? this.readId() : null;
+  }
+  /* Local inserts into obj go right after item `after` ({agent, seq}; null:
+   * at the very start) until placeAfter(0). */
+  placeAfter(obj, after) {
+    this.needIds();
+    const rc = this.ex.place_after(this.h, obj, after ? 1 : 0, BigInt.asIntN(64, after ? after.agent : 0n), after ? after.seq : 0);
+    this.check(rc, 'place_after');
+  }
+  objFind(agent, seq) { this.needIds(); return this.ex.obj_find(this.h, BigInt.asIntN(64, agent), seq) >>> 0; }
+  objParent(obj) { this.needIds(); return this.ex.obj_parent(this.h, obj) >>> 0; }
   opCount() { return BigInt.asUintN(64, this.ex.op_count(this.h)); }
 }

@@ -19,7 +19,12 @@
  * one object's events into a delta against the state before the cycle, the
  * way Quill and Yjs express them: [{retain}, {delete}, {insert}], plus the
  * inserted ranges (positions after) and deleted ranges (positions before) in
- * UTF-16 units for texts. Maps report the keys that changed.
+ * UTF-16 units for texts. Maps report the keys that changed. The same pass
+ * keeps each Text's astral positions (objects.js) up to date, reading from
+ * the core only the content the cycle inserted: the cost of a cycle follows
+ * its events, not the size of the document. A cycle of one event (a
+ * keystroke, most remote batches of one run) takes a short path, and no
+ * delta is built for an object nobody listens to.
  *
  * Persistence (browsers: IndexedDB). The snapshot of the replica is saved a
  * moment after changes (and before the page goes away); every pending batch
@@ -32,7 +37,8 @@
 import { Emitter } from './emitter.js';
 import { KIND, KIND_NAME } from './core.js';
 import { maxBatchFor } from './wire.js';
-import { Text, List, TMap, cpToU16 } from './objects.js';
+import { Text, List, TMap, parseId, snapValue, u16Of, astralOf, astralInsert, astralDelete, cpCount } from './objects.js';
+import { UndoManager } from './undo.js';
 import { Presence } from './presence.js';
 
 const CLASSES = { 1: Text, 2: List, 3: TMap };
@@ -40,6 +46,13 @@ const CLASSES = { 1: Text, 2: List, 3: TMap };
  * "replace everything" rather than a composition (keeps big syncs linear). */
 const MAX_COMPOSE = 4000;
 const SAVE_DELAY_MS = 300;
+const EMPTY_A = Object.freeze([]);
+
+function lowerBound(a, x) {
+  let lo = 0, hi = a.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (a[mid] < x) lo = mid + 1; else hi = mid; }
+  return lo;
+}
 
 export function randomAgent() {
   const b = new Uint32Array(2);
@@ -48,11 +61,18 @@ export function randomAgent() {
   return a === 0n ? 1n : a;
 }
 
+/* Ids of stored pending batches: they sort in commit order (time, then a
+ * counter), and a random part per page load keeps tabs apart. Only made
+ * when there is a storage: the random source is slow for a keystroke. */
 let recordSeq = 0;
+let recordSalt = null;
 function recordId() {
-  const b = new Uint32Array(2);
-  globalThis.crypto.getRandomValues(b);
-  return `${Date.now().toString(36)}-${(recordSeq++).toString(36)}-${b[0].toString(36)}${b[1].toString(36)}`;
+  if (!recordSalt) {
+    const b = new Uint32Array(2);
+    globalThis.crypto.getRandomValues(b);
+    recordSalt = `${b[0].toString(36)}${b[1].toString(36)}`;
+  }
+  return `${Date.now().toString(36)}-${(recordSeq++).toString(36).padStart(7, '0')}-${recordSalt}`;
 }
 
 export class Doc extends Emitter {
@@ -84,6 +104,9 @@ export class Doc extends Emitter {
     this._removed = [];
     this._refs = 1;
     this._closed = false;
+    this._undoers = new Set(); /* UndoManagers of this document */
+    this._ops = null; /* the current cycle's edit records, for them */
+    this._origin = undefined; /* of the current transaction */
     this.presence = new Presence(this);
     coreDoc.onEvents = (evs, lost) => this._onEvents(evs, lost);
   }
@@ -119,11 +142,34 @@ export class Doc extends Emitter {
   }
   toJSON() { return JSON.parse(this._core.json()); }
 
+  /* This replica's agent id (a new one after a rebuild or agent_taken). */
+  get agent() { return this._core.agent(); }
+
+  /* The current index of an anchor made by text.anchor() / list.anchor()
+   * (here or on another replica), in that object; null when this replica
+   * does not know the object or the item yet. */
+  resolve(anchor) {
+    const w = this._anchorTarget(anchor);
+    return w ? w._resolve(anchor) : null;
+  }
+  _anchorTarget(a) {
+    if (!a || typeof a !== 'object' || (a.kind !== 'text' && a.kind !== 'list')) return null;
+    if (typeof a.root === 'string' && a.root) return this._root(a.kind, a.root);
+    const id = parseId(a.obj);
+    if (!id) return null;
+    const h = this._core.objFind(id.agent, id.seq);
+    if (!h || KIND_NAME[this._core.kind(h)] !== a.kind) return null;
+    return this._wrap(h, KIND[a.kind]);
+  }
+
   /* ---- editing -------------------------------------------------------------- */
 
-  /* Runs fn; everything it edits is one batch and one change event. */
-  transact(fn) {
+  /* Runs fn; everything it edits is one batch and one change event.
+   * origin (any value) is passed on in the change event as e.origin; an
+   * undo manager tracks edits without one (or in its trackedOrigins). */
+  transact(fn, origin) {
     this._checkOpen();
+    if (this._depth === 0) this._origin = origin;
     this._depth++;
     try {
       return fn(this);
@@ -131,30 +177,85 @@ export class Doc extends Emitter {
       if (--this._depth === 0) this._endLocal();
     }
   }
+
+  /* A per-user undo/redo history of this client's own edits (undo.js). */
+  undoManager(opts) { return new UndoManager(this, opts); }
+
+  /* ---- what local edits did, for undo managers --------------------------------
+   * Only while an undo manager exists: edits then note the ids they made
+   * (inserted items are this agent's seqs from _recordStart on) and what
+   * they removed (ids and content of deleted items, a map key's previous
+   * value), and _endLocal hands the cycle's records to each manager. */
+  _recordStart() {
+    if (!this._undoers.size) return null;
+    this._ops ??= [];
+    return { seq: this._core.vvGet(this.agent) };
+  }
+  _recordInsert(w, rec) {
+    const agent = this.agent, n = this._core.vvGet(agent) - rec.seq;
+    if (n > 0) this._ops.push({ t: 'ins', w, agent, seq: rec.seq, n });
+  }
+  _record(r) { this._ops.push(r); }
+  /* The ids and content of visible items [cp, cp+n) of w, before a delete. */
+  _captureDelete(w, cp, n) {
+    const runs = this._core.ids(w._h, cp, n);
+    if (w.kind === 'text') {
+      const cps = Array.from(this._core.textSlice(w._h, cp, n));
+      let at = 0;
+      for (const r of runs) { r.content = cps.slice(at, at + r.n).join(''); at += r.n; }
+    } else {
+      let at = cp;
+      for (const r of runs) {
+        r.content = [];
+        for (let i = 0; i < r.n; i++) r.content.push(snapValue(this._value(this._core.listGet(w._h, at + i))));
+        at += r.n;
+      }
+    }
+    return { t: 'del', w, runs };
+  }
   _edit(fn) {
     this._checkOpen();
     this._depth++;
     try { fn(); } finally { if (--this._depth === 0) this._endLocal(); }
   }
+  /* _edit without a closure, for the hottest edits: _begin(); try {...}
+   * finally { _end(); } */
+  _begin() {
+    if (this._closed) this._checkOpen();
+    this._depth++;
+  }
+  _end() { if (--this._depth === 0) this._endLocal(); }
   _checkOpen() { if (this._closed) throw new Error(`document ${this.id} is closed`); }
   _endLocal() {
     const limit = this._batchLimit();
+    const origin = this._origin;
+    this._origin = undefined;
     const batches = this._core.commitMax(limit);
-    this._emitCycle(true);
+    this._emitCycle(true, origin);
     this._queue(batches, limit);
+    const ops = this._ops;
+    this._ops = null;
+    if (ops && ops.length) for (const um of [...this._undoers]) um._afterLocal(ops, origin);
   }
 
   /* The largest batch the server takes (its WELCOME's limits; before the
    * first WELCOME, the protocol's defaults). A paste or transaction above it
    * is committed as several batches, each applying on its own after the
    * ones before it. */
-  _batchLimit() { return maxBatchFor(this.id, this.client.limits); }
+  _batchLimit() {
+    const limits = this.client.limits;
+    if (this._limitFor !== limits || this._limit === undefined) {
+      this._limitFor = limits;
+      this._limit = maxBatchFor(this.id, limits);
+    }
+    return this._limit;
+  }
 
   /* batches: made for a server limit of `limit` bytes. */
   _queue(batches, limit) {
     if (!batches.length) return;
     for (const batch of batches) {
-      const rec = { rid: recordId(), batch, id: 0, limit };
+      const rec = { rid: this._storage ? recordId() : null, batch, id: 0, limit };
       this.pending.push(rec);
       if (this._storage) {
         this._storage.addPending(this._storageKey, rec.rid, batch).catch((e) => this._storageError(e));
@@ -167,57 +268,77 @@ export class Doc extends Emitter {
 
   /* ---- change events -------------------------------------------------------- */
 
+  /* The cycle: per object touched (usually one), its events and its state
+   * before the cycle (a text's astral positions: those arrays are replaced,
+   * never changed in place). */
   _onEvents(evs, lost) {
-    const c = this._cycle ??= { events: new Map(), old: new Map(), lost: false };
+    const c = this._cycle ??= { objs: [], events: [], old: [], lost: false };
     if (lost) c.lost = true;
     for (const ev of evs) {
-      let list = c.events.get(ev.obj);
-      if (!list) {
-        list = [];
-        c.events.set(ev.obj, list);
+      let i = c.objs.length - 1;
+      while (i >= 0 && c.objs[i] !== ev.obj) i--;
+      if (i < 0) {
+        i = c.objs.push(ev.obj) - 1;
+        c.events.push([]);
         const w = this._objs.get(ev.obj);
-        c.old.set(ev.obj, w && w.kind === 'text' ? w._str : null);
+        c.old.push(w ? (w.kind === 'text' ? w._astral : true) : null);
       }
-      list.push(ev);
+      c.events[i].push(ev);
     }
   }
 
   /* Turns the cycle's events into one change event. */
-  _emitCycle(local) {
+  _emitCycle(local, origin) {
     const c = this._cycle;
     this._cycle = null;
     if (!c) return;
     const changes = [];
+    const docWants = this.listenerCount('change') > 0;
     if (c.lost) {
       for (const w of this._objs.values()) {
-        if (w.kind === 'text') w._str = this._core.text(w._h);
+        if (w.kind === 'text') w._reload();
         changes.push({ target: w, kind: w.kind, reset: true });
       }
     } else {
-      for (const [h, evs] of c.events) {
+      for (let i = 0; i < c.objs.length; i++) {
+        const h = c.objs[i];
         const kind = this._core.kind(h);
         if (!kind) continue;
         const w = this._wrap(h, kind);
-        changes.push(this._compose(w, KIND_NAME[kind], evs, c.old.get(h), local));
+        const ch = this._compose(w, KIND_NAME[kind], c.events[i], c.old[i], docWants || w.listenerCount('change') > 0, local);
+        if (ch) changes.push(ch);
       }
     }
     if (!changes.length) return;
     const e = { local, changes };
-    for (const ch of changes) ch.target.emit('change', { ...ch, local });
+    if (origin !== undefined) e.origin = origin;
+    for (const ch of changes) ch.target.emit('change', origin !== undefined ? { ...ch, local, origin } : { ...ch, local });
     this.emit('change', e);
   }
 
-  _compose(w, kind, evs, oldStr, local) {
+  /* old: for texts the astral positions before the cycle; null when the
+   * wrapper was made during it (it read the current state: positions
+   * before the cycle are then taken as code points). wants: build the
+   * change (someone listens); the text's bookkeeping happens regardless.
+   * local: a text's astral positions are already current (Text keeps them
+   * so at each edit); remote batches update them here. */
+  _compose(w, kind, evs, old, wants, local) {
     if (kind === 'map') {
+      if (!wants) return null;
       const keys = [...new Set(evs.filter((e) => e.kind === 'key').map((e) => e.key))];
       return { target: w, kind, keys };
     }
-    let newStr = null;
-    if (kind === 'text') {
-      if (!local || oldStr === null) w._str = this._core.text(w._h);
-      newStr = w._str;
+    const text = kind === 'text';
+    let oldA = [];
+    if (text) {
+      w._cache = null;
+      oldA = old ?? w._astral;
+      const hint = w._hint;
+      w._hint = null;
+      if (evs.length === 1 && old) return this._composeOne(w, evs[0], oldA, hint, w._hintPos, wants, local);
     }
-    const newLen = kind === 'text' ? this._core.textLength(w._h) : this._core.listLength(w._h);
+    const core = this._core;
+    const newLen = text ? core.textLength(w._h) : core.listLength(w._h);
     let oldLen = newLen;
     for (const e of evs) oldLen += e.kind === 'delete' ? e.count : e.kind === 'insert' ? -e.count : 0;
 
@@ -233,9 +354,31 @@ export class Doc extends Emitter {
     }
     runs = runs.filter((r) => r.len > 0);
 
+    /* Inserted content, and the text's new astral positions: the old ones
+     * carried along the kept runs, plus those of what was inserted. */
+    const content = [];
+    let newA = oldA;
+    if (text) {
+      newA = [];
+      let at = 0;
+      for (const r of runs) {
+        if (r.old >= 0) {
+          for (let i = lowerBound(oldA, r.old); i < oldA.length && oldA[i] < r.old + r.len; i++) newA.push(oldA[i] - r.old + at);
+          content.push(null);
+        } else {
+          const str = core.textSlice(w._h, at, r.len);
+          content.push(str);
+          for (const x of astralOf(str)) newA.push(at + x);
+        }
+        at += r.len;
+      }
+      if (old && !local) w._astral = newA.length ? newA : EMPTY_A;
+    }
+    if (!wants) return null;
+
     /* Positions: code points, converted to UTF-16 for texts. */
-    const oldU = kind === 'text' && oldStr !== null ? cpToU16(oldStr) : (x) => x;
-    const newU = kind === 'text' ? cpToU16(newStr) : (x) => x;
+    const oldU = (x) => u16Of(oldA, x);
+    const newU = (x) => u16Of(newA, x);
     const delta = [], inserted = [], deleted = [];
     let oldAt = 0, newAt = 0;
     const pushOp = (op) => {
@@ -254,31 +397,50 @@ export class Doc extends Emitter {
         oldAt = oldPos;
       }
     };
-    for (const r of runs) {
+    runs.forEach((r, ri) => {
       if (r.old >= 0) {
         delUpTo(r.old);
         pushOp({ retain: newU(newAt + r.len) - newU(newAt) });
         oldAt = r.old + r.len;
       } else {
         const from = newU(newAt), to = newU(newAt + r.len);
-        let content;
-        if (kind === 'text') content = newStr.slice(from, to);
+        let ins;
+        if (text) ins = content[ri];
         else {
-          content = [];
-          for (let i = newAt; i < newAt + r.len; i++) content.push(this._value(this._core.listGet(w._h, i)));
+          ins = [];
+          for (let i = newAt; i < newAt + r.len; i++) ins.push(this._value(core.listGet(w._h, i)));
         }
-        pushOp({ insert: content });
+        pushOp({ insert: ins });
         const last = inserted[inserted.length - 1];
         if (last && last.index + last.length === from) last.length += to - from;
         else inserted.push({ index: from, length: to - from });
       }
       newAt += r.len;
-    }
+    });
     delUpTo(oldLen);
     while (delta.length && 'retain' in delta[delta.length - 1]) delta.pop();
     /* Deleted ranges in old positions, as an app applying them in order
      * from the end would need them; coalesced. */
     return { target: w, kind, delta, inserted, deleted };
+  }
+
+  /* A text's cycle of one event: a keystroke, a backspace, a paste, or a
+   * remote batch of one run. hint: the string of the last local insert. */
+  _composeOne(w, e, oldA, hint, hintPos, wants, local) {
+    if (e.kind === 'insert') {
+      const str = hint !== null && hintPos === e.pos && cpCount(hint) === e.count ? hint
+        : this._core.textSlice(w._h, e.pos, e.count);
+      if (!local) w._astral = astralInsert(oldA, e.pos, e.count, astralOf(str));
+      if (!wants) return null;
+      const at = u16Of(oldA, e.pos);
+      return { target: w, kind: 'text', delta: at ? [{ retain: at }, { insert: str }] : [{ insert: str }],
+        inserted: [{ index: at, length: str.length }], deleted: [] };
+    }
+    if (!local) w._astral = astralDelete(oldA, e.pos, e.count);
+    if (!wants) return null;
+    const from = u16Of(oldA, e.pos), to = u16Of(oldA, e.pos + e.count);
+    return { target: w, kind: 'text', delta: from ? [{ retain: from }, { delete: to - from }] : [{ delete: to - from }],
+      inserted: [], deleted: [{ index: from, length: to - from }] };
   }
 
   /* ---- from the server ------------------------------------------------------ */
@@ -439,7 +601,7 @@ export class Doc extends Emitter {
     for (const w of roots) {
       w._h = fresh.root(KIND[w._root.kind], w._root.name);
       this._objs.set(w._h, w);
-      if (w.kind === 'text') w._str = fresh.text(w._h);
+      if (w.kind === 'text') w._reload();
     }
     const changes = roots.map((w) => ({ target: w, kind: w.kind, reset: true }));
     for (const ch of changes) ch.target.emit('change', { ...ch, local: false });
@@ -483,22 +645,31 @@ export class Doc extends Emitter {
 
 /* ---- run composition (code points) ------------------------------------------ */
 
+/* runs.ci / runs.cat: a run index and the position it starts at, where the
+ * last edit was: the next one is usually near it, so a batch of many
+ * events from one person's session composes in about linear time. */
 function splitAt(runs, pos) {
   /* Returns the index of the first run starting at pos, splitting one if needed. */
-  let at = 0;
-  for (let i = 0; i < runs.length; i++) {
+  let i = runs.ci ?? 0, at = runs.cat ?? 0;
+  if (i > runs.length) { i = 0; at = 0; }
+  while (i > 0 && at > pos) { i--; at -= runs[i].len; }
+  for (; i < runs.length; i++) {
     const r = runs[i];
-    if (at === pos) return i;
+    if (at === pos) break;
     if (pos < at + r.len) {
       const k = pos - at;
       const a = { old: r.old, len: k };
       const b = { old: r.old < 0 ? -1 : r.old + k, len: r.len - k };
       runs.splice(i, 1, a, b);
-      return i + 1;
+      i++;
+      at = pos;
+      break;
     }
     at += r.len;
   }
-  return runs.length;
+  runs.ci = i;
+  runs.cat = at;
+  return i;
 }
 
 function insertRun(runs, pos, count) {
@@ -511,5 +682,7 @@ function deleteRuns(runs, pos, count) {
   const i = splitAt(runs, pos);
   const j = splitAt(runs, pos + count);
   runs.splice(i, j - i);
+  runs.ci = i;
+  runs.cat = pos;
   return runs;
 }

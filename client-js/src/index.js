@@ -17,6 +17,7 @@ export { Client } from './client.js';
 export { Doc } from './doc.js';
 export { Text, List, TMap } from './objects.js';
 export { Presence } from './presence.js';
+export { UndoManager } from './undo.js';
 export { MemoryStorage, IdbStorage } from './storage-idb.js';
 export { CoreError } from './core.js';
 

@@ -58,14 +58,14 @@ export class IdbStorage {
   async addPending(key, rid, batch) {
     const db = await this.db();
     const tx = db.transaction('pending', 'readwrite');
-    tx.objectStore('pending').put(batch, `${key}\u0000${rid}`);
+    tx.objectStore('pending').put(own(batch), `${key}\u0000${rid}`);
     await done(tx);
   }
   /* Writes the snapshot and removes acknowledged records, atomically. */
   async save(key, snapshot, removedRids) {
     const db = await this.db();
     const tx = db.transaction(['snapshots', 'pending'], 'readwrite');
-    tx.objectStore('snapshots').put(snapshot, key);
+    tx.objectStore('snapshots').put(own(snapshot), key);
     for (const rid of removedRids) tx.objectStore('pending').delete(`${key}\u0000${rid}`);
     await done(tx);
   }
@@ -86,4 +86,10 @@ export class MemoryStorage {
     this.snapshots.set(key, snapshot.slice());
     for (const rid of removedRids) this.pendingRecs.get(key)?.delete(rid);
   }
+}
+
+/* Structured clone stores a view's whole buffer, and small results of the
+ * core are views of a shared slab (core.js): store a copy of just the view. */
+function own(u8) {
+  return u8.byteOffset === 0 && u8.byteLength === u8.buffer.byteLength ? u8 : u8.slice();
 }

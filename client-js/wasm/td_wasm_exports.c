@@ -53,6 +53,10 @@
 #include <stdlib.h>
 
 #include "tandem_crdt.h"
+/* The exports for anchors and undo (see "item ids" below) read the core's
+ * sequence tree directly: they are queries the public API has no use for
+ * outside the client, and this file is compiled with the core's sources. */
+#include "crdt_internal.h"
 
 #define TD_WASM_ABI_VERSION 2
 
@@ -464,4 +468,243 @@ TD_EXPORT("to_json") int tdw_to_json(td_crdt_doc *doc, td_wasm_buf *out)
     size_t len = 0;
     td_crdt_err err = td_crdt_to_json(doc, &ptr, &len);
     return buf_result(err, (uint8_t *)ptr, len, out);
+}
+
+/* ---- item ids: anchors and undo ----------------------------------------- */
+/*
+ * Relative positions (text.anchor) and the undo manager name items by their
+ * op id (agent, seq) instead of by index, because an id keeps naming the same
+ * character or element through any concurrent edit while an index does not.
+ * Agents cross the boundary as u64, seqs as u32; positions are visible
+ * indexes in code points / elements, like the rest of this file.
+ */
+
+static td_seq *seq_obj(const td_crdt_doc *doc, td_crdt_obj obj)
+{
+    td_obj *o = td_crdt_obj_get(doc, obj);
+    if (!o || (o->kind != TD_CRDT_TEXT && o->kind != TD_CRDT_LIST))
+        return NULL;
+    return &o->u.seq;
+}
+
+static uint32_t run_visible(const td_run *r) { return r->deleted ? 0 : r->len; }
+
+static void put_u64(uint8_t *at, uint64_t v)
+{
+    put_u32(at, (uint32_t)v);
+    put_u32(at + 4, (uint32_t)(v >> 32));
+}
+
+/* Growable output of the queries below; freed by JS with free(). */
+typedef struct td_wasm_out {
+    uint8_t *p;
+    size_t len, cap;
+} td_wasm_out;
+
+static uint8_t *out_room(td_wasm_out *o, size_t n)
+{
+    if (o->cap - o->len < n) {
+        size_t cap = o->cap ? o->cap * 2 : 256;
+        while (cap - o->len < n)
+            cap *= 2;
+        uint8_t *p = realloc(o->p, cap);
+        if (!p)
+            return NULL;
+        o->p = p, o->cap = cap;
+    }
+    uint8_t *at = o->p + o->len;
+    o->len += n;
+    return at;
+}
+
+static int out_result(td_wasm_out *o, int ok, td_wasm_buf *out)
+{
+    if (!ok) {
+        free(o->p);
+        out->ptr = NULL, out->len = 0;
+        return (int)TD_CRDT_ERR_NOMEM;
+    }
+    out->ptr = o->p, out->len = o->len;
+    return 0;
+}
+
+/* out (12 bytes): u64 agent, u32 seq of the visible item at pos. */
+TD_EXPORT("seq_id_at")
+int tdw_seq_id_at(td_crdt_doc *doc, td_crdt_obj obj, size_t pos, uint8_t *out)
+{
+    td_seq *s = seq_obj(doc, obj);
+    if (!s || pos >= s->vis)
+        return (int)TD_CRDT_ERR_ARG;
+    td_pos p = td_crdt_seq_find_visible(s, (uint32_t)pos);
+    const td_run *r = &p.leaf->r[p.ri];
+    put_u64(out, doc->agents[r->id.agent].id);
+    put_u32(out + 8, r->id.seq + p.off);
+    return 0;
+}
+
+/* Ids of the visible items [pos, pos + count), as runs of consecutive ids.
+ * out: {ptr, len} of 16-byte records: u64 agent, u32 seq, u32 n. */
+TD_EXPORT("seq_ids")
+int tdw_seq_ids(td_crdt_doc *doc, td_crdt_obj obj, size_t pos, size_t count,
+                td_wasm_buf *out)
+{
+    td_seq *s = seq_obj(doc, obj);
+    td_wasm_out o = {0};
+    if (!s || pos > s->vis || count > s->vis - pos)
+        return (int)TD_CRDT_ERR_ARG;
+    if (count == 0)
+        return out_result(&o, 1, out);
+    td_pos p = td_crdt_seq_find_visible(s, (uint32_t)pos);
+    uint32_t left = (uint32_t)count;
+    for (;;) {
+        const td_run *r = &p.leaf->r[p.ri];
+        if (!r->deleted) {
+            uint32_t n = r->len - p.off < left ? r->len - p.off : left;
+            uint8_t *at = out_room(&o, 16);
+            if (!at)
+                return out_result(&o, 0, out);
+            put_u64(at, doc->agents[r->id.agent].id);
+            put_u32(at + 8, r->id.seq + p.off);
+            put_u32(at + 12, n);
+            left -= n;
+            if (left == 0)
+                break;
+        }
+        if (!td_crdt_pos_next_run(&p))
+            break;
+    }
+    return out_result(&o, 1, out);
+}
+
+/* Where the items (agent, seq .. seq+len-1) of obj are now: one 20-byte
+ * record per piece that sits in one run: u32 offset into the range, u32 n,
+ * u32 visible index (of the first item; for deleted items, the number of
+ * visible items before them), u32 document index counting tombstones (orders
+ * pieces), u32 flags (1: deleted, 2: not in this object or not known yet,
+ * then the index fields are 0). */
+TD_EXPORT("seq_spans")
+int tdw_seq_spans(td_crdt_doc *doc, td_crdt_obj obj, uint64_t agent, uint32_t seq,
+                  uint32_t len, td_wasm_buf *out)
+{
+    td_seq *s = seq_obj(doc, obj);
+    td_wasm_out o = {0};
+    uint32_t ai = 0;
+    if (!s)
+        return (int)TD_CRDT_ERR_ARG;
+    int known = td_crdt_agent_find(doc, agent, &ai);
+    for (uint32_t off = 0; off < len;) {
+        td_pos p;
+        uint8_t *at = out_room(&o, 20);
+        if (!at)
+            return out_result(&o, 0, out);
+        td_id id = {ai, seq + off};
+        if (!known || !td_crdt_seq_locate(doc, obj, id, &p)) {
+            put_u32(at, off), put_u32(at + 4, 1), put_u32(at + 8, 0), put_u32(at + 12, 0);
+            put_u32(at + 16, 2);
+            off++;
+            continue;
+        }
+        const td_run *r = &p.leaf->r[p.ri];
+        uint32_t n = r->len - p.off < len - off ? r->len - p.off : len - off;
+        put_u32(at, off), put_u32(at + 4, n);
+        put_u32(at + 8, td_crdt_seq_vis_index(&p));
+        put_u32(at + 12, td_crdt_seq_index(&p));
+        put_u32(at + 16, r->deleted ? 1u : 0u);
+        off += n;
+    }
+    return out_result(&o, 1, out);
+}
+
+/* The visible text [pos, pos + count) as UTF-8 (without reading the rest). */
+TD_EXPORT("text_slice")
+int tdw_text_slice(td_crdt_doc *doc, td_crdt_obj obj, size_t pos, size_t count,
+                   td_wasm_buf *out)
+{
+    td_obj *ob = td_crdt_obj_get(doc, obj);
+    td_wasm_out o = {0};
+    if (!ob || ob->kind != TD_CRDT_TEXT)
+        return (int)TD_CRDT_ERR_ARG;
+    td_seq *s = &ob->u.seq;
+    if (pos > s->vis || count > s->vis - pos)
+        return (int)TD_CRDT_ERR_ARG;
+    if (count == 0)
+        return out_result(&o, 1, out);
+    td_pos p = td_crdt_seq_find_visible(s, (uint32_t)pos);
+    uint32_t left = (uint32_t)count;
+    for (;;) {
+        const td_run *r = &p.leaf->r[p.ri];
+        uint32_t n = run_visible(r) > p.off ? run_visible(r) - p.off : 0;
+        if (n > left)
+            n = left;
+        for (uint32_t i = 0; i < n; i++) {
+            uint8_t *at = out_room(&o, 4);
+            if (!at)
+                return out_result(&o, 0, out);
+            o.len -= 4 - td_crdt_utf8_put(s->text[r->content + p.off + i], (char *)at);
+        }
+        left -= n;
+        if (left == 0 || !td_crdt_pos_next_run(&p))
+            break;
+    }
+    return out_result(&o, 1, out);
+}
+
+/* out (12 bytes): u64 agent, u32 seq of the write that holds key now (a
+ * delete is a write too). TD_CRDT_ERR_ARG if the key was never written. */
+TD_EXPORT("map_key_id")
+int tdw_map_key_id(td_crdt_doc *doc, td_crdt_obj map, const char *key, size_t key_len,
+                   uint8_t *out)
+{
+    td_obj *o = td_crdt_obj_get(doc, map);
+    if (!o || o->kind != TD_CRDT_MAP)
+        return (int)TD_CRDT_ERR_ARG;
+    td_mapent *e = td_crdt_map_find(&o->u.map, key, key_len);
+    if (!e)
+        return (int)TD_CRDT_ERR_ARG;
+    put_u64(out, doc->agents[e->id.agent].id);
+    put_u32(out + 8, e->id.seq);
+    return 0;
+}
+
+/* Nested objects by their creating op, the same on every replica. obj_id:
+ * out (12 bytes) u64 agent, u32 seq; TD_CRDT_ERR_ARG for a root. */
+TD_EXPORT("obj_id") int tdw_obj_id(td_crdt_doc *doc, td_crdt_obj obj, uint8_t *out)
+{
+    td_obj *o = td_crdt_obj_get(doc, obj);
+    if (!o || o->is_root)
+        return (int)TD_CRDT_ERR_ARG;
+    put_u64(out, doc->agents[o->id.agent].id);
+    put_u32(out + 8, o->id.seq);
+    return 0;
+}
+
+/* Handle of the nested object created by (agent, seq), or 0. */
+TD_EXPORT("obj_find") td_crdt_obj tdw_obj_find(td_crdt_doc *doc, uint64_t agent, uint32_t seq)
+{
+    return td_crdt_obj_find_nested(doc, agent, seq);
+}
+
+/* Handle of the object containing obj (0 for roots). */
+TD_EXPORT("obj_parent") td_crdt_obj tdw_obj_parent(td_crdt_doc *doc, td_crdt_obj obj)
+{
+    td_obj *o = td_crdt_obj_get(doc, obj);
+    return o ? o->parent : 0;
+}
+
+/* Until place_after(doc, 0, ...) is called, local inserts into obj go right
+ * after item (agent, seq) -- deleted or not -- or at obj's very start when
+ * has_item is 0, whatever position they name (see td_crdt_seq_place_after).
+ * Undo puts deleted content back exactly where it was among tombstones. */
+TD_EXPORT("place_after")
+int tdw_place_after(td_crdt_doc *doc, td_crdt_obj obj, int has_item, uint64_t agent, uint32_t seq)
+{
+    td_id id = {TD_NONE, 0};
+    if (obj && !seq_obj(doc, obj))
+        return (int)TD_CRDT_ERR_ARG;
+    if (obj && has_item) {
+        if (!td_crdt_agent_find(doc, agent, &id.agent))
+            return (int)td_crdt_fail(doc, TD_CRDT_ERR_ARG, "unknown agent");
+        id.seq = seq;
+    }
+    return (int)td_crdt_seq_place_after(doc, obj, obj && !has_item, id);
 }

@@ -1,6 +1,6 @@
 // A typed use of the whole API: compiled with `tsc --noEmit` by the test
 // suite (js_types), so index.d.ts cannot drift from what the README shows.
-import { connect, type ChangeEvent, type Peer, type Value } from 'tandem-client';
+import { connect, type Anchor, type ChangeEvent, type Peer, type Value } from 'tandem-client';
 
 interface Cursor { name: string; color: string; anchor: number; head: number }
 
@@ -47,6 +47,23 @@ export async function example(url: string): Promise<string> {
 
   doc.presence.set({ name: 'ann', color: '#f00', anchor: 0, head: 0 } satisfies Cursor);
   doc.presence.on('change', (peers: Peer<Cursor>[]) => peers.forEach((p) => void p.state.name));
+
+  // issue 13: undo, anchors, offline on purpose, agent ids
+  const um = doc.undoManager({ captureTimeout: 300, scope: [body] });
+  um.on('stack-item-added', (e) => { e.stackItem.meta.set('cursor', 0); void e.type; });
+  const undone = um.undo();
+  if (undone && um.canRedo()) um.redo();
+  um.stopCapturing();
+  doc.transact(() => body.insert(0, 'x'), 'my-origin');
+  const anchor: Anchor = body.anchor(1, -1);
+  const at: number | null = doc.resolve(anchor);
+  const agent: bigint = doc.agent;
+  client.disconnect();
+  const off: boolean = client.disconnected;
+  client.connect();
+  const other = await client.open('agents', { agent: 42n });
+  void [at, agent, off, other, items.anchor(0)];
+  um.destroy();
 
   await doc.synced;
   const flag: boolean = doc.isSynced;
