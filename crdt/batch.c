@@ -1189,12 +1189,18 @@ static int walk_run_entry(void *ud, td_idx_ent *ent)
     if (ent->seq >= w->to)
         return 1;
     td_leaf *l = ent->leaf;
-    for (uint32_t i = 0; i < l->n; i++)
+    td_obj *ob = w->en->d->objs[l->obj - 1];
+    /* a commit after typing: the run is usually where the local-edit cursor
+     * is, so the search of the leaf starts there (and wraps around) */
+    const td_seq *q = &ob->u.seq;
+    uint32_t start = q->cur.valid && q->cur.leaf == l && q->cur.ri < l->n ? q->cur.ri : 0;
+    for (uint32_t k = 0; k < l->n; k++) {
+        uint32_t i = start + k < l->n ? start + k : start + k - l->n;
         if (l->r[i].id.agent == w->agent && l->r[i].id.seq == ent->seq) {
-            td_obj *ob = w->en->d->objs[l->obj - 1];
             enc_run(w->en, ob, l->obj, &l->r[i], w->from, w->to);
             break;
         }
+    }
     return 0;
 }
 
@@ -1208,8 +1214,18 @@ static int eop_cmp_seq(const void *x, const void *y)
  * (their seqs are distinct). */
 static void sort_by_seq(eop *ops, uint32_t lo, uint32_t hi)
 {
-    if (hi - lo > 1)
-        qsort(ops + lo, hi - lo, sizeof *ops, eop_cmp_seq);
+    /* a commit holds a few ops, usually in order already: insertion sort
+     * costs nothing then, where qsort's calls did */
+    if (hi - lo <= 16) {
+        for (uint32_t i = lo + 1; i < hi; i++)
+            for (uint32_t j = i; j > lo && ops[j].seq < ops[j - 1].seq; j--) {
+                eop t = ops[j];
+                ops[j] = ops[j - 1];
+                ops[j - 1] = t;
+            }
+        return;
+    }
+    qsort(ops + lo, hi - lo, sizeof *ops, eop_cmp_seq);
 }
 
 /* Everything agent a did in seqs [from, to), in seq order, gaps as NOPs. */
@@ -1218,12 +1234,13 @@ static void enc_agent(encoder *en, uint32_t a, uint32_t from, uint32_t to)
     td_crdt_doc *d = en->d;
     uint32_t start = en->n;
     /* items: the run holding `from` may start before it */
-    td_idx_ent *fl = td_crdt_idx_floor(&d->agents[a].idx, from);
     run_walk w = {en, a, from, to};
-    td_crdt_idx_walk(&d->agents[a].idx, fl ? fl->seq : 0, walk_run_entry, &w);
+    td_crdt_idx_walk_floor(&d->agents[a].idx, from, walk_run_entry, &w);
     /* deletes */
     td_agent *ag = &d->agents[a];
     uint32_t lo = 0, hi = ag->ndels; /* first record ending after from */
+    if (hi && ag->dels[hi - 1].seq + ag->dels[hi - 1].len <= from)
+        lo = hi; /* a commit: nothing deleted since, no search */
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
         if (ag->dels[mid].seq + ag->dels[mid].len <= from)
@@ -1321,8 +1338,8 @@ static uint32_t enc_obj_index(encoder *en, uint32_t h)
 
 static void enc_id(td_buf *b, const encoder *en, td_id id)
 {
-    td_crdt_wb_varint(b, en->agent_map[id.agent] - 1);
-    td_crdt_wb_varint(b, id.seq);
+    td_wb_varint(b, en->agent_map[id.agent] - 1);
+    td_wb_varint(b, id.seq);
 }
 
 static void enc_note_agent(encoder *en, td_id id)
@@ -1347,15 +1364,15 @@ static void enc_write_op(td_buf *b, encoder *en, const eop *o, const eop *prev)
     }
     if (o->type == OP_DEL && o->desc)
         head |= F_DELETED;
-    td_crdt_wb_u8(b, head);
+    td_wb_u8(b, head);
     if (!cont) {
-        td_crdt_wb_varint(b, en->agent_map[o->agent] - 1);
-        td_crdt_wb_varint(b, o->seq);
+        td_wb_varint(b, en->agent_map[o->agent] - 1);
+        td_wb_varint(b, o->seq);
     }
     if (o->type != OP_SET)
-        td_crdt_wb_varint(b, o->len);
+        td_wb_varint(b, o->len);
     if (o->type != OP_NOP)
-        td_crdt_wb_varint(b, en->obj_map[o->obj - 1] - 1);
+        td_wb_varint(b, en->obj_map[o->obj - 1] - 1);
     switch (o->type) {
     case OP_INS:
         if (o->left.agent != TD_NONE && !leftprev)
@@ -1363,14 +1380,13 @@ static void enc_write_op(td_buf *b, encoder *en, const eop *o, const eop *prev)
         if (o->right.agent != TD_NONE)
             enc_id(b, en, o->right);
         if (o->text && !o->deleted) {
-            td_buf tmp;
-            td_crdt_wb_init(&tmp, en->d);
-            td_crdt_wb_utf8(&tmp, o->cps, o->len);
-            if (tmp.oom)
-                b->oom = 1;
-            td_crdt_wb_varint(b, tmp.len);
-            td_crdt_wb_bytes(b, tmp.p, tmp.len);
-            td_crdt_wb_free(&tmp);
+            /* the byte length first, then the bytes straight into b: no
+             * scratch buffer per inserted run */
+            size_t nbytes = 0;
+            for (uint32_t i = 0; i < o->len; i++)
+                nbytes += o->cps[i] < 0x80 ? 1 : o->cps[i] < 0x800 ? 2 : o->cps[i] < 0x10000 ? 3 : 4;
+            td_wb_varint(b, nbytes);
+            td_crdt_wb_utf8(b, o->cps, o->len);
         } else if (!o->text) {
             for (uint32_t i = 0; i < o->len; i++)
                 td_crdt_val_encode(b, &o->vals[i]);
@@ -1380,9 +1396,9 @@ static void enc_write_op(td_buf *b, encoder *en, const eop *o, const eop *prev)
         enc_id(b, en, o->target);
         break;
     case OP_SET:
-        td_crdt_wb_varint(b, o->klen);
+        td_wb_varint(b, o->klen);
         td_crdt_wb_bytes(b, o->key, o->klen);
-        td_crdt_wb_varint(b, o->lamport);
+        td_wb_varint(b, o->lamport);
         td_crdt_val_encode(b, o->val ? o->val : &o->tmpval);
         break;
     default:
@@ -1426,7 +1442,7 @@ static td_crdt_err enc_encode(encoder *en, const eop *ops, uint32_t n, uint8_t *
     uint32_t na = 0;
     for (uint32_t i = 0; i < d->nagents; i++)
         na += en->agent_map[d->agent_order[i]] != 0;
-    td_crdt_wb_varint(&b, na);
+    td_wb_varint(&b, na);
     na = 0;
     for (uint32_t i = 0; i < d->nagents; i++) {
         uint32_t a = d->agent_order[i];
@@ -1435,19 +1451,19 @@ static td_crdt_err enc_encode(encoder *en, const eop *ops, uint32_t n, uint8_t *
             td_crdt_wb_u64le(&b, d->agents[a].id);
         }
     }
-    td_crdt_wb_varint(&b, en->nobjs);
+    td_wb_varint(&b, en->nobjs);
     for (uint32_t i = 0; i < en->nobjs; i++) {
         td_obj *ob = d->objs[en->objs[i] - 1];
         if (ob->is_root) {
-            td_crdt_wb_u8(&b, (uint8_t)(ob->kind - 1));
-            td_crdt_wb_varint(&b, ob->name_len);
+            td_wb_u8(&b, (uint8_t)(ob->kind - 1));
+            td_wb_varint(&b, ob->name_len);
             td_crdt_wb_bytes(&b, ob->name, ob->name_len);
         } else {
-            td_crdt_wb_u8(&b, OBJ_NESTED);
+            td_wb_u8(&b, OBJ_NESTED);
             enc_id(&b, en, ob->id);
         }
     }
-    td_crdt_wb_varint(&b, n);
+    td_wb_varint(&b, n);
     for (uint32_t i = 0; i < n; i++)
         enc_write_op(&b, en, &ops[i], i ? &ops[i - 1] : NULL);
     if (b.oom || en->oom) {
@@ -1485,18 +1501,64 @@ static void enc_free(encoder *en)
     td_crdt_memfree(en->d, en->objs);
 }
 
+/* Commits reuse the arrays of the previous commit (d->enc): an editor
+ * commits once per keystroke, and four allocations and frees cost more than
+ * encoding the keystroke. The encoder starts exactly as enc_init leaves it
+ * (maps zeroed, no ops). The ops array is kept only while small, so one big
+ * commit does not pin its memory. */
+#define ENC_KEEP_OPS 64
+
+static td_crdt_err enc_init_reuse(encoder *en, td_crdt_doc *d)
+{
+    memset(en, 0, sizeof *en);
+    en->d = d;
+    en->ops = d->enc.ops;
+    en->cap = d->enc.capops;
+    en->objs = d->enc.objs;
+    en->capobjs = d->enc.capobjs;
+    en->agent_map = d->enc.agent_map;
+    en->obj_map = d->enc.obj_map;
+    d->enc.ops = NULL;
+    d->enc.objs = d->enc.agent_map = d->enc.obj_map = NULL;
+    d->enc.capops = d->enc.capobjs = 0;
+    if (!td_crdt_grow(d, (void **)&en->agent_map, &d->enc.capagent, d->nagents + 1,
+                      sizeof *en->agent_map) ||
+        !td_crdt_grow(d, (void **)&en->obj_map, &d->enc.capobj, d->nobjs + 1, sizeof *en->obj_map))
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    memset(en->agent_map, 0, (d->nagents + 1) * sizeof *en->agent_map);
+    memset(en->obj_map, 0, (d->nobjs + 1) * sizeof *en->obj_map);
+    return TD_CRDT_OK;
+}
+
+/* Hands the arrays back to the document for the next commit. */
+static void enc_release(encoder *en)
+{
+    td_crdt_doc *d = en->d;
+    /* a map that failed to grow is still valid at its recorded capacity */
+    d->enc.agent_map = en->agent_map;
+    d->enc.obj_map = en->obj_map;
+    d->enc.objs = en->objs;
+    d->enc.capobjs = en->capobjs;
+    if (en->cap <= ENC_KEEP_OPS) {
+        d->enc.ops = en->ops;
+        d->enc.capops = en->cap;
+    } else {
+        td_crdt_memfree(d, en->ops);
+    }
+}
+
 td_crdt_err td_crdt_commit(td_crdt_doc *d, uint8_t **out, size_t *len)
 {
     if (!out || !len)
         return td_crdt_fail(d, TD_CRDT_ERR_ARG, "commit needs out and len");
     encoder en;
-    td_crdt_err e = enc_init(&en, d);
+    td_crdt_err e = enc_init_reuse(&en, d);
     uint32_t to = d->agents[d->self].vv;
     if (!e && d->committed < to)
         enc_agent(&en, d->self, d->committed, to);
     if (!e)
         e = enc_finish(&en, out, len);
-    enc_free(&en);
+    enc_release(&en);
     if (!e)
         d->committed = to;
     return e;
@@ -1512,13 +1574,13 @@ td_crdt_err td_crdt_vv_encode(const td_crdt_doc *cd, uint8_t **out, size_t *len)
     uint32_t n = 0;
     for (uint32_t i = 0; i < d->nagents; i++)
         n += d->agents[i].vv > 0;
-    td_crdt_wb_u8(&b, 1);
-    td_crdt_wb_varint(&b, n);
+    td_wb_u8(&b, 1);
+    td_wb_varint(&b, n);
     for (uint32_t i = 0; i < d->nagents; i++) {
         const td_agent *a = &d->agents[d->agent_order[i]];
         if (a->vv) {
             td_crdt_wb_u64le(&b, a->id);
-            td_crdt_wb_varint(&b, a->vv);
+            td_wb_varint(&b, a->vv);
         }
     }
     if (b.oom) {
@@ -1867,18 +1929,18 @@ td_crdt_err td_crdt_diff_max(td_crdt_doc *d, const uint8_t *vv, size_t vv_len, s
                 peer[a] = cut[a];
             n += peer[a] > 0;
         }
-        td_crdt_wb_u8(&b, 1);
-        td_crdt_wb_varint(&b, n);
+        td_wb_u8(&b, 1);
+        td_wb_varint(&b, n);
         for (uint32_t i = 0, x = 0; i < d->nagents || x < nx;) {
             uint32_t a = i < d->nagents ? d->agent_order[i] : 0;
             if (x < nx && (i == d->nagents || xid[x] < d->agents[a].id)) {
                 td_crdt_wb_u64le(&b, xid[x]);
-                td_crdt_wb_varint(&b, xcnt[x++]);
+                td_wb_varint(&b, xcnt[x++]);
                 continue;
             }
             if (peer[a]) {
                 td_crdt_wb_u64le(&b, d->agents[a].id);
-                td_crdt_wb_varint(&b, peer[a]);
+                td_wb_varint(&b, peer[a]);
             }
             i++;
         }

@@ -268,6 +268,17 @@ struct td_crdt_doc {
     td_crdt_observer_fn observer;
     void *observer_ud;
     int integrating; /* 1 while a batch is integrated: events are remote */
+    /* Arrays of the last commit's encoder (batch.c), kept so that a commit
+     * per keystroke does not pay four allocations: ops (an array of
+     * batch.c's eop, kept only while small), agent and object maps, object
+     * list. Any of them may be NULL; freed with the document. */
+    struct {
+        void *ops;
+        uint32_t capops;
+        uint32_t *agent_map, capagent;
+        uint32_t *obj_map, capobj;
+        uint32_t *objs, capobjs;
+    } enc;
 
     char err[160];
 };
@@ -305,7 +316,13 @@ void td_crdt_idx_rekey(td_idx *x, uint32_t from, uint32_t to);
 /* Calls fn for each entry with key >= from, in key order, until fn returns
  * non-zero. */
 int td_crdt_idx_walk(td_idx *x, uint32_t from, int (*fn)(void *, td_idx_ent *), void *ud);
+/* The same, from the entry with the greatest key <= seq (the run that may
+ * hold seq), or from the first entry if there is none: one search. */
+int td_crdt_idx_walk_floor(td_idx *x, uint32_t seq, int (*fn)(void *, td_idx_ent *), void *ud);
 void td_crdt_idx_free(td_crdt_doc *d, td_idx *x);
+/* Fills the empty index x with the n entries e, whose keys strictly
+ * increase, in full chunks. */
+td_crdt_err td_crdt_idx_build(td_crdt_doc *d, td_idx *x, const td_idx_ent *e, uint32_t n);
 
 /* ---- seq_tree.c -------------------------------------------------------- */
 void td_crdt_seq_init(td_seq *s, uint32_t obj);
@@ -325,6 +342,10 @@ td_crdt_err td_crdt_seq_split(td_crdt_doc *d, td_seq *s, td_pos *p);
  * counting its items. On return *at names the new run. */
 td_crdt_err td_crdt_seq_insert_run(td_crdt_doc *d, td_seq *s, td_leaf *leaf,
                               uint32_t ri, const td_run *r, td_pos *at);
+/* Appends r at the end of s without touching the id index: a loader that
+ * appends every run first and then builds the indexes with
+ * td_crdt_idx_build (snapshot.c). */
+td_crdt_err td_crdt_seq_append_unindexed(td_crdt_doc *d, td_seq *s, const td_run *r);
 void td_crdt_spares_free(td_crdt_doc *d);
 void td_crdt_seq_adjust(td_seq *s, td_leaf *leaf, int64_t dtot, int64_t dvis);
 /* Tries to merge run ri with run ri+1 of the same leaf. */
@@ -377,6 +398,28 @@ void td_crdt_wb_bytes(td_buf *b, const void *p, size_t n);
 void td_crdt_wb_u8(td_buf *b, uint8_t v);
 void td_crdt_wb_varint(td_buf *b, uint64_t v);
 void td_crdt_wb_u64le(td_buf *b, uint64_t v);
+/* Inline fast paths of td_crdt_wb_u8 / td_crdt_wb_varint for encoders that
+ * write many small fields (a commit per keystroke): with room in the buffer
+ * they cost no call; otherwise the functions above grow it (or note OOM). */
+static inline void td_wb_u8(td_buf *b, uint8_t v)
+{
+    if (b->len < b->cap)
+        b->p[b->len++] = v;
+    else
+        td_crdt_wb_u8(b, v);
+}
+static inline void td_wb_varint(td_buf *b, uint64_t v)
+{
+    if (b->cap - b->len < TD_CRDT_VARINT_MAX) {
+        td_crdt_wb_varint(b, v);
+        return;
+    }
+    while (v >= 0x80) {
+        b->p[b->len++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    b->p[b->len++] = (uint8_t)v;
+}
 void td_crdt_wb_free(td_buf *b);
 
 typedef struct td_rd {

@@ -424,6 +424,10 @@ void td_crdt_doc_free(td_crdt_doc *d)
     }
     td_crdt_pending_free(d);
     td_crdt_spares_free(d);
+    td_crdt_memfree(d, d->enc.ops);
+    td_crdt_memfree(d, d->enc.agent_map);
+    td_crdt_memfree(d, d->enc.obj_map);
+    td_crdt_memfree(d, d->enc.objs);
     td_crdt_memfree(d, d->objs);
     td_crdt_memfree(d, d->okeys);
     td_crdt_memfree(d, d->roots);

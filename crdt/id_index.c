@@ -176,6 +176,8 @@ void td_crdt_idx_rekey(td_idx *x, uint32_t from, uint32_t to)
     x->first[ci] = c->e[0].seq;
 }
 
+static int walk_at(td_idx *x, int64_t ci, uint32_t ei, int (*fn)(void *, td_idx_ent *), void *ud);
+
 int td_crdt_idx_walk(td_idx *x, uint32_t from, int (*fn)(void *, td_idx_ent *), void *ud)
 {
     int64_t ci = chunk_floor(x, from);
@@ -188,6 +190,19 @@ int td_crdt_idx_walk(td_idx *x, uint32_t from, int (*fn)(void *, td_idx_ent *), 
         if (x->chunks[ci]->e[ei].seq < from)
             ei++;
     }
+    return walk_at(x, ci, ei, fn, ud);
+}
+
+int td_crdt_idx_walk_floor(td_idx *x, uint32_t seq, int (*fn)(void *, td_idx_ent *), void *ud)
+{
+    int64_t ci = chunk_floor(x, seq);
+    if (ci < 0) /* no key <= seq: from the first entry */
+        return walk_at(x, 0, 0, fn, ud);
+    return walk_at(x, ci, (uint32_t)ent_floor(x->chunks[ci], seq), fn, ud);
+}
+
+static int walk_at(td_idx *x, int64_t ci, uint32_t ei, int (*fn)(void *, td_idx_ent *), void *ud)
+{
     for (; (uint32_t)ci < x->n; ci++, ei = 0) {
         td_idx_chunk *c = x->chunks[ci];
         for (; ei < c->n; ei++) {
@@ -206,4 +221,21 @@ void td_crdt_idx_free(td_crdt_doc *d, td_idx *x)
     td_crdt_memfree(d, x->chunks);
     td_crdt_memfree(d, x->first);
     memset(x, 0, sizeof *x);
+}
+
+td_crdt_err td_crdt_idx_build(td_crdt_doc *d, td_idx *x, const td_idx_ent *e, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i += TD_IDX_CHUNK) {
+        td_idx_chunk *c = td_crdt_mem(d, NULL, sizeof *c);
+        if (!c)
+            return TD_CRDT_ERR_NOMEM;
+        c->n = n - i < TD_IDX_CHUNK ? n - i : TD_IDX_CHUNK;
+        memcpy(c->e, e + i, c->n * sizeof *c->e);
+        td_crdt_err err = chunk_insert_at(d, x, x->n, c, c->e[0].seq);
+        if (err) {
+            td_crdt_memfree(d, c);
+            return err;
+        }
+    }
+    return TD_CRDT_OK;
 }

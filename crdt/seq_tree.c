@@ -204,8 +204,10 @@ static uint32_t run_vis(const td_run *r)
     return r->deleted ? 0 : r->len;
 }
 
-td_crdt_err td_crdt_seq_insert_run(td_crdt_doc *d, td_seq *s, td_leaf *leaf,
-                              uint32_t ri, const td_run *r, td_pos *at)
+/* index: keep the id index up to date (0 only for td_crdt_seq_append_unindexed,
+ * whose caller builds the index afterwards). */
+static td_crdt_err insert_run(td_crdt_doc *d, td_seq *s, td_leaf *leaf, uint32_t ri,
+                              const td_run *r, td_pos *at, int index)
 {
     td_crdt_err e = td_reserve(d, s);
     if (e)
@@ -218,7 +220,7 @@ td_crdt_err td_crdt_seq_insert_run(td_crdt_doc *d, td_seq *s, td_leaf *leaf,
         ri = leaf->n;
     }
     td_idx *x = &d->agents[r->id.agent].idx;
-    if (td_crdt_idx_put(d, x, r->id.seq, fresh ? d->spare_leaf : leaf))
+    if (index && td_crdt_idx_put(d, x, r->id.seq, fresh ? d->spare_leaf : leaf))
         return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     if (fresh) { /* a new leaf has room, so the spare is not needed below */
         leaf = take_leaf(d, s->obj);
@@ -253,7 +255,8 @@ td_crdt_err td_crdt_seq_insert_run(td_crdt_doc *d, td_seq *s, td_leaf *leaf,
             t += nl->r[j].len;
             v += run_vis(&nl->r[j]);
             /* existing keys: updates in place, cannot fail */
-            td_crdt_idx_put(d, &d->agents[nl->r[j].id.agent].idx, nl->r[j].id.seq, nl);
+            if (index)
+                td_crdt_idx_put(d, &d->agents[nl->r[j].id.agent].idx, nl->r[j].id.seq, nl);
         }
         hang_after(d, s, leaf->parent, leaf, nl, t, v, 1);
     } else {
@@ -267,6 +270,17 @@ td_crdt_err td_crdt_seq_insert_run(td_crdt_doc *d, td_seq *s, td_leaf *leaf,
         at->off = 0;
     }
     return TD_CRDT_OK;
+}
+
+td_crdt_err td_crdt_seq_insert_run(td_crdt_doc *d, td_seq *s, td_leaf *leaf,
+                              uint32_t ri, const td_run *r, td_pos *at)
+{
+    return insert_run(d, s, leaf, ri, r, at, 1);
+}
+
+td_crdt_err td_crdt_seq_append_unindexed(td_crdt_doc *d, td_seq *s, const td_run *r)
+{
+    return insert_run(d, s, NULL, 0, r, NULL, 0);
 }
 
 td_id td_crdt_run_last(const td_run *r)

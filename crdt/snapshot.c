@@ -32,7 +32,9 @@
  *     target: distance back from seq (D_OWNTARGET) or agent index + highest
  *     target seq
  * Loading validates everything and builds the tree by appending runs in
- * order, so it costs no integration at all.
+ * order, so it costs no integration at all; the id indexes are built once
+ * every run is in (build_indexes: one radix sort, which also finds ids that
+ * repeat), not run by run.
  */
 #include "crdt_internal.h"
 
@@ -346,6 +348,7 @@ typedef struct snapdec {
     uint32_t nobj;
     uint32_t *obj;   /* snapshot object index -> doc handle */
     const char *why;
+    const td_leaf *last_leaf; /* where the previous delete target was found */
 } snapdec;
 
 #define BAD(s, msg) ((s)->why = (msg), TD_CRDT_ERR_DECODE)
@@ -363,17 +366,86 @@ static td_id get_id(snapdec *s)
     return id;
 }
 
-/* 1 if some run anywhere already holds an id in [id.seq, id.seq+len). */
-static int ids_taken(td_crdt_doc *d, td_id id, uint32_t len)
+/* The id indexes of a loaded document, built at once when every sequence
+ * holds its runs: the runs sorted by (agent, seq) with a radix sort, checked
+ * for ids that repeat (two runs overlapping), then laid into full chunks.
+ * Putting each run into the index as it is appended cost a search and a
+ * move inside a chunk per run (document order is not seq order), and a
+ * search more to find repeats. */
+typedef struct lrun {
+    uint32_t agent, seq, len;
+    td_leaf *leaf;
+} lrun;
+
+static uint32_t lrun_digit(const lrun *r, uint32_t pass)
 {
-    td_idx_ent *e = td_crdt_idx_floor(&d->agents[id.agent].idx, id.seq + len - 1);
-    if (!e)
-        return 0;
-    const td_leaf *l = e->leaf;
-    for (uint32_t i = 0; i < l->n; i++)
-        if (l->r[i].id.agent == id.agent && l->r[i].id.seq == e->seq)
-            return e->seq + l->r[i].len > id.seq;
-    return 1;
+    uint32_t v = pass < 3 ? r->seq : r->agent;
+    return (v >> (pass % 3 * 11)) & 2047;
+}
+
+static td_crdt_err build_indexes(snapdec *s)
+{
+    td_crdt_doc *d = s->d;
+    size_t n = 0;
+    for (uint32_t h = 1; h <= d->nobjs; h++)
+        if (d->objs[h - 1]->kind != TD_CRDT_MAP)
+            for (const td_leaf *l = d->objs[h - 1]->u.seq.first; l; l = l->next)
+                n += l->n;
+    if (n == 0)
+        return TD_CRDT_OK;
+    lrun *a = td_crdt_mem(d, NULL, n * sizeof *a), *b = td_crdt_mem(d, NULL, n * sizeof *b);
+    uint32_t *cnt = td_crdt_mem(d, NULL, 2048 * sizeof *cnt);
+    td_idx_ent *ents = td_crdt_mem(d, NULL, n * sizeof *ents);
+    td_crdt_err e = TD_CRDT_OK;
+    if (!a || !b || !cnt || !ents) {
+        e = td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    size_t k = 0;
+    for (uint32_t h = 1; h <= d->nobjs; h++)
+        if (d->objs[h - 1]->kind != TD_CRDT_MAP)
+            for (td_leaf *l = d->objs[h - 1]->u.seq.first; l; l = l->next)
+                for (uint32_t i = 0; i < l->n; i++)
+                    a[k++] = (lrun){l->r[i].id.agent, l->r[i].id.seq, l->r[i].len, l};
+    /* LSD radix sort, 11 bits a pass: seq (3 passes), then agent (3);
+     * a pass whose digit is the same for every run is skipped */
+    for (uint32_t pass = 0; pass < 6; pass++) {
+        memset(cnt, 0, 2048 * sizeof *cnt);
+        for (size_t i = 0; i < n; i++)
+            cnt[lrun_digit(&a[i], pass)]++;
+        if (cnt[lrun_digit(&a[0], pass)] == n)
+            continue;
+        uint32_t sum = 0;
+        for (uint32_t j = 0; j < 2048; j++) {
+            uint32_t c = cnt[j];
+            cnt[j] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            b[cnt[lrun_digit(&a[i], pass)]++] = a[i];
+        lrun *t = a;
+        a = b;
+        b = t;
+    }
+    for (size_t i = 0; i < n && !e;) {
+        size_t j = i;
+        for (; j < n && a[j].agent == a[i].agent; j++) {
+            if (j > i && (uint64_t)a[j - 1].seq + a[j - 1].len > a[j].seq) {
+                e = BAD(s, "run ids repeat");
+                break;
+            }
+            ents[j - i] = (td_idx_ent){a[j].seq, a[j].leaf};
+        }
+        if (!e && td_crdt_idx_build(d, &d->agents[a[i].agent].idx, ents, (uint32_t)(j - i)))
+            e = td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        i = j;
+    }
+done:
+    td_crdt_memfree(d, a);
+    td_crdt_memfree(d, b);
+    td_crdt_memfree(d, cnt);
+    td_crdt_memfree(d, ents);
+    return e;
 }
 
 static td_id get_rel(snapdec *s, td_id base)
@@ -488,10 +560,6 @@ static td_crdt_err dec_runs(snapdec *s, td_seq *q, int is_list)
     }
     for (uint32_t i = 0; !e && i < n; i++) {
         td_run r = m[i];
-        if (ids_taken(d, r.id, r.len)) {
-            e = BAD(s, "run ids repeat");
-            break;
-        }
         r.content = TD_NO_CONTENT;
         if (is_list || !r.deleted) {
             if (q->clen > TD_MAX_SEQ - r.len) {
@@ -501,7 +569,7 @@ static td_crdt_err dec_runs(snapdec *s, td_seq *q, int is_list)
             r.content = q->clen; /* content is read after the runs */
             q->clen += r.len;
         }
-        e = td_crdt_seq_insert_run(d, q, NULL, 0, &r, NULL);
+        e = td_crdt_seq_append_unindexed(d, q, &r); /* indexed by build_indexes */
     }
     /* Explicit origins are checked with the order of the whole document
      * (snapshot_check.c): an item of this sequence, on the right side. */
@@ -713,6 +781,34 @@ static td_crdt_err dec_objects(snapdec *s)
     return e;
 }
 
+/* td_crdt_seq_range_deleted, looking first in the leaf where the previous
+ * record's target was: records come in seq order, and one agent's deletes
+ * in a row (a backspaced word, a selection) hit neighbouring items, so most
+ * lookups need no index search. */
+static int range_deleted(snapdec *s, uint32_t obj, uint32_t agent, uint32_t lo, uint32_t hi)
+{
+    const td_leaf *l = s->last_leaf;
+    uint64_t seq = lo;
+    while (l && l->obj == obj && seq <= hi) {
+        uint32_t i = 0;
+        while (i < l->n && !(l->r[i].id.agent == agent && seq >= l->r[i].id.seq &&
+                             seq - l->r[i].id.seq < l->r[i].len))
+            i++;
+        if (i == l->n)
+            break; /* not here: the index decides */
+        if (!l->r[i].deleted)
+            return 0;
+        seq = (uint64_t)l->r[i].id.seq + l->r[i].len;
+    }
+    if (seq > hi)
+        return 1;
+    td_pos p;
+    if (!td_crdt_seq_locate(s->d, obj, (td_id){agent, (uint32_t)seq}, &p))
+        return 0;
+    s->last_leaf = p.leaf;
+    return td_crdt_seq_range_deleted(s->d, obj, agent, (uint32_t)seq, hi);
+}
+
 static td_crdt_err dec_delrec(snapdec *s, uint32_t agent, td_delrec *r, uint32_t *end,
                               uint32_t *obj)
 {
@@ -755,7 +851,7 @@ static td_crdt_err dec_delrec(snapdec *s, uint32_t agent, td_delrec *r, uint32_t
     uint32_t lo = (uint32_t)(hi - (r->len - 1));
     r->target.seq = r->desc ? (uint32_t)hi : lo;
     if (d->objs[r->obj - 1]->kind == TD_CRDT_MAP ||
-        !td_crdt_seq_range_deleted(d, r->obj, r->target.agent, lo, (uint32_t)hi))
+        !range_deleted(s, r->obj, r->target.agent, lo, (uint32_t)hi))
         return BAD(s, "delete record target (not deleted items of its sequence)");
     *end = r->seq + r->len;
     *obj = r->obj;
@@ -824,6 +920,8 @@ static td_crdt_err dec_all(snapdec *s)
         if (!e && s->r.bad)
             e = BAD(s, "truncated");
     }
+    if (!e)
+        e = build_indexes(s);
     for (uint32_t i = 0; !e && i < s->nobj; i++) {
         uint32_t h = s->obj[i];
         if (d->objs[h - 1]->kind == TD_CRDT_LIST)

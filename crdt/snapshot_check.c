@@ -35,6 +35,8 @@ typedef struct unit {
     uint32_t run_obj; /* for a run: its sequence (0 for other ops) */
     td_id left, right;
     uint32_t step; /* when `orderable` reached it */
+    const td_leaf *leaf; /* for a run: where it is (the tree does not change */
+    uint32_t ri;         /* while the check runs), so no search finds it */
 } unit;
 
 typedef struct units {
@@ -125,7 +127,28 @@ static int object_consistent(td_crdt_doc *d, uint32_t h)
 typedef struct run_walk {
     checker *c;
     uint32_t agent;
+    uint32_t del; /* next delete record of the agent to push */
 } run_walk;
+
+/* Delete records of w's agent with seqs below `below`, in order: pushed
+ * between the runs so that the agent's units come out sorted without a
+ * merge (and its scratch copy of every unit). */
+static int push_dels(run_walk *w, uint64_t below)
+{
+    const td_agent *ag = &w->c->d->agents[w->agent];
+    for (; w->del < ag->ndels && ag->dels[w->del].seq < below; w->del++) {
+        const td_delrec *r = &ag->dels[w->del];
+        unit *u = push(w->c, w->agent, r->seq, r->len);
+        if (!u)
+            return 1;
+        td_id hi = r->target;
+        if (!r->desc)
+            hi.seq += r->len - 1;
+        add_ref(u, hi);
+        add_ref(u, creator(w->c->d, r->obj));
+    }
+    return 0;
+}
 
 static int walk_entry(void *ud, td_idx_ent *e)
 {
@@ -135,10 +158,14 @@ static int walk_entry(void *ud, td_idx_ent *e)
         const td_run *r = &l->r[i];
         if (r->id.agent != w->agent || r->id.seq != e->seq)
             continue;
+        if (push_dels(w, r->id.seq))
+            return 1;
         unit *u = push(w->c, r->id.agent, r->id.seq, r->len);
         if (!u)
             return 1;
         u->run_obj = l->obj;
+        u->leaf = l;
+        u->ri = i;
         u->left = r->left;
         u->right = r->right;
         add_ref(u, r->left);
@@ -180,20 +207,23 @@ static void collect(checker *c)
 {
     td_crdt_doc *d = c->d;
     for (uint32_t a = 0; a < d->nagents && !c->oom; a++) {
-        run_walk w = {c, a};
-        td_crdt_idx_walk(&d->agents[a].idx, 0, walk_entry, &w);
-        c->per_agent[a].sorted = c->per_agent[a].n;
-        for (uint32_t i = 0; i < d->agents[a].ndels && !c->oom; i++) {
-            const td_delrec *r = &d->agents[a].dels[i];
-            unit *u = push(c, a, r->seq, r->len);
-            if (!u)
-                return;
-            td_id hi = r->target;
-            if (!r->desc)
-                hi.seq += r->len - 1;
-            add_ref(u, hi);
-            add_ref(u, creator(d, r->obj));
+        /* one allocation of the right size: a run per index entry, a unit
+         * per delete record (map writes, few, grow it later) */
+        const td_idx *x = &d->agents[a].idx;
+        uint64_t want = (uint64_t)d->agents[a].ndels + 1;
+        for (uint32_t i = 0; i < x->n; i++)
+            want += x->chunks[i]->n;
+        units *us = &c->per_agent[a];
+        if (want > UINT32_MAX ||
+            !td_crdt_grow(d, (void **)&us->u, &us->cap, (uint32_t)want, sizeof *us->u)) {
+            c->oom = 1;
+            return;
         }
+        run_walk w = {c, a, 0};
+        if (td_crdt_idx_walk(&d->agents[a].idx, 0, walk_entry, &w) || push_dels(&w, UINT64_MAX))
+            return;
+        /* runs and records interleaved by seq: sorted unless they overlap,
+         * which orderable() refuses; the merge below keeps it exact */
         merge_tail(c, a, 0);
     }
     for (uint32_t h = 1; h <= d->nobjs && !c->oom; h++) {
@@ -323,19 +353,38 @@ static int id_same(td_id a, td_id b)
     return a.agent == b.agent && a.seq == b.seq;
 }
 
-/* The unit of run r: binary search among its agent's units. */
-static const unit *unit_of(const checker *c, const td_run *r)
+#define SHORT_RANGE 16 /* ranges of stored runs this short are scanned */
+
+/* An open-addressing table from the first and the last item id of each run
+ * of a sequence to the run's ordinal (+1; 0 is empty). It stores no keys:
+ * a probe compares against the run itself. Origins are found in O(1)
+ * instead of an index search plus a leaf search each. */
+static uint32_t id_hash(td_id id, uint32_t mask)
 {
-    const units *us = &c->per_agent[r->id.agent];
-    uint32_t lo = 0, hi = us->n;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (us->u[mid].seq < r->id.seq)
-            lo = mid + 1;
-        else
-            hi = mid;
+    uint64_t k = ((uint64_t)id.agent << 32 | id.seq) * 0x9e3779b97f4a7c15ull;
+    return (uint32_t)(k >> 32) & mask;
+}
+
+static void idtab_put(uint32_t *tab, uint32_t mask, td_id id, uint32_t ord)
+{
+    uint32_t i = id_hash(id, mask);
+    while (tab[i])
+        i = (i + 1) & mask;
+    tab[i] = ord + 1;
+}
+
+/* Ordinal of the run whose last (want_last) or first item is id, or
+ * UINT32_MAX if none is. */
+static uint32_t idtab_get(const uint32_t *tab, uint32_t mask, const td_run *const *runs, td_id id,
+                          int want_last)
+{
+    for (uint32_t i = id_hash(id, mask); tab[i]; i = (i + 1) & mask) {
+        const td_run *r = runs[tab[i] - 1];
+        td_id x = want_last ? td_crdt_run_last(r) : r->id;
+        if (x.agent == id.agent && x.seq == id.seq)
+            return tab[i] - 1;
     }
-    return &us->u[lo];
+    return UINT32_MAX;
 }
 
 typedef struct leafbase {
@@ -374,7 +423,7 @@ static int run_ordinal(td_crdt_doc *d, uint32_t h, const leafbase *lb, uint32_t 
  * where it is stored. A sparse table answers "earliest step in a range of
  * stored runs". Returns 1 if that holds for every run of sequence h, 0 if
  * some run needs the full replay, -1 on OOM. */
-static int neighbours_hold(checker *c, uint32_t h)
+static int neighbours_hold(checker *c, uint32_t h, const unit *const *mine, uint32_t nmine)
 {
     td_crdt_doc *d = c->d;
     const td_seq *q = &d->objs[h - 1]->u.seq;
@@ -385,43 +434,80 @@ static int neighbours_hold(checker *c, uint32_t h)
     }
     if (n == 0)
         return 1;
+    /* st: each run's step, then prefix and suffix minima (most ranges
+     * start at the first run or end at the last: an origin at the start or
+     * the end); short ranges are scanned; the sparse table `tab` for the
+     * rest is built only if one is asked for */
     uint32_t levels = 1;
     while ((1u << levels) <= n)
         levels++;
-    uint32_t *st = td_crdt_mem(d, NULL, (size_t)levels * n * sizeof *st);
+    uint32_t *st = td_crdt_mem(d, NULL, (size_t)3 * n * sizeof *st), *tab = NULL;
+    uint32_t *pre = st + n, *suf = st + 2 * (size_t)n;
     leafbase *lb = td_crdt_mem(d, NULL, (size_t)nl * sizeof *lb);
     const td_run **runs = td_crdt_mem(d, NULL, (size_t)n * sizeof *runs);
-    if (!st || !lb || !runs) {
+    uint32_t mask = 15;
+    while (mask / 4 < n && mask < UINT32_MAX / 2) /* at most half full: 2 ids per run */
+        mask = mask * 2 + 1;
+    uint32_t *idtab = td_crdt_mem(d, NULL, ((size_t)mask + 1) * sizeof *idtab);
+    if (!st || !lb || !runs || !idtab) {
         td_crdt_memfree(d, st);
         td_crdt_memfree(d, lb);
         td_crdt_memfree(d, runs);
+        td_crdt_memfree(d, idtab);
         return -1;
     }
+    memset(idtab, 0, ((size_t)mask + 1) * sizeof *idtab);
     uint32_t k = 0, li = 0;
     for (const td_leaf *l = q->first; l; l = l->next) {
         lb[li].leaf = l;
         lb[li++].first = k;
         for (uint32_t i = 0; i < l->n; i++) {
-            runs[k] = &l->r[i];
-            st[k++] = unit_of(c, &l->r[i])->step;
+            idtab_put(idtab, mask, l->r[i].id, k);
+            if (l->r[i].len > 1)
+                idtab_put(idtab, mask, td_crdt_run_last(&l->r[i]), k);
+            runs[k++] = &l->r[i];
         }
     }
     qsort(lb, nl, sizeof *lb, leafbase_cmp);
-    for (uint32_t j = 1; j < levels; j++)
-        for (uint32_t i = 0; i + (1u << j) <= n; i++) {
-            uint32_t x = st[(j - 1) * n + i], y = st[(j - 1) * n + i + (1u << (j - 1))];
-            st[j * n + i] = x < y ? x : y;
+    /* each run's step, from its unit (mine: the units of h's runs): the
+     * unit knows its leaf and slot, and the (few, sorted) leaves give the
+     * ordinal. Every run has exactly one unit; were one missing, its step 0
+     * fails the test below and the full replay decides. */
+    memset(st, 0, (size_t)n * sizeof *st);
+    for (uint32_t j = 0; j < nmine; j++) {
+        const td_leaf *key = mine[j]->leaf;
+        uint32_t blo = 0, bhi = nl; /* lb is sorted by leaf address */
+        while (blo < bhi) {
+            uint32_t mid = blo + (bhi - blo) / 2;
+            if (lb[mid].leaf < key)
+                blo = mid + 1;
+            else
+                bhi = mid;
         }
+        if (blo < nl && lb[blo].leaf == key && lb[blo].first + mine[j]->ri < n)
+            st[lb[blo].first + mine[j]->ri] = mine[j]->step;
+    }
+    pre[0] = st[0];
+    for (uint32_t i = 1; i < n; i++)
+        pre[i] = pre[i - 1] < st[i] ? pre[i - 1] : st[i];
+    suf[n - 1] = st[n - 1];
+    for (uint32_t i = n - 1; i > 0; i--)
+        suf[i - 1] = suf[i] < st[i - 1] ? suf[i] : st[i - 1];
     int ok = 1;
-    for (uint32_t i = 0; i < n && ok; i++) {
+    for (uint32_t i = 0; i < n && ok == 1; i++) {
         uint32_t step = st[i], lo = 0, hi = n; /* stored runs (lo, hi) must be later */
         uint32_t ord;
         int first, last;
         const td_run *r = runs[i];
-        /* most origins are the neighbouring run: no lookup needed */
+        /* an origin must end (left) or start (right) a run: the table
+         * finds that run; ids are unique, so it is the only item with that
+         * id. Only an origin in the middle of a run, which fails, takes the
+         * lookup by id. */
         if (r->left.agent != TD_NONE) {
             if (i > 0 && id_same(r->left, td_crdt_run_last(runs[i - 1])))
                 ord = i - 1;
+            else if ((ord = idtab_get(idtab, mask, runs, r->left, 1)) != UINT32_MAX)
+                ok = ord < i;
             else
                 ok = run_ordinal(d, h, lb, nl, r->left, &ord, &first, &last) && last && ord < i;
             lo = ord + 1;
@@ -429,22 +515,49 @@ static int neighbours_hold(checker *c, uint32_t h)
         if (ok && r->right.agent != TD_NONE) {
             if (i + 1 < n && id_same(r->right, runs[i + 1]->id))
                 ord = i + 1;
+            else if ((ord = idtab_get(idtab, mask, runs, r->right, 0)) != UINT32_MAX)
+                ok = ord > i;
             else
                 ok = run_ordinal(d, h, lb, nl, r->right, &ord, &first, &last) && first && ord > i;
             hi = ord;
         }
         /* earliest step among stored runs [lo, i) and (i, hi) */
         for (int side = 0; side < 2 && ok; side++) {
-            uint32_t a = side ? i + 1 : lo, b = side ? hi : i;
+            uint32_t a = side ? i + 1 : lo, b = side ? hi : i, m;
             if (a >= b)
                 continue;
-            uint32_t j = 0;
-            while ((2u << j) <= b - a)
-                j++;
-            uint32_t x = st[j * n + a], y = st[j * n + b - (1u << j)];
-            ok = (x < y ? x : y) > step;
+            if (a == 0) {
+                m = pre[b - 1];
+            } else if (b == n) {
+                m = suf[a];
+            } else if (b - a <= SHORT_RANGE) {
+                m = st[a];
+                for (uint32_t x = a + 1; x < b; x++)
+                    m = m < st[x] ? m : st[x];
+            } else {
+                if (!tab) {
+                    if (!(tab = td_crdt_mem(d, NULL, (size_t)levels * n * sizeof *tab))) {
+                        ok = -1;
+                        break;
+                    }
+                    memcpy(tab, st, (size_t)n * sizeof *tab);
+                    for (uint32_t j = 1; j < levels; j++)
+                        for (uint32_t x = 0; x + (1u << j) <= n; x++) {
+                            uint32_t p = tab[(j - 1) * n + x], q2 = tab[(j - 1) * n + x + (1u << (j - 1))];
+                            tab[j * n + x] = p < q2 ? p : q2;
+                        }
+                }
+                uint32_t j = 0;
+                while ((2u << j) <= b - a)
+                    j++;
+                uint32_t x = tab[j * n + a], y = tab[j * n + b - (1u << j)];
+                m = x < y ? x : y;
+            }
+            ok = m > step;
         }
     }
+    td_crdt_memfree(d, tab);
+    td_crdt_memfree(d, idtab);
     td_crdt_memfree(d, st);
     td_crdt_memfree(d, lb);
     td_crdt_memfree(d, runs);
@@ -515,14 +628,47 @@ const char *td_crdt_snapshot_check(td_crdt_doc *d, int *oom)
     if (!c.oom && !orderable(&c) && !c.oom)
         why = "ops overlap, or reference later ops or each other in a cycle";
     int replay = 0;
+    /* the units of runs grouped by sequence (counting sort), so that each
+     * sequence visits only its own */
+    uint32_t *start = NULL;
+    const unit **byobj = NULL;
+    if (!why && !c.oom) {
+        size_t nrun = 0;
+        start = td_crdt_mem(d, NULL, ((size_t)d->nobjs + 2) * sizeof *start);
+        for (uint32_t a = 0; a < d->nagents; a++)
+            for (uint32_t j = 0; j < c.per_agent[a].n; j++)
+                nrun += c.per_agent[a].u[j].run_obj != 0;
+        byobj = td_crdt_mem(d, NULL, (nrun + 1) * sizeof *byobj);
+        if (!start || !byobj) {
+            c.oom = 1;
+        } else {
+            memset(start, 0, ((size_t)d->nobjs + 2) * sizeof *start);
+            for (uint32_t a = 0; a < d->nagents; a++)
+                for (uint32_t j = 0; j < c.per_agent[a].n; j++)
+                    if (c.per_agent[a].u[j].run_obj)
+                        start[c.per_agent[a].u[j].run_obj + 1]++;
+            for (uint32_t h = 1; h <= d->nobjs; h++)
+                start[h + 1] += start[h];
+            for (uint32_t a = 0; a < d->nagents; a++)
+                for (uint32_t j = 0; j < c.per_agent[a].n; j++)
+                    if (c.per_agent[a].u[j].run_obj)
+                        byobj[start[c.per_agent[a].u[j].run_obj]++] = &c.per_agent[a].u[j];
+            /* start[h] now ends h's group: shift back to starts */
+            for (uint32_t h = d->nobjs + 1; h > 1; h--)
+                start[h] = start[h - 1];
+            start[1] = 0;
+        }
+    }
     for (uint32_t h = 1; h <= d->nobjs && !why && !c.oom && !replay; h++) {
         if (d->objs[h - 1]->kind == TD_CRDT_MAP)
             continue;
-        int r = neighbours_hold(&c, h);
+        int r = neighbours_hold(&c, h, byobj + start[h], start[h + 1] - start[h]);
         if (r < 0)
             c.oom = 1;
         replay = r == 0;
     }
+    td_crdt_memfree(d, start);
+    td_crdt_memfree(d, byobj);
     if (!why && !c.oom && replay)
         why = replay_matches(&c);
     if (c.oom) {
