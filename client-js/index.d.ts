@@ -244,11 +244,21 @@ export declare class IdbStorage extends MemoryStorage {
 
 export type TokenSource = string | (() => string | Promise<string>);
 
+/** What the `wasm` option takes: see ConnectOptions.wasm. */
+export type WasmSource = string | URL | ArrayBuffer | ArrayBufferView | Response |
+  PromiseLike<Response> | WebAssembly.Module;
+
 export interface ConnectOptions {
   /** A token, or a function called on every connect and when the server says it expired. */
   token?: TokenSource;
-  /** Where tandem_crdt.wasm is (default: next to the bundle, or build/wasm in this repository). */
-  wasm?: string | URL | Uint8Array | ArrayBuffer | WebAssembly.Module;
+  /**
+   * The core, when not the package's own (default: in Node the tandem_crdt.wasm
+   * beside package.json; in browsers and bundlers the bytes inlined in the
+   * browser entry). A URL or string (browsers: a URL, fetched; Node: a path or a
+   * file:/http(s): URL), bytes, a Response or a promise of one (`fetch(url)`),
+   * or a compiled WebAssembly.Module.
+   */
+  wasm?: WasmSource;
   /** A WebSocket class (default: the global one, or the `ws` package in Node). */
   WebSocket?: unknown;
   /** Document persistence (default: IndexedDB in browsers, none in Node); null disables it. */

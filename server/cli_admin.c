@@ -101,7 +101,18 @@ static int docs(const td_srv_verb *v, const td_srv_admin_args *a, td_store *st)
 
 /* ---- export ------------------------------------------------------------- */
 
-static int export(const td_srv_verb *v, const td_srv_admin_args *a, td_store *st)
+/* Writes len bytes and, for text, a newline to stdout. */
+static int put_out(const td_srv_verb *v, const void *p, size_t len, int text)
+{
+    if (fwrite(p, 1, len, stdout) != len || (text && fputc('\n', stdout) == EOF) ||
+        fflush(stdout) != 0) {
+        td_srv_fail(v, "writing to stdout failed");
+        return TD_SRV_EXIT_FAIL;
+    }
+    return TD_SRV_EXIT_OK;
+}
+
+static int export_tandem(const td_srv_verb *v, const td_srv_admin_args *a, td_store *st)
 {
     td_store_error e = {0};
     td_crdt_doc *d = NULL;
@@ -110,6 +121,10 @@ static int export(const td_srv_verb *v, const td_srv_admin_args *a, td_store *st
     td_crdt_err ce;
     int rc;
 
+    if (strcmp(a->format, "json") != 0) {
+        td_srv_fail(v, "'%s' is a tandem document: it exports as json only", a->doc);
+        return TD_SRV_EXIT_FAIL;
+    }
     if (td_store_load(st, a->doc, strlen(a->doc), NULL, &d, NULL, &e) != TD_STORE_OK) {
         td_srv_fail(v, "%s (data directory %s)", e.msg, a->data);
         return TD_SRV_EXIT_FAIL;
@@ -119,17 +134,61 @@ static int export(const td_srv_verb *v, const td_srv_admin_args *a, td_store *st
         td_srv_fail(v, "document '%s' cannot be rendered as JSON: %s (%s)", a->doc,
                     td_crdt_strerror(ce), td_crdt_doc_error(d));
         rc = TD_SRV_EXIT_FAIL;
-    } else if (fwrite(json, 1, len, stdout) != len || fputc('\n', stdout) == EOF ||
-               fflush(stdout) != 0) {
-        td_srv_fail(v, "writing to stdout failed");
-        rc = TD_SRV_EXIT_FAIL;
     } else {
-        rc = TD_SRV_EXIT_OK;
+        rc = put_out(v, json, len, 1);
     }
     if (json)
         td_crdt_buf_free(d, json);
     td_crdt_doc_free(d);
     return rc;
+}
+
+/* A Yjs document: as JSON (td_yjs_to_json), or as one Yjs v1 update of the
+ * whole document (Y.encodeStateAsUpdate), which Y.applyUpdate or `tandem
+ * import --yjs` read back. */
+static int export_yjs(const td_srv_verb *v, const td_srv_admin_args *a, td_store *st)
+{
+    td_store_error e = {0};
+    td_yjs_doc *d = NULL;
+    uint8_t *out = NULL;
+    size_t len = 0;
+    int as_json = strcmp(a->format, "json") == 0;
+    td_yjs_err ye;
+    int rc;
+
+    if (td_store_load_yjs(st, a->doc, strlen(a->doc), NULL, &d, NULL, &e) != TD_STORE_OK) {
+        td_srv_fail(v, "%s (data directory %s)", e.msg, a->data);
+        return TD_SRV_EXIT_FAIL;
+    }
+    ye = as_json ? td_yjs_to_json(d, 0, (char **)&out, &len)
+                 : td_yjs_encode_state_as_update(d, NULL, 0, &out, &len);
+    if (ye != TD_YJS_OK) {
+        td_srv_fail(v, "document '%s' cannot be written: %s (%s)", a->doc,
+                    td_yjs_strerror(ye), td_yjs_doc_error(d));
+        rc = TD_SRV_EXIT_FAIL;
+    } else {
+        rc = put_out(v, out, len, as_json);
+    }
+    if (out)
+        td_yjs_buf_free(d, out);
+    td_yjs_doc_free(d);
+    return rc;
+}
+
+static int export(const td_srv_verb *v, const td_srv_admin_args *a, td_store *st)
+{
+    td_store_error e = {0};
+    td_store_doc_info info;
+
+    if (strcmp(a->format, "json") != 0 && strcmp(a->format, "update") != 0) {
+        td_srv_fail(v, "--format must be json or update, not '%s'", a->format);
+        return TD_SRV_EXIT_USAGE;
+    }
+    if (td_store_doc_stat(st, a->doc, strlen(a->doc), &info, &e) != TD_STORE_OK) {
+        td_srv_fail(v, "%s (data directory %s)", e.msg, a->data);
+        return TD_SRV_EXIT_FAIL;
+    }
+    return info.kind == TD_STORE_KIND_YJS ? export_yjs(v, a, st) : export_tandem(v, a, st);
 }
 
 /* ---- backup ------------------------------------------------------------- */
@@ -262,6 +321,22 @@ static int check(const td_srv_verb *v, const td_srv_admin_args *a, td_store *st)
         td_store_error e = {0};
         td_store_doc_info info;
         td_crdt_doc *d;
+        if (td_store_doc_stat(st, ns.v[i], strlen(ns.v[i]), &info, &e) == TD_STORE_OK &&
+            info.kind == TD_STORE_KIND_YJS) {
+            td_yjs_doc *yd = NULL;
+            td_yjs_stats ys;
+            if (td_store_load_yjs(st, ns.v[i], strlen(ns.v[i]), NULL, &yd, &info, &e) !=
+                TD_STORE_OK) {
+                printf("DAMAGED %s\n", e.msg);
+                bad++;
+                continue;
+            }
+            td_yjs_doc_stats(yd, &ys);
+            printf("ok      %s: Yjs, %zu structs, %" PRIu64 " log entries, %zu pending\n",
+                   ns.v[i], ys.structs, info.log_entries, ys.pending_structs);
+            td_yjs_doc_free(yd);
+            continue;
+        }
         if (td_store_load(st, ns.v[i], strlen(ns.v[i]), NULL, &d, &info, &e) !=
             TD_STORE_OK) {
             printf("DAMAGED %s\n", e.msg);
@@ -300,12 +375,24 @@ const td_srv_admin_verb td_srv_verb_docs = ADMIN_VERB(
     "directory read-only, so it also works while a server is running.\n"
     "Exits 1 if any document's metadata is damaged.\n",
     NULL, 0, TD_SRV_OPEN_READ, docs);
-const td_srv_admin_verb td_srv_verb_export = ADMIN_VERB(
-    "export", "print a document as JSON",
-    "Prints the document's content as JSON on stdout (one line, keys in byte\n"
-    "order): an object whose keys are the root names; text roots are strings,\n"
-    "lists arrays, maps objects. Read-only, works while a server runs.\n",
-    doc_pos, 1, TD_SRV_OPEN_READ, export);
+static const td_srv_opt export_opts[] = {
+    TD_SRV_OPT_DATA_ROW,
+    {.name = "format", .kind = TD_SRV_OPT_STR, .off = offsetof(td_srv_admin_args, format),
+     .arg = "json|update", .help = "json, or (Yjs documents) one binary Yjs update",
+     .def = "json"},
+};
+const td_srv_admin_verb td_srv_verb_export = {
+    {"export", "print a document as JSON (or a Yjs document as a Yjs update)",
+     "Prints the document's content as JSON on stdout (one line, keys in byte\n"
+     "order): an object whose keys are the root names; text roots are strings,\n"
+     "lists arrays, maps objects. A Yjs document (written through /yjs or\n"
+     "/hocuspocus) is written as docs/YJS.md describes, or with --format update\n"
+     "as one binary Yjs v1 update of the whole document (Y.applyUpdate reads\n"
+     "it; so does `tandem import --yjs`). Read-only, works while a server runs.\n",
+     export_opts, TD_SRV_LEN(export_opts), doc_pos, 1, sizeof(td_srv_admin_args),
+     admin_run},
+    TD_SRV_OPEN_READ,
+    export};
 const td_srv_admin_verb td_srv_verb_backup = ADMIN_VERB(
     "backup", "write a consistent copy of the data directory",
     "Writes a RocksDB checkpoint of the whole store into DIR, which must not\n"

@@ -33,6 +33,8 @@ static const td_srv_opt import_opts[] = {
     TD_SRV_OPT_DATA_ROW,
     {.name = "force", .kind = TD_SRV_OPT_FLAG, .off = offsetof(td_srv_admin_args, force),
      .help = "replace DOC if it exists"},
+    {.name = "yjs", .kind = TD_SRV_OPT_FLAG, .off = offsetof(td_srv_admin_args, yjs),
+     .help = "FILE is a binary Yjs v1 update: DOC becomes a Yjs document"},
 };
 static const td_srv_pos import_pos[] = {{"DOC", offsetof(td_srv_admin_args, doc), 0, 1},
                                         {"FILE", offsetof(td_srv_admin_args, file), 0, 0}};
@@ -46,6 +48,9 @@ const td_srv_verb td_srv_verb_import = {
     "and maps, arrays and objects become nested lists and maps, strings are\n"
     "string values, numbers are integers when integral and within 64 bits,\n"
     "else floats. The whole document is stored as one batch.\n"
+    "With --yjs, FILE is one binary Yjs v1 update (Y.encodeStateAsUpdate, or\n"
+    "`tandem export --format update`) and DOC becomes a Yjs document, served\n"
+    "at /yjs/DOC and /hocuspocus.\n"
     "Refuses to touch an existing document unless --force is given, which\n"
     "deletes it first (clients holding a copy would sync their old state back:\n"
     "do this with the server stopped and clients reset).\n",
@@ -283,70 +288,124 @@ static int build(import_ctx *c, const cJSON *top)
     return 0;
 }
 
-/* Stores the built document as one batch. */
-static int store_doc(const td_srv_verb *v, const td_srv_admin_args *a, td_crdt_doc *d)
+/* Stores one batch as the whole document DOC (replacing it with --force). */
+static int store_batch(const td_srv_verb *v, const td_srv_admin_args *a, td_store_batch *b)
 {
     const char *doc = a->doc;
     size_t doc_len = strlen(doc);
-    uint8_t *batch = NULL, *vv = NULL;
-    size_t blen = 0, vlen = 0;
     td_store_error e = {0};
     td_store_doc_info info;
-    td_store_batch b;
     td_store *st;
     uint64_t seq;
     int rc = TD_SRV_EXIT_FAIL;
-    td_store_err code;
 
-    if (td_crdt_commit(d, &batch, &blen) != TD_CRDT_OK ||
-        td_crdt_vv_encode(d, &vv, &vlen) != TD_CRDT_OK) {
-        td_srv_fail(v, "encoding the document failed: %s", td_crdt_doc_error(d));
-        goto out_bufs;
-    }
-    if (blen == 0) {
-        td_srv_fail(v, "%s holds no content to import (empty object, or only "
-                       "empty roots)",
-                    a->file);
-        goto out_bufs;
-    }
     st = td_srv_open_store(v, a->data, TD_SRV_OPEN_CREATE);
     if (st == NULL)
-        goto out_bufs;
-    code = td_store_doc_stat(st, doc, doc_len, &info, &e);
-    if (code != TD_STORE_ERR_NOT_FOUND) {
+        return rc;
+    if (td_store_doc_stat(st, doc, doc_len, &info, &e) != TD_STORE_ERR_NOT_FOUND) {
         if (!a->force) {
             td_srv_fail(v, "document '%s' already exists in %s; use --force to "
                            "replace it",
                         doc, a->data);
-            goto out_store;
+            goto out;
         }
         if (td_store_delete(st, doc, doc_len, &e) != TD_STORE_OK) {
             td_srv_fail(v, "replacing '%s': %s", doc, e.msg);
-            goto out_store;
+            goto out;
         }
     }
-    memset(&b, 0, sizeof b);
-    b.doc = doc;
-    b.doc_len = doc_len;
-    b.ops = batch;
-    b.ops_len = blen;
-    b.nops = td_crdt_op_count(d);
-    b.vv = vv;
-    b.vv_len = vlen;
-    if (td_store_append_wait(st, &b, &seq, &e) != TD_STORE_OK) {
+    b->doc = doc;
+    b->doc_len = doc_len;
+    if (td_store_append_wait(st, b, &seq, &e) != TD_STORE_OK) {
         td_srv_fail(v, "storing '%s' failed: %s", doc, e.msg);
-        goto out_store;
+        goto out;
     }
-    fprintf(stderr, "tandem import: '%s' created in %s (%llu ops, %zu bytes)\n", doc,
-            a->data, (unsigned long long)b.nops, blen);
+    fprintf(stderr, "tandem import: '%s' created in %s (%s, %llu ops, %zu bytes)\n", doc,
+            a->data, td_store_kind_name(b->kind), (unsigned long long)b->nops, b->ops_len);
     rc = TD_SRV_EXIT_OK;
-out_store:
+out:
     td_store_close(st);
-out_bufs:
+    return rc;
+}
+
+/* Stores the built document as one batch. */
+static int store_doc(const td_srv_verb *v, const td_srv_admin_args *a, td_crdt_doc *d)
+{
+    uint8_t *batch = NULL, *vv = NULL;
+    size_t blen = 0, vlen = 0;
+    td_store_batch b;
+    int rc = TD_SRV_EXIT_FAIL;
+
+    if (td_crdt_commit(d, &batch, &blen) != TD_CRDT_OK ||
+        td_crdt_vv_encode(d, &vv, &vlen) != TD_CRDT_OK) {
+        td_srv_fail(v, "encoding the document failed: %s", td_crdt_doc_error(d));
+    } else if (blen == 0) {
+        td_srv_fail(v, "%s holds no content to import (empty object, or only "
+                       "empty roots)",
+                    a->file);
+    } else {
+        memset(&b, 0, sizeof b);
+        b.ops = batch;
+        b.ops_len = blen;
+        b.nops = td_crdt_op_count(d);
+        b.vv = vv;
+        b.vv_len = vlen;
+        rc = store_batch(v, a, &b);
+    }
     if (batch)
         td_crdt_buf_free(d, batch);
     if (vv)
         td_crdt_buf_free(d, vv);
+    return rc;
+}
+
+/* --yjs: the update must apply to an empty Yjs document as a whole (no
+ * missing dependencies); it is stored as it came. */
+static int import_yjs(const td_srv_verb *v, const td_srv_admin_args *a, const uint8_t *upd,
+                      size_t len)
+{
+    td_yjs_doc *d = NULL;
+    uint8_t *sv = NULL;
+    size_t svlen = 0;
+    td_yjs_stats ys;
+    td_store_batch b;
+    int rc = TD_SRV_EXIT_FAIL;
+    td_yjs_err ye = td_yjs_doc_new(NULL, &d);
+
+    if (ye == TD_YJS_OK)
+        ye = td_yjs_apply_update(d, upd, len);
+    if (ye != TD_YJS_OK) {
+        td_srv_fail(v, "%s is not a valid Yjs v1 update: %s (%s)", a->file,
+                    td_yjs_strerror(ye), d ? td_yjs_doc_error(d) : "");
+        goto out;
+    }
+    td_yjs_doc_stats(d, &ys);
+    if (ys.pending_structs || ys.pending_deletes) {
+        td_srv_fail(v, "%s depends on updates it does not hold (%zu structs, %zu "
+                       "deletions wait for them)",
+                    a->file, ys.pending_structs, ys.pending_deletes);
+        goto out;
+    }
+    if (ys.structs == 0) {
+        td_srv_fail(v, "%s holds no content to import", a->file);
+        goto out;
+    }
+    if (td_yjs_encode_state_vector(d, &sv, &svlen) != TD_YJS_OK) {
+        td_srv_fail(v, "out of memory");
+        goto out;
+    }
+    memset(&b, 0, sizeof b);
+    b.ops = upd;
+    b.ops_len = len;
+    b.nops = ys.structs;
+    b.vv = sv;
+    b.vv_len = svlen;
+    b.kind = TD_STORE_KIND_YJS;
+    rc = store_batch(v, a, &b);
+out:
+    if (sv)
+        td_yjs_buf_free(d, sv);
+    td_yjs_doc_free(d);
     return rc;
 }
 
@@ -365,6 +424,11 @@ static int import(const td_srv_verb *v, void *args)
     if (text == NULL) {
         td_srv_fail(v, "%s", why);
         return TD_SRV_EXIT_FAIL;
+    }
+    if (a->yjs) {
+        rc = import_yjs(v, a, (const uint8_t *)text, len);
+        free(text);
+        return rc;
     }
     /* require_null_terminated is not used: cJSON 1.7.15 rejects a document
      * followed by whitespace with it; trailing bytes are checked here. */

@@ -29,12 +29,17 @@ if(NOT TARGET tandem_srv)
     ${_srv}/srv_owners.c
     ${_srv}/srv_loader.c
     ${_srv}/srv_model_tandem.c
+    ${_srv}/srv_model_yjs.c
+    ${_srv}/srv_yproto.c
+    ${_srv}/srv_yaware.c
+    ${_srv}/srv_yws.c
+    ${_srv}/srv_hocus.c
     ${_srv}/srv_presence.c
     ${_srv}/srv_metrics.c)
   target_include_directories(tandem_srv PUBLIC ${_srv})
   # Default --static: client-js/demo of this source tree, if it exists.
   target_compile_definitions(tandem_srv PRIVATE
     TD_SRV_SOURCE_DIR="${PROJECT_SOURCE_DIR}" _GNU_SOURCE)
-  target_link_libraries(tandem_srv PUBLIC tandem_crdt tandem_store websockets_shared
+  target_link_libraries(tandem_srv PUBLIC tandem_crdt tandem_yjs tandem_store websockets_shared
     PkgConfig::SODIUM PkgConfig::CJSON Threads::Threads m)
 endif()

@@ -24,6 +24,8 @@
 
 #include "srv_http.h"
 #include "srv_native.h"
+#include "srv_hocus.h"
+#include "srv_yws.h"
 
 #define DRAIN_MAX_US (10 * LWS_US_PER_SEC)
 #define CLOSE_MAX_US (3 * LWS_US_PER_SEC)
@@ -42,6 +44,8 @@ typedef struct server {
     td_srv_presence *pres;
     td_srv_service *svc;
     td_srv_native *native;
+    td_srv_yws *yws;
+    td_srv_hocus *hocus;
     td_srv_http_env http;
     phase phase;
     int64_t phase_deadline_us;
@@ -78,6 +82,8 @@ static void run_due(server *srv)
     td_store_poll(srv->store, 0);
     td_srv_service_poll(srv->svc);
     td_srv_native_replay(srv->native);
+    td_srv_yws_replay(srv->yws);
+    td_srv_hocus_replay(srv->hocus);
     td_srv_service_flush(srv->svc);
     td_srv_pres_flush(srv->pres);
 }
@@ -146,6 +152,23 @@ typedef struct pss {
     td_srv_conn *c;
 } pss;
 
+/* The front-end a new WebSocket speaks, by its path: /yjs/ROOM is
+ * y-websocket, /hocuspocus Hocuspocus, anything else the native protocol. */
+static td_srv_conn *open_ws(server *srv, struct lws *wsi)
+{
+    char uri[TD_SRV_DOC_MAX * 3 + 64], tok[TD_SRV_TOKEN_MAX + 16];
+    const size_t plen = strlen(TD_SRV_YWS_PREFIX);
+    int n = lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
+    if (n >= (int)plen && strncmp(uri, TD_SRV_YWS_PREFIX, plen) == 0) {
+        const char *t = lws_get_urlarg_by_name(wsi, "token=", tok, sizeof tok);
+        return td_srv_yws_open(srv->yws, wsi, uri + plen, (size_t)n - plen, t,
+                               t ? strlen(t) : 0);
+    }
+    if (n >= 0 && strcmp(uri, TD_SRV_HOCUS_PATH) == 0)
+        return td_srv_hocus_open(srv->hocus, wsi);
+    return td_srv_native_open(srv->native, wsi);
+}
+
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
                     void *in, size_t len)
 {
@@ -172,7 +195,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                                                   : 0;
 
     case LWS_CALLBACK_ESTABLISHED:
-        p->c = td_srv_native_open(srv->native, wsi);
+        p->c = open_ws(srv, wsi);
         if (!p->c)
             return -1;
         /* (Not server_max_window_bits: lws 4.1 sizes the inflater of the
@@ -301,6 +324,9 @@ static int parts_new(server *srv)
     td_store_options so;
     td_store_error se = {0};
     char err[256];
+    /* One table per document kind (td_store_kind). */
+    static const td_srv_model *const models[TD_STORE_KIND_COUNT] = {
+        [TD_STORE_KIND_TANDEM] = &td_srv_model_tandem, [TD_STORE_KIND_YJS] = &td_srv_model_yjs};
 
     if (cfg->public_key) {
         if (td_srv_key_read(cfg->public_key, srv->pk, 32, err, sizeof err) < 0) {
@@ -336,13 +362,15 @@ static int parts_new(server *srv)
     }
     if (td_srv_presence_new(&srv->pres, cfg->presence_interval_ms, cfg->presence_ttl_ms,
                             &srv->m) < 0 ||
-        td_srv_service_new(&srv->svc, cfg, srv->store, &td_srv_model_tandem, srv->pres,
-                           &srv->m) < 0) {
+        td_srv_service_new(&srv->svc, cfg, srv->store, models, srv->pres, &srv->m) < 0) {
         fprintf(stderr, "tandem serve: out of memory\n");
         return -1;
     }
     td_srv_native_env ne = {cfg, srv->svc, &srv->conns, &srv->m, pk};
-    if (td_srv_native_new(&srv->native, &ne) < 0) {
+    td_srv_yws_env ye = {cfg, srv->svc, &srv->conns, &srv->m, pk};
+    td_srv_hocus_env he = {cfg, srv->svc, &srv->conns, &srv->m, pk};
+    if (td_srv_native_new(&srv->native, &ne) < 0 || td_srv_yws_new(&srv->yws, &ye) < 0 ||
+        td_srv_hocus_new(&srv->hocus, &he) < 0) {
         fprintf(stderr, "tandem serve: out of memory\n");
         return -1;
     }
@@ -363,6 +391,10 @@ static void parts_free(server *srv)
     srv->store = NULL;
     if (srv->native)
         td_srv_native_free(srv->native);
+    if (srv->yws)
+        td_srv_yws_free(srv->yws);
+    if (srv->hocus)
+        td_srv_hocus_free(srv->hocus);
     if (srv->svc)
         td_srv_service_free(srv->svc);
     if (srv->pres)

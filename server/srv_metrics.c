@@ -144,6 +144,30 @@ void td_srv_metrics_render(const td_srv_metrics *m, td_store *store, td_srv_wbuf
     for (unsigned c = 1; c < TD_SRV_E_COUNT; c++)
         put_text(w, "tandem_errors_total{code=\"%s\"} %llu\n", td_srv_code_name(c),
                  (unsigned long long)m->errors[c]);
+    static const char *const proto_names[TD_SRV_PROTO_COUNT] = {"native", "y-websocket",
+                                                                "hocuspocus"};
+    static const struct {
+        const char *name, *type, *help;
+        size_t off;
+    } per_proto[] = {
+        {"tandem_protocol_connections", "gauge", "Open WebSocket connections, by protocol.",
+         offsetof(td_srv_metrics, proto_conns)},
+        {"tandem_protocol_connections_total", "counter", "WebSocket connections opened, by protocol.",
+         offsetof(td_srv_metrics, proto_conns_total)},
+        {"tandem_protocol_messages_total", "counter", "Messages received, by protocol.",
+         offsetof(td_srv_metrics, proto_msgs_in)},
+        {"tandem_protocol_updates_total", "counter",
+         "Updates (batches) handed to the document service, by protocol.",
+         offsetof(td_srv_metrics, proto_updates)},
+    };
+    for (size_t i = 0; i < sizeof per_proto / sizeof per_proto[0]; i++) {
+        const uint64_t *v = (const uint64_t *)(const void *)((const char *)m + per_proto[i].off);
+        put_text(w, "# HELP %s %s\n# TYPE %s %s\n", per_proto[i].name, per_proto[i].help,
+                 per_proto[i].name, per_proto[i].type);
+        for (unsigned k = 0; k < TD_SRV_PROTO_COUNT; k++)
+            put_text(w, "%s{protocol=\"%s\"} %llu\n", per_proto[i].name, proto_names[k],
+                     (unsigned long long)v[k]);
+    }
     hist(w, "tandem_store_append_seconds", "From store append to its completion.",
          &m->store_append);
     hist(w, "tandem_receive_to_broadcast_seconds",

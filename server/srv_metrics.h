@@ -21,6 +21,14 @@ typedef struct td_srv_hist {
     double sum;
 } td_srv_hist;
 
+/* The wire protocols, for the per-protocol counters. */
+typedef enum {
+    TD_SRV_PROTO_NATIVE,
+    TD_SRV_PROTO_YWS,   /* y-websocket */
+    TD_SRV_PROTO_HOCUS, /* Hocuspocus */
+    TD_SRV_PROTO_COUNT
+} td_srv_proto;
+
 typedef struct td_srv_metrics {
     uint64_t connections, connections_total, docs_loaded;
     uint64_t ops_applied, batches_applied, batches_duplicate;
@@ -33,6 +41,10 @@ typedef struct td_srv_metrics {
     uint64_t refused_max_conns, refused_per_addr, refused_fd_limit;
     uint64_t hello_timeouts, frame_timeouts, preauth_closes;
     td_srv_hist store_append, recv_to_bcast;
+    /* Per protocol: open connections, connections opened, messages
+     * received, updates handed to the service. */
+    uint64_t proto_conns[TD_SRV_PROTO_COUNT], proto_conns_total[TD_SRV_PROTO_COUNT];
+    uint64_t proto_msgs_in[TD_SRV_PROTO_COUNT], proto_updates[TD_SRV_PROTO_COUNT];
 } td_srv_metrics;
 
 /* Monotonic microseconds. */

@@ -9,8 +9,10 @@
  * network input. A model's calls run on the loop thread, except `load`,
  * which runs on the loader thread and touches nothing shared.
  *
- * tandem's own CRDT (crdt/) is the first model (srv_model_tandem.c); a
- * Yjs-compatible one slots in as a second table.
+ * tandem's own CRDT (crdt/) is the first model (srv_model_tandem.c), the
+ * Yjs document model (crdt/yjs/) the second (srv_model_yjs.c). Each
+ * document is of one kind, recorded durably by the store with its first
+ * batch (td_store_kind); the service keeps one table per kind.
  */
 #ifndef SRV_MODEL_H
 #define SRV_MODEL_H
@@ -42,9 +44,11 @@ typedef struct td_srv_apply_rules {
 
 typedef struct td_srv_model {
     const char *name;
+    td_store_kind kind; /* what the store records for its documents */
     /* Reads document `id` through the store. A document the store does not
-     * have is a new empty one if `create`, else TD_STORE_ERR_NOT_FOUND. On
-     * error, msg (msglen bytes) says why. */
+     * have is a new empty one if `create`, else TD_STORE_ERR_NOT_FOUND; one
+     * of another kind is TD_STORE_ERR_KIND. On error, msg (msglen bytes)
+     * says why. */
     td_store_err (*load)(td_store *st, const char *id, size_t len, int create,
                          td_srv_mdoc **out, char *msg, size_t msglen);
     void (*free)(td_srv_mdoc *d);
@@ -67,6 +71,7 @@ typedef struct td_srv_model {
 } td_srv_model;
 
 extern const td_srv_model td_srv_model_tandem;
+extern const td_srv_model td_srv_model_yjs;
 /* Testing: makes the core's allocations fail by the spec "FROM:COUNT" (see
  * srv_model_tandem.c). Returns 1 if armed, 0 for an empty spec, -1 if it
  * does not parse. */

@@ -161,6 +161,6 @@ static void tandem_buf_free(td_srv_mdoc *d, void *p)
 }
 
 const td_srv_model td_srv_model_tandem = {
-    "tandem",     tandem_load,  tandem_free,     tandem_apply, tandem_diff,
+    "tandem",     TD_STORE_KIND_TANDEM, tandem_load,  tandem_free,     tandem_apply, tandem_diff,
     tandem_state, tandem_json,  tandem_buf_free,
 };

@@ -526,6 +526,7 @@ static void on_update(session *s, const td_srv_msg *m)
         return;
     if (!(u = sub_of(s, m, "UPDATE for a document not subscribed")))
         return;
+    s->n->env.m->proto_updates[TD_SRV_PROTO_NATIVE]++;
     td_srv_update(s->n->env.svc, u, m->batch_id, m->batch.ptr, m->batch.len);
 }
 
@@ -597,6 +598,7 @@ static void on_message(td_srv_conn *c, const uint8_t *buf, size_t len)
 
     if (s->n->replay_head)
         td_srv_native_replay(s->n); /* released held-back messages go first */
+    s->n->env.m->proto_msgs_in[TD_SRV_PROTO_NATIVE]++;
     /* The type byte first: a server-to-client type is unknown here, however
      * its fields look (the full decoder would call it malformed). */
     if (len && (buf[0] & 0x80)) {
@@ -653,6 +655,7 @@ static void on_closed(td_srv_conn *c)
         u->held.head = u->held.tail = NULL;
     }
     td_srv_client_close(n->env.svc, &s->client);
+    n->env.m->proto_conns[TD_SRV_PROTO_NATIVE]--;
     pend_free_list(s, s->ready_head);
     s->ready_head = s->ready_tail = NULL;
     if (s->in_replay_list)
@@ -675,6 +678,8 @@ td_srv_conn *td_srv_native_open(td_srv_native *n, struct lws *wsi)
     td_srv_conn_open(n->env.conns, &s->conn, wsi, &native_handler);
     td_srv_client_init(&s->client, &native_ops);
     s->client.id = ++n->next_id;
+    n->env.m->proto_conns[TD_SRV_PROTO_NATIVE]++;
+    n->env.m->proto_conns_total[TD_SRV_PROTO_NATIVE]++;
     return &s->conn;
 }
 

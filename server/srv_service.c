@@ -66,6 +66,10 @@ struct td_srv_doc {
     uint64_t hash;
     td_srv_doc *hnext;
     doc_state state;
+    /* Its model: the kind it was loaded as (the stored one, or the first
+     * subscriber's for a new document). */
+    const td_srv_model *model;
+    td_store_kind kind;
     td_srv_mdoc *mdoc;
     LIST_HEAD(, td_srv_sub) subs;
     size_t nsubs;
@@ -82,7 +86,7 @@ struct td_srv_doc {
 struct td_srv_service {
     const td_srv_config *cfg;
     td_store *store;
-    const td_srv_model *model;
+    const td_srv_model *models[TD_STORE_KIND_COUNT];
     td_srv_presence *pres;
     td_srv_metrics *m;
     td_srv_loader *loader;
@@ -100,6 +104,7 @@ struct td_srv_service {
 };
 
 static void rec_free(td_srv_rec *r);
+static void wrong_kind(td_srv_service *svc, td_srv_client *c, const td_srv_doc *d);
 static void sub_remove(td_srv_service *svc, td_srv_sub *u);
 
 static void client_error(td_srv_service *svc, td_srv_client *c, td_srv_code code,
@@ -186,7 +191,7 @@ static void dirty_remove(td_srv_service *svc, td_srv_doc *d)
 static void mdoc_drop(td_srv_doc *d)
 {
     if (d->mdoc) {
-        d->svc->model->free(d->mdoc);
+        d->model->free(d->mdoc);
         d->mdoc = NULL;
         d->svc->m->docs_loaded--;
     }
@@ -220,6 +225,7 @@ typedef struct job {
     td_srv_doc *doc; /* load: the document waiting for it */
     char id[TD_SRV_DOC_MAX + 1];
     size_t id_len;
+    td_store_kind kind; /* asked for; after the load, the document's */
     td_srv_mdoc *mdoc;
     td_store_err code;
     char msg[512];
@@ -231,12 +237,31 @@ static int owner_read(void *ud, uint64_t agent, const char *owner, size_t len)
     return td_srv_owners_add(ud, agent, owner, len);
 }
 
+/* Loads j's document with the model of its kind, or, when the store holds
+ * it as another kind, with that one's: the subscribers learn the kind at
+ * load_done. A document the store lacks is created of the kind asked for. */
+static td_store_err load_any(job *j, int create)
+{
+    td_srv_service *svc = j->svc;
+    td_store_err code = TD_STORE_ERR_KIND;
+    td_store_kind want = j->kind;
+    for (unsigned i = 0; i < TD_STORE_KIND_COUNT && code == TD_STORE_ERR_KIND; i++) {
+        td_store_kind k = i == 0 ? want : (td_store_kind)(i <= (unsigned)want ? i - 1 : i);
+        if (!svc->models[k])
+            continue;
+        code = svc->models[k]->load(svc->store, j->id, j->id_len, create, &j->mdoc, j->msg,
+                                    sizeof j->msg);
+        if (code == TD_STORE_OK)
+            j->kind = k;
+    }
+    return code;
+}
+
 static void load_run(td_srv_job *base)
 {
     job *j = (job *)base;
     td_store_error e = {0};
-    j->code = j->svc->model->load(j->svc->store, j->id, j->id_len, 1, &j->mdoc, j->msg,
-                                  sizeof j->msg);
+    j->code = load_any(j, 1);
     if (j->code != TD_STORE_OK)
         return;
     j->code = td_store_owners(j->svc->store, j->id, j->id_len, owner_read, &j->owners, &e);
@@ -255,7 +280,7 @@ static void job_free(td_srv_job *base)
 {
     job *j = (job *)base;
     if (j->mdoc)
-        j->svc->model->free(j->mdoc);
+        j->svc->models[j->kind]->free(j->mdoc);
     td_srv_owners_clear(&j->owners);
     free(j);
 }
@@ -280,6 +305,7 @@ static int start_load(td_srv_service *svc, td_srv_doc *d)
     if (!j)
         return -1;
     j->doc = d;
+    j->kind = d->kind;
     j->base.run = load_run;
     j->base.done = load_done;
     td_srv_loader_push(svc->loader, &j->base);
@@ -306,15 +332,16 @@ static void wake(void *ud)
 }
 
 int td_srv_service_new(td_srv_service **out, const td_srv_config *cfg, td_store *store,
-                       const td_srv_model *model, td_srv_presence *pres,
-                       td_srv_metrics *m)
+                       const td_srv_model *const models[TD_STORE_KIND_COUNT],
+                       td_srv_presence *pres, td_srv_metrics *m)
 {
     td_srv_service *svc = calloc(1, sizeof *svc);
     if (!svc)
         return -1;
     svc->cfg = cfg;
     svc->store = store;
-    svc->model = model;
+    for (unsigned k = 0; k < TD_STORE_KIND_COUNT; k++)
+        svc->models[k] = models[k];
     svc->pres = pres;
     svc->m = m;
     svc->accepting = 1;
@@ -408,16 +435,16 @@ static void send_sync(td_srv_service *svc, td_srv_sub *u, const uint8_t *vv, siz
     uint8_t *diff = NULL, *state = NULL;
     size_t dlen = 0, slen = 0;
     char msg[200];
-    td_srv_code code = svc->model->diff(d->mdoc, vv, vv_len, &diff, &dlen, &state, &slen,
-                                        msg, sizeof msg);
+    td_srv_code code = d->model->diff(d->mdoc, vv, vv_len, &diff, &dlen, &state, &slen,
+                                      msg, sizeof msg);
     if (code != TD_SRV_E_OK) {
         client_error(svc, u->client, code, d, 0, "cannot answer SUBSCRIBE: %s", msg);
         sub_drop(svc, u);
         return;
     }
     u->client->ops->sync(u, diff, dlen, state, slen);
-    svc->model->buf_free(d->mdoc, diff);
-    svc->model->buf_free(d->mdoc, state);
+    d->model->buf_free(d->mdoc, diff);
+    d->model->buf_free(d->mdoc, state);
     td_srv_pres_join(svc->pres, &d->room, &u->pres, u, u->client);
 }
 
@@ -519,8 +546,14 @@ void td_srv_subscribe(td_srv_service *svc, td_srv_client *c, const uint8_t *doc,
         c->ops->error(c, TD_SRV_E_BUSY, id, len, 0, msg);
         return;
     }
+    if (d && d->state == DOC_READY && d->kind != c->kind) {
+        wrong_kind(svc, c, d);
+        return;
+    }
     if (!d) {
         d = reg_add(svc, id, len);
+        if (d)
+            d->kind = c->kind;
         if (!d || start_load(svc, d) < 0) {
             if (d)
                 reg_remove(svc, d);
@@ -566,6 +599,13 @@ void td_srv_client_close(td_srv_service *svc, td_srv_client *c)
 
 /* ---- loads ---------------------------------------------------------------------------- */
 
+static void wrong_kind(td_srv_service *svc, td_srv_client *c, const td_srv_doc *d)
+{
+    client_error(svc, c, TD_SRV_E_WRONG_KIND, d, 0,
+                 "document is a %s document; open it with a %s client",
+                 td_store_kind_name(d->kind), td_store_kind_name(d->kind));
+}
+
 /* The document cannot be served: every subscriber is told and dropped. */
 static void doc_fail(td_srv_service *svc, td_srv_doc *d, const char *why)
 {
@@ -601,6 +641,8 @@ static void load_done(td_srv_job *base)
     }
     d->mdoc = j->mdoc;
     j->mdoc = NULL;
+    d->kind = j->kind;
+    d->model = svc->models[j->kind];
     d->state = DOC_READY;
     svc->m->docs_loaded++;
     svc->m->doc_loads++;
@@ -610,8 +652,12 @@ static void load_done(td_srv_job *base)
     td_srv_sub *u = LIST_FIRST(&d->subs);
     while (u) {
         td_srv_sub *nx = LIST_NEXT(u, doc_link);
-        if (u->waiting)
+        if (u->waiting && u->client->kind != d->kind) {
+            wrong_kind(svc, u->client, d);
+            sub_drop(svc, u);
+        } else if (u->waiting) {
             sub_answer(svc, u);
+        }
         u = nx;
     }
 }
@@ -829,7 +875,7 @@ void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
     claims k = {d, c, NULL, 0, 0, 0};
     td_srv_apply_rules rules = {agent_check, &k};
     r->t_recv_us = td_srv_now_us();
-    code = svc->model->apply(d->mdoc, batch, len, &rules, &info, msg, sizeof msg);
+    code = d->model->apply(d->mdoc, batch, len, &rules, &info, msg, sizeof msg);
     if (code == TD_SRV_E_AGENT_TAKEN && k.oom)
         code = TD_SRV_E_INTERNAL;
     if (code != TD_SRV_E_OK) {
@@ -865,18 +911,18 @@ void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
     td_store_err sc = TD_STORE_ERR_NOMEM;
     r->batch = malloc(len);
     if (r->batch && bind_claims(d, c, &k, &sc_claims) == 0 &&
-        svc->model->state(d->mdoc, &vv, &vv_len) == 0) {
+        d->model->state(d->mdoc, &vv, &vv_len) == 0) {
         memcpy(r->batch, batch, len);
         r->len = len;
         size_t nops = info.ops_new + info.ops_duplicate;
         td_store_batch b = {.doc = d->id, .doc_len = d->id_len, .ops = batch,
                             .ops_len = len, .nops = nops ? nops : 1, .vv = vv,
                             .vv_len = vv_len, .claims = sc_claims,
-                            .nclaims = sc_claims ? k.n : 0};
+                            .nclaims = sc_claims ? k.n : 0, .kind = d->kind};
         r->t_store_us = td_srv_now_us();
         sc = td_store_append(svc->store, &b, append_done, r, &se);
     }
-    svc->model->buf_free(d->mdoc, vv);
+    d->model->buf_free(d->mdoc, vv);
     free(sc_claims);
     free(k.agents);
     d->inflight++;
@@ -895,6 +941,12 @@ void td_srv_presence_update(td_srv_service *svc, td_srv_sub *u, const uint8_t *s
 {
     if (td_srv_pres_set(svc->pres, &u->pres, state, len) < 0)
         client_error(svc, u->client, TD_SRV_E_INTERNAL, u->doc, 0, "out of memory");
+}
+
+void td_srv_presence_query(td_srv_service *svc, td_srv_sub *u)
+{
+    if (u->pres.room)
+        td_srv_pres_join(svc->pres, u->pres.room, &u->pres, u, u->client);
 }
 
 /* ---- broadcasts --------------------------------------------------------------------------- */
@@ -990,17 +1042,17 @@ static void read_run(td_srv_job *base)
 {
     td_srv_read_req *q = (td_srv_read_req *)(void *)base;
     td_srv_service *svc = q->j.svc;
-    td_srv_mdoc *md = NULL;
-    td_store_err sc = svc->model->load(svc->store, q->j.id, q->j.id_len, 0, &md, q->j.msg,
-                                       sizeof q->j.msg);
+    td_store_err sc = load_any(&q->j, 0);
+    td_srv_mdoc *md = q->j.mdoc;
+    q->j.mdoc = NULL;
     if (sc == TD_STORE_ERR_NOT_FOUND)
         q->rc = TD_SRV_READ_NOT_FOUND;
     else if (sc != TD_STORE_OK)
         q->rc = TD_SRV_READ_UNAVAILABLE;
     else
-        q->rc = json_of(svc->model, md, &q->json, &q->jlen);
+        q->rc = json_of(svc->models[q->j.kind], md, &q->json, &q->jlen);
     if (md)
-        svc->model->free(md);
+        svc->models[q->j.kind]->free(md);
 }
 
 static void read_done(td_srv_job *base)
@@ -1024,7 +1076,7 @@ td_srv_read_req *td_srv_service_json(td_srv_service *svc, const char *id, size_t
     char *json = NULL;
     size_t jlen = 0;
     if (d) {
-        td_srv_read rc = d->state == DOC_READY ? json_of(svc->model, d->mdoc, &json, &jlen)
+        td_srv_read rc = d->state == DOC_READY ? json_of(d->model, d->mdoc, &json, &jlen)
                                                : TD_SRV_READ_LOADING;
         cb(ud, rc, json, jlen, "");
         free(json);

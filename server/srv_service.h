@@ -38,9 +38,10 @@ struct td_srv_sub {
     td_srv_held held; /* the front-end's */
 };
 
+/* models: one table per document kind, indexed by td_store_kind. */
 int td_srv_service_new(td_srv_service **out, const td_srv_config *cfg, td_store *store,
-                       const td_srv_model *model, td_srv_presence *pres,
-                       td_srv_metrics *m);
+                       const td_srv_model *const models[TD_STORE_KIND_COUNT],
+                       td_srv_presence *pres, td_srv_metrics *m);
 /* From now on the loader wakes ctx when it has results (NULL: stop). */
 void td_srv_service_attach(td_srv_service *svc, struct lws_context *ctx);
 /* Joins the loader thread; what it had not done is dropped. */
@@ -80,6 +81,10 @@ void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
 /* u's presence state (len 0: heartbeat). */
 void td_srv_presence_update(td_srv_service *svc, td_srv_sub *u, const uint8_t *state,
                             size_t len);
+
+/* u's client asks for every current presence entry again (y-protocols'
+ * query-awareness): they come as one peers call, if u is a member. */
+void td_srv_presence_query(td_srv_service *svc, td_srv_sub *u);
 
 /* Walks a broadcast: *pos starts at NULL. Returns 1 with the next batch
  * (leaving out b->skip's), 0 at the end. */

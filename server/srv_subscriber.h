@@ -28,6 +28,7 @@
 #include <sys/queue.h>
 
 #include "tandem_srv.h"
+#include "tandem_store.h"
 
 typedef struct td_srv_client td_srv_client;
 typedef struct td_srv_sub td_srv_sub;
@@ -100,6 +101,10 @@ struct td_srv_client {
     const char *author;
     size_t author_len;
     int author_durable;
+    /* The document model the client's protocol speaks: its documents are
+     * created of this kind, and one of another kind is refused with
+     * wrong_kind. td_srv_client_init sets tandem. */
+    td_store_kind kind;
     /* service-private */
     LIST_HEAD(, td_srv_binding) bindings; /* its bindings to the connection */
     size_t loading;                      /* its subscriptions waiting for a load */

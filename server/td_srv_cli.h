@@ -16,6 +16,7 @@
 #include <stdio.h>
 
 #include "tandem_store.h"
+#include "tandem_yjs.h"
 
 enum { TD_SRV_EXIT_OK = 0, TD_SRV_EXIT_FAIL = 1, TD_SRV_EXIT_USAGE = 2 };
 
@@ -91,6 +92,8 @@ extern const td_srv_verb td_srv_verb_serve, td_srv_verb_keygen, td_srv_verb_toke
 typedef struct td_srv_admin_args {
     const char *data;
     int force;
+    int yjs;            /* import: FILE is a Yjs update */
+    const char *format; /* export: json or update */
     const char *doc, *file, *dir; /* positionals, NULL if not given */
 } td_srv_admin_args;
 

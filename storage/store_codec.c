@@ -214,12 +214,17 @@ uint8_t *td_store_meta_encode(const td_store_meta *m, const char *doc,
 {
     uint64_t f[7] = {m->last_seq, m->snap_seq, m->log_ops, m->log_bytes,
                      m->snap_ops, m->snap_bytes, m->vv_len};
-    size_t cap = 1 + 7 * TD_CRDT_VARINT_MAX + m->vv_len + TD_STORE_META_DIGEST, n = 0;
+    size_t cap = 2 + 7 * TD_CRDT_VARINT_MAX + m->vv_len + TD_STORE_META_DIGEST, n = 0;
     uint8_t *out = malloc(cap);
 
     if (out == NULL)
         return NULL;
-    out[n++] = TD_STORE_VALUE_V1;
+    if (m->kind == TD_STORE_KIND_TANDEM) {
+        out[n++] = TD_STORE_VALUE_V1;
+    } else {
+        out[n++] = TD_STORE_META_KIND;
+        out[n++] = (uint8_t)m->kind;
+    }
     for (size_t i = 0; i < 7; i++)
         n += td_crdt_varint_put(out + n, f[i]);
     if (m->vv_len)
@@ -235,12 +240,20 @@ int td_store_meta_decode(const uint8_t *val, size_t len, const char *doc,
 {
     uint64_t f[7];
     size_t n = 1, body;
+    td_store_kind kind = TD_STORE_KIND_TANDEM;
 
     if (len < 1 + 7 + TD_STORE_META_DIGEST) {
         *why = "metadata value too short";
         return 0;
     }
-    if (val[0] != TD_STORE_VALUE_V1) {
+    if (val[0] == TD_STORE_META_KIND) {
+        if (val[1] >= TD_STORE_KIND_COUNT || val[1] == TD_STORE_KIND_TANDEM) {
+            *why = "unknown document kind in metadata";
+            return 0;
+        }
+        kind = (td_store_kind)val[1];
+        n = 2;
+    } else if (val[0] != TD_STORE_VALUE_V1) {
         *why = "unknown metadata format";
         return 0;
     }
@@ -268,6 +281,7 @@ int td_store_meta_decode(const uint8_t *val, size_t len, const char *doc,
     m->snap_bytes = f[5];
     m->vv = f[6] ? val + n : NULL;
     m->vv_len = (size_t)f[6];
+    m->kind = kind;
     /* Cross-field invariants the writer always keeps. */
     if (m->snap_seq > m->last_seq || m->last_seq > TD_STORE_SEQ_MAX ||
         (m->last_seq == m->snap_seq && (m->log_ops || m->log_bytes)) ||

@@ -17,7 +17,9 @@
  * key does not validate either)
  *   log  : 0x01 | varint nops | batch bytes | BLAKE2b-128
  *   meta : 0x01 | varint last_seq, snap_seq, log_ops, log_bytes, snap_ops,
- *          snap_bytes, vv_len | vv bytes | BLAKE2b-128
+ *          snap_bytes, vv_len | vv bytes | BLAKE2b-128   (a tandem document)
+ *          0x02 | u8 kind | the same fields and digest     (any other kind;
+ *          tandem documents keep 0x01, so older stores read unchanged)
  *   snap : 0x01 | u64 BE covered seq | BLAKE2b-256 | snapshot bytes
  *          (the digest covers id, format byte, seq and the snapshot bytes)
  *   owner: 0x01 | owner name (1..255 bytes of UTF-8) | BLAKE2b-128
@@ -36,6 +38,7 @@
 #define TD_STORE_FORMAT_KEY "tandem-format"
 
 #define TD_STORE_VALUE_V1 0x01
+#define TD_STORE_META_KIND 0x02 /* meta value with a kind byte */
 #define TD_STORE_LOG_DIGEST 16
 #define TD_STORE_META_DIGEST 16
 #define TD_STORE_SNAP_DIGEST 32
@@ -57,6 +60,7 @@ typedef struct td_store_meta {
     uint64_t snap_bytes;
     const uint8_t *vv;
     size_t vv_len;
+    td_store_kind kind;
 } td_store_meta;
 
 /* Log keys. out must hold TD_STORE_LOG_KEY_MAX bytes; returns the length. */

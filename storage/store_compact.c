@@ -134,6 +134,41 @@ static td_store_err fold(td_store *st, const char *doc, size_t doc_len,
     return code;
 }
 
+/* A Yjs document's snapshot is the whole document as one update
+ * (Y.encodeStateAsUpdate), which also carries the structs and deletions
+ * still waiting for dependencies, so unlike the core's a document with a
+ * pending set compacts too. */
+static td_store_err compact_yjs(td_store *st, const rocksdb_snapshot_t *rs,
+                                const char *doc, size_t doc_len, const td_store_meta *m,
+                                td_store_compact_info *info, td_store_error *err)
+{
+    td_store_scan_totals folded;
+    td_yjs_doc *d = NULL;
+    uint8_t *snap = NULL;
+    size_t snap_len = 0;
+    td_yjs_stats ys;
+    td_store_err code = td_store_load_yjs_at(st, rs, doc, doc_len, NULL, m, &d, &folded, err);
+    if (code != TD_STORE_OK)
+        return code;
+    td_yjs_err ye = td_yjs_encode_state_as_update(d, NULL, 0, &snap, &snap_len);
+    if (ye != TD_YJS_OK) {
+        char shown[TD_STORE_FMT_ID_CAP];
+        code = td_store_seterr(err, ye == TD_YJS_ERR_NOMEM ? TD_STORE_ERR_NOMEM
+                                                          : TD_STORE_ERR_CORRUPT,
+                               "document '%s': encoding the snapshot failed (%s: %s)",
+                               td_store_fmt_id(shown, sizeof shown, doc, doc_len),
+                               td_yjs_strerror(ye), td_yjs_doc_error(d));
+    } else {
+        td_yjs_doc_stats(d, &ys);
+        code = fold(st, doc, doc_len, m, m->last_seq, &folded, snap, snap_len,
+                    ys.structs ? ys.structs : 1, info, err);
+    }
+    if (snap)
+        td_yjs_buf_free(d, snap);
+    td_yjs_doc_free(d);
+    return code;
+}
+
 td_store_err td_store_compact(td_store *st, const char *doc, size_t doc_len,
                               int force, td_store_compact_info *info,
                               td_store_error *err)
@@ -158,6 +193,12 @@ td_store_err td_store_compact(td_store *st, const char *doc, size_t doc_len,
     if (code != TD_STORE_OK || m.last_seq == m.snap_seq ||
         (!force && !td_store_compact_due(st, &m)))
         goto out;
+    if (m.kind == TD_STORE_KIND_YJS) {
+        code = compact_yjs(st, rs, doc, doc_len, &m, info, err);
+        if (code == TD_STORE_OK && (!info || info->compacted))
+            atomic_fetch_add(&st->n_compactions, 1);
+        goto out;
+    }
     code = td_store_load_at(st, rs, doc, doc_len, st->have_crdt ? &st->crdt : NULL,
                             &m, &d, &folded, err);
     if (code != TD_STORE_OK)

@@ -21,7 +21,13 @@ static const char *const err_names[] = {
     [TD_STORE_ERR_EXISTS] = "already exists",
     [TD_STORE_ERR_CLOSED] = "closed",
     [TD_STORE_ERR_BUSY] = "busy",
+    [TD_STORE_ERR_KIND] = "document of another kind",
 };
+
+const char *td_store_kind_name(td_store_kind k)
+{
+    return k == TD_STORE_KIND_YJS ? "yjs" : k == TD_STORE_KIND_TANDEM ? "tandem" : "unknown";
+}
 
 const char *td_store_strerror(td_store_err err)
 {

@@ -43,6 +43,7 @@
 
 #include "store_codec.h"
 #include "tandem_store.h"
+#include "tandem_yjs.h"
 
 enum { TD_CF_DEFAULT, TD_CF_LOG, TD_CF_SNAP, TD_CF_META, TD_CF_OWNER, TD_CF_COUNT };
 
@@ -168,6 +169,7 @@ typedef struct td_store_req {
     size_t val_len;
     size_t vv_len;
     size_t nclaims;
+    td_store_kind kind;
     td_store_req_claim *claims; /* one allocation with their values; or NULL */
     uint8_t data[];
 } td_store_req;
@@ -293,6 +295,13 @@ td_store_err td_store_load_at(td_store *st, const rocksdb_snapshot_t *snap,
                               const td_store_meta *m, td_crdt_doc **out,
                               td_store_scan_totals *totals,
                               td_store_error *err);
+
+/* The same for a Yjs document (TD_STORE_KIND_YJS). */
+td_store_err td_store_load_yjs_at(td_store *st, const rocksdb_snapshot_t *snap,
+                                  const char *doc, size_t doc_len,
+                                  const td_yjs_options *opts, const td_store_meta *m,
+                                  td_yjs_doc **out, td_store_scan_totals *totals,
+                                  td_store_error *err);
 
 /* ---- store_compact.c ---------------------------------------------------- */
 

@@ -224,6 +224,7 @@ static void info_fill(td_store_doc_info *info, const char *doc, size_t doc_len,
     info->snap_ops = m->snap_ops;
     info->snap_bytes = m->snap_bytes;
     info->vv_len = m->vv_len;
+    info->kind = m->kind;
 }
 
 /* ---- snapshot values ---------------------------------------------------- */
@@ -509,6 +510,15 @@ static td_store_err crdt_err(td_store_error *err, td_crdt_err ce,
                            shown, what, td_crdt_strerror(ce), why ? why : "");
 }
 
+static td_store_err kind_err(td_store_error *err, const char *doc, size_t doc_len,
+                             td_store_kind is, td_store_kind want)
+{
+    char shown[TD_STORE_FMT_ID_CAP];
+    return td_store_seterr(err, TD_STORE_ERR_KIND, "document '%s' is a %s document, not %s",
+                           td_store_fmt_id(shown, sizeof shown, doc, doc_len),
+                           td_store_kind_name(is), td_store_kind_name(want));
+}
+
 typedef struct apply_ctx {
     td_crdt_doc *d;
     const char *doc;
@@ -545,6 +555,8 @@ td_store_err td_store_load_at(td_store *st, const rocksdb_snapshot_t *snap,
     td_crdt_err ce;
 
     *out = NULL;
+    if (m->kind != TD_STORE_KIND_TANDEM)
+        return kind_err(err, doc, doc_len, m->kind, TD_STORE_KIND_TANDEM);
     if (opts == NULL) {
         memset(&defaults, 0, sizeof defaults);
         opts = &defaults;
@@ -821,6 +833,109 @@ td_store_err td_store_list(td_store *st, td_store_list_cb cb, void *ud,
     }
     rocksdb_iter_destroy(it);
     rocksdb_readoptions_destroy(ro);
+    td_store_leave(st);
+    return code;
+}
+
+/* ---- loading a Yjs document ---------------------------------------------- */
+
+static td_store_err yjs_err(td_store_error *err, td_yjs_err ye, td_yjs_doc *d,
+                            const char *doc, size_t doc_len, const char *what)
+{
+    char shown[TD_STORE_FMT_ID_CAP];
+    td_store_fmt_id(shown, sizeof shown, doc, doc_len);
+    if (ye == TD_YJS_ERR_NOMEM)
+        return td_store_seterr(err, TD_STORE_ERR_NOMEM,
+                               "document '%s': out of memory loading %s", shown, what);
+    return td_store_seterr(err, TD_STORE_ERR_CORRUPT,
+                           "document '%s': %s was rejected by the Yjs model (%s: %s)",
+                           shown, what, td_yjs_strerror(ye), d ? td_yjs_doc_error(d) : "");
+}
+
+typedef struct yjs_ctx {
+    td_yjs_doc *d;
+    const char *doc;
+    size_t doc_len;
+} yjs_ctx;
+
+static td_store_err yjs_entry(void *ud, uint64_t seq, const uint8_t *ops, size_t len,
+                              uint64_t nops, td_store_error *err)
+{
+    yjs_ctx *c = ud;
+    td_yjs_err ye = td_yjs_apply_update(c->d, ops, len);
+    (void)nops;
+    if (ye != TD_YJS_OK) {
+        char what[64];
+        snprintf(what, sizeof what, "log entry %llu", (unsigned long long)seq);
+        return yjs_err(err, ye, c->d, c->doc, c->doc_len, what);
+    }
+    return TD_STORE_OK;
+}
+
+td_store_err td_store_load_yjs_at(td_store *st, const rocksdb_snapshot_t *snap,
+                                  const char *doc, size_t doc_len,
+                                  const td_yjs_options *opts, const td_store_meta *m,
+                                  td_yjs_doc **out, td_store_scan_totals *totals,
+                                  td_store_error *err)
+{
+    yjs_ctx c = {NULL, doc, doc_len};
+    td_store_err code;
+    td_yjs_err ye;
+
+    *out = NULL;
+    if (m->kind != TD_STORE_KIND_YJS)
+        return kind_err(err, doc, doc_len, m->kind, TD_STORE_KIND_YJS);
+    ye = td_yjs_doc_new(opts, &c.d);
+    if (ye != TD_YJS_OK)
+        return yjs_err(err, ye, NULL, doc, doc_len, "a new document");
+    if (m->snap_seq > 0) {
+        char *raw;
+        const uint8_t *bytes;
+        size_t len;
+        code = snap_get(st, snap, doc, doc_len, m, &raw, &bytes, &len, err);
+        if (code != TD_STORE_OK) {
+            td_yjs_doc_free(c.d);
+            return code;
+        }
+        ye = td_yjs_apply_update(c.d, bytes, len);
+        rocksdb_free(raw);
+        if (ye != TD_YJS_OK) {
+            code = yjs_err(err, ye, c.d, doc, doc_len, "the snapshot");
+            td_yjs_doc_free(c.d);
+            return code;
+        }
+    }
+    code = scan_log(st, snap, doc, doc_len, m, 0, yjs_entry, &c, totals, err);
+    if (code != TD_STORE_OK) {
+        td_yjs_doc_free(c.d);
+        return code;
+    }
+    *out = c.d;
+    return TD_STORE_OK;
+}
+
+td_store_err td_store_load_yjs(td_store *st, const char *doc, size_t doc_len,
+                               const td_yjs_options *opts, td_yjs_doc **out,
+                               td_store_doc_info *info, td_store_error *err)
+{
+    const rocksdb_snapshot_t *snap;
+    td_store_meta m;
+    char *raw = NULL;
+    td_store_err code;
+
+    *out = NULL;
+    code = td_store_enter_doc(st, doc, doc_len, 0, err);
+    if (code != TD_STORE_OK)
+        return code;
+    snap = rocksdb_create_snapshot(st->db);
+    code = td_store_meta_get_checked(st, snap, doc, doc_len, &m, &raw, err);
+    if (code == TD_STORE_OK) {
+        if (info)
+            info_fill(info, doc, doc_len, &m);
+        code = td_store_load_yjs_at(st, snap, doc, doc_len, opts, &m, out, NULL, err);
+    }
+    rocksdb_free(raw);
+    rocksdb_release_snapshot(st->db, snap);
     td_store_leave(st);
     return code;
 }

@@ -186,6 +186,16 @@ static void stage(td_store *st, rocksdb_writebatch_t *wb, td_store_req *r,
         ent->pend_next = *touched;
         *touched = ent;
     }
+    if (ent->pend.last_seq == 0 && ent->pend.snap_seq == 0) {
+        ent->pend.kind = r->kind; /* the first append names the kind */
+    } else if (ent->pend.kind != r->kind) {
+        char shown[TD_STORE_FMT_ID_CAP], msg[TD_STORE_FMT_ID_CAP + 80];
+        snprintf(msg, sizeof msg, "document '%s' is a %s document, not %s",
+                 td_store_fmt_id(shown, sizeof shown, TD_REQ_DOC(r), r->doc_len),
+                 td_store_kind_name(ent->pend.kind), td_store_kind_name(r->kind));
+        req_fail(r, TD_STORE_ERR_KIND, msg);
+        return;
+    }
     if (ent->pend.last_seq >= TD_STORE_SEQ_MAX) {
         req_fail(r, TD_STORE_ERR_ARG, "document sequence space exhausted");
         return;
@@ -558,6 +568,8 @@ td_store_err td_store_append(td_store *st, const td_store_batch *b,
                                "batch must be 1..%zu bytes", TD_STORE_MAX_BATCH);
     if (b->vv_len && b->vv == NULL)
         return td_store_seterr(err, TD_STORE_ERR_ARG, "vv_len without vv");
+    if ((unsigned)b->kind >= TD_STORE_KIND_COUNT)
+        return td_store_seterr(err, TD_STORE_ERR_ARG, "unknown document kind");
     if (st->o.read_only)
         return td_store_err_read_only(st, err);
     if (atomic_load(&st->broken))
@@ -574,6 +586,7 @@ td_store_err td_store_append(td_store *st, const td_store_batch *b,
     r->doc_len = b->doc_len;
     r->val_len = vlen;
     r->vv_len = b->vv_len;
+    r->kind = b->kind;
     memcpy(r->data, b->doc, b->doc_len);
     td_store_log_value_encode(r->data + b->doc_len, vlen, b->doc, b->doc_len,
                               b->ops, b->ops_len, b->nops);

@@ -62,8 +62,21 @@ typedef enum td_store_err {
     TD_STORE_ERR_CORRUPT,   /* a stored value failed validation */
     TD_STORE_ERR_EXISTS,    /* the target (checkpoint directory) already exists */
     TD_STORE_ERR_CLOSED,    /* the store is shutting down */
-    TD_STORE_ERR_BUSY       /* another compaction of the document won the race */
+    TD_STORE_ERR_BUSY,      /* another compaction of the document won the race */
+    TD_STORE_ERR_KIND       /* the document is of another kind (td_store_kind) */
 } td_store_err;
+
+/* What model a document's records are written in. Recorded in its
+ * metadata by its first append and never changed: an append or a load of
+ * the other kind fails with TD_STORE_ERR_KIND. Documents written before
+ * kinds existed are tandem documents. */
+typedef enum td_store_kind {
+    TD_STORE_KIND_TANDEM = 0, /* crdt/tandem_crdt.h batches and snapshots */
+    TD_STORE_KIND_YJS = 1     /* Yjs v1 updates; the snapshot is one whole-document update */
+} td_store_kind;
+#define TD_STORE_KIND_COUNT 2
+/* "tandem" or "yjs". */
+const char *td_store_kind_name(td_store_kind k);
 
 /* An error code and a message that names what was wrong (document, key,
  * path). Every function taking a td_store_error * accepts NULL. */
@@ -153,6 +166,9 @@ typedef struct td_store_batch {
      * NULL/0: none. */
     const td_store_claim *claims;
     size_t nclaims;
+    /* The document's kind: set by its first append, checked by the others
+     * (TD_STORE_ERR_KIND when it differs, nothing written). */
+    td_store_kind kind;
 } td_store_batch;
 
 typedef struct td_store_ack {
@@ -197,6 +213,7 @@ typedef struct td_store_doc_info {
     uint64_t snap_ops;     /* ops in the snapshot */
     uint64_t snap_bytes;   /* stored bytes of the snapshot */
     size_t vv_len;         /* length of the stored version vector */
+    td_store_kind kind;
     /* td_store_list: TD_STORE_OK, or the error that made this document's
      * metadata unreadable (msg says why); the listing goes on. */
     td_store_err status;
@@ -222,6 +239,18 @@ td_store_err td_store_doc_stat(td_store *st, const char *doc, size_t doc_len,
 td_store_err td_store_load(td_store *st, const char *doc, size_t doc_len,
                            const td_crdt_options *opts, td_crdt_doc **out,
                            td_store_doc_info *info, td_store_error *err);
+
+/* The same for a Yjs document (TD_STORE_KIND_YJS): the snapshot (one
+ * whole-document update) and then each log entry applied with
+ * td_yjs_apply_update, through one consistent view. opts as for
+ * td_yjs_doc_new (NULL: defaults). A tandem document is
+ * TD_STORE_ERR_KIND, as is a Yjs document given to td_store_load. */
+struct td_yjs_options;
+struct td_yjs_doc;
+td_store_err td_store_load_yjs(td_store *st, const char *doc, size_t doc_len,
+                               const struct td_yjs_options *opts,
+                               struct td_yjs_doc **out, td_store_doc_info *info,
+                               td_store_error *err);
 
 /* Calls fn for every owner record (agent, owner) of document doc, in agent
  * order, through one consistent view. fn returns 0 to go on, a positive

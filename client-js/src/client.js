@@ -27,7 +27,7 @@
 import { Emitter } from './emitter.js';
 import * as wire from './wire.js';
 import { Doc, randomAgent } from './doc.js';
-import { onNetworkChange, defaultStorage, networkUp } from './platform.js';
+import { onNetworkChange, defaultStorage, networkUp } from '#platform';
 import { CoreError } from './core.js';
 
 const AUTH_CODES = new Set([6, 7, 8]);

@@ -12,7 +12,7 @@
  * from the module after every call that can change the document and handed to
  * the owner through `onEvents`.
  */
-import { loadWasmBytes } from './platform.js';
+import { loadWasmBytes } from '#platform';
 
 export const KIND = { text: 1, list: 2, map: 3 };
 export const KIND_NAME = { 1: 'text', 2: 'list', 3: 'map' };
@@ -54,17 +54,40 @@ export class CoreError extends Error {
 
 let modulePromise = null;
 let moduleSource = null;
+let defaultSource = null;
 
-/* Compiles the module once per realm. `source`: a WebAssembly.Module,
- * bytes, a URL or a path (Node); undefined picks the default location. */
+/* The module used when the `wasm` option is not given: the browser entry
+ * (browser.js) registers the bytes inlined into the package, so that no
+ * bundler or dev server has to find and serve a .wasm file. `get` is called
+ * at most once per load. */
+export function setDefaultWasm(get) { defaultSource = get; }
+
+const isBytes = (s) => s instanceof ArrayBuffer || ArrayBuffer.isView(s);
+const isResponse = (s) => typeof Response === 'function' && s instanceof Response;
+
+/* Bytes or a compiled module from what the `wasm` option may be: a
+ * WebAssembly.Module, bytes (ArrayBuffer or any view), a Response (or a
+ * promise of one, e.g. fetch(url)), a URL or a string (in Node a path or a
+ * file:/http(s): URL, in browsers a URL relative to the page), or undefined
+ * for the default. */
+async function compileFrom(source) {
+  source = await source;
+  if (source === undefined && defaultSource) source = await defaultSource();
+  if (source instanceof WebAssembly.Module) return source;
+  if (isResponse(source)) {
+    if (!source.ok) throw new Error(`fetching ${source.url || 'tandem_crdt.wasm'}: HTTP ${source.status}`);
+    return WebAssembly.compile(await source.arrayBuffer());
+  }
+  if (isBytes(source)) return WebAssembly.compile(source);
+  return WebAssembly.compile(await loadWasmBytes(source));
+}
+
+/* Compiles the module once per realm. `source`: see compileFrom;
+ * undefined picks the default. */
 export function loadCore(source) {
   if (modulePromise && (source === undefined || source === moduleSource)) return modulePromise;
   moduleSource = source;
-  modulePromise = (async () => {
-    let mod = source instanceof WebAssembly.Module ? source : null;
-    if (!mod) mod = await WebAssembly.compile(await loadWasmBytes(source));
-    return new Core(mod);
-  })();
+  modulePromise = (async () => new Core(await compileFrom(source)))();
   modulePromise.catch(() => { modulePromise = null; });
   return modulePromise;
 }

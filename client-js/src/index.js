@@ -7,11 +7,14 @@
  *   const doc = await client.open('notes');
  *   doc.text('body').insert(0, 'hello');
  *
- * See README.md for the whole API; index.d.ts types it.
+ * See README.md for the whole API; index.d.ts types it. This is the entry of
+ * Node (package.json "exports", condition `node`); browsers and bundlers get
+ * browser.js, which is this plus the core's bytes.
  */
 import { loadCore } from './core.js';
 import { Client } from './client.js';
-import { getWebSocket } from './platform.js';
+import { Doc, randomAgent } from './doc.js';
+import { getWebSocket } from '#platform';
 
 export { Client } from './client.js';
 export { Doc } from './doc.js';
@@ -24,7 +27,9 @@ export { CoreError } from './core.js';
 /* Loads the core (once per realm) and starts connecting. Options:
  *   token     string, or async () => string (called on every connect and
  *             when the server says the token expired)
- *   wasm      where tandem_crdt.wasm is: URL, path (Node), bytes or Module
+ *   wasm      the core, when not the package's own: a URL or string (a
+ *             path in Node), bytes, a Response (or its promise) or a
+ *             WebAssembly.Module
  *   WebSocket a WebSocket class (default: the global one, or `ws` in Node)
  *   storage   persistence for documents (default: IndexedDB in browsers,
  *             none in Node); null disables it
@@ -39,8 +44,6 @@ export async function connect(url, opts = {}) {
 /* The core alone, for tools and tests: a replica with no connection. */
 export async function createReplica(opts = {}) {
   const core = await loadCore(opts.wasm);
-  const { Doc } = await import('./doc.js');
-  const { randomAgent } = await import('./doc.js');
   const stub = {
     limits: null, session: 0,
     _sendPending() {}, _sendPresence() { return false; }, _closeDoc() {},

@@ -1,19 +1,26 @@
 /*
- * platform-browser.js -- the browser side of platform.js (chosen through
- * package.json's "browser" field): the wasm module is fetched from next to
- * the bundle (or from the `wasm` option), the WebSocket is the page's, the
+ * platform-browser.js -- the browser side of platform.js (the `#platform`
+ * import under any condition but `node`): the WebSocket is the page's, the
  * page's online/offline events short-cut the reconnect backoff, and
- * documents persist in IndexedDB.
+ * documents persist in IndexedDB. The wasm module comes from the `wasm`
+ * option or, by default, from the bytes the package's browser entry
+ * (browser.js) inlines; there is no URL guessing here (a `new URL(...,
+ * import.meta.url)` breaks under bundlers' dev servers and makes webpack
+ * look for the file at build time).
  */
 import { IdbStorage } from './storage-idb.js';
 
 export const isBrowser = true;
 
+/* `source`: a URL or URL string (relative to the page), fetched. */
 export async function loadWasmBytes(source) {
-  if (source instanceof Uint8Array || source instanceof ArrayBuffer) return source;
-  const url = source ?? new URL('./tandem_crdt.wasm', import.meta.url);
-  const r = await fetch(url);
-  if (!r.ok) throw new Error(`fetching ${url}: HTTP ${r.status}`);
+  if (source === undefined || source === null) {
+    throw new Error('tandem-client: no WebAssembly core: import the package as ' +
+      "'tandem-client' (its browser entry holds the module) or pass the `wasm` option " +
+      '(URL, bytes, Response or WebAssembly.Module)');
+  }
+  const r = await fetch(source);
+  if (!r.ok) throw new Error(`fetching ${source}: HTTP ${r.status}`);
   return new Uint8Array(await r.arrayBuffer());
 }
 

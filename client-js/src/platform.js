@@ -1,6 +1,9 @@
 /*
  * platform.js -- what differs between Node and the browser, Node side.
- * package.json's "browser" field swaps in platform-browser.js for bundlers.
+ * The package's subpath import `#platform` (package.json "imports") picks
+ * this file under the `node` condition and platform-browser.js otherwise, so
+ * that Node, Vite, esbuild and webpack each get the right one with no
+ * configuration (the legacy "browser" field says the same for old bundlers).
  *
  * Node: the WebSocket is the `ws` package (Node 20 has no global one), the
  * wasm module is read from a file, and documents persist in memory only
@@ -12,12 +15,13 @@ import { fileURLToPath } from 'node:url';
 
 export const isBrowser = false;
 
-/* Where the build leaves the module, in order: $TD_WASM, next to the
- * package (a packed release), the repository's build/ directory. */
+/* Where the module is, in order: next to the package (an installed
+ * tarball: tandem_crdt.wasm beside package.json, the module this JS was
+ * packed with), $TD_WASM, this repository's build/ directory. */
 function defaultWasmPath() {
   const candidates = [
-    process.env.TD_WASM,
     fileURLToPath(new URL('../tandem_crdt.wasm', import.meta.url)),
+    process.env.TD_WASM,
     fileURLToPath(new URL('../../build/wasm/tandem_crdt.wasm', import.meta.url)),
   ].filter(Boolean);
   const found = candidates.find((p) => existsSync(p));
@@ -28,8 +32,10 @@ function defaultWasmPath() {
   return found;
 }
 
+/* `source`: undefined (the default file), a path, or a URL or URL string
+ * (file: is read, http: and https: fetched). */
 export async function loadWasmBytes(source) {
-  if (source instanceof Uint8Array || source instanceof ArrayBuffer) return source;
+  if (typeof source === 'string' && /^(https?|file|data):/i.test(source)) source = new URL(source);
   if (source instanceof URL && source.protocol !== 'file:') {
     const r = await fetch(source);
     if (!r.ok) throw new Error(`fetching ${source}: HTTP ${r.status}`);

@@ -1,0 +1,69 @@
+/*
+ * srv_yaware.h -- private: Yjs awareness on top of tandem presence, for
+ * both Yjs front-ends (y-websocket and Hocuspocus).
+ *
+ * A subscription's presence entry is the awareness of its connection: the
+ * Yjs client ids that connection introduced, each with its clock and JSON
+ * state, encoded as one awareness update. Presence does the rest as for any
+ * protocol: coalescing per interval, TTL expiry, removal when the
+ * connection closes, every current entry for a newcomer.
+ *
+ * What this adds is the awareness rules a Yjs peer cannot enforce itself:
+ *  - a connection owns the client ids it introduced; an entry naming a
+ *    client id that another member of the room holds is dropped, so nobody
+ *    can change or remove (state null) another connection's state;
+ *  - when a member leaves (closed, unsubscribed, expired) each other
+ *    member is sent a removal -- [client id, last clock, null] -- for every
+ *    client id it was told of by that member, so no ghost cursor stays.
+ * For that, each subscription remembers which client ids (and clocks) each
+ * peer has shown it.
+ */
+#ifndef SRV_YAWARE_H
+#define SRV_YAWARE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "srv_presence.h"
+#include "srv_yproto.h"
+
+/* Client ids one connection may introduce per document. */
+#define TD_SRV_YAW_OWN_MAX 8
+
+typedef struct td_srv_yaw_own {
+    uint32_t client, clock;
+    char *json; /* malloc'ed */
+    size_t json_len;
+} td_srv_yaw_own;
+
+typedef struct td_srv_yaw_seen {
+    uint64_t peer;          /* the member's connection (td_srv_peer.id) */
+    uint32_t client, clock;
+} td_srv_yaw_seen;
+
+typedef struct td_srv_yaware {
+    td_srv_yaw_own own[TD_SRV_YAW_OWN_MAX];
+    size_t nown;
+    td_srv_yaw_seen *seen; /* what peers showed this subscription */
+    size_t nseen, seen_cap;
+} td_srv_yaware;
+
+void td_srv_yaware_free(td_srv_yaware *a);
+
+/* Takes a checked awareness update (td_srv_yaw_check) from the connection:
+ * keeps the entries it may make (its own client ids, newer clocks) and
+ * writes into *state the connection's whole awareness, the presence entry
+ * (w is initialised here; empty when nothing changed). Returns 0, or -1 when
+ * out of memory. */
+int td_srv_yaware_take(td_srv_yaware *a, const uint8_t *upd, size_t len, td_srv_wbuf *state);
+
+/* Encodes the entries of a presence broadcast as awareness entries into
+ * `entries` (count in *n) and remembers who showed what. Returns 0, or -1
+ * when out of memory. */
+int td_srv_yaware_peers(td_srv_yaware *a, const td_srv_peers *ps, td_srv_wbuf *entries,
+                        uint64_t *n);
+/* The removals owed when member `peer` leaves (entries, count in *n). */
+void td_srv_yaware_leave(td_srv_yaware *a, uint64_t peer, td_srv_wbuf *entries,
+                         uint64_t *n);
+
+#endif /* SRV_YAWARE_H */
