@@ -187,6 +187,13 @@ static uint64_t missing(yj_doc *d, const yj_item *r)
     return missing_in(r, store_state, d);
 }
 
+static int same_sub(const yj_item *a, const yj_item *b)
+{
+    if (!a->sub || !b->sub)
+        return !a->sub && !b->sub;
+    return a->sub_len == b->sub_len && memcmp(a->sub, b->sub, a->sub_len) == 0;
+}
+
 static char *dup_sub(yj_doc *d, const yj_item *from, uint32_t *len)
 {
     *len = 0;
@@ -288,6 +295,20 @@ static int integrate(yj_doc *d, yj_client *c, yj_item *r, uint64_t offset)
             r->left = left;
             r->origin = (yj_id){left->id.client, left->id.clock + left->len - 1};
             r->flags |= YJ_F_ORIGIN;
+            /* Its own earlier clocks are its left now. In a valid update they
+             * have the parent and key the rest was resolved to; a malformed
+             * one can disagree, and an item linked into a chain of another
+             * parent or key would leave that chain's owner pointing at it
+             * after it is merged or collected. The item follows its left. */
+            if (left->kind == YJ_GC) {
+                r->parent = NULL;
+            } else if (left->parent != r->parent || !same_sub(left, r)) {
+                r->parent = left->parent;
+                yj_free(d, r->sub);
+                r->sub = dup_sub(d, left, &r->sub_len);
+                if (left->sub && !r->sub)
+                    return 0;
+            }
         }
         r->id.clock += offset;
         r->len -= offset;

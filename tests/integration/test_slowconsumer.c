@@ -6,7 +6,8 @@
  * The bulk of the traffic is presence: 4 writers each replace their
  * 256 KiB presence state every 50 ms (--max-presence 262144), which the
  * server coalesces to one broadcast per writer per 100 ms -- about 10 MiB/s
- * to every subscriber, none of it stored, so the server's own memory does
+ * to every subscriber (4 MiB/s under the sanitizers, see tick_us), none of
+ * it stored, so the server's own memory does
  * not grow with the traffic (RocksDB memtables would, with document writes).
  * One writer also sends small text batches. Without the cap, the server
  * would have to hold everything the stalled reader has not taken -- far more
@@ -85,8 +86,13 @@ int main(int argc, char **argv)
     td_crdt_obj t;
     CHECK(td_crdt_root(td_cli_doc_crdt(w[0]), TD_CRDT_TEXT, "log", 3, &t) == TD_CRDT_OK);
 
+    /* Under the sanitizers this process (writers and the reading client in
+     * one loop) cannot keep up with 10 MiB/s, and the reading client would
+     * become a slow consumer too: a 250 ms tick makes it 4 MiB/s,
+     * still enough to fill the stalled reader's 4 MiB queue in seconds. */
+    uint64_t tick_us = it_sanitized() ? 250000 : 50000;
     uint64_t t0 = td_cli_now_us(), t_closed = 0;
-    uint64_t run_us = it_sanitized() ? 6000000 : 8000000;
+    uint64_t run_us = it_sanitized() ? 12000000 : 8000000;
     uint64_t sent_bytes = 0, tick = 0;
     long rss_max = rss0;
     double closes = 0;
@@ -103,7 +109,7 @@ int main(int argc, char **argv)
         CHECK(td_crdt_text_insert(td_cli_doc_crdt(w[0]), t, 0, "0123456789", 10) == TD_CRDT_OK);
         CHECK(td_cli_commit(w[0], NULL) == 0);
         tick++;
-        uint64_t next = t0 + tick * 50000;
+        uint64_t next = t0 + tick * tick_us;
         for (uint64_t now = td_cli_now_us(); now < next; now = td_cli_now_us())
             td_cli_service(ctx, (int)((next - now) / 1000));
         long rss = td_cli_proc_rss_kb(s->pid);

@@ -1508,6 +1508,39 @@ static void t_bad_refs(void)
     w_free(&b);
 }
 
+/* A struct that overlaps what is integrated continues after its own earlier
+ * clocks (Item.integrate with an offset). Here its origin says "after the
+ * map value m.k" but its first clock is a text item inside arr[0]: linked
+ * into the text while the map kept pointing at it, it was freed when arr[0]
+ * was deleted and collected (its GC merged into the one before), and the map
+ * read freed memory. The item must follow its left (the text). */
+static void t_overlap_other_parent(void)
+{
+    /* Yjs: arr = [Y.Text], m.k = "x" by client 1; client 2 types "a" */
+    static const char *BASE = "02010200040001000161020100070103617272022801016d016b0177017800";
+    static const char *DEL = "00020201000101010001"; /* then arr.delete(0) */
+    uint8_t base[64], del[16];
+    size_t bn = unhex(BASE, base), dn = unhex(DEL, del);
+    xdoc x;
+    xnew(&x, NULL);
+    CHECK(td_yjs_apply_update(x.d, base, bn) == TD_YJS_OK);
+    wbuf b = {0};
+    w_var(&b, 1);
+    w_hdr(&b, 1, 2, 0);
+    w_str_after(&b, 1, 1, "ab"); /* clock 0 is known: only "b" is new */
+    w_var(&b, 0);
+    apply_case("overlap resolved under another parent", &x, b.p, b.n, A_OK | A_DECODE | A_INVALID,
+               64 * KB, 50);
+    apply_case("its left's parent deleted and collected", &x, del, dn, A_OK, 64 * KB, 50);
+    char *j = NULL;
+    size_t jn = 0;
+    CHECK(td_yjs_to_json(x.d, 0, &j, &jn) == TD_YJS_OK);
+    CHECK_MSG(j && strcmp(j, "{\"m\":{\"k\":\"x\"}}") == 0, "to_json: %.*s", (int)jn, j ? j : "");
+    td_yjs_buf_free(x.d, j);
+    xfree(&x);
+    w_free(&b);
+}
+
 static void t_many_clients(void)
 {
     wbuf b = {0};
@@ -1549,5 +1582,6 @@ int main(void)
     td_check_run("huge clock ranges", t_huge_ranges);
     td_check_run("bad refs and tags", t_bad_refs);
     td_check_run("many clients", t_many_clients);
+    td_check_run("overlap under another parent", t_overlap_other_parent);
     return td_check_status("test_yjs_hostile");
 }
