@@ -36,12 +36,12 @@ static int cmp_client_desc(const void *a, const void *b)
  * written twice keeps its last clock, as a JS Map would. */
 static td_yjs_err sv_decode(yj_doc *d, const uint8_t *p, size_t n, sv_entry **out, size_t *count)
 {
-    yj_rd r = {p, p + n, NULL};
     uint64_t k;
     *out = NULL;
     *count = 0;
-    if (!n)
+    if (!n) /* before p + n: p may be NULL then */
         return TD_YJS_OK;
+    yj_rd r = {p, p + n, NULL};
     if (!yj_rd_uint(&r, &k))
         return yj_fail(d, TD_YJS_ERR_DECODE, "state vector: %s", r.err);
     if (k > n / 2)

@@ -418,7 +418,7 @@ void yj_update_scratch_trim(yj_doc *d, size_t keep)
 td_yjs_err yj_update_decode(yj_doc *d, const uint8_t *p, size_t n, yj_update *u,
                             const char **errmsg)
 {
-    dec x = {d, {p, p + n, NULL}, TD_YJS_OK, NULL};
+    dec x = {d, {p, n ? p + n : p, NULL}, TD_YJS_OK, NULL}; /* NULL + 0 is undefined */
     uint64_t nclients, *seen;
     memset(u, 0, sizeof *u);
     u->refs = d->dec_refs;
