@@ -1128,6 +1128,12 @@ typedef struct encoder {
     int oom;
 } encoder;
 
+static void eop_init(eop *o)
+{
+    memset(o, 0, sizeof *o);
+    o->left.agent = o->right.agent = o->target.agent = TD_NONE;
+}
+
 static eop *enc_push(encoder *en)
 {
     if (!td_crdt_grow(en->d, (void **)&en->ops, &en->cap, en->n + 1, sizeof *en->ops)) {
@@ -1135,8 +1141,7 @@ static eop *enc_push(encoder *en)
         return NULL;
     }
     eop *o = &en->ops[en->n++];
-    memset(o, 0, sizeof *o);
-    o->left.agent = o->right.agent = o->target.agent = TD_NONE;
+    eop_init(o);
     return o;
 }
 
@@ -1151,17 +1156,12 @@ static void enc_nop(encoder *en, uint32_t agent, uint32_t seq, uint32_t len)
     }
 }
 
-/* Items of run r (agent a) clipped to [from, to). */
-static void enc_run(encoder *en, const td_obj *ob, uint32_t h, const td_run *r,
-                    uint32_t from, uint32_t to)
+/* The INS op of the items [s, e) of run r (object ob, handle h), which
+ * hold them: shared by enc_run and the commit fast path, so both send the
+ * same op. */
+static void run_eop(eop *o, const td_obj *ob, uint32_t h, const td_run *r, uint32_t s,
+                    uint32_t e)
 {
-    uint32_t s = r->id.seq > from ? r->id.seq : from;
-    uint32_t e = r->id.seq + r->len < to ? r->id.seq + r->len : to;
-    if (s >= e)
-        return;
-    eop *o = enc_push(en);
-    if (!o)
-        return;
     uint32_t k = s - r->id.seq;
     o->type = OP_INS;
     o->agent = r->id.agent;
@@ -1178,10 +1178,53 @@ static void enc_run(encoder *en, const td_obj *ob, uint32_t h, const td_run *r,
         o->vals = ob->u.seq.vals + r->content + k;
 }
 
+/* Items of run r (agent a) clipped to [from, to). */
+static void enc_run(encoder *en, const td_obj *ob, uint32_t h, const td_run *r,
+                    uint32_t from, uint32_t to)
+{
+    uint32_t s = r->id.seq > from ? r->id.seq : from;
+    uint32_t e = r->id.seq + r->len < to ? r->id.seq + r->len : to;
+    if (s >= e)
+        return;
+    eop *o = enc_push(en);
+    if (o)
+        run_eop(o, ob, h, r, s, e);
+}
+
+/* The DEL op of the ops [s, e) of delete record r of agent a, which holds
+ * them (shared like run_eop). */
+static void del_eop(eop *o, uint32_t a, const td_delrec *r, uint32_t s, uint32_t e)
+{
+    o->type = OP_DEL;
+    o->agent = a;
+    o->seq = s;
+    o->len = e - s;
+    o->obj = r->obj;
+    o->desc = r->desc;
+    o->target = r->target;
+    o->target.seq = r->desc ? r->target.seq - (s - r->seq) : r->target.seq + (s - r->seq);
+}
+
 typedef struct run_walk {
     encoder *en;
     uint32_t agent, from, to;
 } run_walk;
+
+/* The run of leaf l (of object ob) that starts at (agent, seq), or NULL: an
+ * id index entry names the leaf, not the slot. */
+static const td_run *leaf_run(const td_leaf *l, const td_obj *ob, uint32_t agent, uint32_t seq)
+{
+    /* a commit after typing: the run is usually where the local-edit cursor
+     * is, so the search of the leaf starts there (and wraps around) */
+    const td_seq *q = &ob->u.seq;
+    uint32_t start = q->cur.valid && q->cur.leaf == l && q->cur.ri < l->n ? q->cur.ri : 0;
+    for (uint32_t k = 0; k < l->n; k++) {
+        uint32_t i = start + k < l->n ? start + k : start + k - l->n;
+        if (l->r[i].id.agent == agent && l->r[i].id.seq == seq)
+            return &l->r[i];
+    }
+    return NULL;
+}
 
 static int walk_run_entry(void *ud, td_idx_ent *ent)
 {
@@ -1190,17 +1233,9 @@ static int walk_run_entry(void *ud, td_idx_ent *ent)
         return 1;
     td_leaf *l = ent->leaf;
     td_obj *ob = w->en->d->objs[l->obj - 1];
-    /* a commit after typing: the run is usually where the local-edit cursor
-     * is, so the search of the leaf starts there (and wraps around) */
-    const td_seq *q = &ob->u.seq;
-    uint32_t start = q->cur.valid && q->cur.leaf == l && q->cur.ri < l->n ? q->cur.ri : 0;
-    for (uint32_t k = 0; k < l->n; k++) {
-        uint32_t i = start + k < l->n ? start + k : start + k - l->n;
-        if (l->r[i].id.agent == w->agent && l->r[i].id.seq == ent->seq) {
-            enc_run(w->en, ob, l->obj, &l->r[i], w->from, w->to);
-            break;
-        }
-    }
+    const td_run *r = leaf_run(l, ob, w->agent, ent->seq);
+    if (r)
+        enc_run(w->en, ob, l->obj, r, w->from, w->to);
     return 0;
 }
 
@@ -1255,14 +1290,7 @@ static void enc_agent(encoder *en, uint32_t a, uint32_t from, uint32_t to)
         eop *o = enc_push(en);
         if (!o)
             return;
-        o->type = OP_DEL;
-        o->agent = a;
-        o->seq = s;
-        o->len = e - s;
-        o->obj = r->obj;
-        o->desc = r->desc;
-        o->target = r->target;
-        o->target.seq = r->desc ? r->target.seq - (s - r->seq) : r->target.seq + (s - r->seq);
+        del_eop(o, a, r, s, e);
     }
     /* map writes that still win, and object creations that lost */
     for (uint32_t h = 1; h <= d->nobjs; h++) {
@@ -1342,11 +1370,21 @@ static void enc_id(td_buf *b, const encoder *en, td_id id)
     td_wb_varint(b, id.seq);
 }
 
+static uint8_t *put_id(uint8_t *q, const encoder *en, td_id id)
+{
+    q = td_put_varint(q, en->agent_map[id.agent] - 1);
+    return td_put_varint(q, id.seq);
+}
+
 static void enc_note_agent(encoder *en, td_id id)
 {
     if (id.agent != TD_NONE)
         en->agent_map[id.agent] = 1;
 }
+
+/* The most bytes of an op before its content: head, 9 varints (agent,
+ * seq, len, object, two origins) or fewer. */
+#define OP_FIXED_MAX (1 + 9 * TD_CRDT_VARINT_MAX)
 
 static void enc_write_op(td_buf *b, encoder *en, const eop *o, const eop *prev)
 {
@@ -1364,21 +1402,31 @@ static void enc_write_op(td_buf *b, encoder *en, const eop *o, const eop *prev)
     }
     if (o->type == OP_DEL && o->desc)
         head |= F_DELETED;
-    td_wb_u8(b, head);
+    /* the fixed fields through a local cursor in reserved room (a commit
+     * per keystroke is mostly these) */
+    if (!td_crdt_wb_reserve(b, OP_FIXED_MAX))
+        return;
+    uint8_t *q = b->p + b->len;
+    *q++ = head;
     if (!cont) {
-        td_wb_varint(b, en->agent_map[o->agent] - 1);
-        td_wb_varint(b, o->seq);
+        q = td_put_varint(q, en->agent_map[o->agent] - 1);
+        q = td_put_varint(q, o->seq);
     }
     if (o->type != OP_SET)
-        td_wb_varint(b, o->len);
+        q = td_put_varint(q, o->len);
     if (o->type != OP_NOP)
-        td_wb_varint(b, en->obj_map[o->obj - 1] - 1);
+        q = td_put_varint(q, en->obj_map[o->obj - 1] - 1);
+    if (o->type == OP_INS) {
+        if (o->left.agent != TD_NONE && !leftprev)
+            q = put_id(q, en, o->left);
+        if (o->right.agent != TD_NONE)
+            q = put_id(q, en, o->right);
+    } else if (o->type == OP_DEL) {
+        q = put_id(q, en, o->target);
+    }
+    b->len = (size_t)(q - b->p);
     switch (o->type) {
     case OP_INS:
-        if (o->left.agent != TD_NONE && !leftprev)
-            enc_id(b, en, o->left);
-        if (o->right.agent != TD_NONE)
-            enc_id(b, en, o->right);
         if (o->text && !o->deleted) {
             /* the byte length first, then the bytes straight into b: no
              * scratch buffer per inserted run */
@@ -1391,9 +1439,6 @@ static void enc_write_op(td_buf *b, encoder *en, const eop *o, const eop *prev)
             for (uint32_t i = 0; i < o->len; i++)
                 td_crdt_val_encode(b, &o->vals[i]);
         }
-        break;
-    case OP_DEL:
-        enc_id(b, en, o->target);
         break;
     case OP_SET:
         td_wb_varint(b, o->klen);
@@ -1547,10 +1592,132 @@ static void enc_release(encoder *en)
     }
 }
 
-td_crdt_err td_crdt_commit(td_crdt_doc *d, uint8_t **out, size_t *len)
+/* ---- the commit fast path -------------------------------------------------
+ *
+ * An editor commits after every keystroke, so the usual commit holds one
+ * op: a character typed (part of one run of ours) or one backspace (part of
+ * our last delete record). For that case the general path -- an index walk,
+ * a scan of every object for map writes, a sort, maps cleared for every
+ * agent and object -- costs several times the edit. The fast path proves
+ * the commit is one op and writes it directly.
+ *
+ * Why it sends the same bytes: op ids are unique, so a run or delete record
+ * that holds every seq of [from, to) is the only thing enc_agent can find
+ * there (no other item, delete or map write has those seqs, and there is no
+ * gap to fill with NOPs); run_eop / del_eop build the op as enc_agent does;
+ * commit_one writes the agent and object tables enc_encode would write for
+ * that op, and then the op with enc_write_op. tests/crdt/test_crdt_commit.c
+ * compares both paths over random edits. */
+
+/* The one op holding our seqs [from, to) (from < to), or 0 if there is not
+ * one. */
+static int commit_op(td_crdt_doc *d, uint32_t from, uint32_t to, eop *o)
 {
-    if (!out || !len)
-        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "commit needs out and len");
+    td_agent *ag = &d->agents[d->self];
+    eop_init(o);
+    /* a backspace extends our last delete record; any record of ours that
+     * holds the range is the last one, deletes being recorded in seq order */
+    if (ag->ndels) {
+        const td_delrec *r = &ag->dels[ag->ndels - 1];
+        if (r->seq <= from && to - r->seq <= r->len) {
+            del_eop(o, d->self, r, from, to);
+            return 1;
+        }
+    }
+    td_idx_ent *ent = td_crdt_idx_floor(&ag->idx, from);
+    if (!ent)
+        return 0;
+    const td_obj *ob = d->objs[ent->leaf->obj - 1];
+    const td_run *r = leaf_run(ent->leaf, ob, d->self, ent->seq);
+    /* the floor entry's run starts at or before from; it must reach to */
+    if (!r || to - r->id.seq > r->len)
+        return 0;
+    run_eop(o, ob, ent->leaf->obj, r, from, to);
+    return 1;
+}
+
+/* Writes the batch of the single op o as enc_encode writes it: agents named
+ * by the op (and by its object's id) in id order, its object, the op. The
+ * encoder's maps are the document's commit maps; only their entries for
+ * these agents and this object are set, and only those are read. */
+static td_crdt_err commit_one(td_crdt_doc *d, const eop *o, uint8_t **out, size_t *len)
+{
+    const td_obj *ob = d->objs[o->obj - 1];
+    if ((d->enc.capagent <= d->nagents &&
+         !td_crdt_grow(d, (void **)&d->enc.agent_map, &d->enc.capagent, d->nagents + 1,
+                       sizeof *d->enc.agent_map)) ||
+        (d->enc.capobj <= d->nobjs &&
+         !td_crdt_grow(d, (void **)&d->enc.obj_map, &d->enc.capobj, d->nobjs + 1,
+                       sizeof *d->enc.obj_map)))
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    /* enc_write_op and enc_id read only the encoder's maps */
+    encoder en = {.d = d, .agent_map = d->enc.agent_map, .obj_map = d->enc.obj_map};
+    /* the agents, distinct, sorted by id: at most five */
+    uint32_t ag[5], na = 0;
+    uint32_t cand[5] = {o->agent, o->left.agent, o->right.agent, o->target.agent,
+                        ob->is_root ? TD_NONE : ob->id.agent};
+    for (uint32_t i = 0; i < 5; i++) {
+        uint32_t a = cand[i], j = 0;
+        if (a == TD_NONE)
+            continue;
+        while (j < na && ag[j] != a)
+            j++;
+        if (j < na)
+            continue;
+        uint64_t id = d->agents[a].id;
+        for (j = na; j > 0 && d->agents[ag[j - 1]].id > id; j--)
+            ag[j] = ag[j - 1];
+        ag[j] = a;
+        na++;
+    }
+    for (uint32_t i = 0; i < na; i++)
+        en.agent_map[ag[i]] = i + 1;
+    en.obj_map[o->obj - 1] = 1;
+    /* room for everything but the content, which is at most 4 bytes a code
+     * point (list values grow the buffer as they are written) */
+    size_t cap = 3 + 1 + 8 * (size_t)na + 1 + 1 + 2 * TD_CRDT_VARINT_MAX +
+                 (ob->is_root ? ob->name_len : 0) + 1 + 1 + 10 * TD_CRDT_VARINT_MAX +
+                 (o->text && !o->deleted ? 4 * (size_t)o->len : 0);
+    td_buf b;
+    td_crdt_wb_init(&b, d);
+    b.p = td_crdt_mem(d, NULL, cap);
+    if (!b.p)
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    b.cap = cap;
+    /* the header fits in cap: written through a local cursor */
+    uint8_t *q = b.p;
+    memcpy(q, "TB\x01", 3);
+    q = td_put_varint(q + 3, na);
+    for (uint32_t i = 0; i < na; i++) {
+        uint64_t id = d->agents[ag[i]].id;
+        for (int k = 0; k < 8; k++)
+            *q++ = (uint8_t)(id >> (8 * k));
+    }
+    q = td_put_varint(q, 1);
+    if (ob->is_root) {
+        *q++ = (uint8_t)(ob->kind - 1);
+        q = td_put_varint(q, ob->name_len);
+        memcpy(q, ob->name, ob->name_len);
+        q += ob->name_len;
+    } else {
+        *q++ = OBJ_NESTED;
+        q = put_id(q, &en, ob->id);
+    }
+    q = td_put_varint(q, 1);
+    b.len = (size_t)(q - b.p);
+    enc_write_op(&b, &en, o, NULL);
+    if (b.oom) {
+        td_crdt_wb_free(&b);
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    }
+    *out = b.p;
+    *len = b.len;
+    return TD_CRDT_OK;
+}
+
+/* The general path: everything we did since the last commit, by enc_agent. */
+static td_crdt_err commit_general(td_crdt_doc *d, uint8_t **out, size_t *len)
+{
     encoder en;
     td_crdt_err e = enc_init_reuse(&en, d);
     uint32_t to = d->agents[d->self].vv;
@@ -1562,6 +1729,28 @@ td_crdt_err td_crdt_commit(td_crdt_doc *d, uint8_t **out, size_t *len)
     if (!e)
         d->committed = to;
     return e;
+}
+
+td_crdt_err td_crdt_commit_general(td_crdt_doc *d, uint8_t **out, size_t *len)
+{
+    if (!out || !len)
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "commit needs out and len");
+    return commit_general(d, out, len);
+}
+
+td_crdt_err td_crdt_commit(td_crdt_doc *d, uint8_t **out, size_t *len)
+{
+    if (!out || !len)
+        return td_crdt_fail(d, TD_CRDT_ERR_ARG, "commit needs out and len");
+    uint32_t from = d->committed, to = d->agents[d->self].vv;
+    eop o;
+    if (from < to && commit_op(d, from, to, &o)) {
+        td_crdt_err e = commit_one(d, &o, out, len);
+        if (!e)
+            d->committed = to;
+        return e;
+    }
+    return commit_general(d, out, len);
 }
 
 /* ---- version vectors ------------------------------------------------------- */

@@ -37,6 +37,11 @@ static int buf_reserve(td_buf *b, size_t n)
     return 1;
 }
 
+int td_crdt_wb_reserve(td_buf *b, size_t n)
+{
+    return buf_reserve(b, n);
+}
+
 void td_crdt_wb_bytes(td_buf *b, const void *p, size_t n)
 {
     if (n && buf_reserve(b, n)) {

@@ -180,6 +180,10 @@ typedef struct td_idx {
     td_idx_chunk **chunks;
     uint32_t *first; /* first key of each chunk */
     uint32_t n, cap;
+    /* Where the last re-key left its entry: backspacing re-keys one run's
+     * entry again and again (seq, seq-1, ...). Only a hint: used when it is
+     * in bounds and its key is the one looked for (keys are unique). */
+    uint32_t hint_ci, hint_ei;
 } td_idx;
 
 /* A delete op run: ops (agent, seq .. seq+len-1) delete the items
@@ -394,10 +398,24 @@ typedef struct td_buf {
     int oom;
 } td_buf;
 void td_crdt_wb_init(td_buf *b, td_crdt_doc *d);
+/* Room for n more bytes (grows the buffer); 0 after an allocation failure
+ * (oom is set). */
+int td_crdt_wb_reserve(td_buf *b, size_t n);
 void td_crdt_wb_bytes(td_buf *b, const void *p, size_t n);
 void td_crdt_wb_u8(td_buf *b, uint8_t v);
 void td_crdt_wb_varint(td_buf *b, uint64_t v);
 void td_crdt_wb_u64le(td_buf *b, uint64_t v);
+/* Raw writing for encoders that reserved room first (td_crdt_wb_reserve):
+ * a cursor in a local variable costs no reload of b->len per byte. */
+static inline uint8_t *td_put_varint(uint8_t *q, uint64_t v)
+{
+    while (v >= 0x80) {
+        *q++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *q++ = (uint8_t)v;
+    return q;
+}
 /* Inline fast paths of td_crdt_wb_u8 / td_crdt_wb_varint for encoders that
  * write many small fields (a commit per keystroke): with room in the buffer
  * they cost no call; otherwise the functions above grow it (or note OOM). */
@@ -414,11 +432,10 @@ static inline void td_wb_varint(td_buf *b, uint64_t v)
         td_crdt_wb_varint(b, v);
         return;
     }
-    while (v >= 0x80) {
-        b->p[b->len++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    b->p[b->len++] = (uint8_t)v;
+    /* through a local pointer: a byte store may alias b->len, which would
+     * otherwise be reloaded and stored again for every byte */
+    uint8_t *p = b->p + b->len;
+    b->len += (size_t)(td_put_varint(p, v) - p);
 }
 void td_crdt_wb_free(td_buf *b);
 
@@ -445,6 +462,9 @@ void td_crdt_val_encode(td_buf *b, const td_val *v);
 td_crdt_err td_crdt_val_decode(td_crdt_doc *d, td_rd *r, td_val *out);
 
 /* ---- batch.c / snapshot.c ---------------------------------------------- */
+/* td_crdt_commit without its fast path for one-op commits: the reference
+ * the fast path must equal byte for byte (tests/crdt/test_crdt_commit.c). */
+td_crdt_err td_crdt_commit_general(td_crdt_doc *d, uint8_t **out, size_t *len);
 /* NULL if a freshly loaded document is consistent as a whole, else why not
  * (snapshot_check.c). */
 const char *td_crdt_snapshot_check(td_crdt_doc *d, int *oom);

@@ -16,6 +16,10 @@
 static int64_t chunk_floor(const td_idx *x, uint32_t seq)
 {
     int64_t lo = 0, hi = (int64_t)x->n - 1, ans = -1;
+    /* the usual key is in the last chunk: an agent's newest runs (typing,
+     * a commit of what was just typed) */
+    if (x->n && x->first[x->n - 1] <= seq)
+        return (int64_t)x->n - 1;
     while (lo <= hi) {
         int64_t mid = (lo + hi) / 2;
         if (x->first[mid] <= seq) {
@@ -168,12 +172,16 @@ void td_crdt_idx_del(td_crdt_doc *d, td_idx *x, uint32_t seq)
 
 void td_crdt_idx_rekey(td_idx *x, uint32_t from, uint32_t to)
 {
-    int64_t ci, ei;
-    if (exact(x, from, &ci, &ei) < 0)
+    int64_t ci = x->hint_ci, ei = x->hint_ei;
+    if (!(x->hint_ci < x->n && x->hint_ei < x->chunks[ci]->n &&
+          x->chunks[ci]->e[ei].seq == from) &&
+        exact(x, from, &ci, &ei) < 0)
         return;
     td_idx_chunk *c = x->chunks[ci];
     c->e[ei].seq = to;
     x->first[ci] = c->e[0].seq;
+    x->hint_ci = (uint32_t)ci;
+    x->hint_ei = (uint32_t)ei;
 }
 
 static int walk_at(td_idx *x, int64_t ci, uint32_t ei, int (*fn)(void *, td_idx_ent *), void *ud);
