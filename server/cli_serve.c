@@ -131,6 +131,16 @@ static const td_srv_opt opts[] = {
     {OPT("deflate", "TANDEM_DEFLATE", BOOL, deflate, "0|1"), .def = "0",
      .help = "offer permessage-deflate (libwebsockets 4.1.6 as Debian ships it\n"
              "can abort on large compressed messages)"},
+    {OPT("cluster", "TANDEM_CLUSTER", STR, cluster, "nats://HOST:PORT[,...]"),
+     .help = "cluster mode: share documents with the other nodes through these\n"
+             "NATS JetStream servers (docs/CLUSTER.md); without it, one node"},
+    {OPT("cluster-node", "TANDEM_CLUSTER_NODE", STR, cluster_node, "NAME"),
+     .help = "this node's name in the cluster, for logs and metrics (a random\n"
+             "suffix per start keeps it unique)"},
+    {OPT("cluster-replicas", "TANDEM_CLUSTER_REPLICAS", COUNT, cluster_replicas, "N"),
+     .def = "1", .min = 1, .max = 5,
+     .help = "replicas of the JetStream stream if this node creates it (3 with\n"
+             "three brokers: an acknowledged batch is then on two of them)"},
 };
 #undef OPT
 

@@ -12,6 +12,10 @@ if(NOT TARGET tandem_srv)
   if(NOT TARGET PkgConfig::CJSON)
     pkg_check_modules(CJSON REQUIRED IMPORTED_TARGET libcjson)
   endif()
+  # The NATS client of the cluster mode (srv_cluster.c, docs/CLUSTER.md).
+  if(NOT TARGET PkgConfig::TD_SRV_NATS)
+    pkg_check_modules(TD_SRV_NATS REQUIRED IMPORTED_TARGET GLOBAL libnats)
+  endif()
   set(_srv ${CMAKE_CURRENT_LIST_DIR})
   add_library(tandem_srv STATIC
     ${_srv}/srv_proto.c
@@ -35,11 +39,12 @@ if(NOT TARGET tandem_srv)
     ${_srv}/srv_yws.c
     ${_srv}/srv_hocus.c
     ${_srv}/srv_presence.c
+    ${_srv}/srv_cluster.c
     ${_srv}/srv_metrics.c)
   target_include_directories(tandem_srv PUBLIC ${_srv})
   # Default --static: client-js/demo of this source tree, if it exists.
   target_compile_definitions(tandem_srv PRIVATE
     TD_SRV_SOURCE_DIR="${PROJECT_SOURCE_DIR}" _GNU_SOURCE)
   target_link_libraries(tandem_srv PUBLIC tandem_crdt tandem_yjs tandem_store websockets_shared
-    PkgConfig::SODIUM PkgConfig::CJSON Threads::Threads m)
+    PkgConfig::SODIUM PkgConfig::CJSON PkgConfig::TD_SRV_NATS Threads::Threads m)
 endif()

@@ -342,6 +342,26 @@ static td_srv_cluster_err ensure_stream(struct td_srv_cluster *c, int replicas, 
     return fail(msg, msglen, TD_SRV_CLUSTER_ERR_STREAM, "JetStream stream", s);
 }
 
+/* The URL list, one server each: libnats 3.4's natsOptions_SetURL takes a
+ * comma-separated list but then connects to none of two or more. */
+static natsStatus set_servers(natsOptions *o, const char *urls)
+{
+    char buf[2048];
+    const char *v[32];
+    int n = 0;
+    if (!urls || strlen(urls) >= sizeof buf)
+        return NATS_INVALID_ARG;
+    memcpy(buf, urls, strlen(urls) + 1);
+    for (char *save = NULL, *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        if (n == (int)(sizeof v / sizeof v[0]))
+            return NATS_INVALID_ARG;
+        v[n++] = t;
+    }
+    if (!n)
+        return NATS_INVALID_ARG;
+    return natsOptions_SetServers(o, v, n);
+}
+
 td_srv_cluster_err td_srv_cluster_new(td_srv_cluster **out, const td_srv_cluster_cfg *cfg,
                                       char *msg, size_t msglen)
 {
@@ -374,7 +394,7 @@ td_srv_cluster_err td_srv_cluster_new(td_srv_cluster **out, const td_srv_cluster
     td_srv_cluster_err err = TD_SRV_CLUSTER_ERR_NOMEM;
     natsStatus s = natsOptions_Create(&o);
     if (s == NATS_OK)
-        s = natsOptions_SetURL(o, cfg->urls);
+        s = set_servers(o, cfg->urls);
     if (s == NATS_OK)
         s = natsOptions_SetMaxReconnect(o, -1); /* keep trying: the broker comes back */
     if (s == NATS_OK)
@@ -465,6 +485,12 @@ const char *td_srv_cluster_node(const td_srv_cluster *c)
 int td_srv_cluster_up(const td_srv_cluster *c)
 {
     return c->up;
+}
+
+size_t td_srv_cluster_max_payload(const td_srv_cluster *c)
+{
+    int64_t n = natsConnection_GetMaxPayload(c->nc);
+    return n > 0 ? (size_t)n : 0;
 }
 
 /* ---- publishing -------------------------------------------------------------------- */

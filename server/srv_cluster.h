@@ -75,6 +75,8 @@ void td_srv_cluster_free(td_srv_cluster *c);
 const char *td_srv_cluster_node(const td_srv_cluster *c);
 /* Whether the broker is reachable as far as the connection knows. */
 int td_srv_cluster_up(const td_srv_cluster *c);
+/* The largest message the broker takes (its max_payload). */
+size_t td_srv_cluster_max_payload(const td_srv_cluster *c);
 
 /* Publishes a batch (snapshot 0) or a snapshot as a rollup (snapshot 1) of
  * doc; the outcome comes back through `published` with tag. Publishing the

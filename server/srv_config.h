@@ -38,6 +38,10 @@ typedef struct td_srv_config {
     int metrics; /* who may GET /metrics: a td_srv_metrics_access */
     int log_level; /* lws LLL_ mask */
     int deflate;
+    /* Cluster mode (docs/CLUSTER.md): the NATS URLs ("nats://h:p[,...]"),
+     * NULL for a single node; this node's name (NULL: "node"). */
+    const char *cluster, *cluster_node;
+    uint64_t cluster_replicas; /* of the stream, when this node creates it */
 } td_srv_config;
 
 /* --metrics: AUTO becomes TOKEN when a public key is configured, else

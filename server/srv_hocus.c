@@ -191,6 +191,7 @@ static const struct {
     int close;
 } closes[] = {
     {TD_SRV_E_STORE_FAILED, 1011}, {TD_SRV_E_BUSY, 1013},  {TD_SRV_E_SHUTTING_DOWN, 1012},
+    {TD_SRV_E_UNAVAILABLE, 1013},
     {TD_SRV_E_INTERNAL, 1011},     {TD_SRV_E_INVALID_BATCH, 1007},
     {TD_SRV_E_TOO_LARGE, 1009},    {TD_SRV_E_LIMIT, 1008}, {TD_SRV_E_BAD_MESSAGE, 1007},
 };

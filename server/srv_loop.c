@@ -22,6 +22,7 @@
 
 #include <sodium.h>
 
+#include "srv_cluster.h"
 #include "srv_http.h"
 #include "srv_native.h"
 #include "srv_hocus.h"
@@ -46,6 +47,7 @@ typedef struct server {
     td_srv_native *native;
     td_srv_yws *yws;
     td_srv_hocus *hocus;
+    td_srv_cluster *cl; /* --cluster */
     td_srv_http_env http;
     phase phase;
     int64_t phase_deadline_us;
@@ -80,6 +82,7 @@ static void store_wake(void *ud)
 static void run_due(server *srv)
 {
     td_store_poll(srv->store, 0);
+    td_srv_service_cluster_poll(srv->svc);
     td_srv_service_poll(srv->svc);
     td_srv_native_replay(srv->native);
     td_srv_yws_replay(srv->yws);
@@ -366,6 +369,29 @@ static int parts_new(server *srv)
         fprintf(stderr, "tandem serve: out of memory\n");
         return -1;
     }
+    if (cfg->cluster) {
+        /* The random suffix makes the name unique per process: a node skips
+         * the batches it published itself (its replica has them) and
+         * JetStream drops a publish whose <node>-<tag> id it saw in its
+         * duplicate window, so a restarted node must never reuse both. */
+        char node[48], msg[256];
+        uint8_t r[4];
+        randombytes_buf(r, sizeof r);
+        snprintf(node, sizeof node, "%.30s-%02x%02x%02x%02x",
+                 cfg->cluster_node ? cfg->cluster_node : "node", r[0], r[1], r[2], r[3]);
+        td_srv_cluster_cfg cc = {.urls = cfg->cluster, .node = node,
+                                 .replicas = (int)cfg->cluster_replicas,
+                                 .wake = store_wake, .wake_ud = srv};
+        td_srv_cluster_err ce = td_srv_cluster_new(&srv->cl, &cc, msg, sizeof msg);
+        if (ce != TD_SRV_CLUSTER_OK) {
+            fprintf(stderr, "tandem serve: --cluster %s: %s%s%s\n", cfg->cluster,
+                    td_srv_cluster_strerror(ce), msg[0] ? ": " : "", msg);
+            return -1;
+        }
+        td_srv_service_cluster(srv->svc, srv->cl);
+        fprintf(stderr, "tandem serve: cluster node %s on %s\n", td_srv_cluster_node(srv->cl),
+                cfg->cluster);
+    }
     td_srv_native_env ne = {cfg, srv->svc, &srv->conns, &srv->m, pk};
     td_srv_yws_env ye = {cfg, srv->svc, &srv->conns, &srv->m, pk};
     td_srv_hocus_env he = {cfg, srv->svc, &srv->conns, &srv->m, pk};
@@ -397,6 +423,9 @@ static void parts_free(server *srv)
         td_srv_hocus_free(srv->hocus);
     if (srv->svc)
         td_srv_service_free(srv->svc);
+    /* After the documents, which unfollow their subjects as they go. */
+    td_srv_cluster_free(srv->cl);
+    srv->cl = NULL;
     if (srv->pres)
         td_srv_presence_free(srv->pres);
     td_srv_conns_free(&srv->conns);

@@ -124,6 +124,17 @@ static const struct {
      "Connections closed with 1008: a message unfinished for --frame-timeout."},
     {"tandem_preauth_limit_closes_total", "counter", offsetof(td_srv_metrics, preauth_closes),
      "Connections closed before HELLO for holding more than --preauth-bytes."},
+    {"tandem_cluster_published_total", "counter", offsetof(td_srv_metrics, cluster_published),
+     "Cluster mode: batches JetStream acknowledged."},
+    {"tandem_cluster_publish_failures_total", "counter",
+     offsetof(td_srv_metrics, cluster_publish_failures),
+     "Cluster mode: publishes that failed (the client got unavailable)."},
+    {"tandem_cluster_received_total", "counter", offsetof(td_srv_metrics, cluster_received),
+     "Cluster mode: batches of other nodes received."},
+    {"tandem_cluster_deliveries_total", "counter", offsetof(td_srv_metrics, cluster_deliveries),
+     "Cluster mode: batches of other nodes that held ops this node lacked."},
+    {"tandem_cluster_broker_up", "gauge", offsetof(td_srv_metrics, cluster_broker_up),
+     "Cluster mode: 1 while the broker is reachable."},
 };
 
 void td_srv_metrics_render(const td_srv_metrics *m, td_store *store, td_srv_wbuf *w)
@@ -172,4 +183,7 @@ void td_srv_metrics_render(const td_srv_metrics *m, td_store *store, td_srv_wbuf
          &m->store_append);
     hist(w, "tandem_receive_to_broadcast_seconds",
          "From receiving an UPDATE to queueing its broadcast.", &m->recv_to_bcast);
+    hist(w, "tandem_cluster_publish_seconds",
+         "Cluster mode: from publishing a batch to JetStream's acknowledgement.",
+         &m->cluster_publish);
 }

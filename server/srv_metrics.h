@@ -41,6 +41,13 @@ typedef struct td_srv_metrics {
     uint64_t refused_max_conns, refused_per_addr, refused_fd_limit;
     uint64_t hello_timeouts, frame_timeouts, preauth_closes;
     td_srv_hist store_append, recv_to_bcast;
+    /* Cluster mode (docs/CLUSTER.md): batches published and acknowledged
+     * by JetStream, publishes that failed, batches of other nodes received
+     * and those of them that held ops this node lacked, whether the broker
+     * is reachable (gauge), and publish-to-acknowledgement latency. */
+    uint64_t cluster_published, cluster_publish_failures;
+    uint64_t cluster_received, cluster_deliveries, cluster_broker_up;
+    td_srv_hist cluster_publish;
     /* Per protocol: open connections, connections opened, messages
      * received, updates handed to the service. */
     uint64_t proto_conns[TD_SRV_PROTO_COUNT], proto_conns_total[TD_SRV_PROTO_COUNT];

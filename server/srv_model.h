@@ -31,6 +31,8 @@ typedef struct td_srv_applied {
     size_t ops_duplicate; /* ops of the batch already known */
     int partial; /* on failure: part of the batch may be in the document (out of
                   * memory midway): it must be reloaded */
+    int parked;  /* (with rules.park) the batch waits for missing dependencies */
+    int empty;   /* the batch holds no ops at all (a Yjs provider's empty sync step 2) */
 } td_srv_applied;
 
 /* What the service requires of a batch besides validity. A server never
@@ -38,8 +40,11 @@ typedef struct td_srv_applied {
  * missing_ops, since only the sender can fill the gap), and every agent with
  * new ops must pass agent_check (nonzero refuses the batch: agent_taken). */
 typedef struct td_srv_apply_rules {
-    int (*agent_check)(void *ud, uint64_t agent);
+    int (*agent_check)(void *ud, uint64_t agent); /* NULL: every agent passes */
     void *ud;
+    /* A batch another cluster node accepted: it was checked there, and its
+     * dependencies may still be on their way, so it is parked, not refused. */
+    int park;
 } td_srv_apply_rules;
 
 typedef struct td_srv_model {

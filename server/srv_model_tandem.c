@@ -106,7 +106,8 @@ static td_srv_code tandem_apply(td_srv_mdoc *d, const uint8_t *batch, size_t len
                                 char *msg, size_t msglen)
 {
     td_crdt_apply_info info;
-    td_crdt_apply_opts opts = {TD_CRDT_APPLY_NO_PARK, rules ? agent_check : NULL,
+    td_crdt_apply_opts opts = {rules && rules->park ? 0u : (unsigned)TD_CRDT_APPLY_NO_PARK,
+                               rules && rules->agent_check ? agent_check : NULL,
                                (void *)rules};
     td_crdt_err e = td_crdt_apply_ex(CRDT(d), batch, len, &opts, &info);
     memset(out, 0, sizeof *out);
@@ -124,6 +125,7 @@ static td_srv_code tandem_apply(td_srv_mdoc *d, const uint8_t *batch, size_t len
     }
     out->ops_new = info.ops_applied;
     out->ops_duplicate = info.ops_duplicate;
+    out->parked = info.parked;
     return TD_SRV_E_OK;
 }
 

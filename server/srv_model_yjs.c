@@ -87,6 +87,7 @@ static td_srv_code yjs_apply(td_srv_mdoc *d, const uint8_t *batch, size_t len,
     memset(out, 0, sizeof *out);
     if (update_empty(batch, len)) {
         out->ops_duplicate = 1;
+        out->empty = 1;
         return TD_SRV_E_OK;
     }
     td_yjs_err e = td_yjs_apply_update(YDOC(d), batch, len);

@@ -12,6 +12,11 @@
  * Rooms with changes wait in a flush list; the flush runs at the end of the
  * loop turn (a 1 us timer), so a burst of changes in one turn is one
  * broadcast.
+ *
+ * Cluster mode: another node's entry is held by a stand-in member (struct
+ * remote) whose client's ops do nothing, so everything above treats it as
+ * a member of the room that sends nothing; it goes away with its entry
+ * (a departure message, or the TTL) or with the room.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +46,43 @@ struct td_srv_presence {
     int flush_scheduled;
     int64_t tick_at; /* when sul_tick fires; 0: not armed */
     lws_sorted_usec_list_t sul_tick, sul_flush;
+    /* cluster mode */
+    td_srv_pres_relay relay;   /* publish NULL: none */
+    uint64_t remote_seq;       /* ids of stand-ins */
+    uint64_t hb_epoch;
+    lws_sorted_usec_list_t sul_hb;
 };
+
+/* Another node's member. Its id here is its own (counted from 2^40, above
+ * any session of this node), the one on its node is `origin`. */
+typedef struct remote {
+    td_srv_client client;
+    td_srv_pres_member m;
+    uint64_t origin;
+    char node[64];
+    char *user;
+} remote;
+
+static void remote_peers(td_srv_sub *u, td_srv_peers *ps)
+{
+    (void)u, (void)ps;
+}
+
+static void remote_leave(td_srv_sub *u, uint64_t peer_id)
+{
+    (void)u, (void)peer_id;
+}
+
+static const td_srv_client_ops remote_ops = {.peers = remote_peers, .leave = remote_leave};
+
+static int is_remote(const td_srv_pres_member *m)
+{
+    return m->client->ops == &remote_ops;
+}
+
+static void relay_entries(td_srv_presence *p, td_srv_pres_room *r, int all);
+static void relay_leave(td_srv_presence *p, td_srv_pres_member *m);
+static void remote_free(td_srv_presence *p, td_srv_pres_member *m);
 
 /* ---- the two time-ordered lists ------------------------------------------------ */
 
@@ -100,8 +141,11 @@ static void tick(lws_sorted_usec_list_t *sul)
         }
     }
     while ((e = TAILQ_FIRST(&p->ttl)) && e->last_recv_us + p->ttl_us <= now) {
+        td_srv_pres_member *m = e->m;
         p->m->presence_expired++;
-        entry_drop(p, e->m);
+        entry_drop(p, m);
+        if (is_remote(m))
+            remote_free(p, m);
     }
     td_srv_pres_flush(p); /* re-arms */
 }
@@ -145,15 +189,51 @@ int td_srv_presence_new(td_srv_presence **out, uint64_t interval_ms, uint64_t tt
     return 0;
 }
 
+static void hb_tick(lws_sorted_usec_list_t *sul);
+
+static void hb_schedule(td_srv_presence *p)
+{
+    if (p->ctx && p->relay.publish)
+        lws_sul_schedule(p->ctx, 0, &p->sul_hb, hb_tick, p->ttl_us / 3 > 0 ? p->ttl_us / 3 : 1);
+}
+
+/* Every room with entries of this node sends all of them again, so the
+ * other nodes keep them alive (and a node that just started following
+ * learns them). */
+static void hb_tick(lws_sorted_usec_list_t *sul)
+{
+    td_srv_presence *p = lws_container_of(sul, td_srv_presence, sul_hb);
+    td_srv_pres_entry *e;
+    p->hb_epoch++;
+    TAILQ_FOREACH(e, &p->ttl, ttl_link) {
+        td_srv_pres_room *r = e->m->room;
+        if (is_remote(e->m) || r->hb_epoch == p->hb_epoch)
+            continue;
+        r->hb_epoch = p->hb_epoch;
+        relay_entries(p, r, 1);
+    }
+    hb_schedule(p);
+}
+
 void td_srv_presence_attach(td_srv_presence *p, struct lws_context *ctx)
 {
     if (!ctx && p->ctx) {
         lws_sul_cancel(&p->sul_tick);
         lws_sul_cancel(&p->sul_flush);
+        lws_sul_cancel(&p->sul_hb);
         p->tick_at = 0;
         p->flush_scheduled = 0;
     }
     p->ctx = ctx;
+    hb_schedule(p);
+}
+
+void td_srv_presence_relay(td_srv_presence *p, const td_srv_pres_relay *r)
+{
+    memset(&p->relay, 0, sizeof p->relay);
+    if (r)
+        p->relay = *r;
+    hb_schedule(p);
 }
 
 void td_srv_presence_free(td_srv_presence *p)
@@ -175,6 +255,7 @@ static void entry_drop(td_srv_presence *p, td_srv_pres_member *m)
     m->entry = NULL;
     free(e->state);
     free(e);
+    relay_leave(p, m);
     td_srv_pres_member *o;
     LIST_FOREACH(o, &m->room->members, link)
         if (o != m)
@@ -227,7 +308,12 @@ void td_srv_pres_leave(td_srv_presence *p, td_srv_pres_member *m)
 
 void td_srv_pres_room_close(td_srv_presence *p, td_srv_pres_room *room)
 {
-    (void)p;
+    td_srv_pres_member *m = LIST_FIRST(&room->members), *nx;
+    for (; m; m = nx) {
+        nx = LIST_NEXT(m, link);
+        if (is_remote(m))
+            remote_free(p, m);
+    }
     if (room->dirty)
         LIST_REMOVE(room, dirty_link);
     room->dirty = 0;
@@ -280,7 +366,7 @@ int td_srv_peers_next(const td_srv_peers *ps, void **pos, td_srv_peer *out)
                                        : LIST_FIRST(&ps->room->members);
     for (; m; m = LIST_NEXT(m, link)) {
         const td_srv_pres_entry *e = m->entry;
-        if (m->sub == ps->skip || !e || (ps->only_changed && !e->changed))
+        if ((ps->skip && m->sub == ps->skip) || !e || (ps->only_changed && !e->changed))
             continue;
         out->id = m->client->id;
         out->agent = m->client->agent;
@@ -322,6 +408,7 @@ static void flush_room(td_srv_presence *p, td_srv_pres_room *r, int64_t now)
         }
     }
     peers_done(&all);
+    relay_entries(p, r, 0);
     LIST_FOREACH(m, &r->members, link) {
         td_srv_pres_entry *e = m->entry;
         if (!e || !e->changed)
@@ -346,4 +433,141 @@ void td_srv_pres_flush(td_srv_presence *p)
             flush_room(p, r, now);
     }
     arm(p);
+}
+
+/* ---- cluster mode --------------------------------------------------------------------- */
+
+static void put_entry(td_srv_wbuf *w, const td_srv_pres_member *m, const uint8_t *state,
+                      size_t len)
+{
+    td_srv_put_varint(w, m->client->id);
+    td_srv_put_varint(w, m->client->agent);
+    td_srv_put_bytes(w, m->client->user, m->client->user_len);
+    td_srv_put_bytes(w, state, len);
+}
+
+static void relay_send(td_srv_presence *p, td_srv_pres_room *r, td_srv_wbuf *w, size_t n)
+{
+    /* The count goes in front: the entries are written after a 10-byte
+     * head, the varint right before them. */
+    uint8_t cnt[10];
+    size_t k = 0;
+    for (uint64_t v = n; k == 0 || v; v >>= 7)
+        cnt[k++] = (uint8_t)((v & 0x7f) | (v >> 7 ? 0x80 : 0));
+    if (n && !w->oom) {
+        uint8_t *start = td_srv_wbuf_msg(w) - k;
+        memcpy(start, cnt, k);
+        p->relay.publish(p->relay.ud, r, start, w->len + k);
+    }
+    td_srv_wbuf_free(w);
+}
+
+/* This node's entries of room r: the changed ones, or all. */
+static void relay_entries(td_srv_presence *p, td_srv_pres_room *r, int all)
+{
+    if (!p->relay.publish)
+        return;
+    td_srv_wbuf w;
+    size_t n = 0;
+    td_srv_pres_member *m;
+    td_srv_wbuf_init(&w, 10);
+    LIST_FOREACH(m, &r->members, link) {
+        const td_srv_pres_entry *e = m->entry;
+        if (is_remote(m) || !e || (!all && !e->changed))
+            continue;
+        put_entry(&w, m, e->state, e->len);
+        n++;
+    }
+    relay_send(p, r, &w, n);
+}
+
+/* m, of this node, left (or expired): the others drop it now. */
+static void relay_leave(td_srv_presence *p, td_srv_pres_member *m)
+{
+    if (!p->relay.publish || is_remote(m))
+        return;
+    td_srv_wbuf w;
+    td_srv_wbuf_init(&w, 10);
+    put_entry(&w, m, NULL, 0);
+    relay_send(p, m->room, &w, 1);
+}
+
+static void remote_free(td_srv_presence *p, td_srv_pres_member *m)
+{
+    remote *x = lws_container_of(m, remote, m);
+    td_srv_pres_leave(p, m);
+    free(x->user);
+    free(x);
+}
+
+static td_srv_pres_member *remote_find(td_srv_pres_room *room, const char *node,
+                                       uint64_t origin)
+{
+    td_srv_pres_member *m;
+    LIST_FOREACH(m, &room->members, link) {
+        if (!is_remote(m))
+            continue;
+        remote *x = lws_container_of(m, remote, m);
+        if (x->origin == origin && strcmp(x->node, node) == 0)
+            return m;
+    }
+    return NULL;
+}
+
+static td_srv_pres_member *remote_new(td_srv_presence *p, td_srv_pres_room *room,
+                                      const char *node, uint64_t origin, uint64_t agent,
+                                      const td_srv_bytes *user)
+{
+    remote *x = calloc(1, sizeof *x);
+    char *u = malloc(user->len ? user->len : 1);
+    if (!x || !u) {
+        free(x);
+        free(u);
+        return NULL;
+    }
+    memcpy(u, user->ptr, user->len);
+    x->client.ops = &remote_ops;
+    x->client.id = ((uint64_t)1 << 40) + ++p->remote_seq;
+    x->client.agent = agent;
+    x->client.user = u;
+    x->client.user_len = user->len;
+    x->user = u;
+    x->origin = origin;
+    snprintf(x->node, sizeof x->node, "%s", node);
+    x->m.room = room;
+    x->m.client = &x->client;
+    LIST_INSERT_HEAD(&room->members, &x->m, link);
+    return &x->m;
+}
+
+int td_srv_pres_remote(td_srv_presence *p, td_srv_pres_room *room, const char *node,
+                       const uint8_t *msg, size_t len)
+{
+    size_t pos = 0;
+    uint64_t n;
+    if (td_srv_read_varint(msg, len, &pos, &n) < 0)
+        return -1;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t origin, agent;
+        td_srv_bytes user, state;
+        if (td_srv_read_varint(msg, len, &pos, &origin) < 0 ||
+            td_srv_read_varint(msg, len, &pos, &agent) < 0 ||
+            td_srv_read_bytes(msg, len, &pos, &user) < 0 ||
+            td_srv_read_bytes(msg, len, &pos, &state) < 0)
+            return -1;
+        td_srv_pres_member *m = remote_find(room, node, origin);
+        if (!state.len) {
+            if (m)
+                remote_free(p, m);
+            continue;
+        }
+        if (!m && !(m = remote_new(p, room, node, origin, agent, &user)))
+            return -1;
+        const td_srv_pres_entry *e = m->entry;
+        /* A heartbeat repeats the state: it only keeps the entry alive. */
+        int same = e && e->len == state.len && memcmp(e->state, state.ptr, state.len) == 0;
+        if (td_srv_pres_set(p, m, same ? NULL : state.ptr, same ? 0 : state.len) < 0)
+            return -1;
+    }
+    return 0;
 }

@@ -19,7 +19,7 @@ static const char *const code_names[TD_SRV_E_COUNT] = {
     "token_expired", "forbidden",    "read_only",     "not_subscribed",
     "invalid_batch", "too_large",    "limit",         "doc_unavailable",
     "store_failed",  "busy",         "internal",      "shutting_down",
-    "agent_taken",   "missing_ops",  "wrong_kind"};
+    "agent_taken",   "missing_ops",  "wrong_kind",    "unavailable"};
 
 const char *td_srv_code_name(uint64_t code)
 {

@@ -18,6 +18,22 @@
  * put on the document's broadcast list; the flush that ends the loop turn
  * gives each subscriber every batch of the turn it did not send itself.
  *
+ * Cluster mode (docs/CLUSTER.md). A batch is also published to its
+ * document's JetStream subject as soon as it is applied, and its record
+ * leaves the FIFO only once both the append and the publish completed: the
+ * ACK then means "on this node's disk and on a quorum of brokers". A
+ * failed publish gets the retryable `unavailable` instead of the ACK (the
+ * batch is durable here, so it is still broadcast to this node's clients).
+ * A batch holding nothing new is published too (unless it holds no ops at
+ * all): its ops may be in this node's replica only because an earlier
+ * publish of them failed. Every loaded document follows its subject; a
+ * batch of another node goes through the same FIFO as a client's (apply,
+ * append, broadcast) with no sender to acknowledge. Following starts at the stream sequence after the last one
+ * this document's replica stored, which is kept in memory (across unloads,
+ * in a table of cursors): after a restart the subject is read again from
+ * its start, and what the store has already is a no-op (docs/CLUSTER.md
+ * says what that costs).
+ *
  * A failed append leaves the replica holding ops the store lacks. Rather
  * than try to undo them, the document goes STALE: new batches get "busy",
  * the appends still in flight complete, and then the replica is discarded
@@ -32,6 +48,7 @@
 #include <libwebsockets.h>
 #include <sodium.h>
 
+#include "srv_cluster.h"
 #include "srv_loader.h"
 #include "srv_owners.h"
 #include "srv_service.h"
@@ -57,6 +74,15 @@ struct td_srv_rec {
     int64_t t_recv_us, t_store_us;
     STAILQ_ENTRY(td_srv_rec) link; /* the document's FIFO, then its broadcast list */
     LIST_ENTRY(td_srv_rec) client_link;
+    /* cluster mode */
+    int pub_wait;              /* 1: published, the broker's answer not back yet;
+                                * 2: the publish failed, to retry (svc->repubs) */
+    td_srv_cluster_err pub_err; /* the publish failed: no ACK */
+    uint64_t tag;              /* of its publish */
+    int64_t t_pub_us;
+    TAILQ_ENTRY(td_srv_rec) pub_link; /* the service's publishes in flight */
+    int remote;                /* another node's batch */
+    uint64_t cl_seq;           /* its stream sequence */
 };
 
 struct td_srv_doc {
@@ -81,6 +107,10 @@ struct td_srv_doc {
     td_srv_pres_room room;
     td_srv_owners owners; /* who may write which agent */
     int64_t idle_since_us;
+    /* cluster mode: following the subject; the last stream sequence stored
+     * here (kept across reloads) and the last one applied */
+    int following;
+    uint64_t cl_stored, cl_applied;
 };
 
 struct td_srv_service {
@@ -101,11 +131,32 @@ struct td_srv_service {
     /* broadcasts */
     LIST_HEAD(, td_srv_doc) dirty;
     uint64_t epoch;
+    /* cluster mode: the transport, publishes awaiting their answer (in tag
+     * order, which is nearly the order answers come back in) */
+    td_srv_cluster *cl;
+    TAILQ_HEAD(, td_srv_rec) pubs, repubs;
+    size_t npubs; /* in either list */
+    uint64_t next_tag;
+    int broker_up;
+    /* the last stream sequence stored, of documents not registered now */
+    struct cursor **cursors;
+    size_t ncursors;
 };
+
+#define CURSOR_BUCKETS 4096
+#define CURSORS_MAX 1000000 /* past it, a document reloads from sequence 0 */
+
+typedef struct cursor {
+    struct cursor *next;
+    uint64_t hash, seq;
+    size_t len;
+    char id[];
+} cursor;
 
 static void rec_free(td_srv_rec *r);
 static void wrong_kind(td_srv_service *svc, td_srv_client *c, const td_srv_doc *d);
 static void sub_remove(td_srv_service *svc, td_srv_sub *u);
+static void repub_all(td_srv_service *svc);
 
 static void client_error(td_srv_service *svc, td_srv_client *c, td_srv_code code,
                          const td_srv_doc *d, uint64_t batch_id, const char *fmt, ...)
@@ -161,6 +212,44 @@ static void reg_grow(td_srv_service *svc)
     svc->nbuckets = n;
 }
 
+/* The cursor kept for d's id, taken out of the table (0: none). */
+static uint64_t cursor_take(td_srv_service *svc, const td_srv_doc *d)
+{
+    if (!svc->cursors)
+        return 0;
+    for (cursor **p = &svc->cursors[d->hash % CURSOR_BUCKETS]; *p; p = &(*p)->next) {
+        cursor *k = *p;
+        if (k->hash == d->hash && k->len == d->id_len && memcmp(k->id, d->id, d->id_len) == 0) {
+            uint64_t seq = k->seq;
+            *p = k->next;
+            free(k);
+            svc->ncursors--;
+            return seq;
+        }
+    }
+    return 0;
+}
+
+/* Keeps d's cursor for its next load. Without memory (or room), the next
+ * load reads the subject from its start: slower, not wrong. */
+static void cursor_keep(td_srv_service *svc, const td_srv_doc *d)
+{
+    if (!svc->cl || !d->cl_stored || svc->ncursors >= CURSORS_MAX)
+        return;
+    if (!svc->cursors && !(svc->cursors = calloc(CURSOR_BUCKETS, sizeof *svc->cursors)))
+        return;
+    cursor *k = malloc(sizeof *k + d->id_len);
+    if (!k)
+        return;
+    k->hash = d->hash;
+    k->seq = d->cl_stored;
+    k->len = d->id_len;
+    memcpy(k->id, d->id, d->id_len);
+    k->next = svc->cursors[d->hash % CURSOR_BUCKETS];
+    svc->cursors[d->hash % CURSOR_BUCKETS] = k;
+    svc->ncursors++;
+}
+
 static td_srv_doc *reg_add(td_srv_service *svc, const char *id, size_t len)
 {
     td_srv_doc *d = calloc(1, sizeof *d);
@@ -172,6 +261,7 @@ static td_srv_doc *reg_add(td_srv_service *svc, const char *id, size_t len)
     STAILQ_INIT(&d->fifo);
     STAILQ_INIT(&d->out);
     d->hash = doc_hash(svc, id, len);
+    d->cl_stored = cursor_take(svc, d);
     if (svc->ndocs + 1 > svc->nbuckets)
         reg_grow(svc);
     d->hnext = svc->buckets[d->hash % svc->nbuckets];
@@ -188,8 +278,35 @@ static void dirty_remove(td_srv_service *svc, td_srv_doc *d)
     d->dirty = 0;
 }
 
+static void doc_unfollow(td_srv_doc *d)
+{
+    if (d->following)
+        td_srv_cluster_unfollow(d->svc->cl, d->id, d->id_len);
+    d->following = 0;
+}
+
+/* Starts following d's subject after what its replica stored. A failure
+ * (the broker is away) is retried by the maintenance tick and when the
+ * broker returns. */
+static void doc_follow(td_srv_doc *d)
+{
+    td_srv_service *svc = d->svc;
+    if (!svc->cl || d->following || d->state != DOC_READY)
+        return;
+    td_srv_cluster_err e = td_srv_cluster_follow(svc->cl, d->id, d->id_len,
+                                                 d->cl_stored ? d->cl_stored + 1 : 0);
+    if (e != TD_SRV_CLUSTER_OK) {
+        lwsl_warn("cluster: cannot follow '%.*s' yet: %s\n", (int)d->id_len, d->id,
+                  td_srv_cluster_strerror(e));
+        return;
+    }
+    d->following = 1;
+    d->cl_applied = d->cl_stored;
+}
+
 static void mdoc_drop(td_srv_doc *d)
 {
+    doc_unfollow(d);
     if (d->mdoc) {
         d->model->free(d->mdoc);
         d->mdoc = NULL;
@@ -213,6 +330,7 @@ static void reg_remove(td_srv_service *svc, td_srv_doc *d)
     }
     svc->ndocs--;
     mdoc_drop(d);
+    cursor_keep(svc, d);
     td_srv_owners_clear(&d->owners);
     free(d);
 }
@@ -345,6 +463,8 @@ int td_srv_service_new(td_srv_service **out, const td_srv_config *cfg, td_store 
     svc->pres = pres;
     svc->m = m;
     svc->accepting = 1;
+    TAILQ_INIT(&svc->pubs);
+    TAILQ_INIT(&svc->repubs);
     svc->nbuckets = 64;
     svc->buckets = calloc(svc->nbuckets, sizeof *svc->buckets);
     randombytes_buf(svc->hash_key, sizeof svc->hash_key);
@@ -382,6 +502,12 @@ void td_srv_service_free(td_srv_service *svc)
             reg_remove(svc, d);
         }
     free(svc->buckets);
+    for (size_t i = 0; svc->cursors && i < CURSOR_BUCKETS; i++)
+        for (cursor *k = svc->cursors[i], *nx; k; k = nx) {
+            nx = k->next;
+            free(k);
+        }
+    free(svc->cursors);
     td_srv_loader_free(svc->loader);
     free(svc);
 }
@@ -393,7 +519,7 @@ void td_srv_service_accepting(td_srv_service *svc, int yes)
 
 size_t td_srv_service_inflight(const td_srv_service *svc)
 {
-    return svc->inflight;
+    return svc->inflight + svc->npubs;
 }
 
 /* ---- subscriptions ------------------------------------------------------------------- */
@@ -646,6 +772,7 @@ static void load_done(td_srv_job *base)
     d->state = DOC_READY;
     svc->m->docs_loaded++;
     svc->m->doc_loads++;
+    doc_follow(d);
     if (!d->nsubs)
         d->idle_since_us = td_srv_now_us();
     /* Answer the waiting subscribers; sub_answer may remove one. */
@@ -689,10 +816,13 @@ void td_srv_service_maintain(td_srv_service *svc)
 {
     int64_t now = td_srv_now_us();
     int64_t idle = (int64_t)svc->cfg->doc_idle_ms * 1000;
+    repub_all(svc);
     for (size_t i = 0; i < svc->nbuckets; i++) {
         td_srv_doc *d = svc->buckets[i];
         while (d) {
             td_srv_doc *nx = d->hnext;
+            if (svc->broker_up)
+                doc_follow(d);
             if (d->state == DOC_READY && !d->nsubs && STAILQ_EMPTY(&d->fifo) &&
                 STAILQ_EMPTY(&d->out) &&
                 now - d->idle_since_us >= idle) {
@@ -716,6 +846,11 @@ static void rec_unlink_client(td_srv_rec *r)
 
 static void rec_free(td_srv_rec *r)
 {
+    if (r->pub_wait) {
+        td_srv_service *svc = r->doc->svc;
+        TAILQ_REMOVE(r->pub_wait == 1 ? &svc->pubs : &svc->repubs, r, pub_link);
+        svc->npubs--;
+    }
     rec_unlink_client(r);
     free(r->batch);
     free(r);
@@ -735,7 +870,7 @@ static void doc_drain(td_srv_service *svc, td_srv_doc *d)
 {
     int failed = d->state == DOC_STALE;
     td_srv_rec *r;
-    while ((r = STAILQ_FIRST(&d->fifo)) && r->done) {
+    while ((r = STAILQ_FIRST(&d->fifo)) && r->done && !r->pub_wait) {
         STAILQ_REMOVE_HEAD(&d->fifo, link);
         if (!r->dup) {
             d->inflight--;
@@ -760,7 +895,15 @@ static void doc_drain(td_srv_service *svc, td_srv_doc *d)
             rec_free(r);
             continue;
         }
-        if (r->client)
+        /* Not past a remote batch whose append failed: the reload reads
+         * the subject again from before it. */
+        if (r->remote && !failed && r->cl_seq > d->cl_stored)
+            d->cl_stored = r->cl_seq;
+        if (r->client && r->pub_err != TD_SRV_CLUSTER_OK)
+            client_error(svc, r->client, TD_SRV_E_UNAVAILABLE, d, r->batch_id,
+                         "the cluster's broker did not take the batch (%s); resend",
+                         td_srv_cluster_strerror(r->pub_err));
+        else if (r->client)
             r->client->ops->ack(r->client, d->id, d->id_len, r->batch_id);
         if (r->dup) {
             rec_free(r);
@@ -786,6 +929,237 @@ static void append_done(void *ud, const td_store_ack *ack)
     if (ack->code != TD_STORE_OK)
         snprintf(r->errmsg, sizeof r->errmsg, "%s", ack->msg ? ack->msg : "");
     doc_drain(d->svc, d);
+}
+
+/* Publishes r's batch (again); its record waits for the answer. A publish
+ * the broker could not take (unreachable, or no answer in time) is retried
+ * by the node itself while the record keeps its place in the FIFO: the
+ * batch is applied and stored here already, so giving up would leave ops
+ * on this node that no other node gets unless the client resends them. */
+static void pub_send(td_srv_service *svc, td_srv_rec *r)
+{
+    r->tag = ++svc->next_tag;
+    r->pub_err = td_srv_cluster_publish(svc->cl, r->doc->id, r->doc->id_len, 0, r->batch,
+                                        r->len, r->tag);
+    if (r->pub_err != TD_SRV_CLUSTER_OK) {
+        svc->m->cluster_publish_failures++;
+        if (r->pub_err != TD_SRV_CLUSTER_ERR_UNAVAILABLE)
+            return;
+    }
+    r->pub_wait = r->pub_err == TD_SRV_CLUSTER_OK ? 1 : 2;
+    TAILQ_INSERT_TAIL(r->pub_wait == 1 ? &svc->pubs : &svc->repubs, r, pub_link);
+    svc->npubs++;
+}
+
+static void rec_publish(td_srv_service *svc, td_srv_rec *r, const uint8_t *batch, size_t len)
+{
+    if (!svc->cl)
+        return;
+    if (!(r->batch = malloc(len))) {
+        r->pub_err = TD_SRV_CLUSTER_ERR_NOMEM;
+        return;
+    }
+    memcpy(r->batch, batch, len);
+    r->len = len;
+    r->t_pub_us = td_srv_now_us();
+    pub_send(svc, r);
+}
+
+/* The publishes to retry go out again (while the broker is up). */
+static void repub_all(td_srv_service *svc)
+{
+    td_srv_rec *r;
+    if (!svc->cl || !svc->broker_up || TAILQ_EMPTY(&svc->repubs))
+        return;
+    TAILQ_HEAD(, td_srv_rec) todo = TAILQ_HEAD_INITIALIZER(todo);
+    TAILQ_CONCAT(&todo, &svc->repubs, pub_link);
+    while ((r = TAILQ_FIRST(&todo))) {
+        TAILQ_REMOVE(&todo, r, pub_link);
+        svc->npubs--;
+        r->pub_wait = 0;
+        pub_send(svc, r);
+        if (!r->pub_wait)
+            doc_drain(svc, r->doc); /* refused for good: the client is told */
+    }
+}
+
+static void cl_published(void *ud, uint64_t tag, td_srv_cluster_err err, uint64_t seq,
+                         int dup, const char *msg)
+{
+    td_srv_service *svc = ud;
+    td_srv_rec *r;
+    (void)seq, (void)dup;
+    TAILQ_FOREACH(r, &svc->pubs, pub_link)
+        if (r->tag == tag)
+            break;
+    if (!r)
+        return; /* its record is gone (the document was dropped) */
+    TAILQ_REMOVE(&svc->pubs, r, pub_link);
+    if (err == TD_SRV_CLUSTER_ERR_UNAVAILABLE) {
+        svc->m->cluster_publish_failures++;
+        lwsl_warn("cluster: publish to '%.*s' failed (%s); retrying\n", (int)r->doc->id_len,
+                  r->doc->id, msg ? msg : "");
+        r->pub_wait = 2;
+        TAILQ_INSERT_TAIL(&svc->repubs, r, pub_link);
+        return;
+    }
+    svc->npubs--;
+    r->pub_wait = 0;
+    r->pub_err = err;
+    if (err == TD_SRV_CLUSTER_OK) {
+        svc->m->cluster_published++;
+        td_srv_hist_observe(&svc->m->cluster_publish,
+                            (double)(td_srv_now_us() - r->t_pub_us) / 1e6);
+    } else {
+        svc->m->cluster_publish_failures++;
+        lwsl_warn("cluster: publish to '%.*s' refused: %s: %s\n", (int)r->doc->id_len,
+                  r->doc->id, td_srv_cluster_strerror(err), msg ? msg : "");
+    }
+    doc_drain(svc, r->doc);
+}
+
+/* A batch (or snapshot) of d from another node: applied like a client's,
+ * stored, then broadcast to every local subscriber. Ops whose dependencies
+ * have not arrived yet are parked by the model. */
+static void cl_delivered(void *ud, const char *id, size_t id_len, uint64_t seq, int snapshot,
+                         const char *node, const uint8_t *data, size_t len)
+{
+    td_srv_service *svc = ud;
+    td_srv_doc *d = doc_find(svc, id, id_len);
+    td_srv_applied info;
+    char msg[200];
+    (void)snapshot; /* a snapshot is the whole document as one batch: applied alike */
+    /* Not following any more (unloaded, reloading): the next follow starts
+     * after what was stored, so nothing is lost by dropping it. */
+    if (!d || !d->following || d->state != DOC_READY || seq <= d->cl_applied)
+        return;
+    d->cl_applied = seq;
+    /* This process's own batches are in the replica already. */
+    if (strcmp(node, td_srv_cluster_node(svc->cl)) == 0 || len == 0)
+        return;
+    svc->m->cluster_received++;
+    td_srv_rec *r = calloc(1, sizeof *r);
+    uint8_t *copy = malloc(len);
+    if (!r || !copy) {
+        free(r);
+        free(copy);
+        lwsl_err("cluster: out of memory for a batch of '%.*s': reloading it\n",
+                 (int)id_len, id);
+        doc_stale(svc, d);
+        return;
+    }
+    td_srv_apply_rules rules = {NULL, NULL, 1};
+    td_srv_code code = d->model->apply(d->mdoc, data, len, &rules, &info, msg, sizeof msg);
+    if (code != TD_SRV_E_OK) {
+        free(r);
+        free(copy);
+        lwsl_err("cluster: batch %llu of '%.*s' from %s refused: %s\n",
+                 (unsigned long long)seq, (int)id_len, id, node, msg);
+        /* Out of memory is no verdict on the batch: reload and read it
+         * again. */
+        if (info.partial || code == TD_SRV_E_INTERNAL)
+            doc_stale(svc, d);
+        return;
+    }
+    r->doc = d;
+    r->remote = 1;
+    r->cl_seq = seq;
+    r->t_recv_us = td_srv_now_us();
+    STAILQ_INSERT_TAIL(&d->fifo, r, link);
+    if (info.ops_new == 0 && !info.parked) {
+        free(copy);
+        r->dup = 1;
+        r->done = 1;
+        r->result = TD_STORE_OK;
+        doc_drain(svc, d);
+        return;
+    }
+    svc->m->cluster_deliveries++;
+    memcpy(copy, data, len);
+    r->batch = copy;
+    r->len = len;
+    uint8_t *vv = NULL;
+    size_t vv_len = 0;
+    td_store_error se = {0};
+    td_store_err sc = TD_STORE_ERR_NOMEM;
+    if (d->model->state(d->mdoc, &vv, &vv_len) == 0) {
+        size_t nops = info.ops_new + info.ops_duplicate;
+        td_store_batch b = {.doc = d->id, .doc_len = d->id_len, .ops = data, .ops_len = len,
+                            .nops = nops ? nops : 1, .vv = vv, .vv_len = vv_len,
+                            .kind = d->kind};
+        r->t_store_us = td_srv_now_us();
+        sc = td_store_append(svc->store, &b, append_done, r, &se);
+    }
+    d->model->buf_free(d->mdoc, vv);
+    d->inflight++;
+    svc->inflight++;
+    if (sc != TD_STORE_OK) {
+        r->done = 1;
+        r->result = sc;
+        snprintf(r->errmsg, sizeof r->errmsg, "%.120s",
+                 se.msg[0] ? se.msg : td_store_strerror(sc));
+        doc_drain(svc, d);
+    }
+}
+
+static void cl_broker(void *ud, int up)
+{
+    td_srv_service *svc = ud;
+    svc->broker_up = up;
+    svc->m->cluster_broker_up = (uint64_t)up;
+    lwsl_warn("cluster: broker %s\n", up ? "reachable again" : "unreachable");
+    if (!up)
+        return;
+    for (size_t i = 0; i < svc->nbuckets; i++)
+        for (td_srv_doc *d = svc->buckets[i]; d; d = d->hnext)
+            doc_follow(d);
+    repub_all(svc);
+}
+
+/* Presence of this node's members of d, for the other nodes. */
+static void pres_publish(void *ud, td_srv_pres_room *room, const uint8_t *msg, size_t len)
+{
+    td_srv_service *svc = ud;
+    td_srv_doc *d = lws_container_of(room, td_srv_doc, room);
+    /* Presence is best effort: a lost message is repaired by the next
+     * heartbeat. */
+    if (d->following)
+        (void)td_srv_cluster_presence(svc->cl, d->id, d->id_len, msg, len);
+}
+
+/* Presence of another node's members of a document held here. */
+static void cl_presence(void *ud, const char *id, size_t id_len, const char *node,
+                        const uint8_t *data, size_t len)
+{
+    td_srv_service *svc = ud;
+    td_srv_doc *d = doc_find(svc, id, id_len);
+    if (!d || !d->following)
+        return;
+    if (td_srv_pres_remote(svc->pres, &d->room, node, data, len) < 0)
+        lwsl_warn("cluster: presence of '%.*s' from %s dropped (malformed or out of memory)\n",
+                  (int)id_len, id, node);
+}
+
+void td_srv_service_cluster(td_srv_service *svc, td_srv_cluster *cl)
+{
+    td_srv_pres_relay relay = {pres_publish, svc};
+    td_srv_presence_relay(svc->pres, cl ? &relay : NULL);
+    svc->cl = cl;
+    svc->broker_up = cl ? td_srv_cluster_up(cl) : 0;
+    svc->m->cluster_broker_up = (uint64_t)svc->broker_up;
+}
+
+void td_srv_service_cluster_poll(td_srv_service *svc)
+{
+    static const td_srv_cluster_handler h = {cl_published, cl_delivered, cl_presence,
+                                             cl_broker};
+    if (svc->cl)
+        td_srv_cluster_poll(svc->cl, &h, svc);
+}
+
+int td_srv_service_broker(const td_srv_service *svc)
+{
+    return svc->cl ? svc->broker_up : -1;
 }
 
 /* The agents a batch introduces to the document, collected while the model
@@ -867,13 +1241,27 @@ void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
                      "document reloading after a store failure; resend later");
         return;
     }
+    /* Refused before it touches the replica: an ACK needs the broker, and
+     * the broker takes nothing past its max_payload. */
+    if (svc->cl && len > td_srv_cluster_max_payload(svc->cl)) {
+        client_error(svc, c, TD_SRV_E_TOO_LARGE, d, batch_id,
+                     "batch of %zu bytes exceeds the cluster broker's limit of %zu", len,
+                     td_srv_cluster_max_payload(svc->cl));
+        return;
+    }
+    if (svc->cl && !td_srv_cluster_up(svc->cl)) {
+        svc->m->cluster_publish_failures++;
+        client_error(svc, c, TD_SRV_E_UNAVAILABLE, d, batch_id,
+                     "the cluster's broker is unreachable; resend later");
+        return;
+    }
     r = calloc(1, sizeof *r);
     if (!r) {
         client_error(svc, c, TD_SRV_E_INTERNAL, d, batch_id, "out of memory");
         return;
     }
     claims k = {d, c, NULL, 0, 0, 0};
-    td_srv_apply_rules rules = {agent_check, &k};
+    td_srv_apply_rules rules = {agent_check, &k, 0};
     r->t_recv_us = td_srv_now_us();
     code = d->model->apply(d->mdoc, batch, len, &rules, &info, msg, sizeof msg);
     if (code == TD_SRV_E_AGENT_TAKEN && k.oom)
@@ -891,6 +1279,8 @@ void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
     r->batch_id = batch_id;
     LIST_INSERT_HEAD(&c->recs, r, client_link);
     STAILQ_INSERT_TAIL(&d->fifo, r, link);
+    if (!info.empty)
+        rec_publish(svc, r, batch, len);
 
     if (info.ops_new == 0) {
         /* Nothing new: acknowledged once everything before it is durable. */
@@ -909,7 +1299,8 @@ void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
     td_store_claim *sc_claims = NULL;
     td_store_error se = {0};
     td_store_err sc = TD_STORE_ERR_NOMEM;
-    r->batch = malloc(len);
+    if (!r->batch)
+        r->batch = malloc(len);
     if (r->batch && bind_claims(d, c, &k, &sc_claims) == 0 &&
         d->model->state(d->mdoc, &vv, &vv_len) == 0) {
         memcpy(r->batch, batch, len);

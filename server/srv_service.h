@@ -55,6 +55,18 @@ void td_srv_service_accepting(td_srv_service *svc, int yes);
 size_t td_srv_service_inflight(const td_srv_service *svc);
 /* The loader's results (on wake-up). */
 void td_srv_service_poll(td_srv_service *svc);
+
+/* Cluster mode (docs/CLUSTER.md): from now on every accepted batch is also
+ * published through cl and acknowledged only once both the store and
+ * JetStream took it, and every loaded document follows its subject, so
+ * what other nodes accepted is applied, stored and broadcast here. Call
+ * before any subscription; cl outlives the service's documents. */
+struct td_srv_cluster;
+void td_srv_service_cluster(td_srv_service *svc, struct td_srv_cluster *cl);
+/* What the cluster transport queued (on wake-up). */
+void td_srv_service_cluster_poll(td_srv_service *svc);
+/* 1 while the broker is reachable, 0 while not, -1 without a cluster. */
+int td_srv_service_broker(const td_srv_service *svc);
 /* Unloads idle documents (1 Hz). */
 void td_srv_service_maintain(td_srv_service *svc);
 /* Broadcasts what became durable this turn. */

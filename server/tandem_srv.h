@@ -77,9 +77,10 @@ typedef enum td_srv_code {
     TD_SRV_E_SHUTTING_DOWN = 19,
     TD_SRV_E_AGENT_TAKEN = 20,
     TD_SRV_E_MISSING_OPS = 21,
-    TD_SRV_E_WRONG_KIND = 22 /* the document is of another model than the protocol's */
+    TD_SRV_E_WRONG_KIND = 22, /* the document is of another model than the protocol's */
+    TD_SRV_E_UNAVAILABLE = 23 /* cluster mode: the broker did not take the batch; retry */
 } td_srv_code;
-#define TD_SRV_E_COUNT 23
+#define TD_SRV_E_COUNT 24
 
 /* Static name of a code ("bad_message", ...); "unknown" past the table. */
 const char *td_srv_code_name(uint64_t code);

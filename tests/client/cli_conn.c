@@ -484,7 +484,8 @@ static int code_is_retry(uint64_t code)
     return code == TD_CLI_E_TOKEN_EXPIRED || code == TD_CLI_E_NOT_SUBSCRIBED ||
            code == TD_CLI_E_STORE_FAILED || code == TD_CLI_E_BUSY ||
            code == TD_CLI_E_INTERNAL || code == TD_CLI_E_LIMIT ||
-           code == TD_CLI_E_AGENT_TAKEN || code == TD_CLI_E_MISSING_OPS;
+           code == TD_CLI_E_AGENT_TAKEN || code == TD_CLI_E_MISSING_OPS ||
+           code == TD_CLI_E_UNAVAILABLE;
 }
 
 static void handle_error(td_cli_conn *c, rd *r)
