@@ -266,6 +266,11 @@ export interface ConnectOptions {
   /** Reconnect delays: random in [0, min(capMs, baseMs * 2^attempt)). Defaults 500 and 30000. */
   backoff?: { baseMs?: number; capMs?: number };
   /**
+   * With several URLs: the one to try first (one of them, or its index).
+   * Default: a random one, so that clients spread over the nodes.
+   */
+  firstUrl?: string | number;
+  /**
    * Agent id (1..2^64-1) for HELLO and every document's replica (tests).
    * Default: random per document. Never reuse one for a fresh replica of a
    * document that already holds ops of it.
@@ -281,9 +286,13 @@ export interface Limits {
 export declare class Client extends Emitting<{
   status: (s: Status) => void;
   error: (e: TandemError) => void;
-  disconnect: (e: { code: number; reason: string }) => void;
+  /** A connection closed; `url` is the server it was to (the next attempt goes to the next URL). */
+  disconnect: (e: { code: number; reason: string; url: string }) => void;
 }> {
+  /** The server URL in use, or tried next while offline. */
   readonly url: string;
+  /** Every server URL given to connect(), in that order. */
+  readonly urls: readonly string[];
   readonly status: Status;
   /** When the next reconnect attempt is due (ms since the epoch), while offline. */
   readonly nextAttemptAt?: number;
@@ -309,7 +318,12 @@ export declare class Client extends Emitting<{
   close(): Promise<void>;
 }
 
-export declare function connect(url: string | URL, opts?: ConnectOptions): Promise<Client>;
+/**
+ * One server URL, several separated by commas, or an array of them (nodes of
+ * one cluster): the client starts at a random one and moves to the next,
+ * round-robin, whenever an attempt fails or a connection drops.
+ */
+export declare function connect(urls: string | URL | ReadonlyArray<string | URL>, opts?: ConnectOptions): Promise<Client>;
 
 /** A replica with no connection (tools, tests). */
 export declare function createReplica(opts?: {

@@ -23,7 +23,10 @@
  * readers of B keep no replica (they count batches) to keep that small.
  *
  *   tandem-load [--only A|B|C|D] [--seconds S] [--conns N] [--durability M]
- *               [--bin TANDEM]
+ *               [--bin TANDEM] [--proto native|yjs] [--no-baseline]
+ *
+ * `--proto yjs` runs the same workloads with light y-websocket clients
+ * (load_yjs.c), each beside this file's native figure of the same run.
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -32,6 +35,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "load_yjs.h"
 #include "td_client.h"
 #include "td_rng.h"
 
@@ -44,6 +48,9 @@ static double g_seconds = -1; /* -1: each workload's default */
 static int g_conns = 10000;
 static const char *g_durability = "group";
 static td_rng g_rng; /* seeded at random in main */
+/* The figures of the native runs, for --proto yjs to print beside its own. */
+static load_fig g_fig;
+static double g_last_p50, g_last_p99; /* of the last lat_print */
 
 static uint64_t rnd(void)
 {
@@ -78,12 +85,15 @@ static int cmp_u32(const void *a, const void *b)
 
 static void lat_print(const char *what, lat *l)
 {
+    g_last_p50 = g_last_p99 = 0;
     if (!l->n) {
         printf("  %-28s no samples\n", what);
         return;
     }
     qsort(l->us, l->n, sizeof l->us[0], cmp_u32);
 #define PCT(p) (l->us[(size_t)((double)(l->n - 1) * (p))] / 1000.0)
+    g_last_p50 = PCT(0.5);
+    g_last_p99 = PCT(0.99);
     printf("  %-28s p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  max %.3f ms  (%zu samples)\n", what,
            PCT(0.5), PCT(0.9), PCT(0.99), l->us[l->n - 1] / 1000.0, l->n);
 #undef PCT
@@ -257,6 +267,9 @@ static int run_a(void)
            (unsigned long long)expect, a_deliveries / elapsed,
            a_deliveries == expect ? "" : "  MISSING DELIVERIES");
     lat_print("send-to-receive latency", &a_lat);
+    g_fig.a_p50_ms = g_last_p50;
+    g_fig.a_p99_ms = g_last_p99;
+    g_fig.a_deliv_s = a_deliveries / elapsed;
     server_figures(&s, cpu0, elapsed);
     td_cli_ctx_free(ctx);
     for (int i = 0; i < A_N; i++)
@@ -341,6 +354,7 @@ static int run_b(void)
            (unsigned long long)maxb, minb * B_OPS / elapsed, maxb * B_OPS / elapsed,
            (double)minb * B_OPS * B_READERS / elapsed);
     lat_print("UPDATE-to-ACK latency", &b_ack);
+    g_fig.b_ops_s = minb * B_OPS / elapsed;
     server_figures(&s, cpu0, elapsed);
     td_cli_ctx_free(ctx);
     lat_free(&b_ack);
@@ -355,7 +369,12 @@ static int run_c_once(int n, int deflate)
     printf("C idle: %d connections over 100 docs, each with a presence entry, "
            "permessage-deflate %s\n", n, deflate ? "on" : "off");
     td_cli_server s;
-    if (start_server(&s, NULL) < 0)
+    /* every connection comes from 127.0.0.1: lift the per-address cap
+     * (default 256) and the total one (default 10,000, one short of N plus
+     * the health check) */
+    static const char *const more[] = {"--max-conns-per-ip", "1000000", "--max-conns", "1000000",
+                                       NULL};
+    if (start_server(&s, more) < 0)
         return -1;
     td_cli_ctx_opts co = {0};
     co.deflate = deflate;
@@ -398,6 +417,8 @@ static int run_c_once(int n, int deflate)
     double elapsed = (double)(td_cli_now_us() - t0) / 1e6;
     printf("  %d connections up; server RSS %ld KiB before, %ld KiB after: %.2f KiB per "
            "connection\n", up, rss0, rss1, up ? (double)(rss1 - rss0) / up : 0.0);
+    if (!deflate)
+        g_fig.c_kib = up ? (double)(rss1 - rss0) / up : 0.0;
     server_figures(&s, cpu0, elapsed);
     td_cli_ctx_free(ctx);
     free(cs);
@@ -482,7 +503,9 @@ static int run_d(void)
         rc |= run_d_once(&s, 1, &one);
     }
     lat_print("1,000 batches of 1 op", &many);
+    g_fig.d_many_p50_ms = g_last_p50;
     lat_print("1 batch of 1,000 ops", &one);
+    g_fig.d_one_p50_ms = g_last_p50;
     server_figures(&s, cpu0, (double)(td_cli_now_us() - t0) / 1e6);
     lat_free(&many);
     lat_free(&one);
@@ -494,20 +517,25 @@ static int run_d(void)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: tandem-load [--only A|B|C|D] [--seconds S] [--conns N] [--durability M]\n"
-               "                   [--bin TANDEM]\n"
-               "  --only W      run one workload (default: all four)\n"
-               "  --seconds S   duration of A and B (default 20 and 10)\n"
+    fprintf(f, "usage: tandem-load [--only A|B|C|D|S] [--seconds S] [--conns N] [--durability M]\n"
+               "                   [--bin TANDEM] [--proto native|yjs] [--no-baseline]\n"
+               "  --only W      run one workload (default: all four; with --proto yjs\n"
+               "                also S, the sweep of A's load up to p99 > 50 ms)\n"
+               "  --seconds S   duration of A and B (default 20 and 10; 5 a sweep step)\n"
                "  --conns N     connections of C (default 10000)\n"
                "  --durability M  the server's durability mode (default group, as the\n"
                "                issue asks; off/always to see what the fsync costs)\n"
-               "  --bin PATH    the tandem binary (default %s)\n",
+               "  --bin PATH    the tandem binary (default %s)\n"
+               "  --proto P     native (default) or yjs: light y-websocket clients at\n"
+               "                /yjs/ROOM, each figure beside the native one of the run\n"
+               "  --no-baseline with --proto yjs: skip the native runs\n",
             TD_LOAD_TANDEM_BIN);
 }
 
 int main(int argc, char **argv)
 {
     const char *only = NULL;
+    int yjs = 0, baseline = 1;
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
     for (int i = 1; i < argc; i++) {
@@ -516,8 +544,13 @@ int main(int argc, char **argv)
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             return 0;
-        } else if (strcmp(a, "--only") == 0 && v && strchr("ABCD", v[0]) && !v[1]) {
+        } else if (strcmp(a, "--only") == 0 && v && strchr("ABCDS", v[0]) && !v[1]) {
             only = v, i++;
+        } else if (strcmp(a, "--proto") == 0 && v &&
+                   (strcmp(v, "native") == 0 || strcmp(v, "yjs") == 0)) {
+            yjs = strcmp(v, "yjs") == 0, i++;
+        } else if (strcmp(a, "--no-baseline") == 0) {
+            baseline = 0;
         } else if (strcmp(a, "--seconds") == 0 && v && atof(v) > 0) {
             g_seconds = atof(v), i++;
         } else if (strcmp(a, "--conns") == 0 && v && atoi(v) > 0) {
@@ -547,6 +580,15 @@ int main(int argc, char **argv)
         return 1;
     }
     td_rng_seed(&g_rng, td_cli_random64());
+    if (yjs) {
+        load_cfg cfg = {g_bin, g_durability, g_seconds, g_conns, only, baseline, &g_rng};
+        load_native nat = {run_a, run_b, run_c_once, run_d, &g_fig};
+        return load_yjs_main(&cfg, &nat) < 0 ? 1 : 0;
+    }
+    if (only && *only == 'S') {
+        fprintf(stderr, "tandem-load: the sweep (--only S) needs --proto yjs\n");
+        return 64;
+    }
     int rc = 0;
     if (!only || *only == 'A')
         rc |= run_a();

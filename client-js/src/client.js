@@ -18,6 +18,17 @@
  * expired one that a token function cannot renew) is an 'error' event with
  * the server's message, and the client stops retrying until setToken().
  *
+ * Several URLs (nodes of one cluster, docs/CLUSTER.md): the first attempt
+ * goes to a random one (so clients spread over the nodes), and every failed
+ * attempt or dropped connection moves to the next one, round-robin, after
+ * the same jittered delay. On WELCOME from another node than the last one,
+ * each document does not pipeline its pending batches: it resubscribes, and
+ * at the SYNC sends everything the node lacks against the SYNC's version
+ * vector (Doc._resendLacking, as after a refused batch): the pending
+ * batches, and anything the previous node acknowledged that this one has not
+ * got (with a cluster, normally nothing: an acknowledged batch is on a
+ * quorum of brokers; between independent servers, everything).
+ *
  * disconnect() takes the client offline on purpose: no socket, no retries,
  * network events ignored. Edits go on applying locally and queue as pending
  * batches, exactly as during an outage; connect() (or reconnect()) ends it,
@@ -31,7 +42,7 @@ import { onNetworkChange, defaultStorage, networkUp } from '#platform';
 import { CoreError } from './core.js';
 
 const AUTH_CODES = new Set([6, 7, 8]);
-const RETRY_CODES = new Set([8, 11, 16, 17, 18, 19]);
+const RETRY_CODES = new Set([8, 11, 16, 17, 18, 19, 23]); // 23: cluster broker unreachable
 const DROP_CODES = new Set([10, 12, 13]);
 /* Repaired by resending what the server lacks (Client._repair). */
 const REPAIR_CODES = new Set([13, 20, 21]);
@@ -42,7 +53,17 @@ const HELLO_TIMEOUT_MS = 10000;
 export class Client extends Emitter {
   constructor(url, opts, core, WebSocketImpl) {
     super();
-    this.url = url;
+    /* the server URLs, in the order given; `url` is the one in use (or
+     * tried next) */
+    this.urls = Object.freeze(parseUrls(url));
+    this._urlIndex = firstUrlIndex(this.urls, opts.firstUrl);
+    this.url = this.urls[this._urlIndex];
+    /* Local copies (storage) are kept under the first URL given, whichever
+     * node is in use: one copy per document and cluster. */
+    this._storageBase = this.urls[0];
+    /* The URL of the last WELCOME: a WELCOME from another one is a move to
+     * another node (see _onWelcome). */
+    this._welcomedUrl = null;
     this._core = core;
     this._WS = WebSocketImpl;
     this._token = opts.token ?? '';
@@ -144,7 +165,7 @@ export class Client extends Emitter {
 
   async _load(id, opts = {}) {
     const agent = () => (opts.agent != null ? checkAgent(opts.agent) : this._fixedAgent ? this.agent : randomAgent());
-    const key = `${this.url}#${id}`;
+    const key = `${this._storageBase}#${id}`;
     let saved = null;
     if (this.storage) {
       try { saved = await this.storage.load(key); } catch (e) {
@@ -175,10 +196,15 @@ export class Client extends Emitter {
     if (doc._subscribedOnWire) this._send(wire.encodeUnsubscribe(doc.id));
   }
 
-  _subscribe(doc) {
+  /* moved: this connection is to another node than the last one, which
+   * may lack what that one acknowledged: the pending batches are not sent
+   * now, the SYNC's version vector decides what to send (Doc._resendLacking,
+   * which replaces them by the diff). */
+  _subscribe(doc, moved = false) {
     doc._subscribed = false;
     /* A repair waiting out its delay goes ahead on the new connection. */
     if (doc._recovering === 'wait') doc._resync();
+    else if (moved && doc._recovering === null) doc._recovering = 'sync';
     doc._subscribedOnWire = this._send(wire.encodeSubscribe(doc.id, doc._core.vv()));
     for (const rec of doc.pending) rec.id = 0;
     doc._byId.clear();
@@ -306,7 +332,7 @@ export class Client extends Emitter {
       return;
     }
     if (wasOnline) this._attempt = 0;
-    this.emit('disconnect', { code, reason });
+    this.emit('disconnect', { code, reason, url: this.url });
     this._retry();
   }
 
@@ -322,10 +348,18 @@ export class Client extends Emitter {
     const ceiling = Math.min(this.backoff.capMs, this.backoff.baseMs * 2 ** this._attempt);
     this._attempt = Math.min(this._attempt + 1, 30);
     const delay = Math.random() * ceiling;
+    this._nextUrl();
     /* when the next attempt is due: what the jitter decided, whatever the
      * event loop's lag when the timer fires */
     this.nextAttemptAt = Date.now() + delay;
     this._timer = setTimeout(() => { this._timer = null; this._connect(); }, delay);
+  }
+
+  /* After a failed attempt or a dropped connection: the next URL, round-robin. */
+  _nextUrl() {
+    if (this.urls.length < 2) return;
+    this._urlIndex = (this._urlIndex + 1) % this.urls.length;
+    this.url = this.urls[this._urlIndex];
   }
 
   _onNetwork(up) {
@@ -388,6 +422,8 @@ export class Client extends Emitter {
     if (m.version !== 1) throw new wire.WireError(`unsupported protocol version ${m.version}`);
     clearTimeout(this._helloTimer);
     const again = this.status === 'online';
+    const moved = !again && this._welcomedUrl !== null && this._welcomedUrl !== this.url;
+    this._welcomedUrl = this.url;
     this.session = m.session;
     this.user = m.user;
     this.rights = m.rights;
@@ -398,7 +434,7 @@ export class Client extends Emitter {
       for (const d of this.docs.values()) this._sendPending(d);
       return;
     }
-    for (const d of this.docs.values()) this._subscribe(d);
+    for (const d of this.docs.values()) this._subscribe(d, moved);
   }
 
   async _onError(m, doc) {
@@ -496,4 +532,32 @@ export function checkAgent(a) {
   try { v = BigInt(a); } catch { throw new TypeError(`agent must be a 64-bit integer, not ${String(a)}`); }
   if (v <= 0n || v >= 1n << 64n) throw new RangeError(`agent ${v} is outside 1..2^64-1`);
   return v;
+}
+
+/* The server URLs: a string (one URL, or several separated by commas), a
+ * URL, or an array (or other iterable) of those. Blanks around each are
+ * dropped, and repeats. */
+export function parseUrls(input) {
+  const items = typeof input === 'string' ? input.split(',')
+    : input instanceof URL ? [String(input)]
+      : input != null && typeof input[Symbol.iterator] === 'function' ? [...input].map((u) => String(u ?? ''))
+        : [String(input ?? '')];
+  const urls = [...new Set(items.map((u) => u.trim()).filter(Boolean))];
+  if (urls.length === 0) throw new TypeError('connect: no server URL given');
+  return urls;
+}
+
+/* Where the round-robin starts: opts.firstUrl (an index into urls, or one of
+ * them), or a random one so that clients spread over the nodes. */
+function firstUrlIndex(urls, first) {
+  if (first == null) return Math.floor(Math.random() * urls.length);
+  if (typeof first === 'number') {
+    if (!Number.isInteger(first) || first < 0 || first >= urls.length) {
+      throw new RangeError(`firstUrl ${first} is not an index of the ${urls.length} URLs`);
+    }
+    return first;
+  }
+  const i = urls.indexOf(String(first).trim());
+  if (i < 0) throw new RangeError(`firstUrl ${String(first)} is not one of the URLs`);
+  return i;
 }

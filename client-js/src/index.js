@@ -12,7 +12,7 @@
  * browser.js, which is this plus the core's bytes.
  */
 import { loadCore } from './core.js';
-import { Client } from './client.js';
+import { Client, parseUrls } from './client.js';
 import { Doc, randomAgent } from './doc.js';
 import { getWebSocket } from '#platform';
 
@@ -24,7 +24,10 @@ export { UndoManager } from './undo.js';
 export { MemoryStorage, IdbStorage } from './storage-idb.js';
 export { CoreError } from './core.js';
 
-/* Loads the core (once per realm) and starts connecting. Options:
+/* Loads the core (once per realm) and starts connecting. urls: one server
+ * URL, several separated by commas, or an array of them (nodes of one
+ * cluster: the client starts at a random one and moves to the next when a
+ * connection fails or drops). Options:
  *   token     string, or async () => string (called on every connect and
  *             when the server says the token expired)
  *   wasm      the core, when not the package's own: a URL or string (a
@@ -33,12 +36,14 @@ export { CoreError } from './core.js';
  *   WebSocket a WebSocket class (default: the global one, or `ws` in Node)
  *   storage   persistence for documents (default: IndexedDB in browsers,
  *             none in Node); null disables it
- *   backoff   {baseMs: 500, capMs: 30000} for reconnects */
-export async function connect(url, opts = {}) {
+ *   backoff   {baseMs: 500, capMs: 30000} for reconnects
+ *   firstUrl  the URL (or its index) to try first; default a random one */
+export async function connect(urls, opts = {}) {
+  parseUrls(urls); /* a bad argument throws before anything loads */
   const core = await loadCore(opts.wasm);
   const WS = opts.WebSocket ?? await getWebSocket();
   if (!WS) throw new Error('no WebSocket implementation (install the `ws` package in Node)');
-  return new Client(String(url), opts, core, WS);
+  return new Client(urls, opts, core, WS);
 }
 
 /* The core alone, for tools and tests: a replica with no connection. */

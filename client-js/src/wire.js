@@ -214,5 +214,5 @@ export const ERR = {
   5: 'bad_doc_id', 6: 'auth_required', 7: 'token_invalid', 8: 'token_expired',
   9: 'forbidden', 10: 'read_only', 11: 'not_subscribed', 12: 'invalid_batch',
   13: 'too_large', 14: 'limit', 15: 'doc_unavailable', 16: 'store_failed',
-  17: 'busy', 18: 'internal', 19: 'shutting_down', 20: 'agent_taken', 21: 'missing_ops', 22: 'wrong_kind',
+  17: 'busy', 18: 'internal', 19: 'shutting_down', 20: 'agent_taken', 21: 'missing_ops', 22: 'wrong_kind', 23: 'unavailable',
 };
