@@ -588,6 +588,14 @@ td_srv_cluster_err td_srv_cluster_follow(td_srv_cluster *c, const char *doc, siz
     jsSubOptions_Init(&so);
     so.Stream = c->stream;
     so.Ordered = true;
+    /* The consumer is an R1 one on a single broker: when that broker dies
+     * (while this node's own link, on another broker, stays up) libnats
+     * notices only by missed idle heartbeats, checked every 2 heartbeat
+     * intervals, and then recreates it after the last sequence delivered.
+     * With libnats' default of 5 s this document received nothing from the
+     * other nodes for 10 to 20 s (cluster_brokers); 1 s makes it 2 to 4 s,
+     * for one small heartbeat per second per idle document. */
+    so.Config.Heartbeat = (int64_t)1000 * 1000000;
     if (from) {
         so.Config.DeliverPolicy = js_DeliverByStartSequence;
         so.Config.OptStartSeq = from;

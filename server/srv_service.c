@@ -918,6 +918,17 @@ static void doc_drain(td_srv_service *svc, td_srv_doc *d)
         doc_stale(svc, d);
 }
 
+/* The store would not take r (counted in flight already): it completes now,
+ * with the store's error, in its place in the document's FIFO. */
+static void rec_refused(td_srv_service *svc, td_srv_doc *d, td_srv_rec *r, td_store_err sc,
+                        const td_store_error *se)
+{
+    r->done = 1;
+    r->result = sc;
+    snprintf(r->errmsg, sizeof r->errmsg, "%.120s", se->msg[0] ? se->msg : td_store_strerror(sc));
+    doc_drain(svc, d);
+}
+
 static void append_done(void *ud, const td_store_ack *ack)
 {
     td_srv_rec *r = ud;
@@ -1093,13 +1104,8 @@ static void cl_delivered(void *ud, const char *id, size_t id_len, uint64_t seq, 
     d->model->buf_free(d->mdoc, vv);
     d->inflight++;
     svc->inflight++;
-    if (sc != TD_STORE_OK) {
-        r->done = 1;
-        r->result = sc;
-        snprintf(r->errmsg, sizeof r->errmsg, "%.120s",
-                 se.msg[0] ? se.msg : td_store_strerror(sc));
-        doc_drain(svc, d);
-    }
+    if (sc != TD_STORE_OK)
+        rec_refused(svc, d, r, sc, &se);
 }
 
 static void cl_broker(void *ud, int up)
@@ -1318,13 +1324,8 @@ void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
     free(k.agents);
     d->inflight++;
     svc->inflight++;
-    if (sc != TD_STORE_OK) {
-        r->done = 1;
-        r->result = sc;
-        snprintf(r->errmsg, sizeof r->errmsg, "%.120s",
-                 se.msg[0] ? se.msg : td_store_strerror(sc));
-        doc_drain(svc, d);
-    }
+    if (sc != TD_STORE_OK)
+        rec_refused(svc, d, r, sc, &se);
 }
 
 void td_srv_presence_update(td_srv_service *svc, td_srv_sub *u, const uint8_t *state,

@@ -24,7 +24,10 @@
  *
  *   tandem-load [--only A|B|C|D] [--seconds S] [--conns N] [--durability M]
  *               [--bin TANDEM] [--proto native|yjs] [--no-baseline]
+ *               [--nodes N] [--nats NATS_SERVER]
  *
+ * `--nodes N` (N > 1) runs workload A over N cluster nodes and one
+ * nats-server -js that it starts (load_cluster.c), beside a single node.
  * `--proto yjs` runs the same workloads with light y-websocket clients
  * (load_yjs.c), each beside this file's native figure of the same run.
  */
@@ -35,6 +38,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "load_cluster.h"
 #include "load_yjs.h"
 #include "td_client.h"
 #include "td_rng.h"
@@ -519,6 +523,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: tandem-load [--only A|B|C|D|S] [--seconds S] [--conns N] [--durability M]\n"
                "                   [--bin TANDEM] [--proto native|yjs] [--no-baseline]\n"
+               "                   [--nodes N] [--nats NATS_SERVER]\n"
                "  --only W      run one workload (default: all four; with --proto yjs\n"
                "                also S, the sweep of A's load up to p99 > 50 ms)\n"
                "  --seconds S   duration of A and B (default 20 and 10; 5 a sweep step)\n"
@@ -528,14 +533,22 @@ static void usage(FILE *f)
                "  --bin PATH    the tandem binary (default %s)\n"
                "  --proto P     native (default) or yjs: light y-websocket clients at\n"
                "                /yjs/ROOM, each figure beside the native one of the run\n"
-               "  --no-baseline with --proto yjs: skip the native runs\n",
+               "  --no-baseline with --proto yjs: skip the native runs; with --nodes:\n"
+               "                skip the single-node run\n"
+               "  --nodes N     N > 1: workload A only, the clients of each document\n"
+               "                spread round-robin over N `serve --cluster` nodes and one\n"
+               "                nats-server -js started here, beside one plain node\n"
+               "                (default 1: the workloads above, no cluster)\n"
+               "  --nats PATH   the nats-server binary (default: found in PATH,\n"
+               "                /usr/sbin, /usr/bin)\n",
             TD_LOAD_TANDEM_BIN);
 }
 
 int main(int argc, char **argv)
 {
     const char *only = NULL;
-    int yjs = 0, baseline = 1;
+    int yjs = 0, baseline = 1, nodes = 1;
+    const char *nats = NULL;
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
     for (int i = 1; i < argc; i++) {
@@ -557,6 +570,10 @@ int main(int argc, char **argv)
             g_conns = atoi(v), i++;
         } else if (strcmp(a, "--durability") == 0 && v) {
             g_durability = v, i++;
+        } else if (strcmp(a, "--nodes") == 0 && v && atoi(v) > 0) {
+            nodes = atoi(v), i++;
+        } else if (strcmp(a, "--nats") == 0 && v) {
+            nats = v, i++;
         } else if (strcmp(a, "--bin") == 0 && v) {
             g_bin = v, i++;
         } else {
@@ -580,6 +597,14 @@ int main(int argc, char **argv)
         return 1;
     }
     td_rng_seed(&g_rng, td_cli_random64());
+    if (nodes > 1) {
+        if (yjs || (only && *only != 'A')) {
+            fprintf(stderr, "tandem-load: --nodes runs workload A with the native protocol only\n");
+            return 64;
+        }
+        load_cluster_cfg cc = {g_bin, nats, g_durability, g_seconds, nodes, baseline, &g_rng};
+        return load_cluster_main(&cc) < 0 ? 1 : 0;
+    }
     if (yjs) {
         load_cfg cfg = {g_bin, g_durability, g_seconds, g_conns, only, baseline, &g_rng};
         load_native nat = {run_a, run_b, run_c_once, run_d, &g_fig};

@@ -315,3 +315,338 @@ void cl_proxy_free(cl_proxy *p)
     close(p->lfd);
     free(p);
 }
+
+/* ---- several brokers as one JetStream cluster ---------------------------------------- */
+
+#include <cjson/cJSON.h>
+
+#define MAX_BROKERS 5
+
+static struct {
+    char name[16];
+    char dir[300];
+    char conf[340];
+    int port, route, http;
+    pid_t pid;
+} g_b[MAX_BROKERS];
+static int g_nb;
+static char g_burls[MAX_BROKERS * 32];
+
+static void brokers_stop(void)
+{
+    for (int i = 0; i < g_nb; i++)
+        if (g_b[i].pid > 0) {
+            kill(g_b[i].pid, SIGKILL);
+            waitpid(g_b[i].pid, NULL, 0);
+            g_b[i].pid = -1;
+        }
+    const char *keep = getenv("CL_KEEP_BROKERS"); /* for a post-mortem */
+    for (int i = 0; i < g_nb; i++)
+        if (g_b[i].dir[0] && !(keep && *keep)) {
+            td_cli_rm_rf(g_b[i].dir);
+            g_b[i].dir[0] = 0;
+        }
+}
+
+static void brokers_start_one(int i)
+{
+    char log[400];
+    snprintf(log, sizeof log, "%s/nats.log", g_b[i].dir);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(125);
+        if (!freopen(log, "a", stdout) || !freopen(log, "a", stderr))
+            _exit(126);
+        execl(g_nats, g_nats, "-c", g_b[i].conf, (char *)NULL);
+        _exit(127);
+    }
+    g_b[i].pid = pid;
+    for (int t = 0; t < 400 && !port_open(g_b[i].port); t++) {
+        int st;
+        CHECK_MSG(waitpid(pid, &st, WNOHANG) != pid, "nats-server %s exited at start (log %s)",
+                  g_b[i].name, log);
+        sleep_ms(25);
+    }
+    CHECK_MSG(port_open(g_b[i].port), "nats-server %s did not listen on %d within 10 s (log %s)",
+              g_b[i].name, g_b[i].port, log);
+}
+
+static int port_taken(const int *ports, int n, int p)
+{
+    for (int i = 0; i < n; i++)
+        if (ports[i] == p)
+            return 1;
+    return 0;
+}
+
+void cl_init_brokers(int argc, char **argv, const char *name, int n)
+{
+    it_init(argc, argv, name);
+    CHECK_MSG(argc >= 3 && argv[2][0], "usage: %s TANDEM_BINARY NATS_SERVER_BINARY", argv[0]);
+    CHECK(n >= 2 && n <= MAX_BROKERS);
+    snprintf(g_nats, sizeof g_nats, "%s", argv[2]);
+    CHECK_MSG(access(g_nats, X_OK) == 0,
+              "nats-server %s is missing: install Debian's nats-server", g_nats);
+    const char *tmp = getenv("TMPDIR");
+    atexit(brokers_stop);
+    int ports[3 * MAX_BROKERS], np = 0;
+    for (int i = 0; i < n; i++) {
+        int *mine[3] = {&g_b[i].port, &g_b[i].route, &g_b[i].http};
+        for (int k = 0; k < 3; k++) {
+            int p;
+            do
+                p = td_cli_free_port();
+            while (p > 0 && port_taken(ports, np, p));
+            CHECK(p > 0);
+            *mine[k] = ports[np++] = p;
+        }
+        snprintf(g_b[i].name, sizeof g_b[i].name, "b%d", i + 1);
+        g_b[i].pid = -1;
+        snprintf(g_b[i].dir, sizeof g_b[i].dir, "%.200s/tandem-nats-b%d-XXXXXX",
+                 tmp && *tmp ? tmp : "/tmp", i + 1);
+        CHECK(mkdtemp(g_b[i].dir) != NULL);
+        g_nb = i + 1;
+    }
+    size_t off = 0;
+    for (int i = 0; i < n; i++)
+        off += (size_t)snprintf(g_burls + off, sizeof g_burls - off, "%snats://127.0.0.1:%d",
+                                i ? "," : "", g_b[i].port);
+    for (int i = 0; i < n; i++) {
+        char conf[sizeof g_b[i].conf];
+        snprintf(conf, sizeof conf, "%s/nats.conf", g_b[i].dir);
+        memcpy(g_b[i].conf, conf, sizeof conf);
+        FILE *f = fopen(g_b[i].conf, "w");
+        CHECK(f != NULL);
+        fprintf(f,
+                "server_name: %s\nlisten: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\n"
+                "jetstream { store_dir: \"%s/js\" }\n"
+                "cluster {\n  name: tandem-test\n  listen: 127.0.0.1:%d\n  routes: [\n",
+                g_b[i].name, g_b[i].port, g_b[i].http, g_b[i].dir, g_b[i].route);
+        for (int j = 0; j < n; j++)
+            if (j != i)
+                fprintf(f, "    nats-route://127.0.0.1:%d\n", g_b[j].route);
+        fprintf(f, "  ]\n}\n");
+        CHECK(fclose(f) == 0);
+    }
+    for (int i = 0; i < n; i++)
+        brokers_start_one(i);
+    uint64_t t0 = td_cli_now_us();
+    CHECK_MSG(cl_brokers_ready(NULL, 0, 30000),
+              "the %d nats-servers did not form a JetStream cluster within 30 s (logs in %s/..)",
+              n, g_b[0].dir);
+    printf("%d nats-servers clustered (%s), JetStream meta leader elected with %d peers in %.1f s\n",
+           n, g_burls, n, (double)(td_cli_now_us() - t0) / 1e6);
+}
+
+int cl_brokers(void)
+{
+    return g_nb;
+}
+
+const char *cl_brokers_url(void)
+{
+    return g_burls;
+}
+
+const char *cl_broker_name(int i)
+{
+    return i >= 0 && i < g_nb ? g_b[i].name : "?";
+}
+
+int cl_broker_index(const char *name)
+{
+    for (int i = 0; name && i < g_nb; i++)
+        if (strcmp(g_b[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+int cl_broker_alive(int i)
+{
+    return i >= 0 && i < g_nb && g_b[i].pid > 0;
+}
+
+void cl_broker_kill_at(int i)
+{
+    CHECK(i >= 0 && i < g_nb);
+    if (g_b[i].pid > 0) {
+        kill(g_b[i].pid, SIGKILL);
+        waitpid(g_b[i].pid, NULL, 0);
+        g_b[i].pid = -1;
+    }
+}
+
+void cl_broker_restart_at(int i)
+{
+    cl_broker_kill_at(i);
+    brokers_start_one(i);
+}
+
+/* GET path of broker i's monitoring port, parsed; NULL if it does not
+ * answer 200 with JSON. */
+static cJSON *broker_get(int i, const char *path)
+{
+    if (!cl_broker_alive(i))
+        return NULL;
+    char *body = NULL;
+    size_t len = 0;
+    int st = td_cli_http_get("127.0.0.1", g_b[i].http, path, NULL, &body, &len);
+    cJSON *j = st == 200 && body ? cJSON_ParseWithLength(body, len) : NULL;
+    free(body);
+    return j;
+}
+
+static const char *jstr(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* The detail of `stream` in a /jsz?accounts=true&streams=true answer. */
+static const cJSON *stream_detail(const cJSON *jsz, const char *stream)
+{
+    const cJSON *acc, *s;
+    cJSON_ArrayForEach(acc, cJSON_GetObjectItemCaseSensitive(jsz, "account_details"))
+        cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(acc, "stream_detail"))
+    {
+        const char *nm = jstr(s, "name");
+        if (nm && strcmp(nm, stream) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+/* 1 if every replica in `replicas` (a /jsz array) is a live broker, current
+ * and not offline, and there are `want` of them. */
+static int replicas_current(const cJSON *replicas, int want)
+{
+    const cJSON *r;
+    int n = 0;
+    cJSON_ArrayForEach(r, replicas)
+    {
+        if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "current")) ||
+            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "offline")) ||
+            !cl_broker_alive(cl_broker_index(jstr(r, "name"))))
+            return 0;
+        n++;
+    }
+    return n == want;
+}
+
+static int brokers_ready_now(const char *stream, int stream_replicas)
+{
+    char leader[16] = "";
+    int live = 0;
+    for (int i = 0; i < g_nb; i++) {
+        if (!cl_broker_alive(i))
+            continue;
+        live++;
+        cJSON *j = broker_get(i, "/jsz");
+        const cJSON *mc = cJSON_GetObjectItemCaseSensitive(j, "meta_cluster");
+        const char *l = jstr(mc, "leader");
+        const cJSON *size = cJSON_GetObjectItemCaseSensitive(mc, "cluster_size");
+        int ok = l && *l && cJSON_IsNumber(size) && size->valueint == g_nb &&
+                 (!leader[0] || strcmp(leader, l) == 0);
+        if (ok && !leader[0])
+            snprintf(leader, sizeof leader, "%s", l);
+        cJSON_Delete(j);
+        if (!ok)
+            return 0;
+    }
+    int li = cl_broker_index(leader);
+    if (li < 0 || !cl_broker_alive(li))
+        return 0;
+    cJSON *j = broker_get(li, "/jsz");
+    int ok = replicas_current(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "meta_cluster"),
+                                         "replicas"),
+        live - 1);
+    cJSON_Delete(j);
+    if (!ok || !stream)
+        return ok;
+    int si = cl_stream_leader(stream);
+    if (si < 0)
+        return 0;
+    j = broker_get(si, "/jsz?accounts=true&streams=true");
+    const cJSON *sd = stream_detail(j, stream);
+    const cJSON *cl = cJSON_GetObjectItemCaseSensitive(sd, "cluster");
+    const char *sl = jstr(cl, "leader");
+    ok = sl && strcmp(sl, g_b[si].name) == 0 &&
+         replicas_current(cJSON_GetObjectItemCaseSensitive(cl, "replicas"), stream_replicas - 1);
+    cJSON_Delete(j);
+    return ok;
+}
+
+int cl_brokers_ready(const char *stream, int stream_replicas, int timeout_ms)
+{
+    uint64_t end = td_cli_now_us() + (uint64_t)timeout_ms * 1000u;
+    do {
+        if (brokers_ready_now(stream, stream_replicas))
+            return 1;
+        sleep_ms(50);
+    } while (td_cli_now_us() < end);
+    return 0;
+}
+
+int cl_stream_leader(const char *stream)
+{
+    for (int i = 0; i < g_nb; i++) {
+        cJSON *j = broker_get(i, "/jsz?accounts=true&streams=true");
+        const cJSON *cl = cJSON_GetObjectItemCaseSensitive(stream_detail(j, stream), "cluster");
+        int li = cl_broker_index(jstr(cl, "leader"));
+        cJSON_Delete(j);
+        if (li >= 0 && cl_broker_alive(li))
+            return li;
+    }
+    return -1;
+}
+
+int cl_broker_conns(int i)
+{
+    cJSON *j = broker_get(i, "/connz");
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(j, "num_connections");
+    int r = cJSON_IsNumber(n) ? n->valueint : -1;
+    cJSON_Delete(j);
+    return r;
+}
+
+static struct {
+    char name[32];
+    char replicas[12];
+    const char *argv[8];
+} g_bnodes[MAX_NODES];
+static int g_nbnodes;
+
+const char *const *cl_brokers_node_args(const char *name, int replicas)
+{
+    for (int i = 0; i < g_nbnodes; i++)
+        if (strcmp(g_bnodes[i].name, name) == 0)
+            return g_bnodes[i].argv;
+    CHECK(g_nbnodes < MAX_NODES);
+    int i = g_nbnodes++;
+    snprintf(g_bnodes[i].name, sizeof g_bnodes[i].name, "%s", name);
+    snprintf(g_bnodes[i].replicas, sizeof g_bnodes[i].replicas, "%d", replicas);
+    const char *a[] = {"--cluster",          g_burls, "--cluster-node", g_bnodes[i].name,
+                       "--cluster-replicas", g_bnodes[i].replicas, NULL};
+    memcpy(g_bnodes[i].argv, a, sizeof a);
+    return g_bnodes[i].argv;
+}
+
+td_cli_server *cl_brokers_node(const char *name, int replicas)
+{
+    return it_server(cl_brokers_node_args(name, replicas));
+}
+
+long long cl_broker_stream_last_seq(int i, const char *stream)
+{
+    cJSON *j = broker_get(i, "/jsz?accounts=true&streams=true");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(stream_detail(j, stream), "state");
+    const cJSON *ls = cJSON_GetObjectItemCaseSensitive(st, "last_seq");
+    long long r = cJSON_IsNumber(ls) ? (long long)ls->valuedouble : -1;
+    cJSON_Delete(j);
+    return r;
+}
