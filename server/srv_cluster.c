@@ -6,6 +6,8 @@
  * spaces), so a document's subjects carry its id in hex:
  *     <stream>.d.<hex id>   its batches and snapshots (the stream's subjects)
  *     <stream>.p.<hex id>   its presence (plain NATS, not stored)
+ * Authorship: bucket <stream>_OWNERS, key <hex id>.<agent in hex>, value the
+ * author's name.
  * Headers: Tandem-Node names the publisher (a node skips its own batches);
  * Nats-Msg-Id = <node>-<tag> lets JetStream store a retried publish once and
  * brings the tag back to the acknowledgement handler; a snapshot carries
@@ -57,6 +59,8 @@ typedef struct follower {
 struct td_srv_cluster {
     natsConnection *nc;
     jsCtx *js;
+    jsCtx *kvjs;           /* the owners bucket's, with a short wait */
+    kvStore *owners;       /* agent -> author (td_srv_cluster_claim) */
     char stream[64];
     char node[64];
     int64_t publish_timeout_ms;
@@ -344,6 +348,34 @@ static td_srv_cluster_err ensure_stream(struct td_srv_cluster *c, int replicas, 
 
 /* The URL list, one server each: libnats 3.4's natsOptions_SetURL takes a
  * comma-separated list but then connects to none of two or more. */
+/* The authorship bucket, created by the first node (one value per key: only
+ * the binding matters, never its history). Its own JetStream context waits
+ * one second, not five: a claim holds the event loop. */
+static td_srv_cluster_err ensure_owners(struct td_srv_cluster *c, int replicas, char *msg,
+                                        size_t msglen)
+{
+    char bucket[80];
+    snprintf(bucket, sizeof bucket, "%s_OWNERS", c->stream);
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = 1000;
+    natsStatus s = natsConnection_JetStream(&c->kvjs, c->nc, &jo);
+    if (s == NATS_OK) {
+        s = js_KeyValue(&c->owners, c->kvjs, bucket);
+        if (s == NATS_NOT_FOUND) {
+            kvConfig kc;
+            kvConfig_Init(&kc);
+            kc.Bucket = bucket;
+            kc.History = 1;
+            kc.Replicas = replicas;
+            kc.StorageType = js_FileStorage;
+            s = js_CreateKeyValue(&c->owners, c->kvjs, &kc);
+        }
+    }
+    return s == NATS_OK ? TD_SRV_CLUSTER_OK
+                        : fail(msg, msglen, TD_SRV_CLUSTER_ERR_STREAM, "owners bucket", s);
+}
+
 static natsStatus set_servers(natsOptions *o, const char *urls)
 {
     char buf[2048];
@@ -433,6 +465,9 @@ td_srv_cluster_err td_srv_cluster_new(td_srv_cluster **out, const td_srv_cluster
     err = ensure_stream(c, cfg->replicas > 0 ? cfg->replicas : 1, msg, msglen);
     if (err != TD_SRV_CLUSTER_OK)
         goto bad;
+    err = ensure_owners(c, cfg->replicas > 0 ? cfg->replicas : 1, msg, msglen);
+    if (err != TD_SRV_CLUSTER_OK)
+        goto bad;
     natsOptions_Destroy(o);
     c->up = 1;
     *out = c;
@@ -451,6 +486,10 @@ void td_srv_cluster_free(td_srv_cluster *c)
         follower *f = c->followers;
         td_srv_cluster_unfollow(c, f->doc, f->doc_len);
     }
+    if (c->owners)
+        kvStore_Destroy(c->owners);
+    if (c->kvjs)
+        jsCtx_Destroy(c->kvjs);
     if (c->js) {
         jsPubOptions po;
         jsPubOptions_Init(&po);
@@ -666,4 +705,49 @@ void td_srv_cluster_poll(td_srv_cluster *c, const td_srv_cluster_handler *h, voi
         }
         ev_free(e);
     }
+}
+
+/* ---- authorship ---------------------------------------------------------------------- */
+
+td_srv_cluster_err td_srv_cluster_claim(td_srv_cluster *c, const char *doc, size_t doc_len,
+                                        uint64_t agent, const char *owner, size_t owner_len,
+                                        int *granted)
+{
+    *granted = 0;
+    if (!c->owners || owner_len > INT32_MAX)
+        return TD_SRV_CLUSTER_ERR_ARG;
+    if (!c->up)
+        return TD_SRV_CLUSTER_ERR_UNAVAILABLE;
+    /* The subject helper gives "<stream>.k.<hex id>"; the key is what
+     * follows the stream's name, plus the agent. */
+    char *subj = subject(c, 'k', doc, doc_len);
+    if (!subj)
+        return TD_SRV_CLUSTER_ERR_NOMEM;
+    size_t hl = strlen(subj) - strlen(c->stream) - 3;
+    char *key = malloc(hl + 18);
+    if (!key) {
+        free(subj);
+        return TD_SRV_CLUSTER_ERR_NOMEM;
+    }
+    snprintf(key, hl + 18, "%s.%016" PRIx64, subj + strlen(c->stream) + 3, agent);
+    free(subj);
+
+    td_srv_cluster_err err = TD_SRV_CLUSTER_OK;
+    if (kvStore_Create(NULL, c->owners, key, owner, (int)owner_len) == NATS_OK) {
+        *granted = 1;
+    } else {
+        /* Taken already (or the create did not get through): the value
+         * there decides. */
+        kvEntry *e = NULL;
+        natsStatus s = kvStore_Get(&e, c->owners, key);
+        if (s == NATS_OK) {
+            *granted = kvEntry_ValueLen(e) == (int)owner_len &&
+                       memcmp(kvEntry_Value(e), owner, owner_len) == 0;
+            kvEntry_Destroy(e);
+        } else {
+            err = TD_SRV_CLUSTER_ERR_UNAVAILABLE; /* nothing bound: retry */
+        }
+    }
+    free(key);
+    return err;
 }

@@ -96,6 +96,17 @@ void td_srv_cluster_unfollow(td_srv_cluster *c, const char *doc, size_t doc_len)
 td_srv_cluster_err td_srv_cluster_presence(td_srv_cluster *c, const char *doc, size_t doc_len,
                                            const uint8_t *data, size_t len);
 
+/* Authorship across nodes (docs/CLUSTER.md): binds `agent` of doc to
+ * `owner` in the cluster's key-value bucket unless another owner has it.
+ * A compare-and-set in JetStream, so every node gets the same answer;
+ * *granted is 1 when owner holds the agent (now or already), 0 when another
+ * owner does. Blocks the caller for one round trip to the broker (at most
+ * a second): it is made only for an agent the node has not seen bound yet.
+ * UNAVAILABLE when the broker does not answer. */
+td_srv_cluster_err td_srv_cluster_claim(td_srv_cluster *c, const char *doc, size_t doc_len,
+                                        uint64_t agent, const char *owner, size_t owner_len,
+                                        int *granted);
+
 /* Hands what the libnats threads queued to h (on the caller's thread). */
 void td_srv_cluster_poll(td_srv_cluster *c, const td_srv_cluster_handler *h, void *ud);
 

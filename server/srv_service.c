@@ -1171,12 +1171,30 @@ int td_srv_service_broker(const td_srv_service *svc)
 /* The agents a batch introduces to the document, collected while the model
  * checks each agent with new ops (authorship, srv_owners.h). */
 typedef struct claims {
+    td_srv_service *svc;
     const td_srv_doc *d;
     const td_srv_client *c;
     uint64_t *agents;
     size_t n, cap;
-    int oom;
+    int oom, unavailable;
 } claims;
+
+/* In a cluster a durable author's claim on a new agent is decided by the
+ * broker's compare-and-set, so that no other node binds the agent to
+ * someone else (docs/CLUSTER.md, "Authorship across nodes"). Bindings to a
+ * connection (an open server) stay local to the node. */
+static int cluster_refuses(claims *k, uint64_t agent)
+{
+    int granted = 0;
+    if (!k->svc->cl || !k->c->author_durable)
+        return 0;
+    td_srv_cluster_err e = td_srv_cluster_claim(k->svc->cl, k->d->id, k->d->id_len, agent,
+                                                k->c->author, k->c->author_len, &granted);
+    if (e == TD_SRV_CLUSTER_OK)
+        return !granted;
+    k->unavailable = 1;
+    return 1;
+}
 
 static int agent_check(void *ud, uint64_t agent)
 {
@@ -1186,6 +1204,8 @@ static int agent_check(void *ud, uint64_t agent)
         return 1;
     if (!unowned)
         return 0;
+    if (cluster_refuses(k, agent))
+        return 1;
     if (k->n == k->cap) {
         size_t cap = k->cap ? 2 * k->cap : 4;
         uint64_t *v = realloc(k->agents, cap * sizeof *v);
@@ -1266,12 +1286,17 @@ void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
         client_error(svc, c, TD_SRV_E_INTERNAL, d, batch_id, "out of memory");
         return;
     }
-    claims k = {d, c, NULL, 0, 0, 0};
+    claims k = {svc, d, c, NULL, 0, 0, 0, 0};
     td_srv_apply_rules rules = {agent_check, &k, 0};
     r->t_recv_us = td_srv_now_us();
     code = d->model->apply(d->mdoc, batch, len, &rules, &info, msg, sizeof msg);
     if (code == TD_SRV_E_AGENT_TAKEN && k.oom)
         code = TD_SRV_E_INTERNAL;
+    if (code == TD_SRV_E_AGENT_TAKEN && k.unavailable) {
+        code = TD_SRV_E_UNAVAILABLE;
+        snprintf(msg, sizeof msg, "the cluster's broker did not answer an authorship claim; "
+                                  "resend later");
+    }
     if (code != TD_SRV_E_OK) {
         c->ops->error(c, code, d->id, d->id_len, batch_id, msg);
         free(k.agents);

@@ -423,6 +423,37 @@ char *it_token(const char *key, const char *user, const char *pattern, const cha
     return run_trimmed(argv);
 }
 
+td_cli_doc *it_open_doc(td_cli_server *s, const char *token, uint64_t agent, const char *doc)
+{
+    td_cli_conn_opts o = {0};
+    o.token = token;
+    o.agent = agent;
+    td_cli_conn *c = td_cli_connect(it_ctx(), s->url, &o);
+    CHECK(c != NULL);
+    td_cli_doc *d = td_cli_subscribe(c, doc, NULL);
+    CHECK(d != NULL);
+    CHECK_MSG(it_wait_ready(c, 10000), "no WELCOME (closed %d)", td_cli_close_code(c));
+    CHECK_MSG(it_wait_docs_synced(&d, 1, 10000), "no SYNC of %s", doc);
+    return d;
+}
+
+td_crdt_doc *it_replica(uint64_t agent)
+{
+    td_crdt_options o = {0};
+    o.agent = agent;
+    td_crdt_doc *r = NULL;
+    CHECK(td_crdt_doc_new(&o, &r) == TD_CRDT_OK);
+    return r;
+}
+
+void it_text_append(td_crdt_doc *r, const char *text)
+{
+    td_crdt_obj t;
+    CHECK(td_crdt_root(r, TD_CRDT_TEXT, "body", 4, &t) == TD_CRDT_OK);
+    CHECK(td_crdt_text_insert(r, t, td_crdt_text_length(r, t), text, strlen(text)) ==
+          TD_CRDT_OK);
+}
+
 td_cli_conn *it_raw_connect(td_cli_server *s, const char *token, uint64_t agent)
 {
     td_cli_conn_opts o = {0};

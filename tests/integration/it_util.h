@@ -89,6 +89,13 @@ void it_raw_subscribe(td_cli_conn *c, const char *doc, td_crdt_doc *replica);
  * within timeout_ms. Other messages are discarded. */
 int it_raw_update(td_cli_conn *c, const char *doc, uint64_t batch_id, const uint8_t *batch,
                   size_t len, int timeout_ms);
+/* A connection with token (may be NULL) and agent (0: random) subscribed to
+ * doc, READY and synced; fails the test otherwise. */
+td_cli_doc *it_open_doc(td_cli_server *s, const char *token, uint64_t agent, const char *doc);
+/* A fresh replica with that agent; fails the test otherwise. */
+td_crdt_doc *it_replica(uint64_t agent);
+/* Appends text to the replica's text root "body". */
+void it_text_append(td_crdt_doc *r, const char *text);
 /* Commits a replica's local ops; the batch, malloc'd (fails the test if
  * there is none). */
 uint8_t *it_commit(td_crdt_doc *replica, size_t *len);

@@ -51,16 +51,9 @@ typedef struct client {
 static client connect_client(td_cli_server *s, const char *token, uint64_t agent,
                              const char *doc)
 {
-    td_cli_conn_opts o = {0};
-    o.token = token;
-    o.agent = agent;
     client k;
-    k.c = td_cli_connect(it_ctx(), s->url, &o);
-    CHECK(k.c != NULL);
-    k.d = td_cli_subscribe(k.c, doc, NULL);
-    CHECK(k.d != NULL);
-    CHECK_MSG(it_wait_ready(k.c, 10000), "no WELCOME (closed %d)", td_cli_close_code(k.c));
-    CHECK_MSG(it_wait_docs_synced(&k.d, 1, 10000), "no SYNC of %s", doc);
+    k.d = it_open_doc(s, token, agent, doc);
+    k.c = td_cli_doc_conn(k.d);
     return k;
 }
 
@@ -101,23 +94,6 @@ static char *replica_json(td_crdt_doc *r)
     return copy;
 }
 
-static td_crdt_doc *new_replica(uint64_t agent)
-{
-    td_crdt_options o = {0};
-    o.agent = agent;
-    td_crdt_doc *r = NULL;
-    CHECK(td_crdt_doc_new(&o, &r) == TD_CRDT_OK);
-    return r;
-}
-
-static void text_insert(td_crdt_doc *r, const char *text)
-{
-    td_crdt_obj t;
-    CHECK(td_crdt_root(r, TD_CRDT_TEXT, "body", 4, &t) == TD_CRDT_OK);
-    CHECK(td_crdt_text_insert(r, t, td_crdt_text_length(r, t), text, strlen(text)) ==
-          TD_CRDT_OK);
-}
-
 static int code_in(int code, const int *ok, int n)
 {
     for (int i = 0; i < n; i++)
@@ -153,12 +129,12 @@ static void attacks(td_cli_server *s, const char *eve_tok, const char *ann_tok, 
 
     /* current seqs: continue A where the server is */
     {
-        td_crdt_doc *r = new_replica(A);
+        td_crdt_doc *r = it_replica(A);
         it_raw_subscribe(eve, DOC, r);
         uint64_t have = td_crdt_vv_get(r, A);
         CHECK_MSG(have > 0, "the server has no ops of the victim's agent");
         uint64_t remote0 = td_cli_doc_stats_get(obs->d)->remote_batches;
-        text_insert(r, "EVIL-NOW");
+        it_text_append(r, "EVIL-NOW");
         CHECK(td_crdt_vv_get(r, A) > have); /* the batch carries A's next seqs */
         b = it_commit(r, &len);
         rc = it_raw_update(eve, DOC, bid++, b, len, 5000);
@@ -175,12 +151,12 @@ static void attacks(td_cli_server *s, const char *eve_tok, const char *ann_tok, 
     }
     /* future seqs: a gap (one batch never sent) */
     {
-        td_crdt_doc *r = new_replica(A);
+        td_crdt_doc *r = it_replica(A);
         it_raw_subscribe(eve, DOC, r);
         uint64_t remote0 = td_cli_doc_stats_get(obs->d)->remote_batches;
-        text_insert(r, "EVIL-SKIPPED");
+        it_text_append(r, "EVIL-SKIPPED");
         free(it_commit(r, &len));
-        text_insert(r, "EVIL-LATER");
+        it_text_append(r, "EVIL-LATER");
         b = it_commit(r, &len);
         rc = it_raw_update(eve, DOC, bid++, b, len, 5000);
         printf("eve sends A's future seqs (a gap): %d\n", rc);
@@ -193,9 +169,9 @@ static void attacks(td_cli_server *s, const char *eve_tok, const char *ann_tok, 
     }
     /* past seqs, other content: a fresh replica with agent A */
     {
-        td_crdt_doc *r = new_replica(A);
+        td_crdt_doc *r = it_replica(A);
         uint64_t remote0 = td_cli_doc_stats_get(obs->d)->remote_batches;
-        text_insert(r, "EV");
+        it_text_append(r, "EV");
         b = it_commit(r, &len);
         CHECK(td_crdt_vv_get(td_cli_doc_crdt(victim->d), A) > td_crdt_vv_get(r, A));
         rc = it_raw_update(eve, DOC, bid++, b, len, 5000);
@@ -209,11 +185,11 @@ static void attacks(td_cli_server *s, const char *eve_tok, const char *ann_tok, 
     }
     /* past and new seqs in one batch */
     {
-        td_crdt_doc *r = new_replica(A);
+        td_crdt_doc *r = it_replica(A);
         uint64_t remote0 = td_cli_doc_stats_get(obs->d)->remote_batches;
         uint64_t need = td_crdt_vv_get(td_cli_doc_crdt(victim->d), A) + 20;
         while (td_crdt_vv_get(r, A) < need)
-            text_insert(r, "EVIL-MIXED");
+            it_text_append(r, "EVIL-MIXED");
         b = it_commit(r, &len);
         rc = it_raw_update(eve, DOC, bid++, b, len, 5000);
         printf("eve sends A's past and new seqs in one batch: %d\n", rc);
@@ -227,10 +203,10 @@ static void attacks(td_cli_server *s, const char *eve_tok, const char *ann_tok, 
     /* the whole history of a synced replica plus new ops of A: every known op
      * is the document's own, the batch is valid, and still refused */
     {
-        td_crdt_doc *r = new_replica(A);
+        td_crdt_doc *r = it_replica(A);
         it_raw_subscribe(eve, DOC, r);
         uint64_t remote0 = td_cli_doc_stats_get(obs->d)->remote_batches;
-        text_insert(r, "EVIL-TAIL");
+        it_text_append(r, "EVIL-TAIL");
         free(it_commit(r, &len));
         uint8_t *all = NULL;
         CHECK(td_crdt_diff(r, NULL, 0, &all, &len) == TD_CRDT_OK && all);
@@ -324,10 +300,10 @@ static void open_server(void)
 
     /* a second live connection with agent B */
     td_cli_conn *x = it_raw_connect(s, NULL, B);
-    td_crdt_doc *r = new_replica(B);
+    td_crdt_doc *r = it_replica(B);
     it_raw_subscribe(x, ODOC, r);
     uint64_t remote0 = td_cli_doc_stats_get(obs.d)->remote_batches;
-    text_insert(r, "SECOND");
+    it_text_append(r, "SECOND");
     size_t len;
     uint8_t *b = it_commit(r, &len);
     int rc = it_raw_update(x, ODOC, 1, b, len, 5000);
@@ -365,12 +341,12 @@ static void open_server(void)
     client base = connect_client(s, NULL, 0, GDOC);
     edits_acked(base.d, 5, "gap document");
     td_cli_conn *g = it_raw_connect(s, NULL, 0);
-    r = new_replica(td_cli_random64());
+    r = it_replica(td_cli_random64());
     it_raw_subscribe(g, GDOC, r);
-    text_insert(r, "first");
+    it_text_append(r, "first");
     size_t l1, l2;
     uint8_t *b1 = it_commit(r, &l1);
-    text_insert(r, "second");
+    it_text_append(r, "second");
     uint8_t *b2 = it_commit(r, &l2);
     remote0 = td_cli_doc_stats_get(base.d)->remote_batches;
     rc = it_raw_update(g, GDOC, 2, b2, l2, 5000);
@@ -393,7 +369,7 @@ static void open_server(void)
     /* missing_ops: ops depending on another replica's ops the server never got */
     /* P makes a nested object; R, having P's batch, writes inside it: R's
      * batch depends on P's op whatever the agents' order */
-    td_crdt_doc *p = new_replica(td_cli_random64());
+    td_crdt_doc *p = it_replica(td_cli_random64());
     td_crdt_obj side, o;
     CHECK(td_crdt_root(p, TD_CRDT_MAP, "side", 4, &side) == TD_CRDT_OK);
     CHECK(td_crdt_map_set_obj(p, side, "o", 1, TD_CRDT_MAP, &o) == TD_CRDT_OK);
