@@ -535,9 +535,10 @@ size_t td_srv_cluster_max_payload(const td_srv_cluster *c)
 /* ---- publishing -------------------------------------------------------------------- */
 
 td_srv_cluster_err td_srv_cluster_publish(td_srv_cluster *c, const char *doc, size_t doc_len,
-                                          int snapshot, const uint8_t *data, size_t len,
-                                          uint64_t tag)
+                                          uint64_t rollup_after, const uint8_t *data,
+                                          size_t len, uint64_t tag)
 {
+    int snapshot = rollup_after != 0;
     if (!c || !doc || !doc_len || (!data && len) || len > INT32_MAX)
         return TD_SRV_CLUSTER_ERR_ARG;
     if (!c->up)
@@ -564,6 +565,7 @@ td_srv_cluster_err td_srv_cluster_publish(td_srv_cluster *c, const char *doc, si
         jsPubOptions po;
         jsPubOptions_Init(&po);
         po.MaxWait = c->publish_timeout_ms;
+        po.ExpectLastSubjectSeq = rollup_after;
         /* On success the library owns m (and sets it to NULL). */
         s = js_PublishMsgAsync(c->js, &m, &po);
     }

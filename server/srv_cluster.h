@@ -78,12 +78,16 @@ int td_srv_cluster_up(const td_srv_cluster *c);
 /* The largest message the broker takes (its max_payload). */
 size_t td_srv_cluster_max_payload(const td_srv_cluster *c);
 
-/* Publishes a batch (snapshot 0) or a snapshot as a rollup (snapshot 1) of
- * doc; the outcome comes back through `published` with tag. Publishing the
- * same (node, tag) again within JetStream's duplicate window is stored once. */
+/* Publishes a batch (rollup_after 0) or a snapshot of doc as a rollup; the
+ * outcome comes back through `published` with tag. A rollup drops every
+ * older message of the subject, so it is fenced: JetStream takes it only if
+ * the subject's last sequence is still rollup_after, the last one the
+ * snapshot covers (else REFUSED: a batch came in between and would be lost).
+ * Publishing the same (node, tag) again within JetStream's duplicate window
+ * is stored once. */
 td_srv_cluster_err td_srv_cluster_publish(td_srv_cluster *c, const char *doc, size_t doc_len,
-                                          int snapshot, const uint8_t *data, size_t len,
-                                          uint64_t tag);
+                                          uint64_t rollup_after, const uint8_t *data,
+                                          size_t len, uint64_t tag);
 
 /* Follows doc from stream sequence `from` (0: from its last snapshot, or
  * its first batch): every message comes through `delivered`, then each new

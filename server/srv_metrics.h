@@ -46,7 +46,7 @@ typedef struct td_srv_metrics {
      * and those of them that held ops this node lacked, whether the broker
      * is reachable (gauge), and publish-to-acknowledgement latency. */
     uint64_t cluster_published, cluster_publish_failures;
-    uint64_t cluster_received, cluster_deliveries, cluster_broker_up;
+    uint64_t cluster_received, cluster_deliveries, cluster_broker_up, cluster_rollups;
     td_srv_hist cluster_publish;
     /* Per protocol: open connections, connections opened, messages
      * received, updates handed to the service. */

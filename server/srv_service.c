@@ -111,6 +111,10 @@ struct td_srv_doc {
      * here (kept across reloads) and the last one applied */
     int following;
     uint64_t cl_stored, cl_applied;
+    /* batches of the subject applied since its last snapshot; a remote
+     * batch was parked at some point (its ops may be in no snapshot yet) */
+    uint64_t cl_since_snap;
+    int cl_parked;
 };
 
 struct td_srv_service {
@@ -144,6 +148,8 @@ struct td_srv_service {
 };
 
 #define CURSOR_BUCKETS 4096
+/* Publish tags of rollups: apart from the records' tags (1, 2, ...). */
+#define ROLLUP_TAG (UINT64_C(1) << 63)
 #define CURSORS_MAX 1000000 /* past it, a document reloads from sequence 0 */
 
 typedef struct cursor {
@@ -437,6 +443,35 @@ static void start_compact(td_srv_service *svc, const char *id, size_t len)
         return; /* compaction is an optimisation: it happens at a later unload */
     j->base.run = compact_run;
     td_srv_loader_push(svc->loader, &j->base);
+}
+
+/* Publishes d's whole state as a rollup of its subject as it unloads, so
+ * that the subject holds one snapshot and the batches after it, and a node
+ * that loads the document fresh reads that instead of every batch ever
+ * written (docs/CLUSTER.md). Only what the replica is known to cover may be
+ * dropped: the rollup is fenced on the last stream sequence applied here,
+ * and every message up to it is in the replica (followed in order, own
+ * ones applied before they were published). JetStream refuses it if
+ * anything came after; a parked batch (ops the model holds back) or a
+ * state past the broker's payload limit skips it. Nothing waits for the
+ * answer: a refused rollup only means the next unload tries again. */
+static void doc_rollup(td_srv_service *svc, td_srv_doc *d)
+{
+    if (!svc->cl || !svc->broker_up || !d->following || !d->cl_applied || !d->cl_since_snap ||
+        d->cl_parked)
+        return;
+    uint8_t *ops = NULL, *state = NULL;
+    size_t ops_len = 0, state_len = 0;
+    char msg[160];
+    if (d->model->diff(d->mdoc, NULL, 0, &ops, &ops_len, &state, &state_len, msg, sizeof msg) !=
+        TD_SRV_E_OK)
+        return;
+    if (ops_len && ops_len <= td_srv_cluster_max_payload(svc->cl) &&
+        td_srv_cluster_publish(svc->cl, d->id, d->id_len, d->cl_applied, ops, ops_len,
+                               ROLLUP_TAG | ++svc->next_tag) != TD_SRV_CLUSTER_OK)
+        lwsl_info("cluster: no rollup of '%.*s' this time\n", (int)d->id_len, d->id);
+    d->model->buf_free(d->mdoc, ops);
+    d->model->buf_free(d->mdoc, state);
 }
 
 /* ---- life cycle ------------------------------------------------------------------------- */
@@ -826,6 +861,7 @@ void td_srv_service_maintain(td_srv_service *svc)
             if (d->state == DOC_READY && !d->nsubs && STAILQ_EMPTY(&d->fifo) &&
                 STAILQ_EMPTY(&d->out) &&
                 now - d->idle_since_us >= idle) {
+                doc_rollup(svc, d);
                 start_compact(svc, d->id, d->id_len);
                 svc->m->doc_unloads++;
                 reg_remove(svc, d);
@@ -1000,6 +1036,10 @@ static void cl_published(void *ud, uint64_t tag, td_srv_cluster_err err, uint64_
     td_srv_service *svc = ud;
     td_srv_rec *r;
     (void)seq, (void)dup;
+    if (tag & ROLLUP_TAG) { /* no record waits for a rollup (doc_rollup) */
+        svc->m->cluster_rollups += err == TD_SRV_CLUSTER_OK;
+        return;
+    }
     TAILQ_FOREACH(r, &svc->pubs, pub_link)
         if (r->tag == tag)
             break;
@@ -1039,12 +1079,13 @@ static void cl_delivered(void *ud, const char *id, size_t id_len, uint64_t seq, 
     td_srv_doc *d = doc_find(svc, id, id_len);
     td_srv_applied info;
     char msg[200];
-    (void)snapshot; /* a snapshot is the whole document as one batch: applied alike */
+    /* (A snapshot is the whole document as one batch: applied alike.) */
     /* Not following any more (unloaded, reloading): the next follow starts
      * after what was stored, so nothing is lost by dropping it. */
     if (!d || !d->following || d->state != DOC_READY || seq <= d->cl_applied)
         return;
     d->cl_applied = seq;
+    d->cl_since_snap = snapshot ? 0 : d->cl_since_snap + 1;
     /* This process's own batches are in the replica already. */
     if (strcmp(node, td_srv_cluster_node(svc->cl)) == 0 || len == 0)
         return;
@@ -1077,6 +1118,7 @@ static void cl_delivered(void *ud, const char *id, size_t id_len, uint64_t seq, 
     r->cl_seq = seq;
     r->t_recv_us = td_srv_now_us();
     STAILQ_INSERT_TAIL(&d->fifo, r, link);
+    d->cl_parked |= info.parked;
     if (info.ops_new == 0 && !info.parked) {
         free(copy);
         r->dup = 1;

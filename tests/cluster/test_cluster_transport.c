@@ -304,7 +304,17 @@ out:;
 static void t_rollup(void)
 {
     int before = A.nack;
-    REQUIRE(td_srv_cluster_publish(A.c, "d1", 2, 1, (const uint8_t *)"snap", 4, 1000) ==
+    /* The fence: a rollup that does not follow the subject's last message
+     * is refused (it would drop a message it does not cover). */
+    uint64_t last = A.ack_seq[200]; /* d1's last message (t_batches) */
+    REQUIRE(last > 1);
+    REQUIRE(td_srv_cluster_publish(A.c, "d1", 2, last - 1, (const uint8_t *)"stale", 5, 999) ==
+            TD_SRV_CLUSTER_OK);
+    REQUIRE(wait_for(&A, has_acks, before + 1, 10000));
+    CHECK_MSG(A.ack_err[999] == TD_SRV_CLUSTER_ERR_REFUSED, "a stale rollup got %s",
+              td_srv_cluster_strerror(A.ack_err[999]));
+    before = A.nack;
+    REQUIRE(td_srv_cluster_publish(A.c, "d1", 2, last, (const uint8_t *)"snap", 4, 1000) ==
             TD_SRV_CLUSTER_OK);
     for (int i = 0; i < 3; i++)
         REQUIRE(td_srv_cluster_publish(A.c, "d1", 2, 0, (const uint8_t *)"tail", 4,
