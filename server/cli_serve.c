@@ -34,6 +34,11 @@ static const td_srv_choice metrics_modes[] = {{"auto", TD_SRV_METRICS_AUTO},
                                               {"token", TD_SRV_METRICS_TOKEN},
                                               {NULL, 0}};
 
+/* --cluster-outage: what a write does while the broker is unreachable. */
+static const td_srv_choice outages[] = {{"refuse", TD_SRV_OUTAGE_REFUSE},
+                                        {"outbox", TD_SRV_OUTAGE_OUTBOX},
+                                        {NULL, 0}};
+
 /* Each level also logs everything more severe. */
 static const td_srv_choice log_levels[] = {
     {"error", LLL_ERR},
@@ -141,6 +146,11 @@ static const td_srv_opt opts[] = {
      .def = "1", .min = 1, .max = 5,
      .help = "replicas of the JetStream stream if this node creates it (3 with\n"
              "three brokers: an acknowledged batch is then on two of them)"},
+    {OPT("cluster-outage", "TANDEM_CLUSTER_OUTAGE", ENUM, cluster_outage, NULL),
+     .choices = outages, .def = "refuse",
+     .help = "writes while the broker is unreachable: refuse (retryable error;\n"
+             "an ACK always means a quorum of brokers has the batch) or outbox\n"
+             "(ACK after this node's disk alone, published when the broker is back)"},
 };
 #undef OPT
 

@@ -40,6 +40,7 @@ if(NOT TARGET tandem_srv)
     ${_srv}/srv_hocus.c
     ${_srv}/srv_presence.c
     ${_srv}/srv_cluster.c
+    ${_srv}/srv_outbox.c
     ${_srv}/srv_metrics.c)
   target_include_directories(tandem_srv PUBLIC ${_srv})
   # Default --static: client-js/demo of this source tree, if it exists.

@@ -42,7 +42,17 @@ typedef struct td_srv_config {
      * NULL for a single node; this node's name (NULL: "node"). */
     const char *cluster, *cluster_node;
     uint64_t cluster_replicas; /* of the stream, when this node creates it */
+    int cluster_outage;        /* a td_srv_cluster_outage: writes while the broker is away */
 } td_srv_config;
+
+/* --cluster-outage (docs/CLUSTER.md, "When JetStream is unreachable").
+ * REFUSE: a write needs the broker (retryable error 23). OUTBOX: a write is
+ * acknowledged once on this node's disk and published when the broker
+ * returns; the guarantee is then one node's disk. */
+typedef enum td_srv_cluster_outage {
+    TD_SRV_OUTAGE_REFUSE = 0,
+    TD_SRV_OUTAGE_OUTBOX
+} td_srv_cluster_outage;
 
 /* --metrics: AUTO becomes TOKEN when a public key is configured, else
  * OPEN (cli_serve.c resolves it; the server treats a left-over AUTO the

@@ -332,11 +332,13 @@ static int route_healthz(const td_srv_http_env *env, struct lws *wsi, td_srv_htt
     (void)uri;
     /* Cluster mode: without the broker this node refuses every write, so a
      * load balancer should send its clients elsewhere. */
+    static const char *const ok[] = {"ok\n", "ok\nbroker: up\n",
+                                     "ok\nbroker: unreachable, writes go to the outbox\n"};
     int broker = env->svc ? td_srv_service_broker(env->svc) : -1;
     if (broker == 0)
         return text(wsi, r, 503, "cluster broker unreachable: writes are refused\n");
     if (!env->store || td_store_writable(env->store, why, sizeof why))
-        return text(wsi, r, 200, broker == 1 ? "ok\nbroker: up\n" : "ok\n");
+        return text(wsi, r, 200, ok[broker > 0 ? broker : 0]);
     snprintf(line, sizeof line, "store cannot write: %s\n", why);
     return text(wsi, r, 503, line);
 }

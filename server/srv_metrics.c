@@ -137,6 +137,8 @@ static const struct {
      "Cluster mode: 1 while the broker is reachable."},
     {"tandem_cluster_rollups_total", "counter", offsetof(td_srv_metrics, cluster_rollups),
      "Cluster mode: snapshots published as rollups of a document's subject."},
+    {"tandem_cluster_outbox", "gauge", offsetof(td_srv_metrics, cluster_outbox),
+     "Cluster mode, --cluster-outage outbox: batches acknowledged here, not yet published."},
 };
 
 void td_srv_metrics_render(const td_srv_metrics *m, td_store *store, td_srv_wbuf *w)

@@ -49,6 +49,7 @@
 #include <sodium.h>
 
 #include "srv_cluster.h"
+#include "srv_outbox.h"
 #include "srv_loader.h"
 #include "srv_owners.h"
 #include "srv_service.h"
@@ -138,6 +139,7 @@ struct td_srv_service {
     /* cluster mode: the transport, publishes awaiting their answer (in tag
      * order, which is nearly the order answers come back in) */
     td_srv_cluster *cl;
+    td_srv_outbox *outbox; /* --cluster-outage outbox; NULL: refuse */
     TAILQ_HEAD(, td_srv_rec) pubs, repubs;
     size_t npubs; /* in either list */
     uint64_t next_tag;
@@ -163,6 +165,8 @@ static void rec_free(td_srv_rec *r);
 static void wrong_kind(td_srv_service *svc, td_srv_client *c, const td_srv_doc *d);
 static void sub_remove(td_srv_service *svc, td_srv_sub *u);
 static void repub_all(td_srv_service *svc);
+static void outbox_flush(td_srv_service *svc);
+static void outbox_catch_up(td_srv_service *svc, td_srv_doc *d);
 
 static void client_error(td_srv_service *svc, td_srv_client *c, td_srv_code code,
                          const td_srv_doc *d, uint64_t batch_id, const char *fmt, ...)
@@ -544,6 +548,7 @@ void td_srv_service_free(td_srv_service *svc)
         }
     free(svc->cursors);
     td_srv_loader_free(svc->loader);
+    td_srv_outbox_free(svc->outbox);
     free(svc);
 }
 
@@ -808,6 +813,7 @@ static void load_done(td_srv_job *base)
     svc->m->docs_loaded++;
     svc->m->doc_loads++;
     doc_follow(d);
+    outbox_catch_up(svc, d);
     if (!d->nsubs)
         d->idle_since_us = td_srv_now_us();
     /* Answer the waiting subscribers; sub_answer may remove one. */
@@ -852,6 +858,7 @@ void td_srv_service_maintain(td_srv_service *svc)
     int64_t now = td_srv_now_us();
     int64_t idle = (int64_t)svc->cfg->doc_idle_ms * 1000;
     repub_all(svc);
+    outbox_flush(svc);
     for (size_t i = 0; i < svc->nbuckets; i++) {
         td_srv_doc *d = svc->buckets[i];
         while (d) {
@@ -978,6 +985,19 @@ static void append_done(void *ud, const td_store_ack *ack)
     doc_drain(d->svc, d);
 }
 
+/* Outbox mode: r's batch waits in the outbox instead of r waiting for the
+ * broker, so r is acknowledged once it is on disk here. Returns 1 if so. */
+static int rec_to_outbox(td_srv_service *svc, td_srv_rec *r)
+{
+    if (!svc->outbox || td_srv_outbox_add(svc->outbox, r->doc->id, r->doc->id_len, r->batch,
+                                          r->len) < 0)
+        return 0;
+    r->pub_err = TD_SRV_CLUSTER_OK;
+    r->pub_wait = 0;
+    svc->m->cluster_outbox = td_srv_outbox_len(svc->outbox);
+    return 1;
+}
+
 /* Publishes r's batch (again); its record waits for the answer. A publish
  * the broker could not take (unreachable, or no answer in time) is retried
  * by the node itself while the record keeps its place in the FIFO: the
@@ -990,7 +1010,7 @@ static void pub_send(td_srv_service *svc, td_srv_rec *r)
                                         r->len, r->tag);
     if (r->pub_err != TD_SRV_CLUSTER_OK) {
         svc->m->cluster_publish_failures++;
-        if (r->pub_err != TD_SRV_CLUSTER_ERR_UNAVAILABLE)
+        if (r->pub_err != TD_SRV_CLUSTER_ERR_UNAVAILABLE || rec_to_outbox(svc, r))
             return;
     }
     r->pub_wait = r->pub_err == TD_SRV_CLUSTER_OK ? 1 : 2;
@@ -1010,6 +1030,37 @@ static void rec_publish(td_srv_service *svc, td_srv_rec *r, const uint8_t *batch
     r->len = len;
     r->t_pub_us = td_srv_now_us();
     pub_send(svc, r);
+}
+
+/* The outbox goes out while the broker is up (its metric kept here too). */
+static void outbox_flush(td_srv_service *svc)
+{
+    if (!svc->outbox)
+        return;
+    if (svc->broker_up)
+        td_srv_outbox_flush(svc->outbox, svc->cl);
+    svc->m->cluster_outbox = td_srv_outbox_len(svc->outbox);
+}
+
+/* Outbox mode, a document loaded: what this node stored may hold batches it
+ * acknowledged from its outbox before it died, which no other node got.
+ * Its whole state joins the outbox (a no-op for nodes that have it all);
+ * past the broker's payload limit it cannot, which is logged. */
+static void outbox_catch_up(td_srv_service *svc, td_srv_doc *d)
+{
+    uint8_t *ops = NULL, *state = NULL;
+    size_t ops_len = 0, state_len = 0;
+    char msg[160];
+    if (!svc->outbox || d->model->diff(d->mdoc, NULL, 0, &ops, &ops_len, &state, &state_len,
+                                       msg, sizeof msg) != TD_SRV_E_OK)
+        return;
+    if (ops_len > td_srv_cluster_max_payload(svc->cl) ||
+        td_srv_outbox_add(svc->outbox, d->id, d->id_len, ops, ops_len) < 0)
+        lwsl_warn("cluster: '%.*s' (%zu bytes) is not republished from the outbox\n",
+                  (int)d->id_len, d->id, ops_len);
+    d->model->buf_free(d->mdoc, ops);
+    d->model->buf_free(d->mdoc, state);
+    outbox_flush(svc);
 }
 
 /* The publishes to retry go out again (while the broker is up). */
@@ -1040,12 +1091,23 @@ static void cl_published(void *ud, uint64_t tag, td_srv_cluster_err err, uint64_
         svc->m->cluster_rollups += err == TD_SRV_CLUSTER_OK;
         return;
     }
+    if (tag & TD_SRV_OUTBOX_TAG) {
+        svc->m->cluster_published += td_srv_outbox_answered(svc->outbox, tag, err);
+        svc->m->cluster_outbox = td_srv_outbox_len(svc->outbox);
+        return;
+    }
     TAILQ_FOREACH(r, &svc->pubs, pub_link)
         if (r->tag == tag)
             break;
     if (!r)
         return; /* its record is gone (the document was dropped) */
     TAILQ_REMOVE(&svc->pubs, r, pub_link);
+    if (err == TD_SRV_CLUSTER_ERR_UNAVAILABLE && rec_to_outbox(svc, r)) {
+        svc->npubs--;
+        svc->m->cluster_publish_failures++;
+        doc_drain(svc, r->doc);
+        return;
+    }
     if (err == TD_SRV_CLUSTER_ERR_UNAVAILABLE) {
         svc->m->cluster_publish_failures++;
         lwsl_warn("cluster: publish to '%.*s' failed (%s); retrying\n", (int)r->doc->id_len,
@@ -1162,6 +1224,7 @@ static void cl_broker(void *ud, int up)
         for (td_srv_doc *d = svc->buckets[i]; d; d = d->hnext)
             doc_follow(d);
     repub_all(svc);
+    outbox_flush(svc);
 }
 
 /* Presence of this node's members of d, for the other nodes. */
@@ -1193,6 +1256,10 @@ void td_srv_service_cluster(td_srv_service *svc, td_srv_cluster *cl)
     td_srv_pres_relay relay = {pres_publish, svc};
     td_srv_presence_relay(svc->pres, cl ? &relay : NULL);
     svc->cl = cl;
+    if (cl && svc->cfg->cluster_outage == TD_SRV_OUTAGE_OUTBOX && !svc->outbox &&
+        !(svc->outbox = td_srv_outbox_new()))
+        lwsl_err("cluster: no memory for the outbox: writes are refused while the broker is "
+                 "away\n");
     svc->broker_up = cl ? td_srv_cluster_up(cl) : 0;
     svc->m->cluster_broker_up = (uint64_t)svc->broker_up;
 }
@@ -1207,7 +1274,7 @@ void td_srv_service_cluster_poll(td_srv_service *svc)
 
 int td_srv_service_broker(const td_srv_service *svc)
 {
-    return svc->cl ? svc->broker_up : -1;
+    return !svc->cl ? -1 : svc->broker_up ? 1 : svc->outbox ? 2 : 0;
 }
 
 /* The agents a batch introduces to the document, collected while the model
@@ -1317,7 +1384,7 @@ void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
                      td_srv_cluster_max_payload(svc->cl));
         return;
     }
-    if (svc->cl && !td_srv_cluster_up(svc->cl)) {
+    if (svc->cl && !td_srv_cluster_up(svc->cl) && !svc->outbox) {
         svc->m->cluster_publish_failures++;
         client_error(svc, c, TD_SRV_E_UNAVAILABLE, d, batch_id,
                      "the cluster's broker is unreachable; resend later");

@@ -65,7 +65,8 @@ struct td_srv_cluster;
 void td_srv_service_cluster(td_srv_service *svc, struct td_srv_cluster *cl);
 /* What the cluster transport queued (on wake-up). */
 void td_srv_service_cluster_poll(td_srv_service *svc);
-/* 1 while the broker is reachable, 0 while not, -1 without a cluster. */
+/* 1 while the broker is reachable, 0 while not (writes refused), 2 while
+ * not in outbox mode (writes go to the outbox), -1 without a cluster. */
 int td_srv_service_broker(const td_srv_service *svc);
 /* Unloads idle documents (1 Hz). */
 void td_srv_service_maintain(td_srv_service *svc);
