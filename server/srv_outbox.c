@@ -66,7 +66,8 @@ int td_srv_outbox_add(td_srv_outbox *o, const char *doc, size_t doc_len, const u
         return -1;
     }
     memcpy(e->doc, doc, doc_len);
-    memcpy(copy, batch, len);
+    if (len)
+        memcpy(copy, batch, len);
     e->doc_len = doc_len;
     e->batch = copy;
     e->len = len;
