@@ -135,6 +135,8 @@ static const struct {
      "Cluster mode: batches of other nodes that held ops this node lacked."},
     {"tandem_cluster_broker_up", "gauge", offsetof(td_srv_metrics, cluster_broker_up),
      "Cluster mode: 1 while the broker is reachable."},
+    {"tandem_cluster_consumer_lag", "gauge", offsetof(td_srv_metrics, cluster_consumer_lag),
+     "Cluster mode: stored messages of followed documents this node has not applied yet."},
 };
 
 void td_srv_metrics_render(const td_srv_metrics *m, td_store *store, td_srv_wbuf *w)

@@ -47,6 +47,7 @@ typedef struct td_srv_metrics {
      * is reachable (gauge), and publish-to-acknowledgement latency. */
     uint64_t cluster_published, cluster_publish_failures;
     uint64_t cluster_received, cluster_deliveries, cluster_broker_up;
+    uint64_t cluster_consumer_lag; /* gauge: td_srv_cluster_lag */
     td_srv_hist cluster_publish;
     /* Per protocol: open connections, connections opened, messages
      * received, updates handed to the service. */
