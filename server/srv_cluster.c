@@ -27,6 +27,7 @@
 #include <inttypes.h>
 #include <nats/nats.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,9 @@ typedef struct follower {
     struct follower *next;
     struct td_srv_cluster *c;
     natsSubscription *batches, *presence;
+    /* The stream's messages of this subject after the last one delivered
+     * (its NumPending), written on the library's thread. */
+    _Atomic uint64_t pending;
     size_t doc_len;
     char doc[]; /* the id, as given */
 } follower;
@@ -70,6 +74,7 @@ struct td_srv_cluster {
     pthread_cond_t closed_cv;
     int closed;            /* under mu: the connection's last callback ran */
     ev *head, *tail;       /* under mu */
+    size_t queued;         /* under mu: batches in that list */
     volatile int up;       /* written on libnats threads, read anywhere */
     follower *followers;   /* the caller's thread only */
 };
@@ -159,6 +164,7 @@ static ev *ev_new(enum ev_kind kind, size_t len)
 static void ev_push(struct td_srv_cluster *c, ev *e)
 {
     pthread_mutex_lock(&c->mu);
+    c->queued += e->kind == EV_DELIVERED;
     if (c->tail)
         c->tail->next = e;
     else
@@ -228,6 +234,7 @@ static void on_batch(natsConnection *nc, natsSubscription *sub, natsMsg *msg, vo
     ev *e = ev_new(EV_DELIVERED, len > 0 ? (size_t)len : 0);
     if (e && natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
         e->seq = meta->Sequence.Stream;
+        atomic_store(&f->pending, meta->NumPending);
         jsMsgMetaData_Destroy(meta);
         natsMsgHeader_Get(msg, "Tandem-Node", &node);
         natsMsgHeader_Get(msg, "Tandem-Kind", &kind);
@@ -681,6 +688,7 @@ void td_srv_cluster_poll(td_srv_cluster *c, const td_srv_cluster_handler *h, voi
     pthread_mutex_lock(&c->mu);
     ev *e = c->head;
     c->head = c->tail = NULL;
+    c->queued = 0;
     pthread_mutex_unlock(&c->mu);
     for (ev *n; e; e = n) {
         n = e->next;
@@ -752,4 +760,14 @@ td_srv_cluster_err td_srv_cluster_claim(td_srv_cluster *c, const char *doc, size
     }
     free(key);
     return err;
+}
+
+uint64_t td_srv_cluster_lag(td_srv_cluster *c)
+{
+    pthread_mutex_lock(&c->mu);
+    uint64_t n = c->queued;
+    pthread_mutex_unlock(&c->mu);
+    for (const follower *f = c->followers; f; f = f->next)
+        n += atomic_load(&f->pending);
+    return n;
 }

@@ -114,4 +114,12 @@ td_srv_cluster_err td_srv_cluster_claim(td_srv_cluster *c, const char *doc, size
 /* Hands what the libnats threads queued to h (on the caller's thread). */
 void td_srv_cluster_poll(td_srv_cluster *c, const td_srv_cluster_handler *h, void *ud);
 
+/* Consumer lag: the messages of the followed subjects the stream holds
+ * beyond the last one each consumer delivered (JetStream's NumPending of
+ * that message), plus those delivered but not yet handed over by
+ * td_srv_cluster_poll. 0 once this node has applied everything stored. A
+ * subject that received nothing since the follow counts 0 until its first
+ * message. On the caller's thread. */
+uint64_t td_srv_cluster_lag(td_srv_cluster *c);
+
 #endif /* SRV_CLUSTER_H */

@@ -139,6 +139,8 @@ static const struct {
      "Cluster mode: snapshots published as rollups of a document's subject."},
     {"tandem_cluster_outbox", "gauge", offsetof(td_srv_metrics, cluster_outbox),
      "Cluster mode, --cluster-outage outbox: batches acknowledged here, not yet published."},
+    {"tandem_cluster_consumer_lag", "gauge", offsetof(td_srv_metrics, cluster_consumer_lag),
+     "Cluster mode: stored messages of followed documents this node has not applied yet."},
 };
 
 void td_srv_metrics_render(const td_srv_metrics *m, td_store *store, td_srv_wbuf *w)

@@ -48,6 +48,7 @@ typedef struct td_srv_metrics {
     uint64_t cluster_published, cluster_publish_failures;
     uint64_t cluster_received, cluster_deliveries, cluster_broker_up, cluster_rollups;
     uint64_t cluster_outbox; /* batches waiting in the outbox (a gauge) */
+    uint64_t cluster_consumer_lag; /* gauge: td_srv_cluster_lag */
     td_srv_hist cluster_publish;
     /* Per protocol: open connections, connections opened, messages
      * received, updates handed to the service. */

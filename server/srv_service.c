@@ -1268,8 +1268,10 @@ void td_srv_service_cluster_poll(td_srv_service *svc)
 {
     static const td_srv_cluster_handler h = {cl_published, cl_delivered, cl_presence,
                                              cl_broker};
-    if (svc->cl)
+    if (svc->cl) {
         td_srv_cluster_poll(svc->cl, &h, svc);
+        svc->m->cluster_consumer_lag = td_srv_cluster_lag(svc->cl);
+    }
 }
 
 int td_srv_service_broker(const td_srv_service *svc)

@@ -110,6 +110,8 @@ int main(int argc, char **argv)
         double pub = it_metric(nodes[k], "tandem_cluster_published_total");
         printf("node %d: %.0f batches published, %.0f deliveries from other nodes\n", k, pub, dl);
         CHECK_MSG(dl > 0 && pub > 0, "node %d: no cross-node traffic in its metrics", k);
+        double lag = it_metric(nodes[k], "tandem_cluster_consumer_lag");
+        CHECK_MSG(lag == 0, "node %d: consumer lag %.0f after convergence", k, lag);
     }
 
     /* Bar 5: a node that never saw the documents, with an empty data
