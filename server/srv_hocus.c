@@ -80,6 +80,7 @@ struct td_srv_hocus {
     td_srv_hocus_env env;
     uint64_t next_id;
     hdoc *replay_head;
+    td_srv_yaw_rooms rooms;
 };
 
 #define HDOC(c) ((hdoc *)(void *)(c))
@@ -421,6 +422,10 @@ static void on_auth(hsess *s, const td_srv_ymsg *m)
         d->next = s->docs;
         s->docs = d;
         s->ndocs++;
+        if (td_srv_yaware_attach(&d->aw, &h->rooms, d->key, d->doc_len, d->client.id) < 0) {
+            close_with(s, TD_SRV_E_INTERNAL, 1011);
+            return;
+        }
     }
     d->tok = tok;
     d->client.user = d->tok.user;

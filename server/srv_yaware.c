@@ -10,19 +10,87 @@
 
 #include "srv_yaware.h"
 
+typedef struct seen {
+    uint64_t peer; /* the member's connection (td_srv_peer.id) */
+    uint32_t client, clock;
+} seen;
+
+struct td_srv_yaw_room {
+    td_srv_yaw_room *next;
+    size_t refs;
+    seen *seen;
+    size_t nseen, seen_cap;
+    /* A member that left: its entries are kept until every other member
+     * has been sent their removal (presence calls leave for each of them
+     * in one go), dropped at the room's next other use. */
+    uint64_t gone;
+    int has_gone;
+    size_t id_len;
+    char id[];
+};
+
+static td_srv_yaw_room **room_slot(td_srv_yaw_rooms *rs, const char *id, size_t len)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)id[i]) * 1099511628211ull;
+    td_srv_yaw_room **r = &rs->b[h % TD_SRV_YAW_BUCKETS];
+    while (*r && ((*r)->id_len != len || memcmp((*r)->id, id, len) != 0))
+        r = &(*r)->next;
+    return r;
+}
+
+int td_srv_yaware_attach(td_srv_yaware *a, td_srv_yaw_rooms *rooms, const char *doc,
+                         size_t len, uint64_t self)
+{
+    td_srv_yaw_room **slot = room_slot(rooms, doc, len);
+    a->self = self;
+    a->rooms = rooms;
+    if (!*slot) {
+        td_srv_yaw_room *r = calloc(1, sizeof *r + len);
+        if (!r)
+            return -1;
+        memcpy(r->id, doc, len);
+        r->id_len = len;
+        *slot = r;
+    }
+    a->room = *slot;
+    a->room->refs++;
+    return 0;
+}
+
 void td_srv_yaware_free(td_srv_yaware *a)
 {
+    td_srv_yaw_room *r = a->room;
     for (size_t i = 0; i < a->nown; i++)
         free(a->own[i].json);
-    free(a->seen);
+    if (r && --r->refs == 0) {
+        td_srv_yaw_room **slot = room_slot(a->rooms, r->id, r->id_len);
+        *slot = r->next;
+        free(r->seen);
+        free(r);
+    }
     memset(a, 0, sizeof *a);
 }
 
-static td_srv_yaw_seen *seen_find(td_srv_yaware *a, uint32_t client)
+/* Drops the entries of the member that left last, once its removals are out. */
+static void room_settle(td_srv_yaw_room *r)
 {
-    for (size_t i = 0; i < a->nseen; i++)
-        if (a->seen[i].client == client)
-            return &a->seen[i];
+    size_t j = 0;
+    if (!r->has_gone)
+        return;
+    for (size_t i = 0; i < r->nseen; i++)
+        if (r->seen[i].peer != r->gone)
+            r->seen[j++] = r->seen[i];
+    r->nseen = j;
+    r->has_gone = 0;
+}
+
+static seen *seen_find(td_srv_yaw_room *r, uint32_t client)
+{
+    for (size_t i = 0; i < r->nseen; i++)
+        if (r->seen[i].client == client)
+            return &r->seen[i];
     return NULL;
 }
 
@@ -39,8 +107,9 @@ static td_srv_yaw_own *own_find(td_srv_yaware *a, uint32_t client)
  * clock, or the same clock to remove). */
 static int may_set(td_srv_yaware *a, const td_srv_yaw *e, td_srv_yaw_own **slot)
 {
+    const seen *o = seen_find(a->room, (uint32_t)e->client);
     *slot = own_find(a, (uint32_t)e->client);
-    if (seen_find(a, (uint32_t)e->client))
+    if (o && o->peer != a->self)
         return 0;
     if (!*slot)
         return a->nown < TD_SRV_YAW_OWN_MAX;
@@ -53,6 +122,9 @@ int td_srv_yaware_take(td_srv_yaware *a, const uint8_t *upd, size_t len, td_srv_
     td_srv_yaw e;
     int changed = 0;
     td_srv_wbuf_init(state, 0);
+    if (!a->room)
+        return -1;
+    room_settle(a->room);
     while (td_srv_yaw_next(upd, len, &pos, &e)) {
         td_srv_yaw_own *o;
         if (!may_set(a, &e, &o))
@@ -80,23 +152,23 @@ int td_srv_yaware_take(td_srv_yaware *a, const uint8_t *upd, size_t len, td_srv_
     return state->oom ? -1 : 0;
 }
 
-static int seen_note(td_srv_yaware *a, uint64_t peer, uint32_t client, uint32_t clock)
+static int seen_note(td_srv_yaw_room *r, uint64_t peer, uint32_t client, uint32_t clock)
 {
-    td_srv_yaw_seen *s = seen_find(a, client);
-    if (!s) {
-        if (a->nseen == a->seen_cap) {
-            size_t cap = a->seen_cap ? 2 * a->seen_cap : 8;
-            td_srv_yaw_seen *v = realloc(a->seen, cap * sizeof *v);
+    seen *e = seen_find(r, client);
+    if (!e) {
+        if (r->nseen == r->seen_cap) {
+            size_t cap = r->seen_cap ? 2 * r->seen_cap : 8;
+            seen *v = realloc(r->seen, cap * sizeof *v);
             if (!v)
                 return -1;
-            a->seen = v;
-            a->seen_cap = cap;
+            r->seen = v;
+            r->seen_cap = cap;
         }
-        s = &a->seen[a->nseen++];
+        e = &r->seen[r->nseen++];
     }
-    s->peer = peer;
-    s->client = client;
-    s->clock = clock;
+    e->peer = peer;
+    e->client = client;
+    e->clock = clock;
     return 0;
 }
 
@@ -106,12 +178,15 @@ int td_srv_yaware_peers(td_srv_yaware *a, const td_srv_peers *ps, td_srv_wbuf *e
     void *it = NULL;
     td_srv_peer p;
     *n = 0;
+    if (!a->room)
+        return -1;
+    room_settle(a->room);
     while (td_srv_peers_next(ps, &it, &p)) {
         size_t pos = 0;
         td_srv_yaw e;
         /* The state was written by td_srv_yaware_take: checked already. */
         while (td_srv_yaw_next(p.state, p.len, &pos, &e)) {
-            if (seen_note(a, p.id, (uint32_t)e.client, (uint32_t)e.clock) < 0)
+            if (seen_note(a->room, p.id, (uint32_t)e.client, (uint32_t)e.clock) < 0)
                 return -1;
             td_srv_yaw_put(entries, e.client, e.clock, e.json, e.json_len);
             (*n)++;
@@ -122,16 +197,17 @@ int td_srv_yaware_peers(td_srv_yaware *a, const td_srv_peers *ps, td_srv_wbuf *e
 
 void td_srv_yaware_leave(td_srv_yaware *a, uint64_t peer, td_srv_wbuf *entries, uint64_t *n)
 {
-    size_t j = 0;
+    td_srv_yaw_room *r = a->room;
     *n = 0;
-    for (size_t i = 0; i < a->nseen; i++) {
-        const td_srv_yaw_seen *s = &a->seen[i];
-        if (s->peer == peer) {
-            td_srv_yaw_put(entries, s->client, s->clock, "null", 4);
+    if (!r)
+        return;
+    if (r->has_gone && r->gone != peer)
+        room_settle(r);
+    r->gone = peer;
+    r->has_gone = 1;
+    for (size_t i = 0; i < r->nseen; i++)
+        if (r->seen[i].peer == peer) {
+            td_srv_yaw_put(entries, r->seen[i].client, r->seen[i].clock, "null", 4);
             (*n)++;
-        } else {
-            a->seen[j++] = *s;
         }
-    }
-    a->nseen = j;
 }

@@ -15,8 +15,8 @@
  *  - when a member leaves (closed, unsubscribed, expired) each other
  *    member is sent a removal -- [client id, last clock, null] -- for every
  *    client id it was told of by that member, so no ghost cursor stays.
- * For that, each subscription remembers which client ids (and clocks) each
- * peer has shown it.
+ * For that, each document remembers which client ids (and clocks) each
+ * member has shown the others.
  */
 #ifndef SRV_YAWARE_H
 #define SRV_YAWARE_H
@@ -36,18 +36,33 @@ typedef struct td_srv_yaw_own {
     size_t json_len;
 } td_srv_yaw_own;
 
-typedef struct td_srv_yaw_seen {
-    uint64_t peer;          /* the member's connection (td_srv_peer.id) */
-    uint32_t client, clock;
-} td_srv_yaw_seen;
+/* What the members of one document were shown: kept per document, not per
+ * subscription (issue 12: 16 B per peer per subscription was ~2 KiB of
+ * each idle connection at 100 peers a room). Every member is shown the
+ * same entries -- a newcomer their snapshot -- so the union is what each
+ * of them knows of, and a removal of an entry one member never saw is a
+ * no-op for its provider. */
+typedef struct td_srv_yaw_room td_srv_yaw_room;
+
+#define TD_SRV_YAW_BUCKETS 256
+/* One front-end's rooms by document id (zeroed: empty). */
+typedef struct td_srv_yaw_rooms {
+    td_srv_yaw_room *b[TD_SRV_YAW_BUCKETS];
+} td_srv_yaw_rooms;
 
 typedef struct td_srv_yaware {
     td_srv_yaw_own own[TD_SRV_YAW_OWN_MAX];
     size_t nown;
-    td_srv_yaw_seen *seen; /* what peers showed this subscription */
-    size_t nseen, seen_cap;
+    uint64_t self; /* the connection's presence id (td_srv_client.id) */
+    td_srv_yaw_rooms *rooms;
+    td_srv_yaw_room *room; /* NULL: not attached (out of memory) */
 } td_srv_yaware;
 
+/* Joins the document's room (created on first use) as presence id self.
+ * Returns 0, or -1 when out of memory: take and peers then fail. */
+int td_srv_yaware_attach(td_srv_yaware *a, td_srv_yaw_rooms *rooms, const char *doc,
+                         size_t len, uint64_t self);
+/* Leaves the room (freed with its last member) and frees the state. */
 void td_srv_yaware_free(td_srv_yaware *a);
 
 /* Takes a checked awareness update (td_srv_yaw_check) from the connection:

@@ -64,6 +64,7 @@ struct td_srv_yws {
     td_srv_yws_env env;
     uint64_t next_id;
     ysess *replay_head;
+    td_srv_yaw_rooms rooms;
 };
 
 #define YSESS(c) ((ysess *)(void *)((char *)(c) - offsetof(ysess, client)))
@@ -176,15 +177,70 @@ static void on_error(td_srv_client *c, td_srv_code code, const char *doc, size_t
     refuse(s, code, close, msg);
 }
 
+/* A broadcast's frames, one sync update per batch (a provider reads one
+ * message per WebSocket message), encoded once for every receiver that
+ * shares them. */
+typedef struct yframes {
+    size_t n;
+    td_srv_frame *f[];
+} yframes;
+
+static void yframes_free(void *p)
+{
+    yframes *fs = p;
+    for (size_t i = 0; i < fs->n; i++)
+        td_srv_frame_unref(fs->f[i]);
+    free(fs);
+}
+
+/* NULL when out of memory. */
+static yframes *yframes_of(const td_srv_bcast *b)
+{
+    const void *pos = NULL;
+    const uint8_t *batch;
+    size_t len, n = 0;
+    while (td_srv_bcast_next(b, &pos, &batch, &len))
+        n++;
+    yframes *fs = malloc(sizeof *fs + n * sizeof fs->f[0]);
+    if (!fs)
+        return NULL;
+    fs->n = 0;
+    pos = NULL;
+    while (td_srv_bcast_next(b, &pos, &batch, &len)) {
+        td_srv_wbuf w;
+        td_srv_wbuf_init(&w, LWS_PRE);
+        td_srv_y_put_sync(&w, TD_SRV_Y_UPDATE, batch, len);
+        if (!(fs->f[fs->n] = td_srv_frame_from(&w))) {
+            yframes_free(fs);
+            return NULL;
+        }
+        fs->n++;
+    }
+    return fs;
+}
+
 static void on_broadcast(td_srv_sub *u, td_srv_bcast *b)
 {
     ysess *s = YSESS(u->client);
-    const void *pos = NULL;
-    const uint8_t *batch;
-    size_t len;
-    /* One sync update per batch: a Yjs peer applies each as it comes. */
-    while (td_srv_bcast_next(b, &pos, &batch, &len))
-        send_sync(s, TD_SRV_Y_UPDATE, batch, len);
+    /* The sender's own batches are left out of its copy: that one is its
+     * own (b->skip); everyone else shares b->shared. Only this front-end
+     * fills the slot: a Yjs document's other subscribers are Hocuspocus
+     * ones, which encode per document address and leave it alone. */
+    yframes *fs = b->skip ? yframes_of(b) : b->shared;
+    if (!fs && !b->skip && (fs = yframes_of(b)) != NULL) {
+        b->shared = fs;
+        b->shared_free = yframes_free;
+    }
+    if (!fs) {
+        td_srv_conn_close_with(&s->conn, 1011);
+        return;
+    }
+    for (size_t i = 0; i < fs->n; i++)
+        td_srv_conn_send(&s->conn, fs->f[i]);
+    if (fs->n)
+        s->last_sent_us = td_srv_now_us();
+    if (b->skip)
+        yframes_free(fs);
 }
 
 static void on_peers(td_srv_sub *u, td_srv_peers *ps)
@@ -506,6 +562,10 @@ td_srv_conn *td_srv_yws_open(td_srv_yws *y, struct lws *wsi, const char *room,
     }
     if (rc != TD_SRV_E_OK) {
         refuse(s, rc, 1008, why);
+        return &s->conn;
+    }
+    if (td_srv_yaware_attach(&s->aw, &y->rooms, s->doc, s->doc_len, s->client.id) < 0) {
+        refuse(s, TD_SRV_E_INTERNAL, 1011, "out of memory");
         return &s->conn;
     }
     s->client.user = s->tok.user;
