@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "srv_presence.h"
+#include "srv_service.h"
 #include "srv_yaware.h"
 #include "srv_yproto.h"
 #include "td_check.h"
@@ -170,44 +172,110 @@ static void test_awareness_corpus(void)
     }
 }
 
-/* A connection keeps only its own client ids; a peer leaving owes
- * removals for exactly what it showed. */
-static void test_ownership(void)
+/* Two connections on one document, as the y-websocket front-end wires
+ * them: presence carries each one's awareness state to the other, and each
+ * room of srv_yaware remembers what its members were shown. */
+typedef struct yp_conn {
+    td_srv_client client;
+    td_srv_sub sub;
+    td_srv_yaware aw;
+    uint64_t shown, removed; /* entries the presence callbacks produced */
+} yp_conn;
+
+static yp_conn *yp_of(td_srv_sub *u)
 {
-    td_srv_yaware a;
+    return (yp_conn *)(void *)((char *)u - offsetof(yp_conn, sub));
+}
+
+static void yp_peers(td_srv_sub *u, td_srv_peers *ps)
+{
+    yp_conn *c = yp_of(u);
+    td_srv_wbuf w;
+    uint64_t n = 0;
+    td_srv_wbuf_init(&w, 0);
+    CHECK(td_srv_yaware_peers(&c->aw, ps, &w, &n) == 0);
+    c->shown += n;
+    td_srv_wbuf_free(&w);
+}
+
+static void yp_leave(td_srv_sub *u, uint64_t peer)
+{
+    yp_conn *c = yp_of(u);
+    td_srv_wbuf w;
+    uint64_t n = 0;
+    td_srv_wbuf_init(&w, 0);
+    td_srv_yaware_leave(&c->aw, peer, &w, &n);
+    c->removed += n;
+    td_srv_wbuf_free(&w);
+}
+
+static const td_srv_client_ops yp_ops = {.peers = yp_peers, .leave = yp_leave};
+
+/* Takes an awareness update of one entry and publishes the connection's
+ * state to presence if it changed. Returns whether it changed. */
+static int yp_take(td_srv_presence *p, yp_conn *c, uint32_t client, uint32_t clock,
+                   const char *json)
+{
     td_srv_wbuf e, st;
-    memset(&a, 0, sizeof a);
-    /* Another member showed client 5 (clock 3). */
-    a.seen = calloc(4, sizeof *a.seen);
-    a.seen_cap = 4;
-    a.seen[a.nseen++] = (td_srv_yaw_seen){77, 5, 3};
-    td_srv_wbuf_init(&e, 0);
-    td_srv_put_varint(&e, 2);
-    td_srv_yaw_put(&e, 5, 9, "null", 4);   /* someone else's: dropped */
-    td_srv_yaw_put(&e, 6, 1, "{}", 2);     /* its own */
-    REQUIRE(td_srv_yaware_take(&a, td_srv_wbuf_msg(&e), e.len, &st) == 0);
-    CHECK(a.nown == 1 && a.own[0].client == 6);
-    size_t count;
-    CHECK(td_srv_yaw_check(td_srv_wbuf_msg(&st), st.len, 8, 100, &count, NULL) == TD_SRV_E_OK &&
-          count == 1);
-    td_srv_wbuf_free(&st);
-    /* An older clock of its own is stale: nothing changes. */
-    td_srv_wbuf_free(&e);
     td_srv_wbuf_init(&e, 0);
     td_srv_put_varint(&e, 1);
-    td_srv_yaw_put(&e, 6, 0, "{\"x\":1}", 7);
-    REQUIRE(td_srv_yaware_take(&a, td_srv_wbuf_msg(&e), e.len, &st) == 0);
-    CHECK(st.len == 0);
+    td_srv_yaw_put(&e, client, clock, json, strlen(json));
+    CHECK(td_srv_yaware_take(&c->aw, td_srv_wbuf_msg(&e), e.len, &st) == 0);
+    int changed = st.len > 0;
+    if (changed)
+        CHECK(td_srv_pres_set(p, &c->sub.pres, td_srv_wbuf_msg(&st), st.len) == 0);
+    td_srv_pres_flush(p);
     td_srv_wbuf_free(&st);
     td_srv_wbuf_free(&e);
-    /* Member 77 leaves: one removal, for client 5 at clock 3. */
-    uint64_t n;
-    td_srv_wbuf_init(&e, 0);
-    td_srv_yaware_leave(&a, 77, &e, &n);
-    CHECK(n == 1 && a.nseen == 0);
+    return changed;
+}
+
+/* A connection keeps only its own client ids (one another member showed is
+ * theirs), older clocks are stale, and a member leaving owes each other one
+ * removal per entry it showed. */
+static void test_ownership(void)
+{
+    td_srv_metrics m;
+    td_srv_presence *p = NULL;
+    td_srv_pres_room room;
+    td_srv_yaw_rooms rooms;
+    yp_conn *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b);
+    memset(&m, 0, sizeof m);
+    memset(&room, 0, sizeof room);
+    memset(&rooms, 0, sizeof rooms);
+    LIST_INIT(&room.members);
+    REQUIRE(a && b);
+    REQUIRE(td_srv_presence_new(&p, 0, 60000, &m) == 0);
+    yp_conn *cs[2] = {a, b};
+    for (uint64_t i = 0; i < 2; i++) {
+        cs[i]->client.ops = &yp_ops;
+        cs[i]->client.id = 77 + i;
+        cs[i]->sub.client = &cs[i]->client;
+        REQUIRE(td_srv_yaware_attach(&cs[i]->aw, &rooms, "doc", 3, cs[i]->client.id) == 0);
+        td_srv_pres_join(p, &room, &cs[i]->sub.pres, &cs[i]->sub, &cs[i]->client);
+    }
+    /* b shows client 5; a is told of it. */
+    CHECK(yp_take(p, b, 5, 3, "{}"));
+    CHECK_MSG(a->shown == 1, "a was shown %llu entries", (unsigned long long)a->shown);
+    /* a may not take client 5, which b showed, but takes its own 6. */
+    CHECK(!yp_take(p, a, 5, 9, "null"));
+    CHECK(yp_take(p, a, 6, 1, "{}"));
+    CHECK(a->aw.nown == 1 && a->aw.own[0].client == 6);
+    CHECK(b->shown == 1);
+    /* An older clock of its own is stale: nothing changes. */
+    CHECK(!yp_take(p, a, 6, 0, "{\"x\":1}"));
+    /* b leaves: a is owed one removal, for client 5. */
+    td_srv_pres_leave(p, &b->sub.pres);
+    CHECK_MSG(a->removed == 1, "a got %llu removals", (unsigned long long)a->removed);
+    td_srv_yaware_free(&b->aw);
+    /* Client 5 is free again once its holder left. */
+    CHECK(yp_take(p, a, 5, 10, "{}"));
+    td_srv_pres_leave(p, &a->sub.pres);
+    td_srv_yaware_free(&a->aw);
 out:
-    td_srv_wbuf_free(&e);
-    td_srv_yaware_free(&a);
+    td_srv_presence_free(p);
+    free(a);
+    free(b);
 }
 
 int main(void)
