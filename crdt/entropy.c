@@ -19,6 +19,7 @@
 
 #define HUF_MAX 11
 #define HUF_TAB (1u << HUF_MAX)
+#define O1_MIN 256 /* shortest column order 1 is tried on */
 enum { EC_RAW = 0, EC_O0 = 1, EC_O1 = 2 };
 
 /* Code lengths (1..HUF_MAX, 0 for an unused symbol) for the counts cnt.
@@ -176,13 +177,21 @@ void td_crdt_ent_put(td_buf *out, const uint8_t *p, size_t n)
     td_crdt_wb_varint(out, n);
     if (!n)
         return;
+    /* An order-0 block takes at least 5 bytes (mode, table count, one
+     * entry, size, a byte of bits): raw wins every column this short. */
+    if (n <= 4) {
+        td_crdt_wb_u8(out, EC_RAW);
+        td_crdt_wb_bytes(out, p, n);
+        return;
+    }
     /* Counts and lengths in slots of 256: slot 0 order 0, slot[c] the
      * context c of order 1; only contexts that occur get a slot, so that a
      * short column costs a few slots rather than 257. */
     uint16_t slot[256] = {0};
     uint32_t nslot = 1;
-    slot[0] = (uint16_t)nslot++; /* the first byte's context */
-    for (size_t i = 0; i + 1 < n; i++)
+    if (n >= O1_MIN)
+        slot[0] = (uint16_t)nslot++; /* the first byte's context */
+    for (size_t i = 0; n >= O1_MIN && i + 1 < n; i++)
         if (!slot[p[i]])
             slot[p[i]] = (uint16_t)nslot++;
     uint32_t *cnt = td_crdt_mem(out->d, NULL, (size_t)nslot * 256 * sizeof *cnt);
@@ -193,24 +202,32 @@ void td_crdt_ent_put(td_buf *out, const uint8_t *p, size_t n)
     }
     memset(cnt, 0, (size_t)nslot * 256 * sizeof *cnt);
     uint8_t prev = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         cnt[p[i]]++;
+    for (size_t i = 0; n >= O1_MIN && i < n; i++) {
         cnt[256u * slot[prev] + p[i]]++;
         prev = p[i];
     }
     huf_lengths(cnt, len);
     uint64_t b0 = coded_bits(cnt, len, 1);
     size_t sz0 = 1 + table_size(len) + varint_size((b0 + 7) / 8) + (b0 + 7) / 8;
+    /* Order 1 pays for a table per context only on long columns; below
+     * O1_MIN bytes it is not tried (a short column's many small tables cost
+     * more time than the bytes they could save). */
     uint32_t nctx = 0;
-    size_t sz1 = 1, tabs1 = 0;
-    for (uint32_t c = 0, pc = 0; c < 256; c++)
-        if (slot[c] && huf_lengths(cnt + 256u * slot[c], len + 256u * slot[c])) {
-            tabs1 += varint_size(c - pc) + table_size(len + 256u * slot[c]);
-            pc = c + 1;
-            nctx++;
-        }
-    uint64_t b1 = coded_bits(cnt + 256, len + 256, nslot - 1);
-    sz1 += varint_size(nctx) + tabs1 + varint_size((b1 + 7) / 8) + (b1 + 7) / 8;
+    size_t sz1 = SIZE_MAX, tabs1 = 0;
+    uint64_t b1 = 0;
+    if (n >= O1_MIN) {
+        sz1 = 1;
+        for (uint32_t c = 0, pc = 0; c < 256; c++)
+            if (slot[c] && huf_lengths(cnt + 256u * slot[c], len + 256u * slot[c])) {
+                tabs1 += varint_size(c - pc) + table_size(len + 256u * slot[c]);
+                pc = c + 1;
+                nctx++;
+            }
+        b1 = coded_bits(cnt + 256, len + 256, nslot - 1);
+        sz1 += varint_size(nctx) + tabs1 + varint_size((b1 + 7) / 8) + (b1 + 7) / 8;
+    }
     size_t szraw = 1 + n;
     int mode = szraw <= sz0 && szraw <= sz1 ? EC_RAW : sz0 <= sz1 ? EC_O0 : EC_O1;
     td_crdt_wb_u8(out, (uint8_t)mode);
