@@ -461,6 +461,14 @@ void td_crdt_wb_utf8(td_buf *b, const uint32_t *cps, uint32_t n);
 void td_crdt_val_encode(td_buf *b, const td_val *v);
 td_crdt_err td_crdt_val_decode(td_crdt_doc *d, td_rd *r, td_val *out);
 
+/* ---- entropy.c (snapshot v2 columns, docs/FORMAT.md 5.1) ---------------- */
+/* Appends n bytes as one column block (varint n, mode, code, bits). */
+void td_crdt_ent_put(td_buf *out, const uint8_t *p, size_t n);
+/* Reads one column block from r into *out (td_crdt_mem, NULL when empty;
+ * the caller frees it). TD_CRDT_ERR_DECODE with *why, or NOMEM. */
+td_crdt_err td_crdt_ent_get(td_crdt_doc *d, td_rd *r, uint8_t **out, size_t *n,
+                            const char **why);
+
 /* ---- batch.c / snapshot.c ---------------------------------------------- */
 /* td_crdt_commit without its fast path for one-op commits: the reference
  * the fast path must equal byte for byte (tests/crdt/test_crdt_commit.c). */
@@ -469,6 +477,9 @@ td_crdt_err td_crdt_commit_general(td_crdt_doc *d, uint8_t **out, size_t *len);
  * (snapshot_check.c). */
 const char *td_crdt_snapshot_check(td_crdt_doc *d, int *oom);
 void td_crdt_pending_free(td_crdt_doc *d);
+/* The v1 encoder, kept for tests and the benchmark's baseline: v2 must
+ * load every v1 snapshot. */
+td_crdt_err td_crdt_snapshot_encode_v1(td_crdt_doc *d, uint8_t **out, size_t *len);
 uint64_t td_crdt_zigzag(int64_t v);
 int64_t td_crdt_unzigzag(uint64_t v);
 

@@ -31,6 +31,9 @@
  *     seq as the gap after the previous record, [len], [object index],
  *     target: distance back from seq (D_OWNTARGET) or agent index + highest
  *     target seq
+ * Version 2 (written; docs/FORMAT.md section 5) has the same fields in the
+ * same order, each sent to one of ten columns (C_* below), and each column
+ * stored by entropy.c. The loader reads both versions.
  * Loading validates everything and builds the tree by appending runs in
  * order, so it costs no integration at all; the id indexes are built once
  * every run is in (build_indexes: one radix sort, which also finds ids that
@@ -48,6 +51,11 @@ enum { O_EXPLICIT = 0, O_NONE = 1, O_NEIGHBOUR = 2, O_NEAR = 3 };
 #define NEAR_RUNS 64 /* how far O_NEAR may look: k runs back (left) or ahead (right) */
 /* Delete record flags. */
 enum { D_DESC = 1, D_SAMEOBJ = 2, D_OWNTARGET = 4, D_LEN1 = 8 };
+/* Version 2 columns, in the order they are stored: fields of one kind
+ * together, so that each column's entropy code fits it (docs/FORMAT.md 5).
+ * The fields are those of version 1, written in the same order; version 1
+ * sends every column to one buffer, which gives its layout exactly. */
+enum { C_MAIN, C_TEXT, C_RFLAG, C_RID, C_RLEN, C_RORIG, C_DFLAG, C_DGAP, C_DLEN, C_DTGT, NCOL };
 
 static int id_eq(td_id a, td_id b)
 {
@@ -72,7 +80,8 @@ static int root_cmp(const td_obj *a, const td_obj *b)
 
 typedef struct snapenc {
     td_crdt_doc *d;
-    td_buf b;
+    td_buf col[NCOL]; /* v2: one buffer per column */
+    td_buf *o[NCOL];  /* where each column goes: v1 all to col[0] */
     uint32_t *agent_ix; /* doc agent -> snapshot index */
     uint32_t *obj_ix;   /* doc handle -> snapshot index + 1 */
     uint32_t *order;    /* snapshot index -> doc handle */
@@ -81,19 +90,19 @@ typedef struct snapenc {
 
 static void put_id(snapenc *s, td_id id)
 {
-    td_crdt_wb_varint(&s->b, s->agent_ix[id.agent]);
-    td_crdt_wb_varint(&s->b, id.seq);
+    td_crdt_wb_varint(s->o[C_MAIN], s->agent_ix[id.agent]);
+    td_crdt_wb_varint(s->o[C_MAIN], id.seq);
 }
 
 /* An origin relative to the run it belongs to: agent, then (same agent) the
  * distance back from the run's first seq, zigzagged, or the plain seq. */
 static void put_rel(snapenc *s, td_id id, td_id base)
 {
-    td_crdt_wb_varint(&s->b, s->agent_ix[id.agent]);
+    td_crdt_wb_varint(s->o[C_RORIG], s->agent_ix[id.agent]);
     if (id.agent == base.agent)
-        td_crdt_wb_varint(&s->b, td_crdt_zigzag((int64_t)base.seq - (int64_t)id.seq));
+        td_crdt_wb_varint(s->o[C_RORIG], td_crdt_zigzag((int64_t)base.seq - (int64_t)id.seq));
     else
-        td_crdt_wb_varint(&s->b, id.seq);
+        td_crdt_wb_varint(s->o[C_RORIG], id.seq);
 }
 
 static void put_run(snapenc *s, const td_run *m, uint32_t i, uint32_t n)
@@ -125,25 +134,25 @@ static void put_run(snapenc *s, const td_run *m, uint32_t i, uint32_t n)
     }
     if (r->len == 1)
         f |= R_LEN1;
-    td_crdt_wb_u8(&s->b, f);
+    td_crdt_wb_u8(s->o[C_RFLAG], f);
     if (!cont) {
         if (same)
-            td_crdt_wb_varint(&s->b, td_crdt_zigzag((int64_t)r->id.seq - (int64_t)(prev->id.seq + prev->len)));
+            td_crdt_wb_varint(s->o[C_RID], td_crdt_zigzag((int64_t)r->id.seq - (int64_t)(prev->id.seq + prev->len)));
         else {
-            td_crdt_wb_varint(&s->b, s->agent_ix[r->id.agent]);
-            td_crdt_wb_varint(&s->b, r->id.seq);
+            td_crdt_wb_varint(s->o[C_RID], s->agent_ix[r->id.agent]);
+            td_crdt_wb_varint(s->o[C_RID], r->id.seq);
         }
     }
     if (r->len != 1)
-        td_crdt_wb_varint(&s->b, r->len);
+        td_crdt_wb_varint(s->o[C_RLEN], r->len);
     if (lm == O_EXPLICIT && !cont)
         put_rel(s, r->left, r->id);
     if (lm == O_NEAR)
-        td_crdt_wb_varint(&s->b, lk - 2);
+        td_crdt_wb_varint(s->o[C_RORIG], lk - 2);
     if (rm == O_EXPLICIT && !cont)
         put_rel(s, r->right, r->id);
     if (rm == O_NEAR)
-        td_crdt_wb_varint(&s->b, rk - 2);
+        td_crdt_wb_varint(s->o[C_RORIG], rk - 2);
 }
 
 /* Runs of a sequence, merged where the merge is invisible (a continuation
@@ -156,7 +165,7 @@ static void enc_seq(snapenc *s, const td_obj *o)
         nruns += l->n;
     td_run *m = td_crdt_mem(s->d, NULL, ((size_t)nruns + 1) * sizeof *m);
     if (!m) {
-        s->b.oom = 1;
+        s->o[C_MAIN]->oom = 1;
         return;
     }
     uint32_t n = 0;
@@ -168,7 +177,7 @@ static void enc_seq(snapenc *s, const td_obj *o)
             else
                 m[n++] = *r;
         }
-    td_crdt_wb_varint(&s->b, n);
+    td_crdt_wb_varint(s->o[C_MAIN], n);
     for (uint32_t i = 0; i < n; i++)
         put_run(s, m, i, n);
     td_crdt_memfree(s->d, m);
@@ -176,7 +185,7 @@ static void enc_seq(snapenc *s, const td_obj *o)
         for (td_leaf *l = q->first; l; l = l->next)
             for (uint32_t i = 0; i < l->n; i++)
                 for (uint32_t k = 0; k < l->r[i].len; k++)
-                    td_crdt_val_encode(&s->b, &q->vals[l->r[i].content + k]);
+                    td_crdt_val_encode(s->o[C_MAIN], &q->vals[l->r[i].content + k]);
         return;
     }
     td_buf t;
@@ -186,23 +195,23 @@ static void enc_seq(snapenc *s, const td_obj *o)
             if (!l->r[i].deleted)
                 td_crdt_wb_utf8(&t, q->text + l->r[i].content, l->r[i].len);
     if (t.oom)
-        s->b.oom = 1;
-    td_crdt_wb_varint(&s->b, t.len);
-    td_crdt_wb_bytes(&s->b, t.p, t.len);
+        s->o[C_MAIN]->oom = 1;
+    td_crdt_wb_varint(s->o[C_MAIN], t.len);
+    td_crdt_wb_bytes(s->o[C_TEXT], t.p, t.len);
     td_crdt_wb_free(&t);
 }
 
 static void enc_map(snapenc *s, const td_obj *o)
 {
     const td_map *m = &o->u.map;
-    td_crdt_wb_varint(&s->b, m->n);
+    td_crdt_wb_varint(s->o[C_MAIN], m->n);
     for (uint32_t i = 0; i < m->n; i++) {
         const td_mapent *e = &m->e[i];
-        td_crdt_wb_varint(&s->b, e->klen);
-        td_crdt_wb_bytes(&s->b, e->key, e->klen);
-        td_crdt_wb_varint(&s->b, e->lamport);
+        td_crdt_wb_varint(s->o[C_MAIN], e->klen);
+        td_crdt_wb_bytes(s->o[C_MAIN], e->key, e->klen);
+        td_crdt_wb_varint(s->o[C_MAIN], e->lamport);
         put_id(s, e->id);
-        td_crdt_val_encode(&s->b, &e->val);
+        td_crdt_val_encode(s->o[C_MAIN], &e->val);
     }
 }
 
@@ -216,18 +225,18 @@ static void put_delrec(snapenc *s, uint32_t agent, const td_delrec *r, uint32_t 
     int own = r->target.agent == agent;
     uint8_t f = (uint8_t)((desc ? D_DESC : 0) | (r->obj == *obj ? D_SAMEOBJ : 0) |
                           (own ? D_OWNTARGET : 0) | (r->len == 1 ? D_LEN1 : 0));
-    td_crdt_wb_u8(&s->b, f);
-    td_crdt_wb_varint(&s->b, r->seq - *end);
+    td_crdt_wb_u8(s->o[C_DFLAG], f);
+    td_crdt_wb_varint(s->o[C_DGAP], r->seq - *end);
     if (r->len != 1)
-        td_crdt_wb_varint(&s->b, r->len);
+        td_crdt_wb_varint(s->o[C_DLEN], r->len);
     if (r->obj != *obj)
-        td_crdt_wb_varint(&s->b, s->obj_ix[r->obj - 1] - 1);
+        td_crdt_wb_varint(s->o[C_DTGT], s->obj_ix[r->obj - 1] - 1);
     uint32_t hi = desc ? r->target.seq : r->target.seq + r->len - 1;
     if (own) {
-        td_crdt_wb_varint(&s->b, r->seq - hi - 1);
+        td_crdt_wb_varint(s->o[C_DTGT], r->seq - hi - 1);
     } else {
-        td_crdt_wb_varint(&s->b, s->agent_ix[r->target.agent]);
-        td_crdt_wb_varint(&s->b, hi);
+        td_crdt_wb_varint(s->o[C_DTGT], s->agent_ix[r->target.agent]);
+        td_crdt_wb_varint(s->o[C_DTGT], hi);
     }
     *end = r->seq + r->len;
     *obj = r->obj;
@@ -256,12 +265,15 @@ static td_crdt_err order_objects(snapenc *s)
     return TD_CRDT_OK;
 }
 
-td_crdt_err td_crdt_snapshot_encode(td_crdt_doc *d, uint8_t **out, size_t *len)
+static td_crdt_err snapshot_encode(td_crdt_doc *d, int version, uint8_t **out, size_t *len)
 {
     if (!out || !len)
         return td_crdt_fail(d, TD_CRDT_ERR_ARG, "snapshot needs out and len");
     snapenc s = {.d = d};
-    td_crdt_wb_init(&s.b, d);
+    for (int c = 0; c < NCOL; c++) {
+        td_crdt_wb_init(&s.col[c], d);
+        s.o[c] = &s.col[version == 1 ? 0 : c];
+    }
     s.agent_ix = td_crdt_mem(d, NULL, (d->nagents + 1) * sizeof *s.agent_ix);
     s.obj_ix = td_crdt_mem(d, NULL, (d->nobjs + 1) * sizeof *s.obj_ix);
     s.order = td_crdt_mem(d, NULL, (d->nobjs + 1) * sizeof *s.order);
@@ -271,39 +283,40 @@ td_crdt_err td_crdt_snapshot_encode(td_crdt_doc *d, uint8_t **out, size_t *len)
         goto done;
     }
     memset(s.obj_ix, 0, (d->nobjs + 1) * sizeof *s.obj_ix);
-    td_crdt_wb_bytes(&s.b, "TS\x01", 3);
+    if (version == 1)
+        td_crdt_wb_bytes(s.o[C_MAIN], "TS\x01", 3);
     uint32_t na = 0;
     for (uint32_t i = 0; i < d->nagents; i++)
         na += d->agents[i].vv > 0;
-    td_crdt_wb_varint(&s.b, na);
+    td_crdt_wb_varint(s.o[C_MAIN], na);
     na = 0;
     for (uint32_t i = 0; i < d->nagents; i++) {
         const td_agent *a = &d->agents[d->agent_order[i]];
         if (!a->vv)
             continue;
         s.agent_ix[d->agent_order[i]] = na++;
-        td_crdt_wb_u64le(&s.b, a->id);
-        td_crdt_wb_varint(&s.b, a->vv);
+        td_crdt_wb_u64le(s.o[C_MAIN], a->id);
+        td_crdt_wb_varint(s.o[C_MAIN], a->vv);
     }
-    td_crdt_wb_varint(&s.b, d->max_lamport);
+    td_crdt_wb_varint(s.o[C_MAIN], d->max_lamport);
     order_objects(&s);
-    td_crdt_wb_varint(&s.b, s.nobj);
+    td_crdt_wb_varint(s.o[C_MAIN], s.nobj);
     for (uint32_t i = 0; i < s.nobj; i++) {
         const td_obj *o = d->objs[s.order[i] - 1];
         if (o->is_root) {
-            td_crdt_wb_u8(&s.b, (uint8_t)(o->kind - 1));
-            td_crdt_wb_varint(&s.b, o->name_len);
-            td_crdt_wb_bytes(&s.b, o->name, o->name_len);
+            td_crdt_wb_u8(s.o[C_MAIN], (uint8_t)(o->kind - 1));
+            td_crdt_wb_varint(s.o[C_MAIN], o->name_len);
+            td_crdt_wb_bytes(s.o[C_MAIN], o->name, o->name_len);
             continue;
         }
-        td_crdt_wb_u8(&s.b, (uint8_t)(o->kind + 2));
+        td_crdt_wb_u8(s.o[C_MAIN], (uint8_t)(o->kind + 2));
         put_id(&s, o->id);
-        td_crdt_wb_varint(&s.b, s.obj_ix[o->parent - 1] - 1);
-        td_crdt_wb_u8(&s.b, o->key != NULL);
+        td_crdt_wb_varint(s.o[C_MAIN], s.obj_ix[o->parent - 1] - 1);
+        td_crdt_wb_u8(s.o[C_MAIN], o->key != NULL);
         if (o->key) {
-            td_crdt_wb_varint(&s.b, o->klen);
-            td_crdt_wb_bytes(&s.b, o->key, o->klen);
-            td_crdt_wb_varint(&s.b, o->lamport);
+            td_crdt_wb_varint(s.o[C_MAIN], o->klen);
+            td_crdt_wb_bytes(s.o[C_MAIN], o->key, o->klen);
+            td_crdt_wb_varint(s.o[C_MAIN], o->lamport);
         }
     }
     for (uint32_t i = 0; i < s.nobj; i++) {
@@ -318,31 +331,62 @@ td_crdt_err td_crdt_snapshot_encode(td_crdt_doc *d, uint8_t **out, size_t *len)
         const td_agent *a = &d->agents[ai];
         if (!a->vv)
             continue;
-        td_crdt_wb_varint(&s.b, a->ndels);
+        td_crdt_wb_varint(s.o[C_MAIN], a->ndels);
         uint32_t end = 0, obj = 0;
         for (uint32_t k = 0; k < a->ndels; k++)
             put_delrec(&s, ai, &a->dels[k], &end, &obj);
     }
-    if (s.b.oom)
+    td_buf whole;
+    td_crdt_wb_init(&whole, d);
+    if (version == 1) {
+        whole = s.col[0];
+        td_crdt_wb_init(&s.col[0], d);
+    } else {
+        size_t sz = 3;
+        for (int c = 0; c < NCOL; c++)
+            sz += s.col[c].len + 8;
+        td_crdt_wb_reserve(&whole, sz); /* the columns only shrink, as a rule */
+        td_crdt_wb_bytes(&whole, "TS\x02", 3);
+        for (int c = 0; c < NCOL; c++)
+            td_crdt_ent_put(&whole, s.col[c].p, s.col[c].len);
+    }
+    int oom = whole.oom;
+    for (int c = 0; c < NCOL; c++)
+        oom |= s.col[c].oom;
+    if (oom) {
+        td_crdt_wb_free(&whole);
         e = td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    } else {
+        *out = whole.p;
+        *len = whole.len;
+    }
 done:
     td_crdt_memfree(d, s.agent_ix);
     td_crdt_memfree(d, s.obj_ix);
     td_crdt_memfree(d, s.order);
-    if (e) {
-        td_crdt_wb_free(&s.b);
-        return e;
-    }
-    *out = s.b.p;
-    *len = s.b.len;
-    return TD_CRDT_OK;
+    for (int c = 0; c < NCOL; c++)
+        td_crdt_wb_free(&s.col[c]);
+    return e;
+}
+
+td_crdt_err td_crdt_snapshot_encode(td_crdt_doc *d, uint8_t **out, size_t *len)
+{
+    return snapshot_encode(d, 2, out, len);
+}
+
+td_crdt_err td_crdt_snapshot_encode_v1(td_crdt_doc *d, uint8_t **out, size_t *len)
+{
+    return snapshot_encode(d, 1, out, len);
 }
 
 /* ---- loading -------------------------------------------------------------- */
 
 typedef struct snapdec {
     td_crdt_doc *d;
-    td_rd r;
+    td_rd r;          /* the whole snapshot */
+    td_rd col[NCOL];  /* v2: the decoded columns */
+    td_rd *in[NCOL];  /* where each column is read: v1 all from r */
+    uint8_t *colmem[NCOL];
     uint32_t na;
     uint32_t *agent; /* snapshot agent index -> doc agent index */
     uint32_t nobj;
@@ -353,16 +397,26 @@ typedef struct snapdec {
 
 #define BAD(s, msg) ((s)->why = (msg), TD_CRDT_ERR_DECODE)
 
+/* Whether any column read went wrong (one check after reading several). */
+static int col_bad(const snapdec *s)
+{
+    int bad = s->r.bad;
+    for (int c = 0; c < NCOL; c++)
+        bad |= s->in[c]->bad;
+    return bad;
+}
+
 static td_id get_id(snapdec *s)
 {
+    td_rd *M = s->in[C_MAIN];
     td_id id;
-    uint32_t a = td_crdt_rd_u32(&s->r, s->na ? s->na - 1 : 0);
-    id.seq = td_crdt_rd_u32(&s->r, TD_MAX_SEQ);
+    uint32_t a = td_crdt_rd_u32(M, s->na ? s->na - 1 : 0);
+    id.seq = td_crdt_rd_u32(M, TD_MAX_SEQ);
     if (!s->na)
-        s->r.bad = 1;
-    id.agent = s->r.bad ? 0 : s->agent[a];
-    if (!s->r.bad && id.seq >= s->d->agents[id.agent].vv)
-        s->r.bad = 1; /* names an op the vector says was never seen */
+        M->bad = 1;
+    id.agent = M->bad ? 0 : s->agent[a];
+    if (!M->bad && id.seq >= s->d->agents[id.agent].vv)
+        M->bad = 1; /* names an op the vector says was never seen */
     return id;
 }
 
@@ -450,21 +504,22 @@ done:
 
 static td_id get_rel(snapdec *s, td_id base)
 {
+    td_rd *O = s->in[C_RORIG];
     td_id id;
-    uint32_t a = td_crdt_rd_u32(&s->r, s->na ? s->na - 1 : 0);
-    uint64_t v = td_crdt_rd_varint(&s->r);
-    if (s->r.bad || !s->na) {
-        s->r.bad = 1;
+    uint32_t a = td_crdt_rd_u32(O, s->na ? s->na - 1 : 0);
+    uint64_t v = td_crdt_rd_varint(O);
+    if (O->bad || !s->na) {
+        O->bad = 1;
         return base;
     }
     id.agent = s->agent[a];
     if (v > 2 * (uint64_t)TD_MAX_SEQ + 1) { /* no seq is that far away; keeps the sum in range */
-        s->r.bad = 1;
+        O->bad = 1;
         return base;
     }
     int64_t seq = id.agent == base.agent ? (int64_t)base.seq - td_crdt_unzigzag(v) : (int64_t)v;
     if (seq < 0 || seq >= (int64_t)s->d->agents[id.agent].vv) {
-        s->r.bad = 1;
+        O->bad = 1;
         return base;
     }
     id.seq = (uint32_t)seq;
@@ -478,7 +533,7 @@ static td_crdt_err dec_run(snapdec *s, td_run *m, uint32_t i, uint32_t *ahead, u
     td_crdt_doc *d = s->d;
     td_run *r = &m[i];
     const td_run *prev = i ? &m[i - 1] : NULL;
-    uint8_t f = td_crdt_rd_u8(&s->r);
+    uint8_t f = td_crdt_rd_u8(s->in[C_RFLAG]);
     int lm = (f >> R_LEFT_SHIFT) & 3, rm = (f >> R_RIGHT_SHIFT) & 3;
     memset(r, 0, sizeof *r);
     *ahead = 0;
@@ -493,7 +548,7 @@ static td_crdt_err dec_run(snapdec *s, td_run *m, uint32_t i, uint32_t *ahead, u
         if (!prev)
             return BAD(s, "run flags");
         r->id.agent = prev->id.agent;
-        uint64_t delta = td_crdt_rd_varint(&s->r);
+        uint64_t delta = td_crdt_rd_varint(s->in[C_RID]);
         if (delta > 2 * (uint64_t)TD_MAX_SEQ + 1)
             return BAD(s, "run seq");
         int64_t seq = (int64_t)prev->id.seq + prev->len + td_crdt_unzigzag(delta);
@@ -501,15 +556,15 @@ static td_crdt_err dec_run(snapdec *s, td_run *m, uint32_t i, uint32_t *ahead, u
             return BAD(s, "run seq");
         r->id.seq = (uint32_t)seq;
     } else {
-        uint32_t a = td_crdt_rd_u32(&s->r, s->na ? s->na - 1 : 0);
-        r->id.seq = td_crdt_rd_u32(&s->r, TD_MAX_SEQ);
-        if (s->r.bad || !s->na)
+        uint32_t a = td_crdt_rd_u32(s->in[C_RID], s->na ? s->na - 1 : 0);
+        r->id.seq = td_crdt_rd_u32(s->in[C_RID], TD_MAX_SEQ);
+        if (s->in[C_RID]->bad || !s->na)
             return BAD(s, "run id");
         r->id.agent = s->agent[a];
     }
-    r->len = (f & R_LEN1) ? 1 : td_crdt_rd_u32(&s->r, TD_MAX_SEQ);
+    r->len = (f & R_LEN1) ? 1 : td_crdt_rd_u32(s->in[C_RLEN], TD_MAX_SEQ);
     r->deleted = f & R_DELETED;
-    if (s->r.bad || r->len == 0 || (uint64_t)r->id.seq + r->len > d->agents[r->id.agent].vv)
+    if (col_bad(s) || r->len == 0 || (uint64_t)r->id.seq + r->len > d->agents[r->id.agent].vv)
         return BAD(s, "run ids");
     if (f & R_CONT)
         return TD_CRDT_OK;
@@ -518,7 +573,7 @@ static td_crdt_err dec_run(snapdec *s, td_run *m, uint32_t i, uint32_t *ahead, u
         *cont |= 2; /* an explicit origin: checked once the runs are in */
         r->left = get_rel(s, r->id);
     } else if (lm != O_NONE) {
-        uint64_t k = lm == O_NEIGHBOUR ? 1 : td_crdt_rd_varint(&s->r) + 2;
+        uint64_t k = lm == O_NEIGHBOUR ? 1 : td_crdt_rd_varint(s->in[C_RORIG]) + 2;
         if (k > i)
             return BAD(s, "run left origin");
         r->left = td_crdt_run_last(&m[i - k]);
@@ -527,8 +582,8 @@ static td_crdt_err dec_run(snapdec *s, td_run *m, uint32_t i, uint32_t *ahead, u
         *cont |= 2;
         r->right = get_rel(s, r->id);
     } else if (rm != O_NONE)
-        *ahead = rm == O_NEIGHBOUR ? 1 : (uint32_t)td_crdt_rd_u32(&s->r, NEAR_RUNS) + 2;
-    return s->r.bad ? BAD(s, "run origins") : TD_CRDT_OK;
+        *ahead = rm == O_NEIGHBOUR ? 1 : (uint32_t)td_crdt_rd_u32(s->in[C_RORIG], NEAR_RUNS) + 2;
+    return col_bad(s) ? BAD(s, "run origins") : TD_CRDT_OK;
 }
 
 /* Decodes all runs, resolves origins that name later runs, then appends
@@ -536,8 +591,8 @@ static td_crdt_err dec_run(snapdec *s, td_run *m, uint32_t i, uint32_t *ahead, u
 static td_crdt_err dec_runs(snapdec *s, td_seq *q, int is_list)
 {
     td_crdt_doc *d = s->d;
-    uint32_t n = td_crdt_rd_u32(&s->r, (uint32_t)td_crdt_rd_left(&s->r));
-    if (s->r.bad)
+    uint32_t n = td_crdt_rd_u32(s->in[C_MAIN], (uint32_t)td_crdt_rd_left(s->in[C_RFLAG]));
+    if (s->in[C_MAIN]->bad)
         return BAD(s, "run count");
     td_run *m = td_crdt_mem(d, NULL, ((size_t)n + 1) * sizeof *m);
     uint32_t *ahead = td_crdt_mem(d, NULL, ((size_t)n + 1) * sizeof *ahead);
@@ -590,14 +645,14 @@ static td_crdt_err dec_seq(snapdec *s, uint32_t h)
     /* content */
     uint32_t clen = q->clen;
     q->clen = 0;
-    if (clen > td_crdt_rd_left(&s->r) + 0u && o->kind == TD_CRDT_LIST)
+    if (clen > td_crdt_rd_left(s->in[C_MAIN]) + 0u && o->kind == TD_CRDT_LIST)
         return BAD(s, "list values");
     if (o->kind == TD_CRDT_LIST) {
         if (clen && !td_crdt_grow(d, (void **)&q->vals, &q->ccap, clen, sizeof *q->vals))
             return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
         for (; q->clen < clen; q->clen++) {
             td_val *v = &q->vals[q->clen];
-            td_crdt_err e = td_crdt_val_decode(d, &s->r, v);
+            td_crdt_err e = td_crdt_val_decode(d, s->in[C_MAIN], v);
             if (e) {
                 v->tag = TD_VT_NULL;
                 return e == TD_CRDT_ERR_NOMEM ? e : BAD(s, "list value");
@@ -610,8 +665,8 @@ static td_crdt_err dec_seq(snapdec *s, uint32_t h)
         }
         return TD_CRDT_OK;
     }
-    uint32_t nbytes = td_crdt_rd_u32(&s->r, 0x7fffffff);
-    const uint8_t *p = td_crdt_rd_bytes(&s->r, nbytes);
+    uint32_t nbytes = td_crdt_rd_u32(s->in[C_MAIN], 0x7fffffff);
+    const uint8_t *p = td_crdt_rd_bytes(s->in[C_TEXT], nbytes);
     if (!p || td_crdt_utf8_count((const char *)p, nbytes) != clen)
         return BAD(s, "text content");
     if (clen && !td_crdt_grow(d, (void **)&q->text, &q->ccap, clen, sizeof *q->text))
@@ -646,13 +701,13 @@ static td_crdt_err dec_map(snapdec *s, uint32_t h)
 {
     td_crdt_doc *d = s->d;
     td_map *m = &d->objs[h - 1]->u.map;
-    uint32_t n = td_crdt_rd_u32(&s->r, (uint32_t)td_crdt_rd_left(&s->r));
+    uint32_t n = td_crdt_rd_u32(s->in[C_MAIN], (uint32_t)td_crdt_rd_left(s->in[C_MAIN]));
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t klen = td_crdt_rd_u32(&s->r, TD_MAX_KEY);
-        const char *key = (const char *)td_crdt_rd_bytes(&s->r, klen);
-        uint64_t lamport = td_crdt_rd_varint(&s->r);
+        uint32_t klen = td_crdt_rd_u32(s->in[C_MAIN], TD_MAX_KEY);
+        const char *key = (const char *)td_crdt_rd_bytes(s->in[C_MAIN], klen);
+        uint64_t lamport = td_crdt_rd_varint(s->in[C_MAIN]);
         td_id id = get_id(s);
-        if (s->r.bad || !key || klen == 0 || td_crdt_utf8_count(key, klen) == SIZE_MAX ||
+        if (col_bad(s) || !key || klen == 0 || td_crdt_utf8_count(key, klen) == SIZE_MAX ||
             lamport == 0 || lamport > d->max_lamport)
             return BAD(s, "map entry");
         if (m->n && td_crdt_map_find(m, key, klen))
@@ -665,7 +720,7 @@ static td_crdt_err dec_map(snapdec *s, uint32_t h)
                 return BAD(s, "map keys out of order");
         }
         td_val v;
-        td_crdt_err e = td_crdt_val_decode(d, &s->r, &v);
+        td_crdt_err e = td_crdt_val_decode(d, s->in[C_MAIN], &v);
         if (e)
             return e == TD_CRDT_ERR_NOMEM ? e : BAD(s, "map value");
         if (v.tag >= TD_VT_TEXT && v.tag <= TD_VT_MAP) {
@@ -686,8 +741,8 @@ static td_crdt_err dec_map(snapdec *s, uint32_t h)
 static td_crdt_err dec_objects(snapdec *s)
 {
     td_crdt_doc *d = s->d;
-    s->nobj = td_crdt_rd_u32(&s->r, (uint32_t)td_crdt_rd_left(&s->r));
-    if (s->r.bad)
+    s->nobj = td_crdt_rd_u32(s->in[C_MAIN], (uint32_t)td_crdt_rd_left(s->in[C_MAIN]));
+    if (s->in[C_MAIN]->bad)
         return BAD(s, "object count");
     s->obj = td_crdt_mem(d, NULL, ((size_t)s->nobj + 1) * sizeof *s->obj);
     uint32_t *parent = td_crdt_mem(d, NULL, ((size_t)s->nobj + 1) * sizeof *parent);
@@ -701,13 +756,13 @@ static td_crdt_err dec_objects(snapdec *s)
     uint32_t prev_seq = 0;
     int have_nested = 0;
     for (uint32_t i = 0; i < s->nobj && !e; i++) {
-        uint8_t tag = td_crdt_rd_u8(&s->r);
+        uint8_t tag = td_crdt_rd_u8(s->in[C_MAIN]);
         parent[i] = UINT32_MAX;
         if (tag < 3) {
             if (have_nested)
                 e = BAD(s, "roots after nested objects");
-            uint32_t n = td_crdt_rd_u32(&s->r, TD_MAX_NAME);
-            const char *name = (const char *)td_crdt_rd_bytes(&s->r, n);
+            uint32_t n = td_crdt_rd_u32(s->in[C_MAIN], TD_MAX_NAME);
+            const char *name = (const char *)td_crdt_rd_bytes(s->in[C_MAIN], n);
             if (e || !name || n == 0 || td_crdt_utf8_count(name, n) == SIZE_MAX) {
                 e = BAD(s, "root name");
                 break;
@@ -720,9 +775,9 @@ static td_crdt_err dec_objects(snapdec *s)
             prev_root = o;
         } else if (tag < 6) {
             td_id id = get_id(s);
-            parent[i] = td_crdt_rd_u32(&s->r, s->nobj - 1);
-            uint8_t has_key = td_crdt_rd_u8(&s->r);
-            if (s->r.bad || has_key > 1) {
+            parent[i] = td_crdt_rd_u32(s->in[C_MAIN], s->nobj - 1);
+            uint8_t has_key = td_crdt_rd_u8(s->in[C_MAIN]);
+            if (s->in[C_MAIN]->bad || has_key > 1) {
                 e = BAD(s, "nested object");
                 break;
             }
@@ -739,9 +794,9 @@ static td_crdt_err dec_objects(snapdec *s)
                 break;
             if (has_key) {
                 td_obj *o = d->objs[s->obj[i] - 1];
-                uint32_t kl = td_crdt_rd_u32(&s->r, TD_MAX_KEY);
-                const char *key = (const char *)td_crdt_rd_bytes(&s->r, kl);
-                o->lamport = td_crdt_rd_varint(&s->r);
+                uint32_t kl = td_crdt_rd_u32(s->in[C_MAIN], TD_MAX_KEY);
+                const char *key = (const char *)td_crdt_rd_bytes(s->in[C_MAIN], kl);
+                o->lamport = td_crdt_rd_varint(s->in[C_MAIN]);
                 if (!key || kl == 0 || td_crdt_utf8_count(key, kl) == SIZE_MAX || o->lamport == 0 ||
                     o->lamport > d->max_lamport) {
                     e = BAD(s, "nested object key");
@@ -813,40 +868,40 @@ static td_crdt_err dec_delrec(snapdec *s, uint32_t agent, td_delrec *r, uint32_t
                               uint32_t *obj)
 {
     td_crdt_doc *d = s->d;
-    uint8_t f = td_crdt_rd_u8(&s->r);
+    uint8_t f = td_crdt_rd_u8(s->in[C_DFLAG]);
     if (f & ~15u)
         return BAD(s, "delete record flags");
-    uint64_t seq = (uint64_t)*end + td_crdt_rd_varint(&s->r);
-    r->len = (f & D_LEN1) ? 1 : td_crdt_rd_u32(&s->r, TD_MAX_SEQ);
+    uint64_t seq = (uint64_t)*end + td_crdt_rd_varint(s->in[C_DGAP]);
+    r->len = (f & D_LEN1) ? 1 : td_crdt_rd_u32(s->in[C_DLEN], TD_MAX_SEQ);
     r->desc = (f & D_DESC) != 0;
     if (f & D_SAMEOBJ) {
         if (!*obj)
             return BAD(s, "delete record object");
         r->obj = *obj;
     } else {
-        uint32_t oi = td_crdt_rd_u32(&s->r, s->nobj ? s->nobj - 1 : 0);
-        if (s->r.bad || !s->nobj)
+        uint32_t oi = td_crdt_rd_u32(s->in[C_DTGT], s->nobj ? s->nobj - 1 : 0);
+        if (col_bad(s) || !s->nobj)
             return BAD(s, "delete record object");
         r->obj = s->obj[oi];
     }
-    if (s->r.bad || r->len == 0 || (r->desc && r->len == 1) || seq + r->len > d->agents[agent].vv)
+    if (col_bad(s) || r->len == 0 || (r->desc && r->len == 1) || seq + r->len > d->agents[agent].vv)
         return BAD(s, "delete record");
     r->seq = (uint32_t)seq;
     uint64_t hi;
     if (f & D_OWNTARGET) {
         r->target.agent = agent;
-        uint64_t dist = td_crdt_rd_varint(&s->r);
+        uint64_t dist = td_crdt_rd_varint(s->in[C_DTGT]);
         if (dist >= seq)
             return BAD(s, "delete record target");
         hi = seq - dist - 1;
     } else {
-        uint32_t a = td_crdt_rd_u32(&s->r, s->na ? s->na - 1 : 0);
-        hi = td_crdt_rd_varint(&s->r);
-        if (s->r.bad || !s->na)
+        uint32_t a = td_crdt_rd_u32(s->in[C_DTGT], s->na ? s->na - 1 : 0);
+        hi = td_crdt_rd_varint(s->in[C_DTGT]);
+        if (col_bad(s) || !s->na)
             return BAD(s, "delete record target");
         r->target.agent = s->agent[a];
     }
-    if (s->r.bad || hi + 1 < r->len || hi >= d->agents[r->target.agent].vv)
+    if (col_bad(s) || hi + 1 < r->len || hi >= d->agents[r->target.agent].vv)
         return BAD(s, "delete record target");
     uint32_t lo = (uint32_t)(hi - (r->len - 1));
     r->target.seq = r->desc ? (uint32_t)hi : lo;
@@ -863,9 +918,9 @@ static td_crdt_err dec_deletes(snapdec *s)
     td_crdt_doc *d = s->d;
     for (uint32_t ai = 0; ai < s->na; ai++) {
         uint32_t a = s->agent[ai];
-        uint32_t n = td_crdt_rd_u32(&s->r, (uint32_t)td_crdt_rd_left(&s->r));
+        uint32_t n = td_crdt_rd_u32(s->in[C_MAIN], (uint32_t)td_crdt_rd_left(s->in[C_DFLAG]));
         uint32_t end = 0, obj = 0;
-        if (s->r.bad)
+        if (s->in[C_MAIN]->bad)
             return BAD(s, "delete count");
         if (n && !td_crdt_grow(d, (void **)&d->agents[a].dels, &d->agents[a].capdels, n,
                           sizeof(td_delrec)))
@@ -887,21 +942,32 @@ static td_crdt_err dec_all(snapdec *s)
     const uint8_t *magic = td_crdt_rd_bytes(&s->r, 3);
     if (!magic || magic[0] != 'T' || magic[1] != 'S')
         return BAD(s, "not a snapshot");
-    if (magic[2] != 1) {
-        s->why = "unsupported snapshot version";
+    if (magic[2] != 1 && magic[2] != 2) {
+        s->why = "unsupported snapshot version (this loader reads 1 and 2)";
         return TD_CRDT_ERR_VERSION;
     }
-    s->na = td_crdt_rd_u32(&s->r, (uint32_t)(td_crdt_rd_left(&s->r) / 9));
-    if (s->r.bad)
+    for (int c = 0; c < NCOL; c++)
+        s->in[c] = magic[2] == 1 ? &s->r : &s->col[c];
+    for (int c = 0; magic[2] == 2 && c < NCOL; c++) {
+        size_t n;
+        td_crdt_err e = td_crdt_ent_get(d, &s->r, &s->colmem[c], &n, &s->why);
+        if (e)
+            return e;
+        s->col[c] = (td_rd){s->colmem[c], s->colmem[c] + n, 0};
+    }
+    if (magic[2] == 2 && td_crdt_rd_left(&s->r))
+        return BAD(s, "trailing bytes after the columns");
+    s->na = td_crdt_rd_u32(s->in[C_MAIN], (uint32_t)(td_crdt_rd_left(s->in[C_MAIN]) / 9));
+    if (s->in[C_MAIN]->bad)
         return BAD(s, "agent count");
     s->agent = td_crdt_mem(d, NULL, ((size_t)s->na + 1) * sizeof *s->agent);
     if (!s->agent)
         return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     uint64_t prev = 0;
     for (uint32_t i = 0; i < s->na; i++) {
-        uint64_t id = td_crdt_rd_u64le(&s->r);
-        uint32_t vv = td_crdt_rd_u32(&s->r, TD_MAX_SEQ);
-        if (s->r.bad || vv == 0 || (i && id <= prev))
+        uint64_t id = td_crdt_rd_u64le(s->in[C_MAIN]);
+        uint32_t vv = td_crdt_rd_u32(s->in[C_MAIN], TD_MAX_SEQ);
+        if (s->in[C_MAIN]->bad || vv == 0 || (i && id <= prev))
             return BAD(s, "agent table");
         prev = id;
         td_crdt_err e = td_crdt_agent_intern(d, id, &s->agent[i]);
@@ -910,14 +976,14 @@ static td_crdt_err dec_all(snapdec *s)
         d->agents[s->agent[i]].vv = vv;
         d->nops += vv;
     }
-    d->max_lamport = td_crdt_rd_varint(&s->r);
-    if (s->r.bad || d->max_lamport > ((uint64_t)1 << 62))
+    d->max_lamport = td_crdt_rd_varint(s->in[C_MAIN]);
+    if (s->in[C_MAIN]->bad || d->max_lamport > ((uint64_t)1 << 62))
         return BAD(s, "lamport");
     td_crdt_err e = dec_objects(s);
     for (uint32_t i = 0; !e && i < s->nobj; i++) {
         uint32_t h = s->obj[i];
         e = d->objs[h - 1]->kind == TD_CRDT_MAP ? dec_map(s, h) : dec_seq(s, h);
-        if (!e && s->r.bad)
+        if (!e && col_bad(s))
             e = BAD(s, "truncated");
     }
     if (!e)
@@ -929,8 +995,9 @@ static td_crdt_err dec_all(snapdec *s)
     }
     if (!e)
         e = dec_deletes(s);
-    if (!e && (s->r.bad || td_crdt_rd_left(&s->r)))
-        e = BAD(s, "trailing bytes");
+    for (int c = 0; !e && c < NCOL; c++)
+        if (s->in[c]->bad || td_crdt_rd_left(s->in[c]))
+            e = BAD(s, "trailing bytes");
     if (!e) {
         int oom;
         const char *why = td_crdt_snapshot_check(d, &oom);
@@ -972,6 +1039,8 @@ td_crdt_err td_crdt_doc_load(const td_crdt_options *opts, const uint8_t *snap,
         snap = none; /* len is 0: no pointer arithmetic on NULL */
     snapdec s = {.d = d, .r = {snap, snap + len, 0}};
     e = dec_all(&s);
+    for (int c = 0; c < NCOL; c++)
+        td_crdt_memfree(d, s.colmem[c]);
     td_crdt_memfree(d, s.agent);
     td_crdt_memfree(d, s.obj);
     if (e) {

@@ -24,6 +24,7 @@
  * not a valid trace, 64 on a usage error.
  */
 #define _GNU_SOURCE /* malloc_trim */
+#include "crdt_internal.h" /* td_crdt_snapshot_encode_v1: the v1 baseline */
 #include "tandem_crdt.h"
 #include "trace_check.h"
 #include "trace_load.h"
@@ -57,8 +58,10 @@ typedef struct result {
     size_t edits, txns, agents, end_chars, end_bytes;
     uint64_t ins_chars, del_chars;
     /* figures; NAN / -1 when not measured */
-    double replay_ms, baseline_ms, ratio, decode_ms, commit_ms;
-    long long encoded_bytes, peak_rss_kb, base_rss_kb, peak_heap_kb;
+    double replay_ms, baseline_ms, ratio, decode_ms, commit_ms, decode_ms_v1;
+    uint8_t *snap_v1; /* snapshot version 1 of the same document (baseline) */
+    size_t snap_v1_len;
+    long long encoded_bytes, encoded_bytes_v1, peak_rss_kb, base_rss_kb, peak_heap_kb;
     const char *rss_method;
     int baseline_ok, snapshots_equal, decoded_ok; /* -1: not applicable */
 } result;
@@ -169,6 +172,13 @@ static uint8_t *snapshot_of(tt_replay *r, result *res, size_t *snap_len)
         return NULL;
     }
     res->encoded_bytes = (long long)l0;
+    uint8_t *v1 = NULL;
+    if (td_crdt_snapshot_encode_v1(r->docs[0], &v1, &res->snap_v1_len) == TD_CRDT_OK &&
+        (res->snap_v1 = malloc(res->snap_v1_len)) != NULL) {
+        memcpy(res->snap_v1, v1, res->snap_v1_len);
+        res->encoded_bytes_v1 = (long long)res->snap_v1_len;
+    }
+    td_crdt_buf_free(r->docs[0], v1);
     if ((snap = malloc(l0 ? l0 : 1)) != NULL)
         memcpy(snap, s0, l0);
     *snap_len = l0;
@@ -291,7 +301,7 @@ out:
 }
 
 static void timed_decodes(const tt_trace *t, const uint8_t *snap, size_t len,
-                          int runs, result *res)
+                          int runs, result *res, double *out_ms)
 {
     double *v = calloc((size_t)runs, sizeof *v);
     if (!v)
@@ -326,7 +336,7 @@ static void timed_decodes(const tt_trace *t, const uint8_t *snap, size_t len,
         }
         td_crdt_doc_free(doc);
     }
-    res->decode_ms = median(v, runs);
+    *out_ms = median(v, runs);
     free(v);
 }
 
@@ -338,8 +348,8 @@ static void run_trace(const char *path, int runs, result *res)
     res->file = path;
     trace_name(path, res->name, sizeof res->name);
     res->replay_ms = res->baseline_ms = res->ratio = res->decode_ms =
-        res->commit_ms = NAN;
-    res->encoded_bytes = res->peak_rss_kb = res->base_rss_kb =
+        res->commit_ms = res->decode_ms_v1 = NAN;
+    res->encoded_bytes = res->encoded_bytes_v1 = res->peak_rss_kb = res->base_rss_kb =
         res->peak_heap_kb = -1;
     res->baseline_ok = res->snapshots_equal = res->decoded_ok = -1;
     res->rss_method = "";
@@ -364,7 +374,11 @@ static void run_trace(const char *path, int runs, result *res)
     if (res->mismatch && !t.concurrent)
         tt_locate_seq(&t, res->error, sizeof res->error);
     if (res->replayed && timed_replays(&t, runs, res) == 0 && snap)
-        timed_decodes(&t, snap, snap_len, runs, res);
+        timed_decodes(&t, snap, snap_len, runs, res, &res->decode_ms);
+    if (res->replayed && res->snap_v1)
+        timed_decodes(&t, res->snap_v1, res->snap_v1_len, runs, res, &res->decode_ms_v1);
+    free(res->snap_v1);
+    res->snap_v1 = NULL;
     free(snap);
     tt_trace_free(&t);
 }
@@ -405,6 +419,8 @@ static void print_json(const result *r, int runs)
     add_num(o, "peak_rss_kb", (double)r->peak_rss_kb, 0);
     add_num(o, "peak_heap_kb", (double)r->peak_heap_kb, 0);
     add_num(o, "commit_ms", r->commit_ms, 4);
+    add_num(o, "encoded_bytes_v1", (double)r->encoded_bytes_v1, 0);
+    add_num(o, "decode_ms_v1", r->decode_ms_v1, 4);
     add_num(o, "base_rss_kb", (double)r->base_rss_kb, 0);
     add_num(o, "rss_delta_kb", r->peak_rss_kb >= 0 && r->base_rss_kb >= 0 &&
             strncmp(r->rss_method, "clear_refs", 10) == 0

@@ -3,7 +3,7 @@
 
 It shares no code with crdt/: it exists to prove that the format document is
 complete and exact. It reads a whole snapshot, validates what it reads (the
-rules of FORMAT.md section 4, including the history checks of 4.6 except the
+rules of FORMAT.md sections 4 and 5 (snapshot versions 1 and 2), including the history checks of 4.6 except the
 final YATA replay of the stored order), and prints
 
     decode_snapshot.py SNAP --text NAME   the visible content of root text NAME
@@ -29,6 +29,12 @@ MAX_LAMPORT = 1 << 62
 TEXT, LIST, MAP = 0, 1, 2           # kinds, as root tags
 KIND_NAME = {TEXT: "text", LIST: "list", MAP: "map"}
 V_NULL, V_FALSE, V_TRUE, V_INT, V_FLOAT, V_STR, V_TEXT, V_LIST, V_MAP, V_DELETED = range(10)
+
+
+# Version 2 columns, in stored order (FORMAT.md 5); version 1 reads every
+# column from the one byte string.
+COLUMNS = ("main", "text", "rflag", "rid", "rlen", "rorig", "dflag", "dgap", "dlen", "dtgt")
+HUF_MAX = 11
 
 
 class Malformed(Exception):
@@ -101,6 +107,72 @@ class Reader:
         return self.utf8(n)
 
 
+def read_code_table(r):
+    """A code table (FORMAT.md 5.1) as a lookup list: 11 bits -> (byte, length)."""
+    nsym = r.u32(256)
+    need(nsym >= 1, "empty code table")
+    lens, sym, kraft = {}, 0, 0
+    for _ in range(nsym):
+        v = r.varint()
+        gap, ln = v >> 4, v & 15
+        need(1 <= ln <= HUF_MAX and sym + gap <= 255, "code table entry")
+        sym += gap
+        lens[sym] = ln
+        sym += 1
+        kraft += 1 << (HUF_MAX - ln)
+        need(kraft <= 1 << HUF_MAX, "code table over-subscribed")
+    tab = [None] * (1 << HUF_MAX)
+    code = 0
+    for ln in range(1, HUF_MAX + 1):
+        for b in sorted(k for k in lens if lens[k] == ln):
+            base = code << (HUF_MAX - ln)
+            for k in range(1 << (HUF_MAX - ln)):
+                tab[base + k] = (b, ln)
+            code += 1
+        code <<= 1
+    return tab
+
+
+def read_column(r):
+    """One column block of a version 2 snapshot (FORMAT.md 5.1): its bytes."""
+    n = r.u32(0x7FFFFFFF)
+    if n == 0:
+        return b""
+    mode = r.u8()
+    need(mode <= 2, "column mode %d" % mode)
+    if mode == 0:
+        return r.raw(n)
+    tabs = {}
+    if mode == 1:
+        tab0 = read_code_table(r)
+    else:
+        nctx = r.u32(256)
+        need(nctx >= 1, "no context")
+        ctx = 0
+        for _ in range(nctx):
+            ctx += r.u32(255)
+            need(ctx <= 255, "context past 255")
+            tabs[ctx] = read_code_table(r)
+            ctx += 1
+    nb = r.varint()
+    coded = r.raw(nb)
+    need(n <= 8 * nb, "column longer than its bits allow")
+    bits = "".join(format(b, "08b") for b in coded) + "0" * HUF_MAX
+    out = bytearray()
+    pos, prev = 0, 0
+    for _ in range(n):
+        tab = tab0 if mode == 1 else tabs.get(prev)
+        need(tab is not None, "a context without a code")
+        e = tab[int(bits[pos:pos + HUF_MAX], 2)]
+        need(e is not None, "no such code")
+        out.append(e[0])
+        pos += e[1]
+        prev = e[0]
+    need(pos <= 8 * nb and (pos + 7) // 8 == nb, "coded length")
+    need("1" not in bits[pos:8 * nb], "padding bits")
+    return bytes(out)
+
+
 def read_value(r):
     tag = r.u8()
     need(tag <= V_DELETED, "value tag %d" % tag)
@@ -137,8 +209,14 @@ def decode(data, max_depth=64):
     s = Snapshot()
     magic = r.raw(3) if len(data) >= 3 else b""
     need(magic[:2] == b"TS", "not a snapshot")
-    if magic[2] != 1:
+    if magic[2] == 1:
+        cols = {k: r for k in COLUMNS}
+    elif magic[2] == 2:
+        cols = {k: Reader(read_column(r)) for k in COLUMNS}
+        need(r.left() == 0, "trailing bytes after the columns")
+    else:
         raise UnknownVersion("snapshot version %d" % magic[2])
+    r = cols["main"]
 
     # 4.1 agents
     na = r.u32(r.left() // 9)
@@ -153,9 +231,9 @@ def decode(data, max_depth=64):
     s.max_lamport = r.varint()
     need(s.max_lamport <= MAX_LAMPORT, "max lamport")
 
-    def agent_index():
+    def agent_index(rd=None):
         need(na > 0, "an id in a snapshot without agents")
-        return r.u32(na - 1)
+        return (rd or r).u32(na - 1)
 
     def read_id():
         a = agent_index()
@@ -243,35 +321,35 @@ def decode(data, max_depth=64):
                          "map value names no object")
                 o.entries.append((key, lamport, wid, val))
             continue
-        read_runs(r, s, o, h, items)
+        read_runs(cols, s, o, h, items)
     for lst in items:
         lst.sort()
 
     # 4.5 delete records
     s.dels = [[] for _ in range(na)]
     for a in range(na):
-        n = r.u32(r.left())
+        n = r.u32(cols["dflag"].left())
         end, obj = 0, None
         for _ in range(n):
-            f = r.u8()
+            f = cols["dflag"].u8()
             need(f & ~15 == 0, "delete record flags")
-            seq = end + r.varint()
-            ln = 1 if f & 8 else r.u32(MAX_SEQ)
+            seq = end + cols["dgap"].varint()
+            ln = 1 if f & 8 else cols["dlen"].u32(MAX_SEQ)
             desc = bool(f & 1)
             if f & 2:
                 need(obj is not None, "D_SAMEOBJ on the first record")
             else:
                 need(nobj > 0, "delete record object")
-                obj = r.u32(nobj - 1)
+                obj = cols["dtgt"].u32(nobj - 1)
             need(ln >= 1 and not (desc and ln == 1) and seq + ln <= s.vv[a], "delete record")
             if f & 4:
                 ta = a
-                dist = r.varint()
+                dist = cols["dtgt"].varint()
                 need(dist < seq, "delete record target")
                 hi = seq - dist - 1
             else:
-                ta = agent_index()
-                hi = r.varint()
+                ta = agent_index(cols["dtgt"])
+                hi = cols["dtgt"].varint()
             need(hi + 1 >= ln and hi < s.vv[ta], "delete record target")
             lo = hi - ln + 1
             need(objs[obj].kind != MAP, "delete record on a map")
@@ -279,29 +357,31 @@ def decode(data, max_depth=64):
                  "delete record target (not deleted items of its sequence)")
             s.dels[a].append((seq, ln, obj, ta, lo, hi, desc))
             end = seq + ln
-    need(r.left() == 0, "trailing bytes")
+    for col in cols.values():
+        need(col.left() == 0, "trailing bytes")
 
     check_history(s, items)
     return s
 
 
-def read_runs(r, s, o, h, items):
-    n = r.u32(r.left())
+def read_runs(cols, s, o, h, items):
+    r = cols["main"]
+    n = r.u32(cols["rflag"].left())
     runs = o.runs
     ahead = [0] * n
     cont = [False] * n
 
     def origin(base):
         need(len(s.agents) > 0, "origin without agents")
-        a = r.u32(len(s.agents) - 1)
-        v = r.varint()
+        a = cols["rorig"].u32(len(s.agents) - 1)
+        v = cols["rorig"].varint()
         need(v <= 2 * MAX_SEQ + 1, "origin too far")
         q = base[1] - ((v >> 1) ^ -(v & 1)) if a == base[0] else v
         need(0 <= q < s.vv[a], "origin past the version vector")
         return (a, q)
 
     for i in range(n):
-        f = r.u8()
+        f = cols["rflag"].u8()
         lm, rm = (f >> 3) & 3, (f >> 5) & 3
         prev = runs[i - 1] if i else None
         if f & 2:  # R_CONT
@@ -310,13 +390,13 @@ def read_runs(r, s, o, h, items):
             cont[i] = True
         elif f & 4:  # R_SAMEAGENT
             need(prev is not None, "R_SAMEAGENT on the first run")
-            d = r.varint()
+            d = cols["rid"].varint()
             need(d <= 2 * MAX_SEQ + 1, "run seq")
             agent, seq = prev[0], prev[1] + prev[2] + ((d >> 1) ^ -(d & 1))
             need(0 <= seq <= MAX_SEQ, "run seq")
         else:
-            agent, seq = read_id_any(r, s)
-        ln = 1 if f & 0x80 else r.u32(MAX_SEQ)
+            agent, seq = read_id_any(cols["rid"], s)
+        ln = 1 if f & 0x80 else cols["rlen"].u32(MAX_SEQ)
         need(ln >= 1 and seq + ln <= s.vv[agent], "run ids past the version vector")
         deleted = bool(f & 1)
         left = right = None
@@ -326,14 +406,14 @@ def read_runs(r, s, o, h, items):
             if lm == 0:
                 left = origin((agent, seq))
             elif lm != 1:
-                k = 1 if lm == 2 else r.varint() + 2
+                k = 1 if lm == 2 else cols["rorig"].varint() + 2
                 need(k <= i, "run left origin")
                 b = runs[i - k]
                 left = (b[0], b[1] + b[2] - 1)
             if rm == 0:
                 right = origin((agent, seq))
             elif rm != 1:
-                ahead[i] = 1 if rm == 2 else r.u32(64) + 2
+                ahead[i] = 1 if rm == 2 else cols["rorig"].u32(64) + 2
         runs.append([agent, seq, ln, deleted, left, right])
     for i in range(n):
         if ahead[i]:
@@ -368,7 +448,7 @@ def read_runs(r, s, o, h, items):
     else:
         visible = sum(run[2] for run in runs if not run[3])
         nb = r.u32(MAX_STR)
-        o.text = r.utf8(nb)
+        o.text = cols["text"].utf8(nb)
         need(len(o.text) == visible, "text content holds %d code points, runs %d"
              % (len(o.text), visible))
 

@@ -65,6 +65,10 @@ class Run:
         if rc != 0:
             return self.fail("%s: decoder exited %d: %s" % (name, rc, err.strip()))
         want = load_trace(path)["endContent"].encode("utf-8")
+        rc, text1, err = self.decode(snap + ".v1", "--text", "text")
+        if rc != 0 or text1 != want:
+            return self.fail("%s: version 1 snapshot: decoder exited %d, text %s: %s"
+                             % (name, rc, "equal" if text1 == want else "differs", err.strip()))
         if text != want:
             n = next((i for i in range(min(len(text), len(want))) if text[i] != want[i]),
                      min(len(text), len(want)))
@@ -87,6 +91,9 @@ class Run:
             return self.fail("doc %d: decoder exited %d: %s" % (seed, rc, err.strip()))
         with open(jpath, "rb") as f:
             core = f.read().decode("utf-8")
+        rc, got1, err = self.decode(snap + ".v1", "--json")
+        if rc != 0 or ordered(got1.decode("utf-8")) != ordered(core):
+            return self.fail("doc %d: version 1 snapshot: decoder exited %d: %s" % (seed, rc, err.strip()))
         if ordered(got.decode("utf-8")) != ordered(core):
             return self.fail("doc %d: decoder JSON differs from td_crdt_to_json:\n  core:    %s\n"
                              "  decoder: %s" % (seed, core, got.decode("utf-8").strip()))
@@ -95,7 +102,8 @@ class Run:
             data = f.read()
         bad = os.path.join(self.a.work, "doc-%d.bad" % seed)
         damaged = [("truncated by %d" % k, data[:-k]) for k in (1, 2, len(data) // 2)]
-        damaged += [("trailing byte", data + b"\x00"), ("version 2", data[:2] + b"\x02" + data[3:]),
+        damaged += [("trailing byte", data + b"\x00"), ("version 3", data[:2] + b"\x03" + data[3:]),
+                    ("version 0", data[:2] + b"\x00" + data[3:]),
                     ("not a snapshot", b"TB" + data[2:]), ("empty", b"")]
         for what, d in damaged:
             with open(bad, "wb") as f:

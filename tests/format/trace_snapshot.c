@@ -5,18 +5,21 @@
  *   trace_snapshot TRACE OUT.snap
  *       replays an editing trace (sequential or concurrent) into the core
  *       and writes td_crdt_snapshot_encode of the result (the root text is
- *       "text").
+ *       "text"), and beside it OUT.snap.v1, the same document in snapshot
+ *       version 1 (which must load and encode back to OUT.snap).
  *   trace_snapshot --doc SEED OUT.snap OUT.json
  *       builds a document with every value type, nested objects, map
  *       tombstones, overwritten object writes, backspaces and concurrent
  *       edits of three replicas (then SEED rounds of random edits, delivered
- *       out of order), and writes its snapshot and td_crdt_to_json.
+ *       out of order), and writes its snapshot (and OUT.snap.v1) and
+ *       td_crdt_to_json.
  *
  * Either way it checks what the core promises about snapshots before
  * writing: every replica encodes the same bytes (canonical), and loading the
  * snapshot and encoding again gives them back. Exit 0 on success, 1 on a
  * failed check, 2 on bad arguments or an unreadable trace.
  */
+#include "crdt_internal.h" /* td_crdt_snapshot_encode_v1 */
 #include "tandem_crdt.h"
 #include "trace_load.h"
 #include "trace_replay.h"
@@ -85,6 +88,31 @@ static uint8_t *canonical_snapshot(td_crdt_doc **docs, uint32_t n, size_t *len)
     return snap;
 }
 
+/* The version 1 encoding of the same document, written to path: it must
+ * load (the loader reads both versions) and encode back to snap, byte for
+ * byte. */
+static void v1_snapshot(td_crdt_doc *doc, const uint8_t *snap, size_t len, const char *path)
+{
+    uint8_t *v1, *again;
+    size_t v1len, alen;
+    CHECK(doc, td_crdt_snapshot_encode_v1(doc, &v1, &v1len));
+    td_crdt_options o = {.agent = 0x5eed};
+    td_crdt_doc *back;
+    const char *why;
+    td_crdt_err e = td_crdt_doc_load(&o, v1, v1len, &back, &why);
+    if (e != TD_CRDT_OK)
+        die(1, "the core cannot load its version 1 snapshot: %s (%s)", td_crdt_strerror(e), why);
+    CHECK(back, td_crdt_snapshot_encode(back, &again, &alen));
+    if (alen != len || memcmp(again, snap, alen) != 0)
+        die(1, "version 1 load + encode differs from the version 2 snapshot");
+    char p[4096];
+    snprintf(p, sizeof p, "%s.v1", path);
+    write_file(p, v1, v1len);
+    td_crdt_buf_free(back, again);
+    td_crdt_doc_free(back);
+    td_crdt_buf_free(doc, v1);
+}
+
 /* ---- traces ---------------------------------------------------------------- */
 
 static int trace_mode(const char *path, const char *out)
@@ -108,6 +136,7 @@ static int trace_mode(const char *path, const char *out)
     size_t len;
     uint8_t *snap = canonical_snapshot(r.docs, r.ndocs, &len);
     write_file(out, snap, len);
+    v1_snapshot(r.docs[0], snap, len, out);
     printf("%s: %s trace, %zu patches, %u replica(s), %zu code points, snapshot %zu bytes\n",
            path, t.concurrent ? "concurrent" : "sequential", t.npatches, r.ndocs, t.end_cp, len);
     td_crdt_buf_free(r.docs[0], snap);
@@ -400,6 +429,7 @@ static int doc_mode(uint32_t seed, const char *snap_path, const char *json_path)
     size_t len;
     uint8_t *snap = canonical_snapshot(rep, NREP, &len);
     write_file(snap_path, snap, len);
+    v1_snapshot(rep[0], snap, len, snap_path);
     write_file(json_path, json[0], jlen[0]);
     printf("doc seed %u: %llu ops, snapshot %zu bytes, JSON %zu bytes\n", seed,
            (unsigned long long)td_crdt_op_count(rep[0]), len, jlen[0]);
