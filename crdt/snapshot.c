@@ -953,7 +953,11 @@ static td_crdt_err dec_all(snapdec *s)
         td_crdt_err e = td_crdt_ent_get(d, &s->r, &s->colmem[c], &n, &s->why);
         if (e)
             return e;
-        s->col[c] = (td_rd){s->colmem[c], s->colmem[c] + n, 0};
+        /* an empty column has no buffer: read it from a static empty one (no
+         * arithmetic on NULL) */
+        static const uint8_t none[1];
+        const uint8_t *p = n ? s->colmem[c] : none;
+        s->col[c] = (td_rd){p, p + n, 0};
     }
     if (magic[2] == 2 && td_crdt_rd_left(&s->r))
         return BAD(s, "trailing bytes after the columns");
