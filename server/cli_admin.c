@@ -73,10 +73,10 @@ static int print_doc(void *ud, const td_store_doc_info *i)
         printf("%-24.*s  DAMAGED: %s\n", (int)i->doc_len, i->doc, i->msg);
         return 0;
     }
-    printf("%-24.*s %10" PRIu64 " %10" PRIu64 " %12" PRIu64 " %12" PRIu64
+    printf("%-24.*s %-6s %10" PRIu64 " %10" PRIu64 " %12" PRIu64 " %12" PRIu64
            " %10" PRIu64 "\n",
-           (int)i->doc_len, i->doc, i->snap_ops + i->log_ops, i->log_entries,
-           i->log_bytes, i->snap_bytes, i->last_seq);
+           (int)i->doc_len, i->doc, td_store_kind_name(i->kind), i->snap_ops + i->log_ops,
+           i->log_entries, i->log_bytes, i->snap_bytes, i->last_seq);
     return 0;
 }
 
@@ -86,7 +86,7 @@ static int docs(const td_srv_verb *v, const td_srv_admin_args *a, td_store *st)
     docs_ctx c = {0, 0};
 
     (void)a;
-    printf("%-24s %10s %10s %12s %12s %10s\n", "DOC", "OPS", "LOG", "LOG-BYTES",
+    printf("%-24s %-6s %10s %10s %12s %12s %10s\n", "DOC", "KIND", "OPS", "LOG", "LOG-BYTES",
            "SNAP-BYTES", "SEQ");
     if (td_store_list(st, print_doc, &c, &e) != TD_STORE_OK) {
         td_srv_fail(v, "%s", e.msg);
@@ -370,7 +370,8 @@ static int delete(const td_srv_verb *v, const td_srv_admin_args *a, td_store *st
 
 const td_srv_admin_verb td_srv_verb_docs = ADMIN_VERB(
     "docs", "list the documents with their sizes",
-    "Lists every document: ops, log entries after the snapshot, bytes in the\n"
+    "Lists every document: its kind (tandem, or yjs for a document written\n"
+    "through /yjs or /hocuspocus), ops, log entries after the snapshot, bytes in the\n"
     "log and in the snapshot, and the newest server sequence. Opens the data\n"
     "directory read-only, so it also works while a server is running.\n"
     "Exits 1 if any document's metadata is damaged.\n",

@@ -62,7 +62,19 @@ grep -qF '"x@text":"abc"' "$T/out" && grep -qF '"x@list":[1]' "$T/out" ||
 
 # docs lists them.
 expect 0 "$TANDEM" docs --data "$D"
-for d in canon doc doc2 kinds; do grep -q "^$d " "$T/out" || fail "docs does not list $d"; done
+for d in canon doc doc2 kinds; do
+    grep -Eq "^$d +tandem " "$T/out" || fail "docs does not list $d as a tandem document: $(cat "$T/out")"
+done
+# a Yjs document is listed as one: a Yjs v1 update by hand, client 1 inserts
+# "a" into root text "t" (1 client; 1 struct at clock 0; info 4 = string
+# content, no origins, so the parent follows: 1 = a root's name, "t"; the
+# content "a"; an empty delete set)
+printf '\001\001\001\000\004\001\001t\001a\000' >"$T/a.yupd"
+expect 0 "$TANDEM" import ydoc "$T/a.yupd" --yjs --data "$D"
+expect 0 "$TANDEM" export ydoc --data "$D"
+grep -qF '"t":"a"' "$T/out" || fail "the Yjs import lost its text: $(cat "$T/out")"
+expect 0 "$TANDEM" docs --data "$D"
+grep -Eq "^ydoc +yjs " "$T/out" || fail "docs does not list ydoc as a Yjs document: $(cat "$T/out")"
 
 # Existing documents are not overwritten without --force.
 expect 1 "$TANDEM" import canon "$T/kinds.json" --data "$D"
