@@ -24,6 +24,10 @@
  * it exactly once, and a fourth node started with an empty data directory
  * reads the same from JetStream alone (so the brokers hold every
  * acknowledged batch, not only the nodes' stores).
+ *
+ * Before that end, every broker is SIGKILLed at once (all_brokers_down):
+ * the default --cluster-outage refuse acknowledges nothing then, reads go
+ * on, and writes resume when the brokers return.
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -46,6 +50,7 @@ typedef struct mark {
     uint64_t batch_id;
     int acked;
     uint64_t acked_us; /* when its ACK came */
+    uint64_t committed_us;
     int must;          /* acknowledged before the last kill: every node has it */
 } mark;
 
@@ -92,7 +97,7 @@ static void commit_one(client *c)
     /* td_client numbers a document's batches 1, 2, ...: the next one is
      * known before the commit, so the marker can name it. */
     CHECK(c->seq + 1 <= MAX_MARKS / NCLIENTS);
-    g_marks[i] = (mark){c->idx, (uint64_t)++c->seq, 0, 0, 0};
+    g_marks[i] = (mark){c->idx, (uint64_t)++c->seq, 0, 0, td_cli_now_us(), 0};
     g_by[c->idx][c->seq] = i;
     char m[48];
     marker(i, m, sizeof m);
@@ -254,6 +259,94 @@ static long long stream_last_seq(void)
     return best;
 }
 
+static int healthz(td_cli_server *s)
+{
+    return td_cli_http_get("127.0.0.1", s->port, "/healthz", NULL, NULL, NULL);
+}
+
+/* Under load for up to timeout_ms: 1 once every node's /healthz answers
+ * `want`. */
+static int healthz_all(td_cli_server **nodes, int want, int timeout_ms)
+{
+    uint64_t end = td_cli_now_us() + (uint64_t)timeout_ms * 1000u;
+    for (;;) {
+        int ok = 1;
+        for (int k = 0; k < NNODES; k++)
+            ok &= healthz(nodes[k]) == want;
+        if (ok || td_cli_now_us() >= end)
+            return ok;
+        load(100);
+    }
+}
+
+/* Every broker down at once, under the load, with the default
+ * --cluster-outage refuse: every node says so on /healthz (503), no batch
+ * committed after the kill is acknowledged (nothing can reach a quorum), and
+ * reads go on: each node still serves what was acknowledged. Then the
+ * brokers restart on their stores, the cluster forms again, and every node
+ * acknowledges new batches; the refused ones are retried by their clients
+ * (the end of main checks that every batch was acknowledged, once). */
+static void all_brokers_down(td_cli_server **nodes)
+{
+    int acked = 0;
+    for (int i = 0; i < g_nmarks; i++)
+        acked += g_marks[i].must = g_marks[i].acked;
+    uint64_t t_kill = td_cli_now_us();
+    for (int b = 0; b < NBROKERS; b++)
+        cl_broker_kill_at(b);
+    printf("%5.1f s  all %d brokers SIGKILLed with %d of %d batches acknowledged\n", secs(),
+           NBROKERS, acked, g_nmarks);
+    CHECK_MSG(healthz_all(nodes, 503, 15000),
+              "15 s after every broker died, a node's /healthz still is not 503");
+    printf("%5.1f s  every node's /healthz is 503\n", secs());
+    load(1500);
+    int committed = 0, wrongly = 0;
+    for (int i = 0; i < g_nmarks; i++)
+        if (g_marks[i].committed_us >= t_kill) {
+            committed++;
+            wrongly += g_marks[i].acked;
+        }
+    CHECK_MSG(committed > 0, "no batch was committed while every broker was down");
+    CHECK_MSG(wrongly == 0,
+              "%d of the %d batches committed with every broker down were acknowledged "
+              "(refuse mode: nothing is acknowledged without a quorum)",
+              wrongly, committed);
+    check_nodes(nodes, NNODES, 0, "every broker down");
+    printf("%5.1f s  with every broker down: %d batches committed, none acknowledged; every "
+           "node still serves the %d acknowledged before\n",
+           secs(), committed, acked);
+
+    uint64_t t_restart = td_cli_now_us();
+    for (int b = 0; b < NBROKERS; b++)
+        cl_broker_restart_at(b);
+    int back = 0;
+    while (!back && td_cli_now_us() - t_restart < 40000000u) {
+        load(100);
+        back = cl_brokers_ready(STREAM, NBROKERS, 0);
+    }
+    CHECK_MSG(back, "the brokers did not form a cluster with the stream again within 40 s");
+    CHECK_MSG(healthz_all(nodes, 200, 20000),
+              "20 s after the brokers returned, a node's /healthz still is not 200");
+    /* every node acknowledges batches committed from now on */
+    uint64_t t_back = td_cli_now_us();
+    int after[NNODES] = {0}, ok = 0;
+    while (!ok && td_cli_now_us() - t_back < 20000000u) {
+        load(100);
+        memset(after, 0, sizeof after);
+        for (int i = 0; i < g_nmarks; i++)
+            if (g_marks[i].committed_us >= t_back)
+                after[g_marks[i].client % NNODES] += g_marks[i].acked;
+        ok = 1;
+        for (int k = 0; k < NNODES; k++)
+            ok &= after[k] >= 20;
+    }
+    CHECK_MSG(ok, "after the brokers returned, nodes acknowledge too little (%d, %d, %d batches)",
+              after[0], after[1], after[2]);
+    printf("%5.1f s  the brokers are back (%.1f s after the restart): /healthz 200 on every node, "
+           "and each acknowledges new batches again\n",
+           secs(), (double)(t_back - t_restart) / 1e6);
+}
+
 int main(int argc, char **argv)
 {
     uint64_t t_start = g_t0 = td_cli_now_us();
@@ -360,6 +453,7 @@ int main(int argc, char **argv)
                "sequence >= %lld)\n",
                secs(), r + 1, cl_broker_name(v), (double)(td_cli_now_us() - t_restart) / 1e6, seq);
     }
+    all_brokers_down(nodes);
     load(it_n(500, 300));
     printf("%5.1f s  end of the load\n", secs());
 
