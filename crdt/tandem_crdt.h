@@ -70,6 +70,14 @@ typedef struct td_crdt_options {
     size_t max_pending_ops;   /* ops parked waiting for dependencies; 0: 1,000,000 */
     size_t max_pending_bytes; /* encoded bytes parked; 0: 64 MiB */
     size_t max_depth;         /* nesting depth of objects; 0: 64 */
+    /* td_crdt_doc_load only. 0 (the default): a snapshot is untrusted input;
+     * besides every piece, the loader checks that the whole describes a
+     * history that could have happened (crdt/snapshot_check.c), the larger
+     * part of a load's cost. 1: the caller knows the bytes are this
+     * library's own encoding and intact (the store verifies its digest), so
+     * that check is skipped (each piece is still validated on its own).
+     * Never set it for bytes from the network or a file a user hands in. */
+    int trusted_snapshot;
 } td_crdt_options;
 
 typedef struct td_crdt_doc td_crdt_doc;

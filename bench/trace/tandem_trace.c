@@ -59,6 +59,7 @@ typedef struct result {
     uint64_t ins_chars, del_chars;
     /* figures; NAN / -1 when not measured */
     double replay_ms, baseline_ms, ratio, decode_ms, commit_ms, decode_ms_v1;
+    double decode_trusted_ms; /* td_crdt_options.trusted_snapshot, as the server loads */
     uint8_t *snap_v1; /* snapshot version 1 of the same document (baseline) */
     size_t snap_v1_len;
     long long encoded_bytes, encoded_bytes_v1, peak_rss_kb, base_rss_kb, peak_heap_kb;
@@ -301,12 +302,12 @@ out:
 }
 
 static void timed_decodes(const tt_trace *t, const uint8_t *snap, size_t len,
-                          int runs, result *res, double *out_ms)
+                          int runs, int trusted, result *res, double *out_ms)
 {
     double *v = calloc((size_t)runs, sizeof *v);
     if (!v)
         return;
-    td_crdt_options o = {.agent = AGENT_LOADER};
+    td_crdt_options o = {.agent = AGENT_LOADER, .trusted_snapshot = trusted};
     for (int i = 0; i < runs; i++) {
         td_crdt_doc *doc = NULL;
         const char *emsg = NULL;
@@ -348,7 +349,7 @@ static void run_trace(const char *path, int runs, result *res)
     res->file = path;
     trace_name(path, res->name, sizeof res->name);
     res->replay_ms = res->baseline_ms = res->ratio = res->decode_ms =
-        res->commit_ms = res->decode_ms_v1 = NAN;
+        res->commit_ms = res->decode_ms_v1 = res->decode_trusted_ms = NAN;
     res->encoded_bytes = res->encoded_bytes_v1 = res->peak_rss_kb = res->base_rss_kb =
         res->peak_heap_kb = -1;
     res->baseline_ok = res->snapshots_equal = res->decoded_ok = -1;
@@ -373,10 +374,12 @@ static void run_trace(const char *path, int runs, result *res)
     uint8_t *snap = measured_replay(&t, res, &snap_len);
     if (res->mismatch && !t.concurrent)
         tt_locate_seq(&t, res->error, sizeof res->error);
-    if (res->replayed && timed_replays(&t, runs, res) == 0 && snap)
-        timed_decodes(&t, snap, snap_len, runs, res, &res->decode_ms);
+    if (res->replayed && timed_replays(&t, runs, res) == 0 && snap) {
+        timed_decodes(&t, snap, snap_len, runs, 0, res, &res->decode_ms);
+        timed_decodes(&t, snap, snap_len, runs, 1, res, &res->decode_trusted_ms);
+    }
     if (res->replayed && res->snap_v1)
-        timed_decodes(&t, res->snap_v1, res->snap_v1_len, runs, res, &res->decode_ms_v1);
+        timed_decodes(&t, res->snap_v1, res->snap_v1_len, runs, 0, res, &res->decode_ms_v1);
     free(res->snap_v1);
     res->snap_v1 = NULL;
     free(snap);
@@ -421,6 +424,7 @@ static void print_json(const result *r, int runs)
     add_num(o, "commit_ms", r->commit_ms, 4);
     add_num(o, "encoded_bytes_v1", (double)r->encoded_bytes_v1, 0);
     add_num(o, "decode_ms_v1", r->decode_ms_v1, 4);
+    add_num(o, "decode_trusted_ms", r->decode_trusted_ms, 4);
     add_num(o, "base_rss_kb", (double)r->base_rss_kb, 0);
     add_num(o, "rss_delta_kb", r->peak_rss_kb >= 0 && r->base_rss_kb >= 0 &&
             strncmp(r->rss_method, "clear_refs", 10) == 0
@@ -468,15 +472,15 @@ static void print_header(int runs)
 {
     printf("# times: median of %d run%s; edits = patches; ratio = replay / gap "
            "buffer baseline\n", runs, runs == 1 ? "" : "s");
-    printf("%-22s %-4s %8s %11s %11s %7s %10s %9s %11s %12s %11s\n", "trace", "ok",
+    printf("%-22s %-4s %8s %11s %11s %7s %10s %9s %10s %9s %11s %12s %11s\n", "trace", "ok",
            "edits", "replay ms", "baseline ms", "ratio", "encoded B", "decode ms",
-           "peak RSS kB", "peak heap kB", "commit ms");
+           "trusted ms", "v1 ms", "peak RSS kB", "peak heap kB", "commit ms");
 }
 
 static void print_row(const result *r)
 {
-    char rep[32], base[32], ratio[32], enc[32], dec[32], rss[32], heap[32],
-        comm[32], edits[32];
+    char rep[32], base[32], ratio[32], enc[32], dec[32], dect[32], dec1[32], rss[32],
+        heap[32], comm[32], edits[32];
     fmt_ll(edits, sizeof edits, r->loaded ? (long long)r->edits : -1);
     fmt_ms(rep, sizeof rep, r->replay_ms);
     fmt_ms(base, sizeof base, r->baseline_ms);
@@ -486,11 +490,13 @@ static void print_row(const result *r)
         snprintf(ratio, sizeof ratio, "%.2f", r->ratio);
     fmt_ll(enc, sizeof enc, r->encoded_bytes);
     fmt_ms(dec, sizeof dec, r->decode_ms);
+    fmt_ms(dect, sizeof dect, r->decode_trusted_ms);
+    fmt_ms(dec1, sizeof dec1, r->decode_ms_v1);
     fmt_ll(rss, sizeof rss, r->peak_rss_kb);
     fmt_ll(heap, sizeof heap, r->peak_heap_kb);
     fmt_ms(comm, sizeof comm, r->commit_ms);
-    printf("%-22s %-4s %8s %11s %11s %7s %10s %9s %11s %12s %11s\n", r->name,
-           r->ok ? "yes" : "NO", edits, rep, base, ratio, enc, dec, rss, heap,
+    printf("%-22s %-4s %8s %11s %11s %7s %10s %9s %10s %9s %11s %12s %11s\n", r->name,
+           r->ok ? "yes" : "NO", edits, rep, base, ratio, enc, dec, dect, dec1, rss, heap,
            comm);
     if (r->concurrent)
         printf("  (concurrent: %zu agents, %zu txns; baseline is a rough "

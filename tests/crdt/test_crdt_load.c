@@ -10,7 +10,9 @@
  *   finds origins through a hash and range minima (crdt/snapshot_check.c).
  *   A document of three agents with thousands of scattered runs must load,
  *   re-encode to the same bytes, and keep integrating remote and local
- *   edits exactly like the replica it came from.
+ *   edits exactly like the replica it came from; loaded with
+ *   trusted_snapshot (the server's load, no whole-history check) it is the
+ *   same replica.
  * - load_refuses_repeated_ids: hand-made snapshots whose runs share ids
  *   (the check moved from per-run lookups into the index build) are
  *   refused with "run ids repeat".
@@ -136,6 +138,16 @@ static void test_load_many_runs(void)
     td_crdt_doc *l = tt_load_doc(99, &s);
     tt_bytes s2 = tt_snap(l);
     CHECK(tt_bytes_eq(&s, &s2));
+    /* the server's load (td_crdt_options.trusted_snapshot: no whole-history
+     * check) builds the same replica */
+    td_crdt_options to = {.agent = 98, .trusted_snapshot = 1};
+    td_crdt_doc *tl = NULL;
+    const char *msg = NULL;
+    CHECK_MSG(td_crdt_doc_load(&to, s.p, s.len, &tl, &msg) == TD_CRDT_OK, "trusted load: %s",
+              msg ? msg : "?");
+    tt_bytes s3 = tt_snap(tl);
+    CHECK(tt_bytes_eq(&s, &s3));
+    tt_bytes_free(&s3);
     char *want = tt_text(d[0], t[0]);
     td_crdt_obj lt = root_of(l, TD_CRDT_TEXT, "text");
     char *got = tt_text(l, lt);
@@ -158,6 +170,10 @@ static void test_load_many_runs(void)
         tt_sync_both(d[i], l);
     for (int i = 0; i < 3; i++)
         same_snapshot(d[i], l);
+    /* the trusted replica integrates all that history like any other */
+    tt_sync_both(tl, l);
+    same_snapshot(tl, l);
+    td_crdt_doc_free(tl);
     tt_bytes_free(&s);
     tt_bytes_free(&s2);
     td_crdt_doc_free(l);
