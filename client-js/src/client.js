@@ -5,8 +5,19 @@
  *
  *   connecting --WELCOME--> online --close/error--> offline --timer--> connecting
  *
- * On WELCOME every open document is resubscribed with its version vector
- * and its unacknowledged batches are resent (renumbered), then its presence.
+ * On WELCOME every open document is resubscribed with its version vector,
+ * then its presence. A document with one unacknowledged batch resends it at
+ * once, behind the SUBSCRIBE (renumbered). One with several (edits made
+ * offline: one batch per keystroke) sends them as ONE batch: it waits for the
+ * SYNC and sends the diff against the SYNC's version vector, which is what
+ * the server lacks (Doc._resendLacking, as after a move or a refused batch).
+ * The diff replaces the pending batches it covers (it is stored before they
+ * are forgotten), so its ACK settles all of them, and the document is synced
+ * only then; a drop before the SYNC leaves the old batches pending for the
+ * next connection, a drop after it leaves the diff pending (resent; a
+ * duplicate is acknowledged and changes nothing). The server stores and
+ * broadcasts the batch once, and peers apply it as one change.
+ *
  * Retries wait a random time in [0, min(cap, base * 2^attempt)) ("full
  * jitter"), so a server restart does not bring every client back in the same
  * instant. In browsers the page's offline/online events close the socket at
@@ -87,6 +98,9 @@ export class Client extends Emitter {
     this._closed = false;
     this._online = networkUp();
     this._nextBatch = 1;
+    /* Several pending batches are resent as one (see _subscribe); false
+     * resends them one by one, as before (bench/reconnect compares them). */
+    this._mergeResend = true;
     this._offNet = onNetworkChange((up) => this._onNetwork(up));
     this._connect();
   }
@@ -199,12 +213,13 @@ export class Client extends Emitter {
   /* moved: this connection is to another node than the last one, which
    * may lack what that one acknowledged: the pending batches are not sent
    * now, the SYNC's version vector decides what to send (Doc._resendLacking,
-   * which replaces them by the diff). */
+   * which replaces them by the diff). The same for several pending batches
+   * (see the header): the diff sends them as one. */
   _subscribe(doc, moved = false) {
     doc._subscribed = false;
     /* A repair waiting out its delay goes ahead on the new connection. */
     if (doc._recovering === 'wait') doc._resync();
-    else if (moved && doc._recovering === null) doc._recovering = 'sync';
+    else if (doc._recovering === null && (moved || (this._mergeResend && doc.pending.length > 1))) doc._recovering = 'sync';
     doc._subscribedOnWire = this._send(wire.encodeSubscribe(doc.id, doc._core.vv()));
     for (const rec of doc.pending) rec.id = 0;
     doc._byId.clear();

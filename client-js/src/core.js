@@ -241,8 +241,13 @@ export class CoreDoc {
   textLength(obj) { return this.ex.text_length(this.h, obj) >>> 0; }
   text(obj) {
     this.check(this.ex.text_get(this.h, obj, this.core.slot), 'text.get');
-    const b = this.takeBuf();
-    return b ? dec.decode(b) : '';
+    /* decoded where it lies: no copy */
+    const { core } = this;
+    const ptr = core.u32(core.slot), len = core.u32(core.slot + 4);
+    if (ptr === 0) return '';
+    const s = dec.decode(core.u8.subarray(ptr, ptr + len));
+    this.ex.buf_free(this.h, ptr);
+    return s;
   }
 
   /* Scalars only: null, booleans, numbers, bigints, strings. */
@@ -466,7 +471,13 @@ export class CoreDoc {
   textSlice(obj, pos, count) {
     this.needIds();
     this.check(this.ex.text_slice(this.h, obj, pos, count, this.core.slot), 'text.slice');
-    return dec.decode(this.takeOwned());
+    /* decoded where it lies: a remote batch may ask for many slices */
+    const { core } = this;
+    const ptr = core.u32(core.slot), len = core.u32(core.slot + 4);
+    if (!ptr) return '';
+    const s = dec.decode(core.u8.subarray(ptr, ptr + len));
+    this.ex.free(ptr);
+    return s;
   }
   /* Id of the write holding key, or null if it was never written. */
   mapKeyId(obj, key) {

@@ -8,7 +8,9 @@
  * big paste). A committed batch joins `pending` (and, with a storage, is
  * written there before anything else), goes to the server when a connection
  * is up, and leaves `pending` only on its ACK. After a reconnect the client
- * resends every pending batch after SUBSCRIBE (docs/PROTOCOL.md section 5).
+ * resends the pending batches after SUBSCRIBE (docs/PROTOCOL.md section 5):
+ * one as it is, several as one batch, the diff against the SYNC's version
+ * vector, which replaces them (_resendLacking; client.js).
  * A batch the server refused in a way a resend repairs (missing_ops,
  * agent_taken, too_large after the limit shrank) is replaced, with every
  * batch behind it, by what the server lacks (_recover).
@@ -24,7 +26,9 @@
  * the core only the content the cycle inserted: the cost of a cycle follows
  * its events, not the size of the document. A cycle of one event (a
  * keystroke, most remote batches of one run) takes a short path, and no
- * delta is built for an object nobody listens to.
+ * delta is built for an object nobody listens to. A batch of many edits at
+ * scattered places (a reconnect's merged batch) composes in chunks (RunList)
+ * and reads its inserted content in one call when that is cheaper.
  *
  * Persistence (browsers: IndexedDB). The snapshot of the replica is saved a
  * moment after changes (and before the page goes away); every pending batch
@@ -46,6 +50,8 @@ const CLASSES = { 1: Text, 2: List, 3: TMap };
  * "replace everything" rather than a composition (keeps big syncs linear). */
 const MAX_COMPOSE = 4000;
 const SAVE_DELAY_MS = 300;
+/* See _compose: code points read per inserted run, at most, to read a whole text at once. */
+const BULK_READ = 64;
 const EMPTY_A = Object.freeze([]);
 
 function lowerBound(a, x) {
@@ -343,14 +349,16 @@ export class Doc extends Emitter {
     for (const e of evs) oldLen += e.kind === 'delete' ? e.count : e.kind === 'insert' ? -e.count : 0;
 
     /* Runs of the new state: {old: start in the old state} or {old: -1}. */
-    let runs = [{ old: 0, len: oldLen }];
+    let runs;
     if (evs.length > MAX_COMPOSE) {
       runs = [{ old: -1, len: newLen }];
     } else {
+      const rl = new RunList(oldLen);
       for (const e of evs) {
-        if (e.kind === 'insert') runs = insertRun(runs, e.pos, e.count);
-        else if (e.kind === 'delete') runs = deleteRuns(runs, e.pos, e.count);
+        if (e.kind === 'insert') rl.insert(e.pos, e.count);
+        else if (e.kind === 'delete') rl.delete(e.pos, e.count);
       }
+      runs = rl.runs();
     }
     runs = runs.filter((r) => r.len > 0);
 
@@ -360,13 +368,24 @@ export class Doc extends Emitter {
     let newA = oldA;
     if (text) {
       newA = [];
+      /* Many inserted runs in a short text (a merged batch of scattered
+       * edits): one read of the whole text, when it is at most BULK_READ
+       * code points per run and has no astral characters (then code points
+       * are UTF-16 units), costs less than a slice per run. */
+      let full = null, insRuns = 0;
+      for (const r of runs) if (r.old < 0) insRuns++;
+      if (insRuns >= 16 && newLen <= insRuns * BULK_READ) {
+        full = core.text(w._h);
+        if (astralOf(full).length) full = null;
+        else w._cache = full;
+      }
       let at = 0;
       for (const r of runs) {
         if (r.old >= 0) {
           for (let i = lowerBound(oldA, r.old); i < oldA.length && oldA[i] < r.old + r.len; i++) newA.push(oldA[i] - r.old + at);
           content.push(null);
         } else {
-          const str = core.textSlice(w._h, at, r.len);
+          const str = full !== null ? full.slice(at, at + r.len) : core.textSlice(w._h, at, r.len);
           content.push(str);
           for (const x of astralOf(str)) newA.push(at + x);
         }
@@ -645,44 +664,99 @@ export class Doc extends Emitter {
 
 /* ---- run composition (code points) ------------------------------------------ */
 
-/* runs.ci / runs.cat: a run index and the position it starts at, where the
- * last edit was: the next one is usually near it, so a batch of many
- * events from one person's session composes in about linear time. */
-function splitAt(runs, pos) {
-  /* Returns the index of the first run starting at pos, splitting one if needed. */
-  let i = runs.ci ?? 0, at = runs.cat ?? 0;
-  if (i > runs.length) { i = 0; at = 0; }
-  while (i > 0 && at > pos) { i--; at -= runs[i].len; }
-  for (; i < runs.length; i++) {
-    const r = runs[i];
-    if (at === pos) break;
-    if (pos < at + r.len) {
-      const k = pos - at;
-      const a = { old: r.old, len: k };
-      const b = { old: r.old < 0 ? -1 : r.old + k, len: r.len - k };
-      runs.splice(i, 1, a, b);
-      i++;
-      at = pos;
-      break;
-    }
-    at += r.len;
+/* The runs of a cycle's new state, {old: start in the old state, len} or
+ * {old: -1, len} for inserted content, as the cycle's events are applied one
+ * by one. They are kept in chunks of at most 2 * CHUNK runs, each with its
+ * length, so that finding a position costs (number of chunks) + CHUNK steps
+ * rather than one step per run: a remote batch of k edits at scattered
+ * places (a reconnect's merged batch) composes in about k * sqrt(k), not
+ * k^2. A cursor (the chunk of the last edit) makes the next edit near it,
+ * the common case of one person typing, about constant time. */
+const CHUNK = 32;
+export class RunList {
+  constructor(len) {
+    this.chunks = [[{ old: 0, len }]];
+    this.lens = [len];
+    this.cc = 0; /* cursor: a chunk index and the position it starts at */
+    this.cat = 0;
   }
-  runs.ci = i;
-  runs.cat = at;
-  return i;
-}
 
-function insertRun(runs, pos, count) {
-  const i = splitAt(runs, pos);
-  runs.splice(i, 0, { old: -1, len: count });
-  return runs;
-}
+  /* The chunk holding pos (the first whose end is at or after it) and the
+   * position it starts at. */
+  _chunk(pos) {
+    let c = 0, at = 0;
+    if (this.cc < this.chunks.length && this.cat <= pos) { c = this.cc; at = this.cat; }
+    const last = this.chunks.length - 1;
+    while (c < last && at + this.lens[c] < pos) { at += this.lens[c]; c++; }
+    this.cc = c;
+    this.cat = at;
+    return c;
+  }
 
-function deleteRuns(runs, pos, count) {
-  const i = splitAt(runs, pos);
-  const j = splitAt(runs, pos + count);
-  runs.splice(i, j - i);
-  runs.ci = i;
-  runs.cat = pos;
-  return runs;
+  /* Index in chunk c of the first run starting at pos (chunk c starts at
+   * `at`), splitting a run there if needed; may be the chunk's length. */
+  _split(c, at, pos) {
+    const ch = this.chunks[c];
+    let i = 0;
+    for (; i < ch.length; i++) {
+      if (at === pos) return i;
+      const r = ch[i];
+      if (pos < at + r.len) {
+        const k = pos - at;
+        ch.splice(i, 1, { old: r.old, len: k }, { old: r.old < 0 ? -1 : r.old + k, len: r.len - k });
+        return i + 1;
+      }
+      at += r.len;
+    }
+    return i;
+  }
+
+  _balance(c) {
+    const ch = this.chunks[c];
+    if (ch.length <= 2 * CHUNK) return;
+    const tail = ch.splice(CHUNK);
+    let len = 0;
+    for (const r of tail) len += r.len;
+    this.chunks.splice(c + 1, 0, tail);
+    this.lens.splice(c + 1, 0, len);
+    this.lens[c] -= len;
+  }
+
+  insert(pos, count) {
+    const c = this._chunk(pos);
+    const i = this._split(c, this.cat, pos);
+    this.chunks[c].splice(i, 0, { old: -1, len: count });
+    this.lens[c] += count;
+    this._balance(c);
+  }
+
+  delete(pos, count) {
+    const c0 = this._chunk(pos);
+    let c = c0, i = this._split(c0, this.cat, pos), rem = count;
+    while (rem > 0 && c < this.chunks.length) {
+      const ch = this.chunks[c];
+      if (i >= ch.length) { c++; i = 0; continue; }
+      const r = ch[i];
+      if (r.len <= rem) {
+        ch.splice(i, 1);
+        this.lens[c] -= r.len;
+        rem -= r.len;
+      } else {
+        ch[i] = { old: r.old < 0 ? -1 : r.old + rem, len: r.len - rem };
+        this.lens[c] -= rem;
+        rem = 0;
+      }
+    }
+    /* drop the chunks it emptied (one always stays) */
+    for (let k = Math.min(c, this.chunks.length - 1); k >= c0 && this.chunks.length > 1; k--) {
+      if (this.chunks[k].length === 0) {
+        this.chunks.splice(k, 1);
+        this.lens.splice(k, 1);
+        this.cc = 0;
+        this.cat = 0;
+      }
+    }
+  }
+
+  runs() { return this.chunks.length === 1 ? this.chunks[0] : [].concat(...this.chunks); }
 }

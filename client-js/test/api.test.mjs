@@ -12,11 +12,14 @@
  * Each test starts its own server; one that does not start fails the test.
  * The last ones need no server: two replicas exchange batches in random
  * order, with undo/redo and nested values, and the change deltas, lengths
- * and content must agree with the core at every step.
+ * and content must agree with the core at every step; and a reconnect's
+ * merged batch of 1,000 scattered edits (issue 14) is one change event whose
+ * delta rebuilds the text, its runs composed as a per-character model says.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, createReplica } from '../src/index.js';
+import { RunList } from '../src/doc.js';
 import { Server, serverMissing, mustRun, prng, sleep, until, applyDelta } from './helpers.mjs';
 
 const NOT_RUN = mustRun(serverMissing());
@@ -412,3 +415,69 @@ for (const seed of [SEED, SEED + 100, SEED + 200]) {
     check(a); check(b);
   });
 }
+
+/* Composition of many events in one cycle (a reconnect's merged batch):
+ * RunList against a model with one entry per code point. */
+test('run composition of many scattered edits matches a per-character model', () => {
+  const rnd = prng(SEED + 7);
+  for (let t = 0; t < 300; t++) {
+    const oldLen = rnd.int(t % 3 ? 2000 : 4);
+    const model = Array.from({ length: oldLen }, (_, i) => i); /* old position, or -1 */
+    const rl = new RunList(oldLen);
+    const n = rnd.int(t % 10 ? 300 : 3000);
+    for (let e = 0; e < n; e++) {
+      if (model.length && rnd() < 0.4) {
+        const pos = rnd.int(model.length);
+        const count = 1 + rnd.int(Math.min(model.length - pos, rnd() < 0.1 ? 400 : 4));
+        rl.delete(pos, count);
+        model.splice(pos, count);
+      } else {
+        const pos = rnd.int(model.length + 1), count = 1 + rnd.int(3);
+        rl.insert(pos, count);
+        model.splice(pos, 0, ...new Array(count).fill(-1));
+      }
+    }
+    const flat = [];
+    for (const r of rl.runs()) for (let i = 0; i < r.len; i++) flat.push(r.old < 0 ? -1 : r.old + i);
+    assert.deepEqual(flat, model, `case ${t}`);
+  }
+});
+
+test('a merged batch of 1,000 scattered edits is one change event whose delta rebuilds the text', async () => {
+  const a = await createReplica(), b = await createReplica();
+  const rnd = prng(SEED + 8);
+  const ta = a.text('t'), tb = b.text('t');
+  const send = () => { for (const r of a.pending.splice(0)) b._applyRemote(r.batch); };
+  ta.insert(0, 'start text');
+  send();
+  /* rounds 0 and 1 without astral characters (the inserted content is read
+   * in one call), round 2 with (a slice per inserted run) */
+  for (let round = 0; round < 3; round++) {
+    const before = b._core.vv();
+    for (let i = 0; i < 1000; i++) {
+      const str = ta.toString();
+      const low = (k) => k < str.length && (str.charCodeAt(k) & 0xfc00) === 0xdc00;
+      if (ta.length > 4 && rnd() < 0.3) {
+        let at = rnd.int(ta.length);
+        if (low(at)) at--;
+        ta.delete(at, low(at + 1) ? 2 : 1);
+      } else {
+        let at = rnd.int(ta.length + 1);
+        if (low(at)) at--;
+        ta.insert(at, round === 2 && rnd() < 0.05 ? '🎉' : String.fromCharCode(97 + rnd.int(26)));
+      }
+    }
+    a.pending.length = 0;
+    const [batch, ...more] = a._core.diffMax(before, 1 << 22);
+    assert.equal(more.length, 0);
+    const events = [];
+    const off = tb.on('change', (e) => events.push(e));
+    const old = tb.toString();
+    b._applyRemote(batch);
+    off();
+    assert.equal(events.length, 1, 'one change event');
+    assert.equal(tb.toString(), ta.toString());
+    assert.equal(applyDelta(old, events[0].delta), ta.toString(), `round ${round}: the delta rebuilds the text`);
+    assert.equal(tb.length, ta.toString().length);
+  }
+});

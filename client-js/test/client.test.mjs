@@ -6,12 +6,16 @@
  * their change events rebuild the text exactly); edits made while the server
  * is down sync when it is back; 200 clients reconnecting after a restart are
  * spread over time (the spread is printed); presence enter/update/leave with
- * client-side throttling; opening a document twice shares one subscription.
+ * client-side throttling; opening a document twice shares one subscription;
+ * a reconnect with many pending batches sends ONE UPDATE (frames counted on
+ * the wire), settled by its ACK, and a connection cut during it (the UPDATE
+ * lost, or sent with its ACK lost) loses and doubles nothing (issue 14).
  *
  * A missing server binary, or one without a working `serve` verb, fails.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { WebSocket as WsWebSocket } from 'ws';
 import { connect } from '../src/index.js';
 import { Server, serverMissing, mustRun, prng, sleep, until, ALPHABET, applyDelta } from './helpers.mjs';
 
@@ -255,3 +259,131 @@ test('opening a document twice shares one subscription', { skip: NOT_RUN, timeou
     await server.dispose();
   }
 });
+
+/* A WebSocket (the `ws` package's) that counts the frames each way by type
+ * and can cut the connection at the next UPDATE: 'swallow' (the server never
+ * gets it) or 'after' (sent, then cut at once: the server may or may not
+ * have taken it, and its ACK is lost either way). */
+function spySocket() {
+  const spy = { sent: new Map(), received: new Map(), cut: null, onFrame: null, onUpdate: null };
+  spy.count = (dir, type) => spy[dir].get(type) ?? 0;
+  spy.reset = () => { spy.sent.clear(); spy.received.clear(); };
+  spy.WebSocket = class extends WsWebSocket {
+    constructor(...args) {
+      super(...args);
+      /* registered before the client's onmessage: sees each frame first */
+      this.on('message', (data) => {
+        const t = new Uint8Array(data)[0];
+        spy.received.set(t, spy.count('received', t) + 1);
+        spy.onFrame?.(t);
+      });
+    }
+    send(data, ...rest) {
+      const t = data[0];
+      if (t === 0x04 && spy.cut) {
+        const how = spy.cut;
+        spy.cut = null;
+        spy.onCut?.();
+        if (how === 'after') super.send(data, ...rest);
+        spy.sent.set(t, spy.count('sent', t) + 1);
+        this.terminate();
+        return;
+      }
+      spy.sent.set(t, spy.count('sent', t) + 1);
+      if (t === 0x04) spy.onUpdate?.();
+      super.send(data, ...rest);
+    }
+  };
+  return spy;
+}
+
+test('a reconnect with many pending batches sends them as ONE update; a drop during it loses nothing',
+  { skip: NOT_RUN, timeout: 120000 }, async () => {
+    const server = new Server();
+    await server.start();
+    const spy = spySocket();
+    const OPTS = { backoff: { baseMs: 20, capMs: 100 } };
+    const a = await connect(server.url, { ...OPTS, WebSocket: spy.WebSocket });
+    const b = await connect(server.url, OPTS);
+    const rnd = prng(SEED + 14);
+    try {
+      const da = await a.open('merge'), db = await b.open('merge');
+      await Promise.all([da.synced, db.synced]);
+      let model = '';
+      const typeOffline = (n) => {
+        for (let i = 0; i < n; i++) {
+          const pos = rnd.int(model.length + 1), ch = rnd.pick(BMP);
+          da.text('t').insert(pos, ch);
+          model = model.slice(0, pos) + ch + model.slice(pos);
+        }
+      };
+      const N = 200;
+      const BMP = ALPHABET.filter((c) => c.length === 1); /* any index is a place to insert */
+      let remoteEvents = 0;
+      db.on('change', (e) => { if (!e.local) remoteEvents++; });
+
+      /* 1. N offline edits, N pending batches -> one UPDATE, one ACK */
+      a.disconnect();
+      typeOffline(N);
+      assert.equal(da.pending.length, N, 'one pending batch per offline edit');
+      assert.equal(da.text('t').toString(), model);
+      let pendingAtSend = -1, pendingAtAck = -1;
+      spy.onUpdate = () => { pendingAtSend = da.pending.length; };
+      spy.onFrame = (t) => { if (t === 0x83) pendingAtAck = da.pending.length; };
+      const syncedAtAcks = [];
+      const onSynced = (f) => { if (f) syncedAtAcks.push(spy.count('received', 0x83)); };
+      da.on('synced', onSynced);
+      spy.reset();
+      remoteEvents = 0;
+      a.connect();
+      await da.synced;
+      await until(() => db.text('t').toString() === model, 'b to get the offline edits');
+      assert.equal(spy.count('sent', 0x04), 1, `one UPDATE for ${N} pending batches`);
+      assert.equal(spy.count('received', 0x83), 1, 'one ACK');
+      assert.equal(pendingAtSend, 1, 'the pending batches were replaced by the one sent');
+      assert.equal(pendingAtAck, 1, 'still pending when the ACK arrives');
+      assert.deepEqual(syncedAtAcks, [1], 'synced (pending 0) only after the ACK');
+      assert.equal(da.pending.length, 0);
+      assert.equal(remoteEvents, 1, 'b applied them as one remote batch (one change event)');
+      assert.deepEqual(await server.docJSON('merge'), da.toJSON());
+      da.off?.('synced', onSynced);
+
+      /* 2. a drop during the merged send, both ways, while b edits too */
+      for (const how of ['swallow', 'after']) {
+        a.disconnect();
+        typeOffline(N);
+        db.text('t').insert(0, `<${how}>`);
+        assert.equal(da.pending.length, N);
+        spy.reset();
+        spy.cut = how;
+        let atCut = null;
+        spy.onCut = () => { atCut = { pending: da.pending.length, synced: da.isSynced }; };
+        a.connect();
+        await until(() => atCut, 'the cut UPDATE');
+        assert.deepEqual(atCut, { pending: 1, synced: false }, `${how}: the merged batch replaced the ${N}, unacknowledged`);
+        await until(() => da.isSynced, `${how}: a to be acknowledged after the reconnect`);
+        await until(() => db.isSynced && JSON.stringify(da.toJSON()) === JSON.stringify(db.toJSON()), `${how}: a and b to converge`);
+        const now = da.text('t').toString();
+        assert.equal(now.length, model.length + how.length + 2);
+        assert.equal(now.replace(`<${how}>`, ''), model, `${how}: every edit exactly once`);
+        model = now;
+        assert.ok(spy.count('sent', 0x04) <= 2, `${how}: the cut UPDATE and one resend (${spy.count('sent', 0x04)})`);
+        assert.deepEqual(await server.docJSON('merge'), da.toJSON(), `${how}: the server has it all`);
+      }
+      assert.equal(da.pending.length, 0);
+
+      /* 3. one pending batch goes out as before (pipelined behind SUBSCRIBE) */
+      a.disconnect();
+      da.transact(() => typeOffline(5));
+      assert.equal(da.pending.length, 1);
+      spy.reset();
+      a.connect();
+      await da.synced;
+      assert.equal(spy.count('sent', 0x04), 1);
+      await until(() => db.text('t').toString() === model, 'b to get the transaction');
+    } finally {
+      await a.close();
+      await b.close();
+      await server.dispose();
+    }
+  });

@@ -7,12 +7,16 @@
  *   is refused), and every client and GET /docs/{id} end with the same
  *   document.
  * - A refused batch: a client edits before it ever reached the server, so
- *   it splits for the protocol's default 4 MiB; the server runs with
+ *   it splits for the protocol's default 4 MiB, and (merged resend off)
+ *   sends each pending batch as it is; the server runs with
  *   --max-batch 64K and refuses the big batch (too_large) and, since
  *   nothing of it was applied, every later one of that client (missing_ops:
  *   a gap in its seqs). The client resubscribes and sends what the server
  *   lacks in batches that fit; 100 more edits follow. Another client sees
  *   all of it, and so does a third one after a server restart.
+ * - The same offline edits with the reconnect's merged resend (the
+ *   default): what the server lacks goes out split for its limit, and
+ *   nothing is refused.
  * - agent_taken: a client's connection freezes (a proxy stops forwarding but
  *   keeps it open, as a vanished network does), so the server keeps it and
  *   the agent it owns; on its new connection the client's resent batch is
@@ -138,6 +142,9 @@ test('after a refused batch, 100 more edits reach the others and survive a resta
     /* a edits before it ever reaches the server: it knows no limit but the
      * protocol's default 4 MiB */
     const ca = await connect(server.url, { ...OPTS, storage });
+    /* each pending batch sent as it is, as on a live connection (merged, a
+     * reconnect's batches are split for the server's limit: next test) */
+    ca._mergeResend = false;
     clients.push(ca);
     const errorsA = errorsOf(ca);
     const a = await ca.open('refused');
@@ -185,6 +192,46 @@ test('after a refused batch, 100 more edits reach the others and survive a resta
     await c.synced;
     await assertConverged(server, 'refused', [a, b, c], 'after a restart');
     lap('converged after the restart');
+  } finally {
+    await Promise.all(clients.map((cl) => cl.close()));
+    await server.dispose();
+  }
+});
+
+test('offline edits over the server\'s limit, resent merged: split for it, nothing refused', { skip: NOT_RUN, timeout: 120000 }, async () => {
+  const MAX = 64 << 10;
+  const server = new Server({ args: ['--max-batch', String(MAX)] });
+  server.port = await freePort();
+  const clients = [];
+  try {
+    const ca = await connect(server.url, OPTS);
+    clients.push(ca);
+    const errorsA = errorsOf(ca);
+    const updates = [];
+    const realSend = ca._send.bind(ca);
+    ca._send = (bytes) => {
+      if (bytes[0] === 0x04) updates.push(bytes.length);
+      return realSend(bytes);
+    };
+    const a = await ca.open('merged-split');
+    const body = a.text('body');
+    const paste = bigText(prng(SEED + 1), 300000);
+    body.insert(0, paste);
+    for (let i = 0; i < 20; i++) body.insert(body.length, ` offline${i}`);
+    assert.equal(a.pending.length, 21);
+    assert.ok(a.pending[0].batch.length > MAX, 'the paste was split for the default 4 MiB');
+
+    await server.start();
+    await a.synced;
+    assert.deepEqual(errorsA, [], 'nothing refused');
+    assert.ok(updates.length >= 5 && updates.length < 21, `what the server lacked, in a few batches (${updates})`);
+    assert.ok(updates.every((n) => n <= MAX + 300), `UPDATEs that fit ${MAX} bytes: ${updates}`);
+    const cb = await connect(server.url, OPTS);
+    clients.push(cb);
+    const b = await cb.open('merged-split');
+    await b.synced;
+    await assertConverged(server, 'merged-split', [a, b], 'another client');
+    assert.ok(b.text('body').toString().startsWith(paste));
   } finally {
     await Promise.all(clients.map((cl) => cl.close()));
     await server.dispose();
