@@ -65,6 +65,10 @@ typedef struct hdoc {
     pend *held_head, *held_tail, *ready_head, *ready_tail;
     int in_replay;
     struct hdoc *replay_next;
+    /* Refused as a document of the other kind: the kind is durable, so
+     * further messages are dropped rather than each subscribing (loading
+     * the document) to be refused again. A new Auth tries again. */
+    int wrong_kind;
 } hdoc;
 
 typedef struct hsess {
@@ -80,7 +84,6 @@ struct td_srv_hocus {
     td_srv_hocus_env env;
     uint64_t next_id;
     hdoc *replay_head;
-    td_srv_yaw_rooms rooms;
 };
 
 #define HDOC(c) ((hdoc *)(void *)(c))
@@ -209,6 +212,8 @@ static void on_error(td_srv_client *c, td_srv_code code, const char *doc, size_t
             close_with(d->s, code, closes[i].close);
             return;
         }
+    if (code == TD_SRV_E_WRONG_KIND)
+        d->wrong_kind = 1;
     denied(d->s, d->key, d->key_len, code, msg);
 }
 
@@ -422,12 +427,13 @@ static void on_auth(hsess *s, const td_srv_ymsg *m)
         d->next = s->docs;
         s->docs = d;
         s->ndocs++;
-        if (td_srv_yaware_attach(&d->aw, &h->rooms, d->key, d->doc_len, d->client.id) < 0) {
+        if (td_srv_yaware_attach(&d->aw, h->env.rooms, d->key, d->doc_len, d->client.id) < 0) {
             close_with(s, TD_SRV_E_INTERNAL, 1011);
             return;
         }
     }
     d->tok = tok;
+    d->wrong_kind = 0;
     d->client.user = d->tok.user;
     d->client.user_len = d->tok.user_len;
     d->client.author = d->tok.user;
@@ -500,6 +506,8 @@ static void doc_dispatch(hdoc *d, const td_srv_ymsg *m, const uint8_t *raw, size
         td_srv_conn_close_with(&s->conn, 1008);
         return;
     }
+    if (d->wrong_kind)
+        return;
     if (held_defer(d, raw, len))
         return;
     if (m->type == TD_SRV_Y_SYNC && m->sub == TD_SRV_Y_STEP1) {

@@ -23,6 +23,10 @@ typedef struct td_srv_hocus_env {
     td_srv_conns *conns;
     td_srv_metrics *m;
     const uint8_t *pk; /* the token key (32 bytes); NULL: the server is open */
+    /* The awareness rooms, shared with the other Yjs front-end (a
+     * y-websocket and a Hocuspocus client of one document are peers);
+     * they must outlive both front-ends' connections. */
+    struct td_srv_yaw_rooms *rooms;
 } td_srv_hocus_env;
 
 /* The path of the provider's url. */

@@ -26,6 +26,7 @@
 #include "srv_http.h"
 #include "srv_native.h"
 #include "srv_hocus.h"
+#include "srv_yaware.h"
 #include "srv_yws.h"
 
 #define DRAIN_MAX_US (10 * LWS_US_PER_SEC)
@@ -47,6 +48,7 @@ typedef struct server {
     td_srv_native *native;
     td_srv_yws *yws;
     td_srv_hocus *hocus;
+    td_srv_yaw_rooms yrooms; /* awareness of both Yjs front-ends */
     td_srv_cluster *cl; /* --cluster */
     td_srv_http_env http;
     phase phase;
@@ -393,8 +395,8 @@ static int parts_new(server *srv)
                 cfg->cluster);
     }
     td_srv_native_env ne = {cfg, srv->svc, &srv->conns, &srv->m, pk};
-    td_srv_yws_env ye = {cfg, srv->svc, &srv->conns, &srv->m, pk};
-    td_srv_hocus_env he = {cfg, srv->svc, &srv->conns, &srv->m, pk};
+    td_srv_yws_env ye = {cfg, srv->svc, &srv->conns, &srv->m, pk, &srv->yrooms};
+    td_srv_hocus_env he = {cfg, srv->svc, &srv->conns, &srv->m, pk, &srv->yrooms};
     if (td_srv_native_new(&srv->native, &ne) < 0 || td_srv_yws_new(&srv->yws, &ye) < 0 ||
         td_srv_hocus_new(&srv->hocus, &he) < 0) {
         fprintf(stderr, "tandem serve: out of memory\n");

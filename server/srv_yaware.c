@@ -10,10 +10,21 @@
 
 #include "srv_yaware.h"
 
+/* A client id the members were shown, and the clock they last saw for it
+ * (its state's or its removal's): a Yjs peer keeps that clock after the
+ * removal and ignores the id until a newer one comes. */
 typedef struct seen {
     uint64_t peer; /* the member's connection (td_srv_peer.id) */
-    uint32_t client, clock;
+    uint64_t clock;
+    uint64_t gone_epoch; /* the room's epoch when its member left */
+    uint32_t client;
+    int gone; /* its member left: kept only for the clock, nobody holds it */
 } seen;
+
+/* Client ids kept after their member left, per room. Past it the oldest
+ * go: such an id, back with an old clock, is ignored by the peers that saw
+ * it removed until its next change, as on a stock server. */
+#define GONE_MAX 256
 
 struct td_srv_yaw_room {
     td_srv_yaw_room *next;
@@ -22,9 +33,16 @@ struct td_srv_yaw_room {
     size_t nseen, seen_cap;
     /* A member that left: its entries are kept until every other member
      * has been sent their removal (presence calls leave for each of them
-     * in one go), dropped at the room's next other use. */
+     * in one go), marked gone at the room's next other use. */
     uint64_t gone;
     int has_gone;
+    uint64_t epoch; /* counts the members that left */
+    /* Added to every clock the members are shown, one more for each
+     * snapshot (a newcomer's, or an answer to query-awareness): a provider
+     * that reconnects kept the clocks it saw, removed the states, and
+     * would ignore them shown again at those clocks. Each peer still sees
+     * every id's clock grow, which is all Yjs asks. */
+    uint64_t gen;
     size_t id_len;
     char id[];
 };
@@ -73,15 +91,28 @@ void td_srv_yaware_free(td_srv_yaware *a)
     memset(a, 0, sizeof *a);
 }
 
-/* Drops the entries of the member that left last, once its removals are out. */
+/* Marks the entries of the member that left last gone, once its removals
+ * are out, and keeps at most GONE_MAX gone ones (the first noted go first). */
 static void room_settle(td_srv_yaw_room *r)
 {
-    size_t j = 0;
+    size_t j = 0, ngone = 0, drop;
     if (!r->has_gone)
         return;
-    for (size_t i = 0; i < r->nseen; i++)
-        if (r->seen[i].peer != r->gone)
-            r->seen[j++] = r->seen[i];
+    for (size_t i = 0; i < r->nseen; i++) {
+        if (!r->seen[i].gone && r->seen[i].peer == r->gone) {
+            r->seen[i].gone = 1;
+            r->seen[i].gone_epoch = r->epoch;
+        }
+        ngone += r->seen[i].gone;
+    }
+    drop = ngone > GONE_MAX ? ngone - GONE_MAX : 0;
+    for (size_t i = 0; i < r->nseen; i++) {
+        if (r->seen[i].gone && drop) {
+            drop--;
+            continue;
+        }
+        r->seen[j++] = r->seen[i];
+    }
     r->nseen = j;
     r->has_gone = 0;
 }
@@ -104,15 +135,26 @@ static td_srv_yaw_own *own_find(td_srv_yaware *a, uint32_t client)
 
 /* Whether the connection may set this entry now: a client id another
  * member holds is theirs; an older clock is stale (Yjs's own rule: newer
- * clock, or the same clock to remove). */
+ * clock, or the same clock to remove).
+ *
+ * A y-websocket provider sends back every awareness change it applies,
+ * the others' included. Those echoes must not make the id its
+ * connection's: one of a member that left -- its state, or its removal --
+ * would keep a ghost cursor, or hide the id when its provider comes back.
+ * So a connection introduces an id only with a state, and not one that
+ * left while the connection was being shown the others (an echo); a
+ * provider that reconnected is a new connection, shown nothing before. */
 static int may_set(td_srv_yaware *a, const td_srv_yaw *e, td_srv_yaw_own **slot)
 {
     const seen *o = seen_find(a->room, (uint32_t)e->client);
     *slot = own_find(a, (uint32_t)e->client);
-    if (o && o->peer != a->self)
+    if (o && !o->gone && o->peer != a->self)
         return 0;
-    if (!*slot)
+    if (!*slot) {
+        if (e->is_null || (o && a->shown && a->shown_epoch < o->gone_epoch))
+            return 0;
         return a->nown < TD_SRV_YAW_OWN_MAX;
+    }
     return e->clock > (*slot)->clock || (e->clock == (*slot)->clock && e->is_null);
 }
 
@@ -134,8 +176,14 @@ int td_srv_yaware_take(td_srv_yaware *a, const uint8_t *upd, size_t len, td_srv_
             return -1;
         memcpy(json, e.json, e.json_len);
         if (!o) {
+            /* An id back after it was removed (its provider reconnected)
+             * comes with the clock the peers saw removed: they would ignore
+             * it until its next change. It goes out above that clock. */
+            const seen *g = seen_find(a->room, (uint32_t)e.client);
+            uint64_t out = e.clock + a->room->gen;
             o = &a->own[a->nown++];
             o->client = (uint32_t)e.client;
+            o->off = g && g->gone && g->clock >= out ? g->clock + 1 - out : 0;
         }
         free(o->json);
         o->json = json;
@@ -147,12 +195,12 @@ int td_srv_yaware_take(td_srv_yaware *a, const uint8_t *upd, size_t len, td_srv_
         return 0;
     td_srv_put_varint(state, a->nown);
     for (size_t i = 0; i < a->nown; i++)
-        td_srv_yaw_put(state, a->own[i].client, a->own[i].clock, a->own[i].json,
-                       a->own[i].json_len);
+        td_srv_yaw_put(state, a->own[i].client, a->own[i].clock + a->own[i].off,
+                       a->own[i].json, a->own[i].json_len);
     return state->oom ? -1 : 0;
 }
 
-static int seen_note(td_srv_yaw_room *r, uint64_t peer, uint32_t client, uint32_t clock)
+static int seen_note(td_srv_yaw_room *r, uint64_t peer, uint32_t client, uint64_t clock)
 {
     seen *e = seen_find(r, client);
     if (!e) {
@@ -169,6 +217,8 @@ static int seen_note(td_srv_yaw_room *r, uint64_t peer, uint32_t client, uint32_
     e->peer = peer;
     e->client = client;
     e->clock = clock;
+    e->gone = 0;
+    e->gone_epoch = 0;
     return 0;
 }
 
@@ -181,14 +231,21 @@ int td_srv_yaware_peers(td_srv_yaware *a, const td_srv_peers *ps, td_srv_wbuf *e
     if (!a->room)
         return -1;
     room_settle(a->room);
+    if (!a->shown) {
+        a->shown = 1;
+        a->shown_epoch = a->room->epoch;
+    }
+    if (!ps->only_changed)
+        a->room->gen++;
     while (td_srv_peers_next(ps, &it, &p)) {
         size_t pos = 0;
         td_srv_yaw e;
         /* The state was written by td_srv_yaware_take: checked already. */
         while (td_srv_yaw_next(p.state, p.len, &pos, &e)) {
-            if (seen_note(a->room, p.id, (uint32_t)e.client, (uint32_t)e.clock) < 0)
+            uint64_t clock = e.clock + a->room->gen;
+            if (seen_note(a->room, p.id, (uint32_t)e.client, clock) < 0)
                 return -1;
-            td_srv_yaw_put(entries, e.client, e.clock, e.json, e.json_len);
+            td_srv_yaw_put(entries, e.client, clock, e.json, e.json_len);
             (*n)++;
         }
     }
@@ -203,10 +260,12 @@ void td_srv_yaware_leave(td_srv_yaware *a, uint64_t peer, td_srv_wbuf *entries, 
         return;
     if (r->has_gone && r->gone != peer)
         room_settle(r);
+    if (!r->has_gone)
+        r->epoch++;
     r->gone = peer;
     r->has_gone = 1;
     for (size_t i = 0; i < r->nseen; i++)
-        if (r->seen[i].peer == peer) {
+        if (!r->seen[i].gone && r->seen[i].peer == peer) {
             td_srv_yaw_put(entries, r->seen[i].client, r->seen[i].clock, "null", 4);
             (*n)++;
         }

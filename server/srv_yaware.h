@@ -14,9 +14,15 @@
  *    can change or remove (state null) another connection's state;
  *  - when a member leaves (closed, unsubscribed, expired) each other
  *    member is sent a removal -- [client id, last clock, null] -- for every
- *    client id it was told of by that member, so no ghost cursor stays.
+ *    client id it was told of by that member, so no ghost cursor stays;
+ *  - a client id that comes back after its removal (a provider that
+ *    reconnected resends its state with the clock its peers saw removed,
+ *    which they would ignore until its next change) is shown with a clock
+ *    above the removal's, so it is visible at once.
  * For that, each document remembers which client ids (and clocks) each
- * member has shown the others.
+ * member has shown the others, and the clocks of removed ids. The rooms
+ * are shared by both Yjs front-ends: a y-websocket and a Hocuspocus client
+ * of one document are peers.
  */
 #ifndef SRV_YAWARE_H
 #define SRV_YAWARE_H
@@ -31,7 +37,10 @@
 #define TD_SRV_YAW_OWN_MAX 8
 
 typedef struct td_srv_yaw_own {
-    uint32_t client, clock;
+    uint32_t client, clock; /* the clock as the connection counts it */
+    /* Added to the clock in what the others are shown: an id that comes
+     * back after its removal goes on above the clock they saw removed. */
+    uint64_t off;
     char *json; /* malloc'ed */
     size_t json_len;
 } td_srv_yaw_own;
@@ -45,7 +54,8 @@ typedef struct td_srv_yaw_own {
 typedef struct td_srv_yaw_room td_srv_yaw_room;
 
 #define TD_SRV_YAW_BUCKETS 256
-/* One front-end's rooms by document id (zeroed: empty). */
+/* The rooms by document id (zeroed: empty), one table for both Yjs
+ * front-ends. */
 typedef struct td_srv_yaw_rooms {
     td_srv_yaw_room *b[TD_SRV_YAW_BUCKETS];
 } td_srv_yaw_rooms;
@@ -54,6 +64,10 @@ typedef struct td_srv_yaware {
     td_srv_yaw_own own[TD_SRV_YAW_OWN_MAX];
     size_t nown;
     uint64_t self; /* the connection's presence id (td_srv_client.id) */
+    /* The room's epoch when the connection was first shown the others:
+     * ids that left after it are not its to introduce (echoes). */
+    uint64_t shown_epoch;
+    int shown;
     td_srv_yaw_rooms *rooms;
     td_srv_yaw_room *room; /* NULL: not attached (out of memory) */
 } td_srv_yaware;

@@ -64,7 +64,6 @@ struct td_srv_yws {
     td_srv_yws_env env;
     uint64_t next_id;
     ysess *replay_head;
-    td_srv_yaw_rooms rooms;
 };
 
 #define YSESS(c) ((ysess *)(void *)((char *)(c) - offsetof(ysess, client)))
@@ -564,7 +563,7 @@ td_srv_conn *td_srv_yws_open(td_srv_yws *y, struct lws *wsi, const char *room,
         refuse(s, rc, 1008, why);
         return &s->conn;
     }
-    if (td_srv_yaware_attach(&s->aw, &y->rooms, s->doc, s->doc_len, s->client.id) < 0) {
+    if (td_srv_yaware_attach(&s->aw, y->env.rooms, s->doc, s->doc_len, s->client.id) < 0) {
         refuse(s, TD_SRV_E_INTERNAL, 1011, "out of memory");
         return &s->conn;
     }

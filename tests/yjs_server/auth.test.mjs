@@ -12,7 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Server, TANDEM, WS, Y, ywsClient, hocusClient, until, sleep } from './yhelpers.mjs';
+import { Server, TANDEM, WS, Y, ywsClient, hocusClient, rawHocus, until, sleep } from './yhelpers.mjs';
 
 const keys = mkdtempSync(path.join(tmpdir(), 'tandem-yjs-keys-'));
 const SK = path.join(keys, 'k');
@@ -113,6 +113,37 @@ test('tokens on y-websocket and Hocuspocus; read-only; document kinds; export/im
     assert.equal(r.code, 1008);
     assert.match(r.reason, /wrong_kind/, `a tandem document through /yjs: ${r.reason}`);
     assert.match(await hocusAuth(open, 'plain', 'x'), /^authenticated/);
+    /* A Hocuspocus address refused as of the other kind stays refused: its
+     * further messages are dropped, not each one loading the document to be
+     * refused again; a new Auth tries again. */
+    const wrongKinds = async () => Number((await (await fetch(`${open.http}/metrics`)).text())
+      .match(/tandem_errors_total\{code="wrong_kind"\} (\d+)/)?.[1] ?? 0);
+    const text = (m) => new TextDecoder().decode(m);
+    const h = await rawHocus(open);
+    try {
+      h.auth('plain');
+      h.step1('plain');
+      await until(() => h.got.some((m) => text(m).includes('wrong_kind')), 'wrong_kind for Hocuspocus', 3000);
+      /* (The refusal of hocusAuth's provider above may still be counting.) */
+      await sleep(300);
+      const e0 = await wrongKinds();
+      const n0 = h.got.length;
+      for (let i = 1; i <= 5; i++) {
+        h.step1('plain');
+        h.awareness('plain', [[99, i, { i }]]);
+      }
+      await sleep(400);
+      assert.equal(await wrongKinds(), e0, 'each further message was refused again');
+      assert.equal(h.got.length, n0, 'messages after wrong_kind were answered');
+      h.auth('plain');
+      h.step1('plain');
+      await until(() => h.got.filter((m) => text(m).includes('wrong_kind')).length === 2,
+        'a new Auth to try again', 3000);
+      assert.equal(await wrongKinds(), e0 + 1);
+      assert.equal(h.ws.readyState, WS.OPEN, 'the socket was closed');
+    } finally {
+      h.end();
+    }
     const c = ywsClient(open, 'ydoc');
     await until(() => c.synced(), 'sync');
     c.doc.getText('text').insert(0, 'yjs here');

@@ -180,7 +180,24 @@ typedef struct yp_conn {
     td_srv_sub sub;
     td_srv_yaware aw;
     uint64_t shown, removed; /* entries the presence callbacks produced */
+    uint64_t clock;          /* the clock of the last entry shown or removed */
 } yp_conn;
+
+/* The clock of the last entry of an entries buffer. */
+static uint64_t yp_last_clock(const td_srv_wbuf *w, uint64_t n)
+{
+    td_srv_wbuf all;
+    td_srv_yaw e;
+    size_t pos = 0;
+    uint64_t clock = 0;
+    td_srv_wbuf_init(&all, 0);
+    td_srv_put_varint(&all, n);
+    td_srv_put_raw(&all, td_srv_wbuf_msg(w), w->len);
+    while (td_srv_yaw_next(td_srv_wbuf_msg(&all), all.len, &pos, &e))
+        clock = e.clock;
+    td_srv_wbuf_free(&all);
+    return clock;
+}
 
 static yp_conn *yp_of(td_srv_sub *u)
 {
@@ -195,6 +212,8 @@ static void yp_peers(td_srv_sub *u, td_srv_peers *ps)
     td_srv_wbuf_init(&w, 0);
     CHECK(td_srv_yaware_peers(&c->aw, ps, &w, &n) == 0);
     c->shown += n;
+    if (n)
+        c->clock = yp_last_clock(&w, n);
     td_srv_wbuf_free(&w);
 }
 
@@ -206,6 +225,8 @@ static void yp_leave(td_srv_sub *u, uint64_t peer)
     td_srv_wbuf_init(&w, 0);
     td_srv_yaware_leave(&c->aw, peer, &w, &n);
     c->removed += n;
+    if (n)
+        c->clock = yp_last_clock(&w, n);
     td_srv_wbuf_free(&w);
 }
 
@@ -232,19 +253,22 @@ static int yp_take(td_srv_presence *p, yp_conn *c, uint32_t client, uint32_t clo
 
 /* A connection keeps only its own client ids (one another member showed is
  * theirs), older clocks are stale, and a member leaving owes each other one
- * removal per entry it showed. */
+ * removal per entry it showed. An id whose member left is not taken by a
+ * connection that was shown it (a y-websocket provider echoes every change
+ * it applies), nor with a removal; a new connection takes it, shown above
+ * the clock of its removal (a reconnected provider resends its old clock). */
 static void test_ownership(void)
 {
     td_srv_metrics m;
     td_srv_presence *p = NULL;
     td_srv_pres_room room;
     td_srv_yaw_rooms rooms;
-    yp_conn *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b);
+    yp_conn *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b), *c = calloc(1, sizeof *c);
     memset(&m, 0, sizeof m);
     memset(&room, 0, sizeof room);
     memset(&rooms, 0, sizeof rooms);
     LIST_INIT(&room.members);
-    REQUIRE(a && b);
+    REQUIRE(a && b && c);
     REQUIRE(td_srv_presence_new(&p, 0, 60000, &m) == 0);
     yp_conn *cs[2] = {a, b};
     for (uint64_t i = 0; i < 2; i++) {
@@ -268,14 +292,32 @@ static void test_ownership(void)
     td_srv_pres_leave(p, &b->sub.pres);
     CHECK_MSG(a->removed == 1, "a got %llu removals", (unsigned long long)a->removed);
     td_srv_yaware_free(&b->aw);
-    /* Client 5 is free again once its holder left. */
-    CHECK(yp_take(p, a, 5, 10, "{}"));
+    uint64_t removed_at = a->clock;
+    CHECK(removed_at >= 3);
+    /* a was shown client 5: its state or removal from a is an echo. */
+    CHECK(!yp_take(p, a, 5, 3, "{}"));
+    CHECK(!yp_take(p, a, 5, 10, "null"));
+    /* A new connection takes client 5 back, at its old clock (a
+     * reconnected provider), not with a removal; a is shown it above the
+     * clock it saw removed. */
+    c->client.ops = &yp_ops;
+    c->client.id = 79;
+    c->sub.client = &c->client;
+    REQUIRE(td_srv_yaware_attach(&c->aw, &rooms, "doc", 3, c->client.id) == 0);
+    td_srv_pres_join(p, &room, &c->sub.pres, &c->sub, &c->client);
+    CHECK(!yp_take(p, c, 5, 3, "null"));
+    CHECK(yp_take(p, c, 5, 3, "{}"));
+    CHECK_MSG(a->clock > removed_at, "shown at %llu after the removal at %llu",
+              (unsigned long long)a->clock, (unsigned long long)removed_at);
+    td_srv_pres_leave(p, &c->sub.pres);
+    td_srv_yaware_free(&c->aw);
     td_srv_pres_leave(p, &a->sub.pres);
     td_srv_yaware_free(&a->aw);
 out:
     td_srv_presence_free(p);
     free(a);
     free(b);
+    free(c);
 }
 
 int main(void)

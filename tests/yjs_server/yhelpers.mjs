@@ -145,3 +145,38 @@ export function hocusClient(server, name, opts = {}) {
     disconnect() { if (online) { online = false; provider.detach(); } },
     destroy() { provider.destroy(); if (!opts.socket) socket.destroy(); doc.destroy(); } };
 }
+
+/* A Hocuspocus socket driven by hand (for what no stock provider sends:
+ * forged or silent awareness). Every message starts with the address. */
+const henc = new TextEncoder();
+const hvaruint = (n) => {
+  const o = [];
+  while (n > 127) { o.push((n & 127) | 128); n = Math.floor(n / 128); }
+  o.push(n);
+  return o;
+};
+const hstr = (s) => { const b = [...henc.encode(s)]; return [...hvaruint(b.length), ...b]; };
+export async function rawHocus(server) {
+  const ws = new WS(server.hocus);
+  ws.binaryType = 'arraybuffer';
+  const got = [];
+  ws.on('message', (d) => got.push(new Uint8Array(d)));
+  await new Promise((r, j) => { ws.on('open', r); ws.on('error', j); });
+  const send = (addr, body) => ws.send(new Uint8Array([...hstr(addr), ...body]));
+  return {
+    ws, got,
+    auth(addr, token = 'open') { send(addr, [2, 0, ...hstr(token)]); },
+    /* Sync step 1 from the empty state: the subscription. */
+    step1(addr) { send(addr, [0, 0, 1, 0]); },
+    /* entries: [client id, clock, state (null removes)] */
+    awareness(addr, entries) {
+      const u = [...hvaruint(entries.length)];
+      for (const [c, k, s] of entries) u.push(...hvaruint(c), ...hvaruint(k), ...hstr(JSON.stringify(s)));
+      send(addr, [1, ...hvaruint(u.length), ...u]);
+    },
+    close(addr) { send(addr, [7]); },
+    send,
+    end() { ws.close(); },
+    destroy() { ws.close(); },
+  };
+}
