@@ -16,9 +16,12 @@
  *
  * Threads. The acknowledgement handler, the followers' message handlers and
  * the connection callbacks run on libnats threads: each builds an event,
- * appends it to a list under a mutex and calls cfg.wake. td_srv_cluster_poll
- * takes the whole list at once and hands the events over in order, on the
- * caller's thread.
+ * appends it to a list under a mutex and, if the list was empty, calls
+ * cfg.wake. td_srv_cluster_poll takes the whole list at once and hands the
+ * events over in order, on the caller's thread. A node's own batches come
+ * back through its consumers too: they carry no payload to the caller, only
+ * their sequence and tag (the `echoed` handler), which the service's early
+ * broadcast needs (docs/CLUSTER.md, "Early broadcast").
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -32,15 +35,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 enum ev_kind { EV_PUBLISHED, EV_DELIVERED, EV_PRESENCE, EV_BROKER };
 
 typedef struct ev {
     struct ev *next;
     uint8_t kind;
-    uint8_t snapshot, dup, up;
+    uint8_t snapshot, dup, up, own;
     td_srv_cluster_err err;
     uint64_t tag, seq;
+    int64_t t_sent, t_cb; /* trace only: the publisher's clock, the handler's */
     char *doc;       /* decoded id, doc_len bytes */
     size_t doc_len;
     char node[64];
@@ -48,6 +53,51 @@ typedef struct ev {
     size_t len;
     uint8_t data[];  /* the payload */
 } ev;
+
+/* TANDEM_CLUSTER_TRACE=FILE (docs/CLUSTER.md, "Where the time goes"): the
+ * publisher stamps each batch with its monotonic clock (header Tandem-Sent,
+ * meaningful only when the nodes share a machine, as in `tandem-load
+ * --nodes`), and the receiver keeps two samples per batch of another node:
+ * publish -> the libnats handler (the broker's store and the consumer's
+ * push), and the handler -> td_srv_cluster_poll on the caller's thread (the
+ * hand-off). Their percentiles are appended to FILE when the transport is
+ * freed. Off by default: it costs a header per batch. */
+#define TRACE_MAX 1000000
+typedef struct trace {
+    char path[256];
+    size_t n_pub, n_hand; /* n_pub under the cluster's mu */
+    uint32_t pub[TRACE_MAX], hand[TRACE_MAX];
+} trace;
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void trace_add(uint32_t *v, size_t *n, int64_t us)
+{
+    if (*n < TRACE_MAX)
+        v[(*n)++] = us < 0 ? 0 : us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void trace_line(FILE *f, const char *node, const char *what, uint32_t *v, size_t n)
+{
+    if (!n)
+        return;
+    qsort(v, n, sizeof *v, cmp_u32);
+#define PCT(p) (v[(size_t)((double)(n - 1) * (p))] / 1000.0)
+    fprintf(f, "%s %-28s p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  max %.3f ms  (%zu)\n", node,
+            what, PCT(0.5), PCT(0.9), PCT(0.99), v[n - 1] / 1000.0, n);
+#undef PCT
+}
 
 typedef struct follower {
     struct follower *next;
@@ -77,6 +127,7 @@ struct td_srv_cluster {
     size_t queued;         /* under mu: batches in that list */
     volatile int up;       /* written on libnats threads, read anywhere */
     follower *followers;   /* the caller's thread only */
+    trace *tr;             /* TANDEM_CLUSTER_TRACE; NULL: off */
 };
 
 const char *td_srv_cluster_strerror(td_srv_cluster_err e)
@@ -161,17 +212,24 @@ static ev *ev_new(enum ev_kind kind, size_t len)
     return e;
 }
 
+/* Wakes the caller only when the list was empty: a non-empty list has had
+ * its wake already, and td_srv_cluster_poll takes the whole list, so one
+ * wake per poll is enough (lws_cancel_service is a pipe write and a loop
+ * turn each). */
 static void ev_push(struct td_srv_cluster *c, ev *e)
 {
     pthread_mutex_lock(&c->mu);
+    int was_empty = !c->head;
     c->queued += e->kind == EV_DELIVERED;
     if (c->tail)
         c->tail->next = e;
     else
         c->head = e;
     c->tail = e;
+    if (c->tr && e->kind == EV_DELIVERED && e->t_sent)
+        trace_add(c->tr->pub, &c->tr->n_pub, e->t_cb - e->t_sent);
     pthread_mutex_unlock(&c->mu);
-    if (c->wake)
+    if (was_empty && c->wake)
         c->wake(c->wake_ud);
 }
 
@@ -197,18 +255,24 @@ static td_srv_cluster_err map_status(natsStatus s, jsErrCode code)
     return TD_SRV_CLUSTER_ERR_UNAVAILABLE;
 }
 
+/* A message's publish tag: Nats-Msg-Id is "<node>-<tag in hex>", the tag
+ * after the last '-'. 0 if there is none. */
+static uint64_t msg_tag(natsMsg *msg)
+{
+    const char *id = NULL;
+    if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) != NATS_OK || !id)
+        return 0;
+    const char *dash = strrchr(id, '-');
+    return dash ? strtoull(dash + 1, NULL, 16) : 0;
+}
+
 static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 {
     (void)js;
     struct td_srv_cluster *c = closure;
     ev *e = ev_new(EV_PUBLISHED, 0);
-    const char *id = NULL;
     if (e) {
-        /* Nats-Msg-Id is "<node>-<tag in hex>": the tag is after the last '-'. */
-        if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id) {
-            const char *dash = strrchr(id, '-');
-            e->tag = dash ? strtoull(dash + 1, NULL, 16) : 0;
-        }
+        e->tag = msg_tag(msg);
         if (pa) {
             e->seq = pa->Sequence;
             e->dup = pa->Duplicate;
@@ -230,15 +294,27 @@ static void on_batch(natsConnection *nc, natsSubscription *sub, natsMsg *msg, vo
     follower *f = closure;
     const char *node = NULL, *kind = NULL;
     jsMsgMetaData *meta = NULL;
-    int len = natsMsg_GetDataLength(msg);
+    natsMsgHeader_Get(msg, "Tandem-Node", &node);
+    /* This node's own batch comes back too: only its sequence and tag
+     * matter (the replica has it), so its payload is not copied. */
+    int own = node && strcmp(node, f->c->node) == 0;
+    int len = own ? 0 : natsMsg_GetDataLength(msg);
     ev *e = ev_new(EV_DELIVERED, len > 0 ? (size_t)len : 0);
     if (e && natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
         e->seq = meta->Sequence.Stream;
         atomic_store(&f->pending, meta->NumPending);
         jsMsgMetaData_Destroy(meta);
-        natsMsgHeader_Get(msg, "Tandem-Node", &node);
         natsMsgHeader_Get(msg, "Tandem-Kind", &kind);
+        if (f->c->tr && !own) {
+            const char *sent = NULL;
+            e->t_cb = mono_us();
+            if (natsMsgHeader_Get(msg, "Tandem-Sent", &sent) == NATS_OK && sent)
+                e->t_sent = strtoll(sent, NULL, 10);
+        }
         copy_str(e->node, sizeof e->node, node);
+        e->own = (uint8_t)own;
+        if (own)
+            e->tag = msg_tag(msg);
         e->snapshot = kind && strcmp(kind, "snapshot") == 0;
         if (len > 0)
             memcpy(e->data, natsMsg_GetData(msg), (size_t)len);
@@ -426,6 +502,9 @@ td_srv_cluster_err td_srv_cluster_new(td_srv_cluster **out, const td_srv_cluster
                  r[3], r[4], r[5], r[6], r[7]);
     }
     c->publish_timeout_ms = cfg->publish_timeout_ms > 0 ? cfg->publish_timeout_ms : 5000;
+    const char *tp = getenv("TANDEM_CLUSTER_TRACE");
+    if (tp && *tp && strlen(tp) < sizeof c->tr->path && (c->tr = calloc(1, sizeof *c->tr)))
+        copy_str(c->tr->path, sizeof c->tr->path, tp); /* no memory: no trace */
     c->wake = cfg->wake;
     c->wake_ud = cfg->wake_ud;
 
@@ -444,6 +523,13 @@ td_srv_cluster_err td_srv_cluster_new(td_srv_cluster **out, const td_srv_cluster
      * not acknowledged and resends, which a CRDT takes as a no-op). */
     if (s == NATS_OK)
         s = natsOptions_SetReconnectBufSize(o, 1);
+    /* libnats otherwise leaves a publish in its buffer for its flusher
+     * thread, which waits a further millisecond for more before it writes:
+     * up to 1 ms (plus a thread wake-up, much more on a busy machine) on
+     * every batch's way to the other nodes and to its ACK. A batch is one
+     * write now; the small cost is a syscall per publish. */
+    if (s == NATS_OK)
+        s = natsOptions_SetSendAsap(o, true);
     if (s == NATS_OK)
         s = natsOptions_SetDisconnectedCB(o, on_disconnected, c);
     if (s == NATS_OK)
@@ -518,6 +604,15 @@ void td_srv_cluster_free(td_srv_cluster *c)
         n = e->next;
         ev_free(e);
     }
+    if (c->tr) {
+        FILE *f = fopen(c->tr->path, "a");
+        if (f) {
+            trace_line(f, c->node, "publish -> consumer handler", c->tr->pub, c->tr->n_pub);
+            trace_line(f, c->node, "handler -> loop (hand-off)", c->tr->hand, c->tr->n_hand);
+            fclose(f);
+        }
+        free(c->tr);
+    }
     pthread_cond_destroy(&c->closed_cv);
     pthread_mutex_destroy(&c->mu);
     free(c);
@@ -568,6 +663,11 @@ td_srv_cluster_err td_srv_cluster_publish(td_srv_cluster *c, const char *doc, si
         s = natsMsgHeader_Set(m, "Nats-Rollup", "sub");
     if (s == NATS_OK && snapshot)
         s = natsMsgHeader_Set(m, "Tandem-Kind", "snapshot");
+    if (s == NATS_OK && c->tr) {
+        char t[24];
+        snprintf(t, sizeof t, "%" PRId64, mono_us());
+        s = natsMsgHeader_Set(m, "Tandem-Sent", t);
+    }
     if (s == NATS_OK) {
         jsPubOptions po;
         jsPubOptions_Init(&po);
@@ -698,6 +798,10 @@ void td_srv_cluster_poll(td_srv_cluster *c, const td_srv_cluster_handler *h, voi
                 h->published(ud, e->tag, e->err, e->seq, e->dup, e->msg);
             break;
         case EV_DELIVERED:
+            if (c->tr && e->t_cb)
+                trace_add(c->tr->hand, &c->tr->n_hand, mono_us() - e->t_cb);
+            if (e->own && e->tag && h->echoed)
+                h->echoed(ud, e->tag, e->seq);
             if (h->delivered)
                 h->delivered(ud, e->doc, e->doc_len, e->seq, e->snapshot, e->node, e->data,
                              e->len);

@@ -57,7 +57,8 @@ typedef struct td_srv_cluster_handler {
                       const char *msg);
     /* A message of a followed document, in stream order: a batch, or a
      * snapshot (a rollup: what came before it on the subject is gone).
-     * `node` is the publisher: a node skips its own batches. */
+     * `node` is the publisher: a node skips its own batches, which come
+     * without their payload (len 0). */
     void (*delivered)(void *ud, const char *doc, size_t doc_len, uint64_t seq, int snapshot,
                       const char *node, const uint8_t *data, size_t len);
     /* A presence message of a followed document from another node. */
@@ -65,6 +66,11 @@ typedef struct td_srv_cluster_handler {
                      const uint8_t *data, size_t len);
     /* The broker became reachable (up 1) or not (up 0). */
     void (*broker)(void *ud, int up);
+    /* Optional: a publish of this node's (its tag) came back through a
+     * followed subject, at stream sequence seq; called just before its
+     * `delivered`. It can come before or after its `published`: the two
+     * travel apart. Everything `delivered` after it has a larger seq. */
+    void (*echoed)(void *ud, uint64_t tag, uint64_t seq);
 } td_srv_cluster_handler;
 
 /* Connects and makes sure the stream exists. On error, msg says why. */

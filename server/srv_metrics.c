@@ -141,6 +141,9 @@ static const struct {
      "Cluster mode, --cluster-outage outbox: batches acknowledged here, not yet published."},
     {"tandem_cluster_consumer_lag", "gauge", offsetof(td_srv_metrics, cluster_consumer_lag),
      "Cluster mode: stored messages of followed documents this node has not applied yet."},
+    {"tandem_cluster_early_broadcasts_total", "counter", offsetof(td_srv_metrics, cluster_early),
+     "Cluster mode: batches broadcast before their local write completed (other nodes' at "
+     "once, this node's once JetStream acknowledged them)."},
 };
 
 void td_srv_metrics_render(const td_srv_metrics *m, td_store *store, td_srv_wbuf *w)
@@ -192,4 +195,8 @@ void td_srv_metrics_render(const td_srv_metrics *m, td_store *store, td_srv_wbuf
     hist(w, "tandem_cluster_publish_seconds",
          "Cluster mode: from publishing a batch to JetStream's acknowledgement.",
          &m->cluster_publish);
+    hist(w, "tandem_cluster_remote_hold_seconds",
+         "Cluster mode: from applying another node's batch to queueing its broadcast (it waits "
+         "only for a pending local batch it may build on).",
+         &m->cluster_hold);
 }

@@ -49,7 +49,10 @@ typedef struct td_srv_metrics {
     uint64_t cluster_received, cluster_deliveries, cluster_broker_up, cluster_rollups;
     uint64_t cluster_outbox; /* batches waiting in the outbox (a gauge) */
     uint64_t cluster_consumer_lag; /* gauge: td_srv_cluster_lag */
+    /* batches broadcast before their local write completed (srv_service.c) */
+    uint64_t cluster_early;
     td_srv_hist cluster_publish;
+    td_srv_hist cluster_hold; /* another node's batch: applied -> broadcast queued */
     /* Per protocol: open connections, connections opened, messages
      * received, updates handed to the service. */
     uint64_t proto_conns[TD_SRV_PROTO_COUNT], proto_conns_total[TD_SRV_PROTO_COUNT];

@@ -28,11 +28,14 @@
  * all): its ops may be in this node's replica only because an earlier
  * publish of them failed. Every loaded document follows its subject; a
  * batch of another node goes through the same FIFO as a client's (apply,
- * append, broadcast) with no sender to acknowledge. Following starts at the stream sequence after the last one
- * this document's replica stored, which is kept in memory (across unloads,
- * in a table of cursors): after a restart the subject is read again from
- * its start, and what the store has already is a no-op (docs/CLUSTER.md
- * says what that costs).
+ * append) with no sender to acknowledge. A batch JetStream holds (another
+ * node's, or a client's once its publish was acknowledged) is broadcast
+ * without waiting for its append, in an order that never shows a client a
+ * batch before one it may depend on (doc_release). Following starts at
+ * the stream sequence after the last one this document's replica stored,
+ * which is kept in memory (across unloads, in a table of cursors): after a
+ * restart the subject is read again from its start, and what the store has
+ * already is a no-op (docs/CLUSTER.md says what that costs).
  *
  * A failed append leaves the replica holding ops the store lacks. Rather
  * than try to undo them, the document goes STALE: new batches get "busy",
@@ -84,6 +87,14 @@ struct td_srv_rec {
     TAILQ_ENTRY(td_srv_rec) pub_link; /* the service's publishes in flight */
     int remote;                /* another node's batch */
     uint64_t cl_seq;           /* its stream sequence */
+    int sent;                  /* remote: broadcast already, ahead of its append */
+    /* local, for the early broadcast (doc_release): the stream sequence its
+     * publish got (0: not known yet), or seq_lost if a publish of it may be
+     * stored at a sequence this node never learns (a publish that timed out,
+     * the outbox's copy) */
+    uint64_t pub_seq;
+    int seq_lost;
+    int acked; /* local: JetStream acknowledged its publish */
 };
 
 struct td_srv_doc {
@@ -519,6 +530,11 @@ int td_srv_service_new(td_srv_service **out, const td_srv_config *cfg, td_store 
 void td_srv_service_attach(td_srv_service *svc, struct lws_context *ctx)
 {
     atomic_store(&svc->wake_ctx, ctx);
+    /* A wake-up asked for before there was a context to wake (the cluster
+     * transport connects first, and wakes only when its queue turns
+     * non-empty) is made up for now. */
+    if (ctx)
+        lws_cancel_service(ctx);
 }
 
 void td_srv_service_stop(td_srv_service *svc)
@@ -908,6 +924,87 @@ static void doc_mark(td_srv_doc *d)
     }
 }
 
+/* A batch JetStream holds is on a quorum of brokers: this node's own write
+ * of it serves this node's reads and restart, not the batch's durability.
+ * So it is broadcast to this node's clients without waiting for that write
+ * (docs/CLUSTER.md, "Early broadcast"): another node's batch as soon as it
+ * is applied, a batch of this node's clients as soon as JetStream
+ * acknowledged it (its sender's ACK still waits for both). Never, though,
+ * so that a client gets a batch before one it may depend on; the
+ * candidates are all ahead of it in the FIFO, the order the replica took
+ * the batches in:
+ *  - a batch of this node goes out only when everything ahead of it has
+ *    (its author may have seen any of it);
+ *  - other nodes' batches go out in FIFO (= stream) order. One, R at stream
+ *    sequence s, can build on a batch L of this node still held back only
+ *    if L reached R's node first, i.e. through the stream below s. The
+ *    consumer delivers in stream order, this node's own messages included
+ *    (cl_echoed), so when R arrives the sequence of every publish of this
+ *    node below s is known: L holds R back iff L's sequence is known and
+ *    below s, or may stay unknown (seq_lost: a publish that timed out, or
+ *    the outbox's copy). A batch of this node that brought nothing new
+ *    counts too (its published copy may carry a held-back batch's ops);
+ *  - another node's batch that brought nothing new (its ops are here
+ *    through an earlier batch, maybe a held-back one of this node) holds
+ *    back every later one while anything of this node before it is held.
+ * An early batch's bytes move to a record of their own on the broadcast
+ * list (linked to its sender, so that the flush skips the sender and a
+ * sender that leaves clears it); r stays in the FIFO for its append and
+ * its ACK, and cl_stored still moves only when the append completed. */
+static void doc_release(td_srv_service *svc, td_srv_doc *d)
+{
+    uint64_t bar = UINT64_MAX; /* no other node's batch from this sequence on */
+    int held = 0;              /* a batch of this node's before here is held back */
+    td_srv_rec *r;
+    if (!svc->cl)
+        return; /* nothing is in JetStream: everything waits for its append */
+    STAILQ_FOREACH(r, &d->fifo, link) {
+        if (held && !bar)
+            return; /* nothing further can go */
+        if (r->sent)
+            continue;
+        if (!r->remote) {
+            int ready = !r->dup && r->acked && r->batch;
+            if (r->dup && !held)
+                continue; /* nothing to broadcast, nothing held before it */
+            if (!ready || held) {
+                held = 1;
+                uint64_t s = r->seq_lost ? 0 : r->pub_seq ? r->pub_seq : UINT64_MAX;
+                if (s < bar)
+                    bar = s;
+                continue;
+            }
+        } else if (r->dup) {
+            if (held)
+                bar = 0;
+            continue;
+        } else if (r->cl_seq >= bar || !r->batch) {
+            return; /* and every later one: their sequences are larger */
+        }
+        td_srv_rec *b = calloc(1, sizeof *b);
+        if (!b)
+            return; /* it goes out after its append, as before */
+        b->doc = d;
+        b->remote = r->remote;
+        b->cl_seq = r->cl_seq;
+        b->t_recv_us = r->t_recv_us;
+        b->batch = r->batch;
+        b->len = r->len;
+        if (r->client) {
+            b->client = r->client;
+            LIST_INSERT_HEAD(&r->client->recs, b, client_link);
+        }
+        r->batch = NULL;
+        r->sent = 1;
+        svc->m->cluster_early++;
+        if (r->remote)
+            td_srv_hist_observe(&svc->m->cluster_hold,
+                                (double)(td_srv_now_us() - r->t_recv_us) / 1e6);
+        STAILQ_INSERT_TAIL(&d->out, b, link);
+        doc_mark(d);
+    }
+}
+
 /* Takes the completed records off the head of the FIFO, in order. */
 static void doc_drain(td_srv_service *svc, td_srv_doc *d)
 {
@@ -948,7 +1045,7 @@ static void doc_drain(td_srv_service *svc, td_srv_doc *d)
                          td_srv_cluster_strerror(r->pub_err));
         else if (r->client)
             r->client->ops->ack(r->client, d->id, d->id_len, r->batch_id);
-        if (r->dup) {
+        if (r->dup || r->sent) {
             rec_free(r);
             continue;
         }
@@ -957,6 +1054,8 @@ static void doc_drain(td_srv_service *svc, td_srv_doc *d)
         STAILQ_INSERT_TAIL(&d->out, r, link);
         doc_mark(d);
     }
+    /* Before doc_stale: a failed reload frees d. */
+    doc_release(svc, d);
     if (failed)
         doc_stale(svc, d);
 }
@@ -994,6 +1093,7 @@ static int rec_to_outbox(td_srv_service *svc, td_srv_rec *r)
         return 0;
     r->pub_err = TD_SRV_CLUSTER_OK;
     r->pub_wait = 0;
+    r->seq_lost = 1; /* the outbox's copy goes out under a tag of its own */
     svc->m->cluster_outbox = td_srv_outbox_len(svc->outbox);
     return 1;
 }
@@ -1086,7 +1186,7 @@ static void cl_published(void *ud, uint64_t tag, td_srv_cluster_err err, uint64_
 {
     td_srv_service *svc = ud;
     td_srv_rec *r;
-    (void)seq, (void)dup;
+    (void)dup;
     if (tag & ROLLUP_TAG) { /* no record waits for a rollup (doc_rollup) */
         svc->m->cluster_rollups += err == TD_SRV_CLUSTER_OK;
         return;
@@ -1112,6 +1212,8 @@ static void cl_published(void *ud, uint64_t tag, td_srv_cluster_err err, uint64_
         svc->m->cluster_publish_failures++;
         lwsl_warn("cluster: publish to '%.*s' failed (%s); retrying\n", (int)r->doc->id_len,
                   r->doc->id, msg ? msg : "");
+        /* It may be stored all the same, at a sequence never reported. */
+        r->seq_lost = 1;
         r->pub_wait = 2;
         TAILQ_INSERT_TAIL(&svc->repubs, r, pub_link);
         return;
@@ -1120,6 +1222,9 @@ static void cl_published(void *ud, uint64_t tag, td_srv_cluster_err err, uint64_
     r->pub_wait = 0;
     r->pub_err = err;
     if (err == TD_SRV_CLUSTER_OK) {
+        if (!r->pub_seq)
+            r->pub_seq = seq;
+        r->acked = 1;
         svc->m->cluster_published++;
         td_srv_hist_observe(&svc->m->cluster_publish,
                             (double)(td_srv_now_us() - r->t_pub_us) / 1e6);
@@ -1129,6 +1234,20 @@ static void cl_published(void *ud, uint64_t tag, td_srv_cluster_err err, uint64_
                   r->doc->id, td_srv_cluster_strerror(err), msg ? msg : "");
     }
     doc_drain(svc, r->doc);
+}
+
+/* A publish of this node's came back through its subject: the sequence
+ * doc_release needs, known now even if the broker's ACK is still on its
+ * way. (A record no longer waiting for its ACK knows it already.) */
+static void cl_echoed(void *ud, uint64_t tag, uint64_t seq)
+{
+    td_srv_service *svc = ud;
+    td_srv_rec *r;
+    TAILQ_FOREACH(r, &svc->pubs, pub_link)
+        if (r->tag == tag) {
+            r->pub_seq = seq;
+            return;
+        }
 }
 
 /* A batch (or snapshot) of d from another node: applied like a client's,
@@ -1209,7 +1328,9 @@ static void cl_delivered(void *ud, const char *id, size_t id_len, uint64_t seq, 
     d->inflight++;
     svc->inflight++;
     if (sc != TD_STORE_OK)
-        rec_refused(svc, d, r, sc, &se);
+        rec_refused(svc, d, r, sc, &se); /* releases what it can */
+    else
+        doc_release(svc, d);
 }
 
 static void cl_broker(void *ud, int up)
@@ -1267,7 +1388,7 @@ void td_srv_service_cluster(td_srv_service *svc, td_srv_cluster *cl)
 void td_srv_service_cluster_poll(td_srv_service *svc)
 {
     static const td_srv_cluster_handler h = {cl_published, cl_delivered, cl_presence,
-                                             cl_broker};
+                                             cl_broker, cl_echoed};
     if (svc->cl) {
         td_srv_cluster_poll(svc->cl, &h, svc);
         svc->m->cluster_consumer_lag = td_srv_cluster_lag(svc->cl);

@@ -42,6 +42,7 @@
 #define A_N (A_DOCS * A_PER)
 
 static const load_cluster_cfg *g_cfg;
+static const char *g_bin; /* the binary of the run under way */
 
 static uint64_t rnd(void)
 {
@@ -227,8 +228,8 @@ static int node_start(td_cli_server *s, int cluster, int i)
         args[n++] = name;
     }
     args[n] = NULL;
-    if (td_cli_server_start(s, g_cfg->bin, NULL, args, 30000) < 0) {
-        fprintf(stderr, "tandem-load: cannot start `%s serve`%s (log: %s)\n", g_cfg->bin,
+    if (td_cli_server_start(s, g_bin, NULL, args, 30000) < 0) {
+        fprintf(stderr, "tandem-load: cannot start `%s serve`%s (log: %s)\n", g_bin,
                 cluster ? " --cluster" : "", s->log_path);
         td_cli_server_cleanup(s);
         return -1;
@@ -300,8 +301,38 @@ static int all_ready(void *p)
 typedef struct a_result {
     int ok;
     double deliv_s, cpu_total, cpu_per_deliv_us;
-    double p99_same, p99_cross;
+    double p99_same, p99_cross, p50_cross;
 } a_result;
+
+/* How long node k held other nodes' batches between applying and
+ * broadcasting them (tandem_cluster_remote_hold_seconds: a batch waits only
+ * for a pending local batch it may build on). Silent for a node without the
+ * metric (an older binary). */
+static void print_hold(const td_cli_server *s, int k)
+{
+    static const char name[] = "tandem_cluster_remote_hold_seconds";
+    char *body = NULL;
+    double under1 = -1, count = -1, sum = -1;
+    if (td_cli_http_get("127.0.0.1", s->port, "/metrics", NULL, &body, NULL) == 200 && body)
+        for (char *line = body; line && *line;) {
+            char *next = strchr(line, '\n');
+            if (strncmp(line, name, sizeof name - 1) == 0) {
+                const char *rest = line + sizeof name - 1, *sp = strchr(rest, ' ');
+                if (sp && strncmp(rest, "_bucket{le=\"0.001\"}", 19) == 0)
+                    under1 = strtod(sp + 1, NULL);
+                else if (sp && strncmp(rest, "_count ", 7) == 0)
+                    count = strtod(sp + 1, NULL);
+                else if (sp && strncmp(rest, "_sum ", 5) == 0)
+                    sum = strtod(sp + 1, NULL);
+            }
+            line = next ? next + 1 : NULL;
+        }
+    free(body);
+    if (count > 0 && under1 >= 0 && sum >= 0)
+        printf("    node %d: %.0f other nodes' batches broadcast ahead of their local write, "
+               "%.1f%% within 1 ms of their apply, mean hold %.3f ms\n", k + 1, count,
+               100.0 * under1 / count, 1000.0 * sum / count);
+}
 
 /* nodes == 0: one plain node (no --cluster, no broker); else `nodes`
  * cluster nodes and the broker. */
@@ -314,8 +345,9 @@ static int run_a_nodes(int nodes, a_result *res)
     memset(res, 0, sizeof *res);
     if (cluster)
         printf("  %d cluster node%s + nats-server -js (replicas 1), client k of each doc on node "
-               "k %% %d, --durability %s, %.0f s\n", nodes, nodes > 1 ? "s" : "", nodes,
-               g_cfg->durability, secs);
+               "k %% %d, --durability %s, %.0f s%s%s\n", nodes, nodes > 1 ? "s" : "", nodes,
+               g_cfg->durability, secs, g_cfg->bin_before ? ", " : "",
+               g_cfg->bin_before ? g_bin : "");
     else
         printf("  single node, no --cluster (baseline), --durability %s, %.0f s\n",
                g_cfg->durability, secs);
@@ -402,6 +434,8 @@ static int run_a_nodes(int nodes, a_result *res)
     if (cluster) {
         res->p99_same = lat_print("same-node latency", &a_same);
         res->p99_cross = lat_print("cross-node latency", &a_cross);
+        if (a_cross.n)
+            res->p50_cross = a_cross.us[(a_cross.n - 1) / 2] / 1000.0; /* sorted by lat_print */
     } else {
         res->p99_same = res->p99_cross = lat_print("send-to-receive latency", &a_same);
     }
@@ -411,6 +445,9 @@ static int run_a_nodes(int nodes, a_result *res)
     if (cluster)
         printf("    nats-server: %.2f CPU s (%.0f%% of a core), peak RSS %ld KiB\n", ncpu,
                100.0 * ncpu / elapsed, td_cli_proc_hwm_kb(g_nats_pid));
+    if (cluster && nodes > 1)
+        for (int k = 0; k < nodes; k++)
+            print_hold(&s[k], k);
     res->deliv_s = a_deliveries / elapsed;
     res->cpu_total = sum;
     res->cpu_per_deliv_us = a_deliveries ? sum * 1e6 / (double)a_deliveries : 0;
@@ -451,22 +488,37 @@ int load_cluster_main(const load_cluster_cfg *cfg)
     }
     printf("A fan-out over %d nodes: %d docs x %d clients, 1 char every 100 ms +-50%%; broker %s\n",
            cfg->nodes, A_DOCS, A_PER, g_nats_bin);
-    a_result one = {0}, many = {0};
+    a_result one = {0}, before = {0}, many = {0};
     int rc = 0;
+    g_bin = cfg->bin;
     if (cfg->baseline)
         rc |= run_a_nodes(0, &one);
+    if (cfg->bin_before) {
+        g_bin = cfg->bin_before;
+        rc |= run_a_nodes(cfg->nodes, &before);
+        g_bin = cfg->bin;
+    }
     rc |= run_a_nodes(cfg->nodes, &many);
     printf("  summary (%d nodes vs 1):\n", cfg->nodes);
     if (cfg->baseline)
         printf("    single node:  p99 %.3f ms, %.0f deliveries/s, %.2f us server CPU per delivery\n",
                one.p99_same, one.deliv_s, one.cpu_per_deliv_us);
-    printf("    %d nodes:      p99 same-node %.3f ms, cross-node %.3f ms (bar 5 ms: %s), "
-           "%.0f deliveries/s, %.2f us CPU per delivery (nodes + nats-server)",
-           cfg->nodes, many.p99_same, many.p99_cross, many.p99_cross <= 5.0 ? "met" : "NOT met",
-           many.deliv_s, many.cpu_per_deliv_us);
-    if (cfg->baseline && one.cpu_per_deliv_us > 0)
-        printf(", %+.2f us (x%.2f) vs single node", many.cpu_per_deliv_us - one.cpu_per_deliv_us,
-               many.cpu_per_deliv_us / one.cpu_per_deliv_us);
-    printf("\n");
+    for (int k = cfg->bin_before ? 0 : 1; k < 2; k++) {
+        const a_result *r = k ? &many : &before;
+        printf("    %d node%s%s: p99 same-node %.3f ms, ", cfg->nodes, cfg->nodes > 1 ? "s" : "",
+               !cfg->bin_before ? "" : k ? " (after) " : " (before)", r->p99_same);
+        if (cfg->nodes > 1)
+            printf("cross-node p50 %.3f ms p99 %.3f ms (bar 5 ms: %s), ", r->p50_cross,
+                   r->p99_cross, r->p99_cross <= 5.0 ? "met" : "NOT met");
+        else
+            printf("no cross-node deliveries, ");
+        printf("%.0f deliveries/s, %.2f us CPU per delivery (nodes + nats-server)", r->deliv_s,
+               r->cpu_per_deliv_us);
+        if (cfg->baseline && one.cpu_per_deliv_us > 0)
+            printf(", %+.2f us (x%.2f) vs single node",
+                   r->cpu_per_deliv_us - one.cpu_per_deliv_us,
+                   r->cpu_per_deliv_us / one.cpu_per_deliv_us);
+        printf("\n");
+    }
     return rc;
 }

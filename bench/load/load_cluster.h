@@ -11,10 +11,13 @@
 
 typedef struct load_cluster_cfg {
     const char *bin;        /* the tandem binary */
+    const char *bin_before; /* NULL, or another tandem binary whose cluster run
+                             * comes first, in the same invocation (a change's
+                             * before and after under the same load) */
     const char *nats;       /* nats-server binary, or NULL: search PATH, /usr/sbin, /usr/bin */
     const char *durability; /* --durability of every node */
     double seconds;         /* -1: A's default (20 s) */
-    int nodes;              /* 2 or 3 (1 works too: one node plus the broker) */
+    int nodes;              /* 1 to 8 cluster nodes */
     int baseline;           /* also run the single-node (no --cluster) workload first */
     td_rng *rng;
 } load_cluster_cfg;

@@ -26,8 +26,9 @@
  *               [--bin TANDEM] [--proto native|yjs] [--no-baseline]
  *               [--nodes N] [--nats NATS_SERVER]
  *
- * `--nodes N` (N > 1) runs workload A over N cluster nodes and one
- * nats-server -js that it starts (load_cluster.c), beside a single node.
+ * `--nodes N` runs workload A over N cluster nodes (1 too: one node with
+ * --cluster) and one nats-server -js that it starts (load_cluster.c),
+ * beside a single plain node.
  * `--proto yjs` runs the same workloads with light y-websocket clients
  * (load_yjs.c), each beside this file's native figure of the same run.
  */
@@ -523,7 +524,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: tandem-load [--only A|B|C|D|S] [--seconds S] [--conns N] [--durability M]\n"
                "                   [--bin TANDEM] [--proto native|yjs] [--no-baseline]\n"
-               "                   [--nodes N] [--nats NATS_SERVER]\n"
+               "                   [--nodes N] [--nats NATS_SERVER] [--bin-before TANDEM]\n"
                "  --only W      run one workload (default: all four; with --proto yjs\n"
                "                also S, the sweep of A's load up to p99 > 50 ms)\n"
                "  --seconds S   duration of A and B (default 20 and 10; 5 a sweep step)\n"
@@ -535,10 +536,12 @@ static void usage(FILE *f)
                "                /yjs/ROOM, each figure beside the native one of the run\n"
                "  --no-baseline with --proto yjs: skip the native runs; with --nodes:\n"
                "                skip the single-node run\n"
-               "  --nodes N     N > 1: workload A only, the clients of each document\n"
-               "                spread round-robin over N `serve --cluster` nodes and one\n"
-               "                nats-server -js started here, beside one plain node\n"
-               "                (default 1: the workloads above, no cluster)\n"
+               "  --nodes N     workload A only, the clients of each document spread\n"
+               "                round-robin over N `serve --cluster` nodes (N >= 1) and\n"
+               "                one nats-server -js started here, beside one plain node\n"
+               "                (without it: the workloads above, no cluster)\n"
+               "  --bin-before PATH  with --nodes: first the cluster run with this\n"
+               "                tandem binary, then with --bin's, in the same invocation\n"
                "  --nats PATH   the nats-server binary (default: found in PATH,\n"
                "                /usr/sbin, /usr/bin)\n",
             TD_LOAD_TANDEM_BIN);
@@ -547,7 +550,8 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     const char *only = NULL;
-    int yjs = 0, baseline = 1, nodes = 1;
+    int yjs = 0, baseline = 1, nodes = 0; /* 0: no --nodes, no cluster */
+    const char *bin_before = NULL;
     const char *nats = NULL;
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
@@ -576,6 +580,8 @@ int main(int argc, char **argv)
             nats = v, i++;
         } else if (strcmp(a, "--bin") == 0 && v) {
             g_bin = v, i++;
+        } else if (strcmp(a, "--bin-before") == 0 && v) {
+            bin_before = v, i++;
         } else {
             usage(stderr);
             return 64;
@@ -597,12 +603,13 @@ int main(int argc, char **argv)
         return 1;
     }
     td_rng_seed(&g_rng, td_cli_random64());
-    if (nodes > 1) {
+    if (nodes > 0) {
         if (yjs || (only && *only != 'A')) {
             fprintf(stderr, "tandem-load: --nodes runs workload A with the native protocol only\n");
             return 64;
         }
-        load_cluster_cfg cc = {g_bin, nats, g_durability, g_seconds, nodes, baseline, &g_rng};
+        load_cluster_cfg cc = {g_bin, bin_before, nats, g_durability, g_seconds, nodes, baseline,
+                              &g_rng};
         return load_cluster_main(&cc) < 0 ? 1 : 0;
     }
     if (yjs) {

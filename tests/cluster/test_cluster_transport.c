@@ -198,7 +198,8 @@ static void h_broker(void *ud, int up)
         n->downs++;
 }
 
-static const td_srv_cluster_handler handler = {h_published, h_delivered, h_presence, h_broker};
+static const td_srv_cluster_handler handler = {h_published, h_delivered, h_presence, h_broker,
+                                                NULL};
 
 static int node_open(node *n, const char *name, int64_t timeout_ms)
 {
