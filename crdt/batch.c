@@ -2053,6 +2053,31 @@ td_crdt_err td_crdt_commit_max(td_crdt_doc *d, size_t max_bytes, uint8_t **out, 
     if (!out || !len || !more)
         return td_crdt_fail(d, TD_CRDT_ERR_ARG, "commit_max needs out, len and more");
     *more = 0;
+    /* Typing commits one op (a run of characters, a backspace): td_crdt_commit's
+     * fast path, when its batch fits. The general path below builds, orders
+     * and frees per-agent arrays for it, which costs the wasm client (one
+     * commit per keystroke) several times the edit. */
+    uint32_t from = d->committed, upto = d->agents[d->self].vv;
+    eop o;
+    if (from < upto && commit_op(d, from, upto, &o)) {
+        td_crdt_err e = commit_one(d, &o, out, len);
+        if (e)
+            return e;
+        if (*len <= max_bytes) {
+            d->committed = upto;
+            return TD_CRDT_OK;
+        }
+        td_crdt_memfree(d, *out); /* too big: the general path splits it */
+        *out = NULL;
+        *len = 0;
+    }
+    return td_crdt_commit_max_general(d, max_bytes, out, len, more);
+}
+
+td_crdt_err td_crdt_commit_max_general(td_crdt_doc *d, size_t max_bytes, uint8_t **out,
+                                       size_t *len, int *more)
+{
+    *more = 0;
     size_t na = (size_t)d->nagents + 1;
     uint32_t *cut = td_crdt_mem(d, NULL, na * sizeof *cut);
     uint32_t *to = td_crdt_mem(d, NULL, na * sizeof *to);

@@ -473,6 +473,9 @@ td_crdt_err td_crdt_ent_get(td_crdt_doc *d, td_rd *r, uint8_t **out, size_t *n,
 /* td_crdt_commit without its fast path for one-op commits: the reference
  * the fast path must equal byte for byte (tests/crdt/test_crdt_commit.c). */
 td_crdt_err td_crdt_commit_general(td_crdt_doc *d, uint8_t **out, size_t *len);
+/* td_crdt_commit_max without its one-op fast path (test_crdt_commit). */
+td_crdt_err td_crdt_commit_max_general(td_crdt_doc *d, size_t max_bytes, uint8_t **out,
+                                       size_t *len, int *more);
 /* NULL if a freshly loaded document is consistent as a whole, else why not
  * (snapshot_check.c). */
 const char *td_crdt_snapshot_check(td_crdt_doc *d, int *oom);

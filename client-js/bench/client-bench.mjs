@@ -9,7 +9,11 @@
  *    (text.insert / text.delete on a replica, each edit its own commit, as an
  *    editor would make them), then the same patches into a Y.Text; prints
  *    microseconds per edit and the ratio.
- * 2. Remote batches: 2,000 one-character batches made on a copy of the
+ * 2. The wasm core alone (no Doc layer): every trace transaction's patches
+ *    then one commit (commitMax, as the client commits), with change events
+ *    on and off -- issue 14's "one commit per trace transaction" row, whose
+ *    native figure is tandem-trace's "commit ms".
+ * 3. Remote batches: 2,000 one-character batches made on a copy of the
  *    document, applied to a replica of 10,000 and of 1,000,000 characters
  *    with a change listener attached (as an editor binding has); prints
  *    microseconds per batch at both sizes -- the cost must follow the
@@ -24,6 +28,8 @@ import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import * as Y from 'yjs';
 import { createReplica } from '../src/index.js';
+import { KIND } from '../src/core.js';
+const KIND_TEXT = KIND.text;
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..', '..');
@@ -39,7 +45,8 @@ if (!existsSync(tracePath)) {
   process.exit(2);
 }
 const trace = JSON.parse(gunzipSync(readFileSync(tracePath)).toString('utf8'));
-let patches = trace.txns.flatMap((t) => t.patches);
+const txns = trace.txns;
+let patches = txns.flatMap((t) => t.patches);
 if (patches.length > MAX_EDITS) patches = patches.slice(0, MAX_EDITS);
 /* Trace positions are code points; the APIs take UTF-16 offsets. Pure
  * BMP traces (automerge-paper is ASCII) need no conversion. */
@@ -81,6 +88,39 @@ const yjs = best(replayYjs);
 if (MAX_EDITS === Infinity && tandem.text !== trace.endContent) throw new Error('tandem replay does not give endContent');
 if (tandem.text !== yjs.text) throw new Error('tandem and Yjs disagree');
 console.log(`local edits: tandem-client ${us(tandem.ms, patches.length)} us/edit, Yjs ${us(yjs.ms, patches.length)} us/edit, ratio ${(tandem.ms / yjs.ms).toFixed(2)}`);
+
+/* ---- the core alone: one commit per trace transaction ------------------- */
+/* The wasm core under the client (no Doc layer, no events): each trace
+ * transaction's patches, then a commit making its batch -- issue 14's
+ * "local replay with one commit per trace transaction" row, whose native
+ * figure is tandem-trace's "commit ms". */
+function replayCoreCommits(replica, observe) {
+  const core = replica._core;
+  /* observe 0: no change events made (an app without listeners) */
+  core.ex.observe(core.h, observe);
+  const t = core.root(KIND_TEXT, 'text');
+  let batches = 0;
+  const t0 = performance.now();
+  for (const txn of txns) {
+    for (const [pos, del, ins] of txn.patches) {
+      if (del) core.textDelete(t, pos, del);
+      if (ins) core.textInsert(t, pos, ins);
+    }
+    batches += core.commitMax(1 << 20).length;
+  }
+  const ms = performance.now() - t0;
+  if (core.text(t) !== trace.endContent) throw new Error('core replay does not give endContent');
+  return { ms, batches };
+}
+if (MAX_EDITS === Infinity) {
+  for (const observe of [1, 0]) {
+    const runs = [];
+    for (let i = 0; i < 3; i++) runs.push(replayCoreCommits(await createReplica({ wasm }), observe));
+    const bestRun = runs.reduce((a, b) => (b.ms < a.ms ? b : a));
+    console.log(`core replay, one commit per transaction (${txns.length} txns, ${bestRun.batches} batches), ` +
+      `change events ${observe ? 'on' : 'off'}: ${bestRun.ms.toFixed(1)} ms (best of 3)`);
+  }
+}
 
 /* ---- remote batches ----------------------------------------------------- */
 async function remoteCost(size, batches = 2000) {

@@ -19,7 +19,9 @@
  *
  * - differential: the above for several seeds' worth of steps.
  * - single_ops: hand-made cases, each checked against the general path and
- *   against a replica that applies the batch.
+ *   against a replica that applies the batch; td_crdt_commit_max's one-op
+ *   fast path (a key, a backspace, a paste over the limit) likewise against
+ *   td_crdt_commit_max_general.
  *
  * Run: build/<dir>/tests/crdt/test_crdt_commit [seed]
  */
@@ -276,16 +278,16 @@ static void twin_reload(twin *w)
     twin_handles(w);
 }
 
-/* A size-limited commit on both (the same function, so the same bytes),
- * which leaves the next commit starting inside a run. */
-static void twin_commit_max(tt_rng *r, twin *w, td_crdt_doc **peers, size_t npeers)
+/* A size-limited commit on both, one through td_crdt_commit_max (its one-op
+ * fast path where the batch fits) and the other through the general path
+ * alone: the same bytes. It leaves the next commit starting inside a run. */
+static int twin_commit_max_at(size_t max, twin *w, td_crdt_doc **peers, size_t npeers)
 {
-    size_t max = 40 + (size_t)tt_rng_below(r, 60);
     uint8_t *p[2] = {NULL, NULL};
     size_t len[2] = {0, 0};
     int more[2] = {0, 0};
-    for (int i = 0; i < 2; i++)
-        CHECK_OK(w->d[i], td_crdt_commit_max(w->d[i], max, &p[i], &len[i], &more[i]));
+    CHECK_OK(w->d[0], td_crdt_commit_max(w->d[0], max, &p[0], &len[0], &more[0]));
+    CHECK_OK(w->d[1], td_crdt_commit_max_general(w->d[1], max, &p[1], &len[1], &more[1]));
     CHECK(len[0] == len[1] && more[0] == more[1]);
     CHECK(len[0] == 0 || memcmp(p[0], p[1], len[0]) == 0);
     if (len[0]) {
@@ -296,6 +298,12 @@ static void twin_commit_max(tt_rng *r, twin *w, td_crdt_doc **peers, size_t npee
     }
     td_crdt_buf_free(w->d[0], p[0]);
     td_crdt_buf_free(w->d[1], p[1]);
+    return more[0];
+}
+
+static void twin_commit_max(tt_rng *r, twin *w, td_crdt_doc **peers, size_t npeers)
+{
+    twin_commit_max_at(40 + (size_t)tt_rng_below(r, 60), w, peers, npeers);
 }
 
 static void test_differential(void)
@@ -391,6 +399,21 @@ static void test_single_ops(void)
     both_delete(w, w->t, 2, 1);
     twin_commit(w, peers, 1);
     both_delete(w, w->t, 2, 1);
+    twin_commit(w, peers, 1);
+    /* size-limited commits: a key and a backspace fit (commit_max's one-op
+     * fast path), a paste larger than the limit goes out in pieces */
+    both_insert(w, w->t, 4, "k", 1);
+    CHECK(!twin_commit_max_at(1000, w, peers, 1));
+    both_delete(w, w->t, 4, 1);
+    CHECK(!twin_commit_max_at(1000, w, peers, 1));
+    static const char big[] = "a paste longer than the limit of one size-limited batch, "
+                              "so that it is cut into several of them";
+    both_insert(w, w->t, 4, big, sizeof big - 1);
+    int pieces = 1;
+    while (twin_commit_max_at(40, w, peers, 1))
+        pieces++;
+    CHECK(pieces > 1);
+    both_delete(w, w->t, 4, sizeof big - 1);
     twin_commit(w, peers, 1);
     /* typing in the middle of our own run, then at the start */
     both_insert(w, w->t, 5, "M", 1);
