@@ -204,6 +204,22 @@ static void a_on_remote(td_cli_doc *d, const uint8_t *b, size_t len, void *ud)
     }
 }
 
+/* Batches per REMOTE message over the subscriptions ds[0..n): the server
+ * puts every batch a connection has waiting into one REMOTE (one send), so
+ * under load one send carries several (issue 14: "ops per send"). */
+static void print_per_send(td_cli_doc **ds, int n)
+{
+    uint64_t msgs = 0, batches = 0;
+    for (int i = 0; i < n; i++) {
+        msgs += td_cli_doc_stats_get(ds[i])->remote_msgs;
+        batches += td_cli_doc_stats_get(ds[i])->remote_batches;
+    }
+    if (msgs)
+        printf("  REMOTE messages: %llu carrying %llu batches (%.2f batches per send)\n",
+               (unsigned long long)msgs, (unsigned long long)batches,
+               (double)batches / (double)msgs);
+}
+
 static int run_a(void)
 {
     double secs = g_seconds > 0 ? g_seconds : 20;
@@ -272,6 +288,7 @@ static int run_a(void)
            (unsigned long long)expect, a_deliveries / elapsed,
            a_deliveries == expect ? "" : "  MISSING DELIVERIES");
     lat_print("send-to-receive latency", &a_lat);
+    print_per_send(ds, A_N);
     g_fig.a_p50_ms = g_last_p50;
     g_fig.a_p99_ms = g_last_p99;
     g_fig.a_deliv_s = a_deliveries / elapsed;
@@ -359,6 +376,7 @@ static int run_b(void)
            (unsigned long long)maxb, minb * B_OPS / elapsed, maxb * B_OPS / elapsed,
            (double)minb * B_OPS * B_READERS / elapsed);
     lat_print("UPDATE-to-ACK latency", &b_ack);
+    print_per_send(ds + B_WRITERS, B_READERS);
     g_fig.b_ops_s = minb * B_OPS / elapsed;
     server_figures(&s, cpu0, elapsed);
     td_cli_ctx_free(ctx);
