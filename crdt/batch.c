@@ -1738,19 +1738,33 @@ td_crdt_err td_crdt_commit_general(td_crdt_doc *d, uint8_t **out, size_t *len)
     return commit_general(d, out, len);
 }
 
+/* The one-op fast path of both commits (typing, a backspace): 1 if it
+ * decided the commit (*e says how), 0 to take the general path -- also when
+ * the batch is over max, for the general path to cut. */
+static int commit_fast(td_crdt_doc *d, size_t max, uint8_t **out, size_t *len, td_crdt_err *e)
+{
+    uint32_t from = d->committed, to = d->agents[d->self].vv;
+    eop o;
+    if (from >= to || !commit_op(d, from, to, &o))
+        return 0;
+    if ((*e = commit_one(d, &o, out, len)))
+        return 1;
+    if (*len > max) {
+        td_crdt_memfree(d, *out);
+        *out = NULL;
+        *len = 0;
+        return 0;
+    }
+    d->committed = to;
+    return 1;
+}
+
 td_crdt_err td_crdt_commit(td_crdt_doc *d, uint8_t **out, size_t *len)
 {
     if (!out || !len)
         return td_crdt_fail(d, TD_CRDT_ERR_ARG, "commit needs out and len");
-    uint32_t from = d->committed, to = d->agents[d->self].vv;
-    eop o;
-    if (from < to && commit_op(d, from, to, &o)) {
-        td_crdt_err e = commit_one(d, &o, out, len);
-        if (!e)
-            d->committed = to;
-        return e;
-    }
-    return commit_general(d, out, len);
+    td_crdt_err e;
+    return commit_fast(d, SIZE_MAX, out, len, &e) ? e : commit_general(d, out, len);
 }
 
 /* ---- version vectors ------------------------------------------------------- */
@@ -2053,24 +2067,12 @@ td_crdt_err td_crdt_commit_max(td_crdt_doc *d, size_t max_bytes, uint8_t **out, 
     if (!out || !len || !more)
         return td_crdt_fail(d, TD_CRDT_ERR_ARG, "commit_max needs out, len and more");
     *more = 0;
-    /* Typing commits one op (a run of characters, a backspace): td_crdt_commit's
-     * fast path, when its batch fits. The general path below builds, orders
-     * and frees per-agent arrays for it, which costs the wasm client (one
-     * commit per keystroke) several times the edit. */
-    uint32_t from = d->committed, upto = d->agents[d->self].vv;
-    eop o;
-    if (from < upto && commit_op(d, from, upto, &o)) {
-        td_crdt_err e = commit_one(d, &o, out, len);
-        if (e)
-            return e;
-        if (*len <= max_bytes) {
-            d->committed = upto;
-            return TD_CRDT_OK;
-        }
-        td_crdt_memfree(d, *out); /* too big: the general path splits it */
-        *out = NULL;
-        *len = 0;
-    }
+    /* Typing commits one op: the general path builds, orders and frees
+     * per-agent arrays for it, which costs the wasm client (one commit per
+     * keystroke) several times the edit. */
+    td_crdt_err e;
+    if (commit_fast(d, max_bytes, out, len, &e))
+        return e;
     return td_crdt_commit_max_general(d, max_bytes, out, len, more);
 }
 
