@@ -61,7 +61,8 @@ static void put_json_string(yj_wr *w, const char *s, size_t n)
         }
         yj_wr_raw(w, esc, en);
     }
-    yj_wr_raw(w, s + run, n - run);
+    if (n > run) /* an empty string may come as (NULL, 0): no NULL + 0 */
+        yj_wr_raw(w, s + run, n - run);
     yj_wr_u8(w, '"');
 }
 
