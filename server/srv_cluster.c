@@ -21,7 +21,10 @@
  * events over in order, on the caller's thread. A node's own batches come
  * back through its consumers too: they carry no payload to the caller, only
  * their sequence and tag (the `echoed` handler), which the service's early
- * broadcast needs (docs/CLUSTER.md, "Early broadcast").
+ * broadcast needs (docs/CLUSTER.md, "Early broadcast"). They do not wake
+ * the caller: their sequence matters only to another node's batch that
+ * arrives after them on the same subscription (and wakes it), and the
+ * publish's own acknowledgement wakes it anyway.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -117,6 +120,7 @@ struct td_srv_cluster {
     kvStore *owners;       /* agent -> author (td_srv_cluster_claim) */
     char stream[64];
     char node[64];
+    uint64_t stream_last;  /* the stream's last sequence at connect */
     int64_t publish_timeout_ms;
     void (*wake)(void *ud);
     void *wake_ud;
@@ -124,7 +128,8 @@ struct td_srv_cluster {
     pthread_cond_t closed_cv;
     int closed;            /* under mu: the connection's last callback ran */
     ev *head, *tail;       /* under mu */
-    size_t queued;         /* under mu: batches in that list */
+    size_t queued;         /* under mu: other nodes' batches in that list */
+    int woken;             /* under mu: the caller was woken for the list */
     volatile int up;       /* written on libnats threads, read anywhere */
     follower *followers;   /* the caller's thread only */
     trace *tr;             /* TANDEM_CLUSTER_TRACE; NULL: off */
@@ -212,15 +217,17 @@ static ev *ev_new(enum ev_kind kind, size_t len)
     return e;
 }
 
-/* Wakes the caller only when the list was empty: a non-empty list has had
- * its wake already, and td_srv_cluster_poll takes the whole list, so one
- * wake per poll is enough (lws_cancel_service is a pipe write and a loop
- * turn each). */
-static void ev_push(struct td_srv_cluster *c, ev *e)
+/* Wakes the caller once per poll: td_srv_cluster_poll takes the whole
+ * list, so a list that had its wake needs no other (lws_cancel_service is
+ * a pipe write and a loop turn each). An event pushed with wake 0 (this
+ * node's own batch coming back) waits in the list for the next one that
+ * wakes. */
+static void ev_push(struct td_srv_cluster *c, ev *e, int wake)
 {
     pthread_mutex_lock(&c->mu);
-    int was_empty = !c->head;
-    c->queued += e->kind == EV_DELIVERED;
+    wake = wake && !c->woken;
+    c->woken |= wake;
+    c->queued += e->kind == EV_DELIVERED && !e->own;
     if (c->tail)
         c->tail->next = e;
     else
@@ -229,7 +236,7 @@ static void ev_push(struct td_srv_cluster *c, ev *e)
     if (c->tr && e->kind == EV_DELIVERED && e->t_sent)
         trace_add(c->tr->pub, &c->tr->n_pub, e->t_cb - e->t_sent);
     pthread_mutex_unlock(&c->mu);
-    if (was_empty && c->wake)
+    if (wake && c->wake)
         c->wake(c->wake_ud);
 }
 
@@ -282,7 +289,7 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
         } else {
             e->err = TD_SRV_CLUSTER_ERR_UNAVAILABLE;
         }
-        ev_push(c, e);
+        ev_push(c, e, 1);
     }
     natsMsg_Destroy(msg);
 }
@@ -320,7 +327,7 @@ static void on_batch(natsConnection *nc, natsSubscription *sub, natsMsg *msg, vo
             memcpy(e->data, natsMsg_GetData(msg), (size_t)len);
         e->doc = subject_doc(natsMsg_GetSubject(msg), &e->doc_len);
         if (e->doc) {
-            ev_push(f->c, e);
+            ev_push(f->c, e, !own);
             e = NULL;
         }
     }
@@ -346,7 +353,7 @@ static void on_presence(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
                 memcpy(e->data, natsMsg_GetData(msg), (size_t)len);
             e->doc = subject_doc(natsMsg_GetSubject(msg), &e->doc_len);
             if (e->doc)
-                ev_push(f->c, e);
+                ev_push(f->c, e, 1);
             else
                 free(e);
         }
@@ -360,7 +367,7 @@ static void on_link(struct td_srv_cluster *c, int up)
     ev *e = ev_new(EV_BROKER, 0);
     if (e) {
         e->up = (uint8_t)up;
-        ev_push(c, e);
+        ev_push(c, e, 1);
     }
 }
 
@@ -416,13 +423,12 @@ static td_srv_cluster_err ensure_stream(struct td_srv_cluster *c, int replicas, 
     /* A retried publish within this window is stored once (Nats-Msg-Id). */
     sc.Duplicates = (int64_t)120 * 1000000000;
     natsStatus s = js_AddStream(&si, c->js, &sc, NULL, &code);
+    /* Otherwise another node made it first: it is there, with its own
+     * settings. */
+    if (s != NATS_OK)
+        s = js_GetStreamInfo(&si, c->js, c->stream, NULL, &code);
     if (s == NATS_OK) {
-        jsStreamInfo_Destroy(si);
-        return TD_SRV_CLUSTER_OK;
-    }
-    /* Another node made it first: it is there, with its own settings. */
-    s = js_GetStreamInfo(&si, c->js, c->stream, NULL, &code);
-    if (s == NATS_OK) {
+        c->stream_last = si->State.LastSeq;
         jsStreamInfo_Destroy(si);
         return TD_SRV_CLUSTER_OK;
     }
@@ -530,6 +536,14 @@ td_srv_cluster_err td_srv_cluster_new(td_srv_cluster **out, const td_srv_cluster
      * write now; the small cost is a syscall per publish. */
     if (s == NATS_OK)
         s = natsOptions_SetSendAsap(o, true);
+    /* libnats otherwise gives every subscription (two per followed
+     * document) a delivery thread of its own: the batches of several
+     * documents that arrive in one read then wake one thread each, and each
+     * wakes the event loop. One shared delivery thread hands them over in
+     * one go; our handlers only queue an event, so none waits behind a slow
+     * one. */
+    if (s == NATS_OK)
+        s = natsOptions_UseGlobalMessageDelivery(o, true);
     if (s == NATS_OK)
         s = natsOptions_SetDisconnectedCB(o, on_disconnected, c);
     if (s == NATS_OK)
@@ -632,6 +646,11 @@ size_t td_srv_cluster_max_payload(const td_srv_cluster *c)
 {
     int64_t n = natsConnection_GetMaxPayload(c->nc);
     return n > 0 ? (size_t)n : 0;
+}
+
+uint64_t td_srv_cluster_stream_last(const td_srv_cluster *c)
+{
+    return c->stream_last;
 }
 
 /* ---- publishing -------------------------------------------------------------------- */
@@ -789,6 +808,7 @@ void td_srv_cluster_poll(td_srv_cluster *c, const td_srv_cluster_handler *h, voi
     ev *e = c->head;
     c->head = c->tail = NULL;
     c->queued = 0;
+    c->woken = 0;
     pthread_mutex_unlock(&c->mu);
     for (ev *n; e; e = n) {
         n = e->next;

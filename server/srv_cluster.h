@@ -83,6 +83,10 @@ const char *td_srv_cluster_node(const td_srv_cluster *c);
 int td_srv_cluster_up(const td_srv_cluster *c);
 /* The largest message the broker takes (its max_payload). */
 size_t td_srv_cluster_max_payload(const td_srv_cluster *c);
+/* The stream's last sequence when this node connected. A position a
+ * previous run stored beyond it belongs to a stream that was deleted and
+ * made again (its sequences start over): it must not be resumed from. */
+uint64_t td_srv_cluster_stream_last(const td_srv_cluster *c);
 
 /* Publishes a batch (rollup_after 0) or a snapshot of doc as a rollup; the
  * outcome comes back through `published` with tag. A rollup drops every

@@ -32,10 +32,11 @@
  * node's, or a client's once its publish was acknowledged) is broadcast
  * without waiting for its append, in an order that never shows a client a
  * batch before one it may depend on (doc_release). Following starts at
- * the stream sequence after the last one this document's replica stored,
- * which is kept in memory (across unloads, in a table of cursors): after a
- * restart the subject is read again from its start, and what the store has
- * already is a no-op (docs/CLUSTER.md says what that costs).
+ * the stream sequence after the last one this document's replica stored.
+ * That position is kept in memory (across unloads, in a table of cursors)
+ * and in the store's metadata of the document, written with each batch of
+ * another node in the same WriteBatch, so a restarted node resumes there
+ * instead of reading the subject from its start or last snapshot.
  *
  * A failed append leaves the replica holding ops the store lacks. Rather
  * than try to undo them, the document goes STALE: new batches get "busy",
@@ -369,6 +370,7 @@ typedef struct job {
     td_store_err code;
     char msg[512];
     td_srv_owners owners; /* load: the document's stored bindings */
+    uint64_t stream_seq;  /* load, cluster mode: the stored stream position */
 } job;
 
 static int owner_read(void *ud, uint64_t agent, const char *owner, size_t len)
@@ -400,6 +402,13 @@ static void load_run(td_srv_job *base)
 {
     job *j = (job *)base;
     td_store_error e = {0};
+    td_store_doc_info info;
+    /* Read before the document: nothing writes it while it loads, and a
+     * position older than the content only means reading a few batches
+     * again (no-ops), never skipping one. */
+    if (j->svc->cl && td_store_doc_stat(j->svc->store, j->id, j->id_len, &info, &e) ==
+                          TD_STORE_OK)
+        j->stream_seq = info.stream_seq;
     j->code = load_any(j, 1);
     if (j->code != TD_STORE_OK)
         return;
@@ -828,6 +837,11 @@ static void load_done(td_srv_job *base)
     d->state = DOC_READY;
     svc->m->docs_loaded++;
     svc->m->doc_loads++;
+    /* A stored position past the stream's end is one of a stream made
+     * again since: its sequences started over, so it is read from the
+     * start. */
+    if (j->stream_seq > d->cl_stored && j->stream_seq <= td_srv_cluster_stream_last(svc->cl))
+        d->cl_stored = j->stream_seq;
     doc_follow(d);
     outbox_catch_up(svc, d);
     if (!d->nsubs)
@@ -873,6 +887,11 @@ void td_srv_service_maintain(td_srv_service *svc)
 {
     int64_t now = td_srv_now_us();
     int64_t idle = (int64_t)svc->cfg->doc_idle_ms * 1000;
+    /* This node's own batches coming back through the consumer do not wake
+     * the loop (srv_cluster.c): take them before the unloads below, whose
+     * rollups are fenced on the last stream sequence applied. Anything
+     * else polled here has its wake pending, and that turn broadcasts. */
+    td_srv_service_cluster_poll(svc);
     repub_all(svc);
     outbox_flush(svc);
     for (size_t i = 0; i < svc->nbuckets; i++) {
@@ -1320,7 +1339,7 @@ static void cl_delivered(void *ud, const char *id, size_t id_len, uint64_t seq, 
         size_t nops = info.ops_new + info.ops_duplicate;
         td_store_batch b = {.doc = d->id, .doc_len = d->id_len, .ops = data, .ops_len = len,
                             .nops = nops ? nops : 1, .vv = vv, .vv_len = vv_len,
-                            .kind = d->kind};
+                            .kind = d->kind, .stream_seq = seq};
         r->t_store_us = td_srv_now_us();
         sc = td_store_append(svc->store, &b, append_done, r, &se);
     }

@@ -214,12 +214,18 @@ uint8_t *td_store_meta_encode(const td_store_meta *m, const char *doc,
 {
     uint64_t f[7] = {m->last_seq, m->snap_seq, m->log_ops, m->log_bytes,
                      m->snap_ops, m->snap_bytes, m->vv_len};
-    size_t cap = 2 + 7 * TD_CRDT_VARINT_MAX + m->vv_len + TD_STORE_META_DIGEST, n = 0;
+    size_t cap = 2 + 8 * TD_CRDT_VARINT_MAX + m->vv_len + TD_STORE_META_DIGEST, n = 0;
     uint8_t *out = malloc(cap);
 
     if (out == NULL)
         return NULL;
-    if (m->kind == TD_STORE_KIND_TANDEM) {
+    /* The oldest format that holds m: stores outside a cluster stay
+     * readable by older binaries. */
+    if (m->stream_seq) {
+        out[n++] = TD_STORE_META_STREAM;
+        out[n++] = (uint8_t)m->kind;
+        n += td_crdt_varint_put(out + n, m->stream_seq);
+    } else if (m->kind == TD_STORE_KIND_TANDEM) {
         out[n++] = TD_STORE_VALUE_V1;
     } else {
         out[n++] = TD_STORE_META_KIND;
@@ -238,7 +244,7 @@ uint8_t *td_store_meta_encode(const td_store_meta *m, const char *doc,
 int td_store_meta_decode(const uint8_t *val, size_t len, const char *doc,
                          size_t doc_len, td_store_meta *m, const char **why)
 {
-    uint64_t f[7];
+    uint64_t f[7], stream_seq = 0;
     size_t n = 1, body;
     td_store_kind kind = TD_STORE_KIND_TANDEM;
 
@@ -246,8 +252,9 @@ int td_store_meta_decode(const uint8_t *val, size_t len, const char *doc,
         *why = "metadata value too short";
         return 0;
     }
-    if (val[0] == TD_STORE_META_KIND) {
-        if (val[1] >= TD_STORE_KIND_COUNT || val[1] == TD_STORE_KIND_TANDEM) {
+    if (val[0] == TD_STORE_META_KIND || val[0] == TD_STORE_META_STREAM) {
+        if (val[1] >= TD_STORE_KIND_COUNT ||
+            (val[0] == TD_STORE_META_KIND && val[1] == TD_STORE_KIND_TANDEM)) {
             *why = "unknown document kind in metadata";
             return 0;
         }
@@ -261,6 +268,11 @@ int td_store_meta_decode(const uint8_t *val, size_t len, const char *doc,
     if (!digest_ok(val + body, TD_STORE_META_DIGEST, doc, doc_len, val, body,
                    NULL, 0)) {
         *why = "metadata checksum mismatch";
+        return 0;
+    }
+    if (val[0] == TD_STORE_META_STREAM &&
+        (td_crdt_varint_get(val, body, &n, &stream_seq) != TD_CRDT_OK || !stream_seq)) {
+        *why = "metadata stream sequence malformed";
         return 0;
     }
     for (size_t i = 0; i < 7; i++) {
@@ -282,6 +294,7 @@ int td_store_meta_decode(const uint8_t *val, size_t len, const char *doc,
     m->vv = f[6] ? val + n : NULL;
     m->vv_len = (size_t)f[6];
     m->kind = kind;
+    m->stream_seq = stream_seq;
     /* Cross-field invariants the writer always keeps. */
     if (m->snap_seq > m->last_seq || m->last_seq > TD_STORE_SEQ_MAX ||
         (m->last_seq == m->snap_seq && (m->log_ops || m->log_bytes)) ||

@@ -20,6 +20,9 @@
  *          snap_bytes, vv_len | vv bytes | BLAKE2b-128   (a tandem document)
  *          0x02 | u8 kind | the same fields and digest     (any other kind;
  *          tandem documents keep 0x01, so older stores read unchanged)
+ *          0x03 | u8 kind | varint stream_seq | the same fields and digest
+ *          (either kind, once a cluster node recorded how far it stored
+ *          the document's JetStream subject; only such stores use it)
  *   snap : 0x01 | u64 BE covered seq | BLAKE2b-256 | snapshot bytes
  *          (the digest covers id, format byte, seq and the snapshot bytes)
  *   owner: 0x01 | owner name (1..255 bytes of UTF-8) | BLAKE2b-128
@@ -39,6 +42,7 @@
 
 #define TD_STORE_VALUE_V1 0x01
 #define TD_STORE_META_KIND 0x02 /* meta value with a kind byte */
+#define TD_STORE_META_STREAM 0x03 /* ... and a stream sequence */
 #define TD_STORE_LOG_DIGEST 16
 #define TD_STORE_META_DIGEST 16
 #define TD_STORE_SNAP_DIGEST 32
@@ -61,6 +65,7 @@ typedef struct td_store_meta {
     const uint8_t *vv;
     size_t vv_len;
     td_store_kind kind;
+    uint64_t stream_seq; /* td_store_batch.stream_seq; 0: none */
 } td_store_meta;
 
 /* Log keys. out must hold TD_STORE_LOG_KEY_MAX bytes; returns the length. */

@@ -117,6 +117,10 @@ typedef struct td_store_ent {
     uint64_t pend_gen;
     int compact_queued;
     uint64_t compact_hold; /* no background compaction before this last_seq */
+    /* The lowest stream position of an append that failed (0: none). The
+     * stored position stays below it until that append is written again:
+     * a later batch's position would claim the failed one is on disk. */
+    uint64_t stream_gap;
     size_t id_len;
     char id[];
 } td_store_ent;
@@ -170,6 +174,7 @@ typedef struct td_store_req {
     size_t vv_len;
     size_t nclaims;
     td_store_kind kind;
+    uint64_t stream_seq;
     td_store_req_claim *claims; /* one allocation with their values; or NULL */
     uint8_t data[];
 } td_store_req;

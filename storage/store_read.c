@@ -225,6 +225,7 @@ static void info_fill(td_store_doc_info *info, const char *doc, size_t doc_len,
     info->snap_bytes = m->snap_bytes;
     info->vv_len = m->vv_len;
     info->kind = m->kind;
+    info->stream_seq = m->stream_seq;
 }
 
 /* ---- snapshot values ---------------------------------------------------- */

@@ -208,6 +208,9 @@ static void stage(td_store *st, rocksdb_writebatch_t *wb, td_store_req *r,
         ent->pend.vv = TD_REQ_VV(r);
         ent->pend.vv_len = r->vv_len;
     }
+    if (r->stream_seq > ent->pend.stream_seq &&
+        (!ent->stream_gap || r->stream_seq == ent->stream_gap))
+        ent->pend.stream_seq = r->stream_seq;
     klen = td_store_log_key(key, TD_REQ_DOC(r), r->doc_len, r->seq);
     rocksdb_writebatch_put_cf(wb, st->cf[TD_CF_LOG], (const char *)key, klen,
                               (const char *)TD_REQ_VAL(r), r->val_len);
@@ -257,6 +260,8 @@ static void commit_meta(td_store *st, td_store_ent *touched)
             free((void *)old);
         }
         e->cur = e->pend;
+        if (e->stream_gap && e->cur.stream_seq >= e->stream_gap)
+            e->stream_gap = 0; /* the failed append is written now */
         td_store_compactor_offer(st, e);
     }
 }
@@ -406,8 +411,12 @@ static void write_group(td_store *st, td_store_req *group)
         snprintf(msg, sizeof msg, "writing the batch failed: %s", fail);
         discard_meta(touched);
         for (td_store_req *r = group; r; r = req_next(r))
-            if (r->code == TD_STORE_OK)
+            if (r->code == TD_STORE_OK) {
+                if (r->stream_seq &&
+                    (!r->ent->stream_gap || r->stream_seq < r->ent->stream_gap))
+                    r->ent->stream_gap = r->stream_seq;
                 req_fail(r, fail_code, msg);
+            }
     }
     pthread_mutex_unlock(&st->write_mu);
     td_store_leave(st);
@@ -587,6 +596,7 @@ td_store_err td_store_append(td_store *st, const td_store_batch *b,
     r->val_len = vlen;
     r->vv_len = b->vv_len;
     r->kind = b->kind;
+    r->stream_seq = b->stream_seq;
     memcpy(r->data, b->doc, b->doc_len);
     td_store_log_value_encode(r->data + b->doc_len, vlen, b->doc, b->doc_len,
                               b->ops, b->ops_len, b->nops);

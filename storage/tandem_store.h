@@ -169,6 +169,14 @@ typedef struct td_store_batch {
     /* The document's kind: set by its first append, checked by the others
      * (TD_STORE_ERR_KIND when it differs, nothing written). */
     td_store_kind kind;
+    /* Cluster mode: the JetStream stream sequence up to which this node has
+     * now stored the document's subject, kept in its metadata in the same
+     * WriteBatch (so it never claims more than the disk holds) and through
+     * compaction; td_store_doc_info.stream_seq gives it back. 0, or one
+     * below the stored value, keeps the stored value. After an append
+     * with a position failed, no later position is stored until that
+     * append (the same position) is written. */
+    uint64_t stream_seq;
 } td_store_batch;
 
 typedef struct td_store_ack {
@@ -214,6 +222,7 @@ typedef struct td_store_doc_info {
     uint64_t snap_bytes;   /* stored bytes of the snapshot */
     size_t vv_len;         /* length of the stored version vector */
     td_store_kind kind;
+    uint64_t stream_seq;   /* td_store_batch.stream_seq (0: none stored) */
     /* td_store_list: TD_STORE_OK, or the error that made this document's
      * metadata unreadable (msg says why); the listing goes on. */
     td_store_err status;

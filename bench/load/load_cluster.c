@@ -304,34 +304,80 @@ typedef struct a_result {
     double p99_same, p99_cross, p50_cross;
 } a_result;
 
-/* How long node k held other nodes' batches between applying and
- * broadcasting them (tandem_cluster_remote_hold_seconds: a batch waits only
- * for a pending local batch it may build on). Silent for a node without the
- * metric (an older binary). */
-static void print_hold(const td_cli_server *s, int k)
+/* One histogram of a node's /metrics: its count, mean, and the bucket
+ * bounds its p50 and p99 lie under (-1: not in the body, e.g. an older
+ * binary). */
+typedef struct hist_sum {
+    double count, sum, p50, p99, under1ms;
+} hist_sum;
+
+static hist_sum hist_of(const char *body, const char *name)
 {
-    static const char name[] = "tandem_cluster_remote_hold_seconds";
-    char *body = NULL;
-    double under1 = -1, count = -1, sum = -1;
-    if (td_cli_http_get("127.0.0.1", s->port, "/metrics", NULL, &body, NULL) == 200 && body)
-        for (char *line = body; line && *line;) {
-            char *next = strchr(line, '\n');
-            if (strncmp(line, name, sizeof name - 1) == 0) {
-                const char *rest = line + sizeof name - 1, *sp = strchr(rest, ' ');
-                if (sp && strncmp(rest, "_bucket{le=\"0.001\"}", 19) == 0)
-                    under1 = strtod(sp + 1, NULL);
-                else if (sp && strncmp(rest, "_count ", 7) == 0)
-                    count = strtod(sp + 1, NULL);
-                else if (sp && strncmp(rest, "_sum ", 5) == 0)
-                    sum = strtod(sp + 1, NULL);
+    hist_sum h = {-1, -1, -1, -1, -1};
+    double le[32], cum[32];
+    int nb = 0;
+    size_t nl = strlen(name);
+    for (const char *line = body; line && *line;) {
+        const char *next = strchr(line, '\n');
+        if (strncmp(line, name, nl) == 0) {
+            const char *rest = line + nl, *sp = strchr(rest, ' ');
+            if (sp && strncmp(rest, "_bucket{le=\"", 12) == 0 && nb < 32) {
+                le[nb] = strncmp(rest + 12, "+Inf", 4) == 0 ? 1e9 : strtod(rest + 12, NULL);
+                cum[nb++] = strtod(sp + 1, NULL);
+            } else if (sp && strncmp(rest, "_count ", 7) == 0) {
+                h.count = strtod(sp + 1, NULL);
+            } else if (sp && strncmp(rest, "_sum ", 5) == 0) {
+                h.sum = strtod(sp + 1, NULL);
             }
-            line = next ? next + 1 : NULL;
         }
-    free(body);
-    if (count > 0 && under1 >= 0 && sum >= 0)
+        line = next ? next + 1 : NULL;
+    }
+    if (h.count <= 0 || !nb)
+        return h;
+    for (int i = nb - 1; i >= 0; i--) {
+        if (cum[i] >= 0.5 * h.count)
+            h.p50 = le[i];
+        if (cum[i] >= 0.99 * h.count)
+            h.p99 = le[i];
+        if (le[i] == 0.001)
+            h.under1ms = cum[i];
+    }
+    return h;
+}
+
+/* Where node k's time went, from its histograms: store append, JetStream
+ * publish to its acknowledgement, receive to broadcast (a batch of its own
+ * clients: the wait for that acknowledgement), and how long it held other
+ * nodes' batches between applying and broadcasting them (a batch waits only
+ * for a pending local batch it may build on). Silent for what a node lacks
+ * (an older binary). */
+static void print_hists(const td_cli_server *s, int k)
+{
+    static const struct {
+        const char *name, *what;
+    } hs[] = {
+        {"tandem_store_append_seconds", "store append"},
+        {"tandem_cluster_publish_seconds", "publish -> JetStream ack"},
+        {"tandem_receive_to_broadcast_seconds", "receive -> broadcast"},
+    };
+    char *body = NULL;
+    if (td_cli_http_get("127.0.0.1", s->port, "/metrics", NULL, &body, NULL) != 200 || !body) {
+        free(body);
+        return;
+    }
+    for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
+        hist_sum h = hist_of(body, hs[i].name);
+        if (h.count > 0)
+            printf("    node %d: %-26s mean %.3f ms, p50 <= %g ms, p99 <= %g ms (%.0f)\n", k + 1,
+                   hs[i].what, 1000.0 * h.sum / h.count, 1000.0 * h.p50, 1000.0 * h.p99,
+                   h.count);
+    }
+    hist_sum h = hist_of(body, "tandem_cluster_remote_hold_seconds");
+    if (h.count > 0 && h.under1ms >= 0)
         printf("    node %d: %.0f other nodes' batches broadcast ahead of their local write, "
-               "%.1f%% within 1 ms of their apply, mean hold %.3f ms\n", k + 1, count,
-               100.0 * under1 / count, 1000.0 * sum / count);
+               "%.1f%% within 1 ms of their apply, mean hold %.3f ms\n", k + 1, h.count,
+               100.0 * h.under1ms / h.count, 1000.0 * h.sum / h.count);
+    free(body);
 }
 
 /* nodes == 0: one plain node (no --cluster, no broker); else `nodes`
@@ -445,9 +491,9 @@ static int run_a_nodes(int nodes, a_result *res)
     if (cluster)
         printf("    nats-server: %.2f CPU s (%.0f%% of a core), peak RSS %ld KiB\n", ncpu,
                100.0 * ncpu / elapsed, td_cli_proc_hwm_kb(g_nats_pid));
-    if (cluster && nodes > 1)
+    if (cluster)
         for (int k = 0; k < nodes; k++)
-            print_hold(&s[k], k);
+            print_hists(&s[k], k);
     res->deliv_s = a_deliveries / elapsed;
     res->cpu_total = sum;
     res->cpu_per_deliv_us = a_deliveries ? sum * 1e6 / (double)a_deliveries : 0;

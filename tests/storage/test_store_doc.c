@@ -19,6 +19,7 @@
 
 #include "store_codec.h"
 #include "store_test_util.h"
+#include "store_testing.h"
 #include "tandem_store.h"
 
 static st_rng rng;
@@ -98,6 +99,12 @@ static void random_edits(td_crdt_doc *d)
 }
 
 /* Commits the reference's pending edits and appends them. */
+/* The stream position the next appends record (td_store_batch.stream_seq),
+ * and whether the next append is expected to fail (an injected write
+ * failure). */
+static uint64_t g_stream_seq;
+static int g_expect_fail;
+
 static int commit_append(td_store *st, const char *doc, td_crdt_doc *d,
                          uint64_t *ops_before)
 {
@@ -120,8 +127,12 @@ static int commit_append(td_store *st, const char *doc, td_crdt_doc *d,
     batch.nops = now - *ops_before;
     batch.vv = vv;
     batch.vv_len = vlen;
+    batch.stream_seq = g_stream_seq;
     *ops_before = now;
-    CHECK_OK(td_store_append_wait(st, &batch, NULL, &e), &e);
+    if (g_expect_fail)
+        CHECK(td_store_append_wait(st, &batch, NULL, &e) != TD_STORE_OK);
+    else
+        CHECK_OK(td_store_append_wait(st, &batch, NULL, &e), &e);
     td_crdt_buf_free(d, b);
     td_crdt_buf_free(d, vv);
     return 1;
@@ -217,6 +228,67 @@ static void test_load_and_compact(void)
         }
         st_raw_close(&raw);
     }
+    td_crdt_doc_free(ref);
+    st_rmtree(dir);
+    free(dir);
+}
+
+/* A cluster node's stream position rides with its appends, only ever moves
+ * forward, survives compaction and a reopen, and is absent otherwise. */
+static void test_stream_seq(void)
+{
+    char *dir = st_tmpdir();
+    td_store *st = open_opts(dir, TD_STORE_COMPACT_MANUAL, 0);
+    td_crdt_doc *ref = new_doc(13);
+    td_store_error e = {0};
+    td_store_compact_info ci;
+    td_store_doc_info info;
+    uint64_t ops = 0;
+    static const uint64_t seqs[] = {0, 0, 10, 12, 0, 11};
+    static const uint64_t after[] = {0, 0, 10, 12, 12, 12};
+
+    for (size_t i = 0; i < sizeof seqs / sizeof seqs[0]; i++) {
+        g_stream_seq = seqs[i];
+        edit_append(st, "doc", ref, &ops);
+        CHECK_OK(td_store_doc_stat(st, "doc", 3, &info, &e), &e);
+        CHECK_MSG(info.stream_seq == after[i], "append %zu: stream_seq %llu, want %llu", i,
+                  (unsigned long long)info.stream_seq, (unsigned long long)after[i]);
+    }
+    g_stream_seq = 0;
+    CHECK_OK(td_store_compact(st, "doc", 3, 1, &ci, &e), &e);
+    CHECK(ci.compacted);
+    CHECK_OK(td_store_doc_stat(st, "doc", 3, &info, &e), &e);
+    CHECK(info.stream_seq == 12 && info.log_entries == 0);
+    td_store_close(st);
+    st = open_opts(dir, TD_STORE_COMPACT_MANUAL, 0);
+    CHECK_OK(td_store_doc_stat(st, "doc", 3, &info, &e), &e);
+    CHECK(info.stream_seq == 12);
+    check_same(st, "doc", ref);
+    edit_append(st, "other", ref, &ops);
+    CHECK_OK(td_store_doc_stat(st, "other", 5, &info, &e), &e);
+    CHECK(info.stream_seq == 0);
+    /* An append that failed holds later positions back until it is
+     * written again (its batch is not on disk). */
+    {
+        td_crdt_doc *d = new_doc(14);
+        uint64_t dops = 0;
+        static const uint64_t seqs2[] = {20, 22, 25, 22, 27};
+        static const uint64_t after2[] = {20, 20, 20, 22, 27};
+        for (size_t i = 0; i < sizeof seqs2 / sizeof seqs2[0]; i++) {
+            g_stream_seq = seqs2[i];
+            g_expect_fail = i == 1;
+            if (g_expect_fail)
+                td_store_test_fail_writes(st, 1);
+            edit_append(st, "gap", d, &dops);
+            g_expect_fail = 0;
+            CHECK_OK(td_store_doc_stat(st, "gap", 3, &info, &e), &e);
+            CHECK_MSG(info.stream_seq == after2[i], "gap append %zu: stream_seq %llu, want %llu",
+                      i, (unsigned long long)info.stream_seq, (unsigned long long)after2[i]);
+        }
+        g_stream_seq = 0;
+        td_crdt_doc_free(d);
+    }
+    td_store_close(st);
     td_crdt_doc_free(ref);
     st_rmtree(dir);
     free(dir);
@@ -448,6 +520,7 @@ int main(void)
     failed += st_test_run("read_missing", test_read_missing);
     failed += st_test_run("checkpoint_compacted", test_checkpoint_compacted);
     failed += st_test_run("rejected_batch", test_rejected_batch);
+    failed += st_test_run("stream_seq", test_stream_seq);
     fprintf(stderr, "%d test(s) failed\n", failed);
     return failed ? 1 : 0;
 }
