@@ -157,6 +157,10 @@ void td_srv_metrics_render(const td_srv_metrics *m, td_store *store, td_srv_wbuf
                *(const uint64_t *)(const void *)((const char *)m + counters[i].off));
     metric(w, "tandem_store_writes_total", "counter", "RocksDB writes (groups) for appends.",
            st.writes);
+    metric(w, "tandem_store_synced_writes_total", "counter",
+           "Of those, writes that waited for a sync (not those holding only other nodes' "
+           "batches).",
+           st.synced_writes);
     metric(w, "tandem_store_compactions_total", "counter", "Log compactions.", st.compactions);
     metric(w, "tandem_store_disk_bytes", "gauge", "Bytes of the data directory.", st.disk_bytes);
     put_text(w, "# HELP tandem_errors_total ERROR messages sent, by code.\n"

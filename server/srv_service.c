@@ -1339,7 +1339,8 @@ static void cl_delivered(void *ud, const char *id, size_t id_len, uint64_t seq, 
         size_t nops = info.ops_new + info.ops_duplicate;
         td_store_batch b = {.doc = d->id, .doc_len = d->id_len, .ops = data, .ops_len = len,
                             .nops = nops ? nops : 1, .vv = vv, .vv_len = vv_len,
-                            .kind = d->kind, .stream_seq = seq};
+                            .kind = d->kind, .stream_seq = seq,
+                            .durable_elsewhere = 1};
         r->t_store_us = td_srv_now_us();
         sc = td_store_append(svc->store, &b, append_done, r, &se);
     }

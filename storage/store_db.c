@@ -360,6 +360,8 @@ static td_store_err init_options(td_store *st, const td_store_options *opts,
     st->wo_append = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(st->wo_append,
                                   st->o.durability != TD_STORE_SYNC_OFF);
+    st->wo_unsynced = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(st->wo_unsynced, 0);
     st->wo_admin = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(st->wo_admin,
                                   st->o.durability != TD_STORE_SYNC_OFF);
@@ -375,6 +377,8 @@ static void destroy(td_store *st)
         rocksdb_options_destroy(st->dbopts);
     if (st->wo_append)
         rocksdb_writeoptions_destroy(st->wo_append);
+    if (st->wo_unsynced)
+        rocksdb_writeoptions_destroy(st->wo_unsynced);
     if (st->wo_admin)
         rocksdb_writeoptions_destroy(st->wo_admin);
     if (st->ro)
@@ -512,6 +516,7 @@ void td_store_get_stats(td_store *st, td_store_stats *out)
     out->appends_ok = atomic_load(&st->n_appends_ok);
     out->appends_failed = atomic_load(&st->n_appends_failed);
     out->writes = atomic_load(&st->n_writes);
+    out->synced_writes = atomic_load(&st->n_synced_writes);
     out->compactions = atomic_load(&st->n_compactions);
     out->compaction_errors = atomic_load(&st->n_compaction_errors);
     out->disk_bytes = td_store_dir_bytes(st->dir, NULL);

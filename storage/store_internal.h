@@ -175,6 +175,7 @@ typedef struct td_store_req {
     size_t nclaims;
     td_store_kind kind;
     uint64_t stream_seq;
+    int durable_elsewhere;
     td_store_req_claim *claims; /* one allocation with their values; or NULL */
     uint8_t data[];
 } td_store_req;
@@ -193,6 +194,7 @@ struct td_store {
     rocksdb_options_t *dbopts;
     rocksdb_column_family_handle_t *cf[TD_CF_COUNT];
     rocksdb_writeoptions_t *wo_append; /* per the durability mode */
+    rocksdb_writeoptions_t *wo_unsynced; /* groups all durable elsewhere */
     rocksdb_writeoptions_t *wo_admin;  /* compactions, deletes: synced unless off */
     rocksdb_readoptions_t *ro;
     int nfamilies; /* TD_CF_COUNT, or TD_CF_OWNER: a read-only open of a
@@ -222,7 +224,8 @@ struct td_store {
 
     td_store_queue cq; /* documents waiting for the compaction thread */
 
-    atomic_uint_fast64_t n_appends_ok, n_appends_failed, n_writes;
+    atomic_uint_fast64_t n_appends_ok, n_appends_failed, n_writes,
+        n_synced_writes;
     atomic_uint_fast64_t n_compactions, n_compaction_errors;
 };
 

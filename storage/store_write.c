@@ -8,7 +8,8 @@
  * `always` mode, where every append gets its own synced write -- and turns
  * it into one RocksDB WriteBatch: a log entry per request, keyed by the
  * document's next server sequence, plus one metadata record per document
- * touched. One write, one sync (unless the mode is `off`), then every
+ * touched. One write, one sync (unless the mode is `off`, or every append
+ * of the group is durable elsewhere -- a cluster peer's batch), then every
  * request of the group is moved to the completion queue and the `wake` hook
  * tells the owner of the event loop to call td_store_poll().
  *
@@ -364,7 +365,7 @@ static void write_group(td_store *st, td_store_req *group)
     const char *fail = NULL;
     td_store_err fail_code = TD_STORE_OK;
     td_store_error e = {0};
-    size_t nput = 0;
+    size_t nput = 0, local = 0; /* appends to write; of those, not durable elsewhere */
 
     if (atomic_load(&st->broken) || td_store_enter(st, &e) != TD_STORE_OK) {
         err_broken(st, &e);
@@ -380,7 +381,10 @@ static void write_group(td_store *st, td_store_req *group)
     for (td_store_req *r = group; r; r = req_next(r))
         stage(st, wb, r, &touched, &staged);
     for (td_store_req *r = group; r; r = req_next(r))
-        nput += r->code == TD_STORE_OK;
+        if (r->code == TD_STORE_OK) {
+            nput++;
+            local += !r->durable_elsewhere;
+        }
     if (nput > 0) {
         if (stage_meta(st, wb, touched) != 0) {
             fail_code = TD_STORE_ERR_NOMEM;
@@ -390,8 +394,11 @@ static void write_group(td_store *st, td_store_req *group)
             fail_code = TD_STORE_ERR_IO;
             fail = "injected write failure";
         } else {
-            rocksdb_write(st->db, st->wo_append, wb, &rerr);
+            int sync = local > 0 && st->o.durability != TD_STORE_SYNC_OFF;
+            rocksdb_write(st->db, sync ? st->wo_append : st->wo_unsynced, wb, &rerr);
             atomic_fetch_add(&st->n_writes, 1);
+            if (sync)
+                atomic_fetch_add(&st->n_synced_writes, 1);
             if (rerr) {
                 fail_code = TD_STORE_ERR_IO;
                 fail = rerr;
@@ -597,6 +604,7 @@ td_store_err td_store_append(td_store *st, const td_store_batch *b,
     r->vv_len = b->vv_len;
     r->kind = b->kind;
     r->stream_seq = b->stream_seq;
+    r->durable_elsewhere = b->durable_elsewhere != 0;
     memcpy(r->data, b->doc, b->doc_len);
     td_store_log_value_encode(r->data + b->doc_len, vlen, b->doc, b->doc_len,
                               b->ops, b->ops_len, b->nops);

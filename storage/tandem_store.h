@@ -177,6 +177,14 @@ typedef struct td_store_batch {
      * with a position failed, no later position is stored until that
      * append (the same position) is written. */
     uint64_t stream_seq;
+    /* 1: another system already keeps this batch durably (cluster mode: a
+     * batch another node published, held by JetStream), so its write need
+     * not wait for a sync; if a power loss takes it, the node reads it
+     * again from the stream position stored with it. A group is synced
+     * when any of its appends is not durable elsewhere, and a later synced
+     * write makes every earlier one durable too (the write-ahead log is
+     * one file, synced in order). */
+    int durable_elsewhere;
 } td_store_batch;
 
 typedef struct td_store_ack {
@@ -341,6 +349,7 @@ typedef struct td_store_stats {
     uint64_t appends_ok;
     uint64_t appends_failed;
     uint64_t writes;         /* RocksDB writes for appends (groups) */
+    uint64_t synced_writes;  /* of those, the ones that waited for a sync */
     uint64_t compactions;
     uint64_t compaction_errors;
     uint64_t disk_bytes;     /* bytes of all files in the data directory */

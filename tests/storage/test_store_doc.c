@@ -104,6 +104,7 @@ static void random_edits(td_crdt_doc *d)
  * failure). */
 static uint64_t g_stream_seq;
 static int g_expect_fail;
+static int g_durable_elsewhere; /* td_store_batch.durable_elsewhere of the next appends */
 
 static int commit_append(td_store *st, const char *doc, td_crdt_doc *d,
                          uint64_t *ops_before)
@@ -128,6 +129,7 @@ static int commit_append(td_store *st, const char *doc, td_crdt_doc *d,
     batch.vv = vv;
     batch.vv_len = vlen;
     batch.stream_seq = g_stream_seq;
+    batch.durable_elsewhere = g_durable_elsewhere;
     *ops_before = now;
     if (g_expect_fail)
         CHECK(td_store_append_wait(st, &batch, NULL, &e) != TD_STORE_OK);
@@ -288,6 +290,40 @@ static void test_stream_seq(void)
         g_stream_seq = 0;
         td_crdt_doc_free(d);
     }
+    td_store_close(st);
+    td_crdt_doc_free(ref);
+    st_rmtree(dir);
+    free(dir);
+}
+
+/* A batch durable elsewhere (a cluster peer's) is written without waiting
+ * for a sync; every other append still gets one. Both are read back, also
+ * after a reopen. */
+static void test_durable_elsewhere(void)
+{
+    char *dir = st_tmpdir();
+    td_store *st = open_opts(dir, TD_STORE_COMPACT_MANUAL, 0);
+    td_crdt_doc *ref = new_doc(15);
+    td_store_stats s0, s1;
+    uint64_t ops = 0;
+    static const int elsewhere[] = {1, 1, 0, 1, 0};
+
+    for (size_t i = 0; i < sizeof elsewhere / sizeof elsewhere[0]; i++) {
+        td_store_get_stats(st, &s0);
+        g_durable_elsewhere = elsewhere[i];
+        edit_append(st, "peer", ref, &ops);
+        g_durable_elsewhere = 0;
+        td_store_get_stats(st, &s1);
+        CHECK_MSG(s1.writes == s0.writes + 1, "append %zu: %llu writes", i,
+                  (unsigned long long)(s1.writes - s0.writes));
+        CHECK_MSG(s1.synced_writes == s0.synced_writes + (elsewhere[i] ? 0 : 1),
+                  "append %zu (durable elsewhere: %d): %llu synced writes", i, elsewhere[i],
+                  (unsigned long long)(s1.synced_writes - s0.synced_writes));
+    }
+    check_same(st, "peer", ref);
+    td_store_close(st);
+    st = open_opts(dir, TD_STORE_COMPACT_MANUAL, 0);
+    check_same(st, "peer", ref);
     td_store_close(st);
     td_crdt_doc_free(ref);
     st_rmtree(dir);
@@ -521,6 +557,7 @@ int main(void)
     failed += st_test_run("checkpoint_compacted", test_checkpoint_compacted);
     failed += st_test_run("rejected_batch", test_rejected_batch);
     failed += st_test_run("stream_seq", test_stream_seq);
+    failed += st_test_run("durable_elsewhere", test_durable_elsewhere);
     fprintf(stderr, "%d test(s) failed\n", failed);
     return failed ? 1 : 0;
 }
