@@ -13,6 +13,9 @@
  *
  * Each mode has its own document and pair of clients; rounds alternate
  * between the modes, so both see the same machine load and document sizes.
+ * Each mode's last line gives where D goes: the median time after connect()
+ * of the socket's open, WELCOME, the SYNC, the first UPDATE sent, and Y's
+ * first remote batch received and applied.
  *
  *   node bench/reconnect/reconnect.mjs [--ops 1000] [--rounds 5]
  *        [--durability group|off|fsync]
@@ -61,6 +64,7 @@ async function until(cond, what, ms = 60000) {
   }
 }
 
+const STAGES = ['open', 'welcome', 'sync', 'update', 'y_recv', 'y_applied'];
 const median = (a) => { const s = [...a].sort((x, y) => x - y); const n = s.length; return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
 
 async function pair(url, name, merged) {
@@ -77,8 +81,22 @@ async function pair(url, name, merged) {
     st.remoteEvents++;
     if (st.done && dy._core.vvGet(agent) >= st.target) { const d = st.done; st.done = null; d(); }
   });
+  /* Stage clocks of a round (performance.now()), read by round(): the
+   * socket open (HELLO sent), WELCOME, the document's SYNC, the first
+   * UPDATE sent, Y's first remote batch taken and applied. */
+  st.at = {};
+  const mark = (k) => { st.at[k] ??= performance.now(); };
+  const wrap = (o, name, k, after = false) => {
+    const f = o[name].bind(o);
+    o[name] = (...a) => { if (!after) mark(k); const r = f(...a); if (after) mark(k); return r; };
+  };
+  wrap(x, '_hello', 'open');
+  wrap(x, '_onWelcome', 'welcome');
+  wrap(dx, '_onSync', 'sync');
+  wrap(dy, '_applyRemote', 'y_recv');
+  wrap(dy, '_applyRemote', 'y_applied', true);
   const realSend = x._send.bind(x);
-  x._send = (bytes) => { if (bytes[0] === 0x04) st.frames++; return realSend(bytes); };
+  x._send = (bytes) => { if (bytes[0] === 0x04) { st.frames++; mark('update'); } return realSend(bytes); };
   return st;
 }
 
@@ -92,6 +110,7 @@ async function round(st) {
   await sleep(100);
   st.frames = 0;
   st.remoteEvents = 0;
+  st.at = {};
   const seen = new Promise((r) => { st.done = r; });
   const t0 = performance.now();
   st.x.connect();
@@ -99,7 +118,8 @@ async function round(st) {
   const ms = performance.now() - t0;
   await st.dx.synced;
   await until(() => st.dx.text('t').toString() === st.dy.text('t').toString(), 'convergence', 10000);
-  return { ms, pending, updates: st.frames, remoteEvents: st.remoteEvents, len: t.length };
+  const stages = Object.fromEntries(STAGES.map((k) => [k, (st.at[k] ?? NaN) - t0]));
+  return { ms, pending, updates: st.frames, remoteEvents: st.remoteEvents, len: t.length, stages };
 }
 
 const data = mkdtempSync(path.join(tmpdir(), 'tandem-reconnect-'));
@@ -118,17 +138,25 @@ try {
   const url = `ws://127.0.0.1:${port}/`;
   const modes = { 'one-by-one': await pair(url, 'd-old', false), merged: await pair(url, 'd-new', true) };
   const res = { 'one-by-one': [], merged: [] };
+  const stageRes = { 'one-by-one': [], merged: [] };
   console.log(`# workload D: ${OPS} offline single-char inserts, ${ROUNDS} rounds per mode, --durability ${DURABILITY}`);
   for (let r = 0; r < ROUNDS; r++) {
     for (const [name, st] of Object.entries(modes)) {
       const o = await round(st);
       res[name].push(o.ms);
+      stageRes[name].push(o.stages);
       console.log(`round ${r + 1} ${name.padEnd(10)} D = ${o.ms.toFixed(2).padStart(8)} ms  (${o.pending} pending batches, ` +
         `${o.updates} UPDATE frames, Y: ${o.remoteEvents} remote change events, doc ${o.len} chars)`);
     }
   }
   for (const [name, ms] of Object.entries(res)) {
     console.log(`${name.padEnd(10)} D median ${median(ms).toFixed(2)} ms, min ${Math.min(...ms).toFixed(2)}, max ${Math.max(...ms).toFixed(2)}`);
+  }
+  /* Where D goes: median clock of each stage, in ms after connect(); the
+   * first UPDATE of one-by-one is its first resent batch. */
+  for (const [name, rows] of Object.entries(stageRes)) {
+    console.log(`${name.padEnd(10)} stages (median ms after connect): ` +
+      STAGES.map((k) => `${k} ${median(rows.map((r) => r[k])).toFixed(2)}`).join(', '));
   }
   for (const st of Object.values(modes)) { await st.x.close(); await st.y.close(); }
 } finally {
