@@ -271,6 +271,12 @@ export interface ConnectOptions {
    */
   firstUrl?: string | number;
   /**
+   * Protocol version 2: large messages travel deflated (docs/PROTOCOL.md
+   * section 3.9). Default true; false speaks version 1, uncompressed. Against
+   * a server that only speaks version 1 the client falls back by itself.
+   */
+  compression?: boolean;
+  /**
    * Agent id (1..2^64-1) for HELLO and every document's replica (tests).
    * Default: random per document. Never reuse one for a fresh replica of a
    * document that already holds ops of it.
@@ -302,6 +308,8 @@ export declare class Client extends Emitting<{
   readonly user: string;
   /** From the server's WELCOME; null before the first (batches are then split for the protocol's 4 MiB). */
   readonly limits: Limits | null;
+  /** The protocol version of the connection: 2 (deflated messages), 1, or 0 while not online. */
+  readonly protocol: number;
   /** The agent id sent in HELLO (the `agent` option, or random). */
   readonly agent: bigint;
   /** True between disconnect() and connect(). */

@@ -5,6 +5,7 @@
 # works from any directory that includes it.
 if(NOT TARGET tandem_srv)
   find_package(Threads REQUIRED)
+  find_package(ZLIB REQUIRED) # deflated messages of protocol version 2
   find_package(libwebsockets 4.1 CONFIG REQUIRED) # target: websockets_shared
   if(NOT TARGET PkgConfig::SODIUM)
     pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium>=1.0.18)
@@ -47,5 +48,5 @@ if(NOT TARGET tandem_srv)
   target_compile_definitions(tandem_srv PRIVATE
     TD_SRV_SOURCE_DIR="${PROJECT_SOURCE_DIR}" _GNU_SOURCE)
   target_link_libraries(tandem_srv PUBLIC tandem_crdt tandem_yjs tandem_store websockets_shared
-    PkgConfig::SODIUM PkgConfig::CJSON PkgConfig::TD_SRV_NATS Threads::Threads m)
+    PkgConfig::SODIUM PkgConfig::CJSON PkgConfig::TD_SRV_NATS ZLIB::ZLIB Threads::Threads m)
 endif()

@@ -57,6 +57,9 @@ typedef struct td_srv_metrics {
      * received, updates handed to the service. */
     uint64_t proto_conns[TD_SRV_PROTO_COUNT], proto_conns_total[TD_SRV_PROTO_COUNT];
     uint64_t proto_msgs_in[TD_SRV_PROTO_COUNT], proto_updates[TD_SRV_PROTO_COUNT];
+    /* Native protocol version 2 (PROTOCOL.md section 3.9): messages sent
+     * deflated, the bytes that saved, deflated messages received. */
+    uint64_t deflated_msgs_out, deflate_saved_bytes, deflated_msgs_in;
 } td_srv_metrics;
 
 /* Monotonic microseconds. */

@@ -36,6 +36,7 @@ typedef struct session {
     td_srv_client client;
     td_srv_native *n;
     int hello;   /* a HELLO was accepted */
+    uint64_t version; /* the protocol version of the accepted HELLO */
     int expired; /* the token expired; writes refused */
     td_srv_token tok;
     size_t pend_n, pend_bytes; /* over every held-back message */
@@ -54,6 +55,59 @@ struct td_srv_native {
 
 /* ---- sending ------------------------------------------------------------------------ */
 
+/* Version 2 (PROTOCOL.md section 3.9): a large message goes out deflated
+ * when that makes it shorter. Returns a new frame holding f deflated, or
+ * NULL when that does not pay (or memory ran out): f then goes plain.
+ * Nothing changes for version 1 connections. */
+static td_srv_frame *deflated_frame(const td_srv_frame *f)
+{
+    td_srv_wbuf w;
+    int rc;
+    td_srv_wbuf_init(&w, LWS_PRE);
+    rc = td_srv_msg_deflate(f->buf + LWS_PRE, f->len, &w);
+    if (rc <= 0) {
+        td_srv_wbuf_free(&w);
+        return NULL;
+    }
+    return td_srv_frame_from(&w);
+}
+
+static void count_deflated(session *s, const td_srv_frame *plain, const td_srv_frame *d)
+{
+    s->n->env.m->deflated_msgs_out++;
+    s->n->env.m->deflate_saved_bytes += plain->len - d->len;
+}
+
+/* Sends f (the caller keeps its reference) on s, deflated if s speaks
+ * version 2 and it pays. For a broadcast, *deflated caches the deflated
+ * copy for its other version 2 subscribers and *tried says it was tried
+ * (so an incompressible message is tried once); both NULL: just this one. */
+static void send_frame(session *s, td_srv_frame *f, td_srv_frame **deflated, int *tried)
+{
+    td_srv_frame *own = NULL, *d;
+    if (s->version < 2 || f->len < TD_SRV_DEFLATE_MIN) {
+        td_srv_conn_send(&s->conn, f);
+        return;
+    }
+    if (!deflated) {
+        deflated = &own;
+        tried = NULL;
+    }
+    if (!*deflated && !(tried && *tried)) {
+        *deflated = deflated_frame(f);
+        if (tried)
+            *tried = 1;
+    }
+    d = *deflated;
+    if (d) {
+        count_deflated(s, f, d);
+        td_srv_conn_send(&s->conn, d);
+    } else {
+        td_srv_conn_send(&s->conn, f);
+    }
+    td_srv_frame_unref(own);
+}
+
 static void send_msg(session *s, const td_srv_msg *m)
 {
     td_srv_wbuf w;
@@ -67,7 +121,7 @@ static void send_msg(session *s, const td_srv_msg *m)
         td_srv_conn_close_with(&s->conn, 1011);
         return;
     }
-    td_srv_conn_send(&s->conn, f);
+    send_frame(s, f, NULL, NULL);
     td_srv_frame_unref(f);
 }
 
@@ -133,9 +187,19 @@ static td_srv_frame *list_frame(td_srv_msg_type type, const td_srv_sub *u, uint6
     return f;
 }
 
-static void frame_free(void *f)
+/* What a broadcast's subscribers share: the message as encoded and, made
+ * for the first version 2 subscriber, its deflated copy. */
+typedef struct shared_frames {
+    td_srv_frame *plain, *deflated;
+    int tried;
+} shared_frames;
+
+static void shared_frames_free(void *p)
 {
-    td_srv_frame_unref(f);
+    shared_frames *sf = p;
+    td_srv_frame_unref(sf->plain);
+    td_srv_frame_unref(sf->deflated);
+    free(sf);
 }
 
 /* Sends the frame `make` builds: once per broadcast for every subscriber
@@ -145,17 +209,33 @@ static void send_shared(session *s, td_srv_frame *(*make)(const td_srv_sub *, vo
                         void (**shared_free)(void *))
 {
     td_srv_frame *f;
+    shared_frames *sf;
     if (own) {
         f = make(u, what);
-        td_srv_conn_send(&s->conn, f);
+        if (f)
+            send_frame(s, f, NULL, NULL);
+        else
+            td_srv_conn_send(&s->conn, f);
         td_srv_frame_unref(f);
         return;
     }
     if (!*shared) {
-        *shared = make(u, what);
-        *shared_free = frame_free;
+        sf = calloc(1, sizeof *sf);
+        f = make(u, what);
+        if (!sf) {
+            td_srv_conn_send(&s->conn, f);
+            td_srv_frame_unref(f);
+            return;
+        }
+        sf->plain = f;
+        *shared = sf;
+        *shared_free = shared_frames_free;
     }
-    td_srv_conn_send(&s->conn, *shared);
+    sf = *shared;
+    if (sf->plain)
+        send_frame(s, sf->plain, &sf->deflated, &sf->tried);
+    else
+        td_srv_conn_send(&s->conn, NULL);
 }
 
 /* ---- the subscriber interface ------------------------------------------------------- */
@@ -325,7 +405,7 @@ static void send_welcome(session *s)
     td_srv_msg m;
     memset(&m, 0, sizeof m);
     m.type = TD_SRV_MSG_WELCOME;
-    m.version = TD_SRV_PROTOCOL_VERSION;
+    m.version = s->version; /* what the client asked for: 1 or 2 */
     m.session = s->client.id;
     m.user.ptr = (const uint8_t *)s->tok.user;
     m.user.len = s->tok.user_len;
@@ -410,10 +490,11 @@ static void on_hello(session *s, const td_srv_msg *m)
     td_srv_token t;
     td_srv_code rc;
 
-    if (m->version != TD_SRV_PROTOCOL_VERSION) {
+    if (m->version < TD_SRV_PROTOCOL_MIN || m->version > TD_SRV_PROTOCOL_VERSION) {
         send_errorf(s, TD_SRV_E_BAD_VERSION, NULL,
-                    "protocol version %llu not supported (server speaks %d)",
-                    (unsigned long long)m->version, TD_SRV_PROTOCOL_VERSION);
+                    "protocol version %llu not supported (server speaks %d to %d)",
+                    (unsigned long long)m->version, TD_SRV_PROTOCOL_MIN,
+                    TD_SRV_PROTOCOL_VERSION);
         td_srv_conn_close_with(&s->conn, 1002);
         return;
     }
@@ -443,6 +524,7 @@ static void on_hello(session *s, const td_srv_msg *m)
         }
     }
     int again = s->hello;
+    s->version = m->version;
     s->tok = t;
     s->client.agent = m->agent;
     s->client.user = s->tok.user;
@@ -604,6 +686,39 @@ static void on_message(td_srv_conn *c, const uint8_t *buf, size_t len)
     if (len && (buf[0] & 0x80)) {
         send_errorf(s, TD_SRV_E_UNKNOWN_TYPE, NULL,
                     "server-to-client message type 0x%02x (%zu bytes)", buf[0], len);
+        return;
+    }
+    /* Version 2: a deflated message is inflated (bounded by the frame
+     * limit, whatever size it declares) and then handled as if it had
+     * come so. On a version 1 connection, or before HELLO, the flag is
+     * an error like any malformed type byte. */
+    if (len && (buf[0] & TD_SRV_FLAG_DEFLATE)) {
+        uint8_t *plain;
+        size_t plain_len;
+        uint64_t max = s->n->env.cfg->max_frame;
+        if (s->version < 2) {
+            if (s->hello)
+                send_errorf(s, TD_SRV_E_BAD_MESSAGE, NULL,
+                            "deflated message (type 0x%02x) on a version %llu connection",
+                            buf[0], (unsigned long long)s->version);
+            else
+                send_errorf(s, TD_SRV_E_BAD_MESSAGE, NULL,
+                            "deflated message (type 0x%02x) before HELLO", buf[0]);
+            return;
+        }
+        rc = td_srv_msg_inflate(buf, len, max ? max - 1 : 0, &plain, &plain_len, &why);
+        if (rc != TD_SRV_E_OK) {
+            send_errorf(s, rc, NULL, "%s (type 0x%02x, %zu bytes)", why, buf[0], len);
+            return;
+        }
+        s->n->env.m->deflated_msgs_in++;
+        rc = td_srv_msg_decode(plain, plain_len, &m, &why);
+        if (rc != TD_SRV_E_OK)
+            send_errorf(s, rc, NULL, "%s (type 0x%02x, %zu bytes inflated)", why, plain[0],
+                        plain_len);
+        else
+            dispatch(s, &m, plain, plain_len);
+        free(plain);
         return;
     }
     rc = td_srv_msg_decode(buf, len, &m, &why);

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <zlib.h>
+
 #include "tandem_crdt.h"
 #include "tandem_srv.h"
 
@@ -419,4 +421,116 @@ int td_srv_read_bytes(const uint8_t *p, size_t len, size_t *pos, td_srv_bytes *o
         return -1;
     *pos = r.pos;
     return 0;
+}
+
+/* ---- deflated messages (protocol version 2) ------------------------------------------ */
+
+td_srv_code td_srv_msg_inflate(const uint8_t *msg, size_t len, uint64_t max_body,
+                               uint8_t **out, size_t *out_len, const char **why)
+{
+    size_t pos = 1;
+    uint64_t size;
+    uint8_t *buf;
+    z_stream z;
+    int zr;
+    const char *dummy;
+
+    if (!why)
+        why = &dummy;
+    *why = "";
+    *out = NULL;
+    *out_len = 0;
+    if (len == 0 || !(msg[0] & TD_SRV_FLAG_DEFLATE))
+        return TD_SRV_E_OK;
+    if (td_srv_read_varint(msg, len, &pos, &size) < 0) {
+        *why = "deflated message: malformed inflated size";
+        return TD_SRV_E_BAD_MESSAGE;
+    }
+    /* The declared size is checked against the limit before anything is
+     * allocated: a bomb costs nothing but this comparison. */
+    if (size > max_body || size > SIZE_MAX - 2) {
+        *why = "deflated message: inflated size above the frame limit";
+        return TD_SRV_E_TOO_LARGE;
+    }
+    if (pos == len) {
+        *why = "deflated message: no deflate stream";
+        return TD_SRV_E_BAD_MESSAGE;
+    }
+    /* One byte of room past the declared size, so that a stream inflating
+     * to more than it says is caught without ever writing past the buffer. */
+    buf = malloc((size_t)size + 2);
+    if (!buf) {
+        *why = "out of memory";
+        return TD_SRV_E_INTERNAL;
+    }
+    buf[0] = (uint8_t)(msg[0] & ~TD_SRV_FLAG_DEFLATE);
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, -15) != Z_OK) {
+        free(buf);
+        *why = "out of memory";
+        return TD_SRV_E_INTERNAL;
+    }
+    z.next_in = (Bytef *)(uintptr_t)(msg + pos);
+    z.avail_in = (uInt)((len - pos) > UINT32_MAX ? UINT32_MAX : len - pos);
+    z.next_out = buf + 1;
+    z.avail_out = (uInt)(size + 1);
+    zr = inflate(&z, Z_FINISH);
+    if (zr == Z_MEM_ERROR) {
+        *why = "out of memory";
+    } else if (zr != Z_STREAM_END) {
+        *why = z.avail_out == 0 ? "deflated message: inflates to more than its declared size"
+                                : "deflated message: corrupt or truncated deflate stream";
+    } else if (z.total_out != size) {
+        *why = z.total_out < size ? "deflated message: inflates to less than its declared size"
+                                  : "deflated message: inflates to more than its declared size";
+    } else if (z.avail_in != 0 || (len - pos) > UINT32_MAX) {
+        *why = "deflated message: trailing bytes after the deflate stream";
+    } else {
+        inflateEnd(&z);
+        *out = buf;
+        *out_len = (size_t)size + 1;
+        return TD_SRV_E_OK;
+    }
+    inflateEnd(&z);
+    free(buf);
+    return zr == Z_MEM_ERROR ? TD_SRV_E_INTERNAL : TD_SRV_E_BAD_MESSAGE;
+}
+
+int td_srv_msg_deflate(const uint8_t *msg, size_t len, td_srv_wbuf *w)
+{
+    uint8_t head[1 + TD_CRDT_VARINT_MAX];
+    size_t hlen, room;
+    uint8_t *tmp;
+    z_stream z;
+    int zr;
+
+    if (len < TD_SRV_DEFLATE_MIN || len > UINT32_MAX || (msg[0] & TD_SRV_FLAG_DEFLATE))
+        return 0;
+    head[0] = (uint8_t)(msg[0] | TD_SRV_FLAG_DEFLATE);
+    hlen = 1 + td_crdt_varint_put(head + 1, len - 1);
+    /* Only if shorter: the stream gets the room that would make it so, and
+     * a stream that does not fit is not worth sending. */
+    room = len - hlen - 1;
+    tmp = malloc(room);
+    if (!tmp)
+        return -1;
+    memset(&z, 0, sizeof z);
+    if (deflateInit2(&z, 1, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+        free(tmp);
+        return -1;
+    }
+    z.next_in = (Bytef *)(uintptr_t)(msg + 1);
+    z.avail_in = (uInt)(len - 1);
+    z.next_out = tmp;
+    z.avail_out = (uInt)room;
+    zr = deflate(&z, Z_FINISH);
+    if (zr == Z_STREAM_END) {
+        td_srv_put_raw(w, head, hlen);
+        td_srv_put_raw(w, tmp, z.total_out);
+    }
+    deflateEnd(&z);
+    free(tmp);
+    if (zr == Z_STREAM_END)
+        return w->oom ? -1 : 1;
+    return zr == Z_MEM_ERROR || zr == Z_STREAM_ERROR ? -1 : 0;
 }

@@ -31,7 +31,11 @@ int td_srv_cmd_token(int argc, char **argv);
 
 /* ---- wire protocol (docs/PROTOCOL.md) ------------------------------------- */
 
-#define TD_SRV_PROTOCOL_VERSION 1
+/* The newest version the codec speaks, and the oldest the server still
+ * accepts. Version 2 adds deflated messages (PROTOCOL.md section 3.9);
+ * a version 1 connection is unchanged, byte for byte. */
+#define TD_SRV_PROTOCOL_VERSION 2
+#define TD_SRV_PROTOCOL_MIN 1
 #define TD_SRV_DOC_MAX 255
 #define TD_SRV_TOKEN_MAX 2048
 #define TD_SRV_ERRMSG_MAX 1024
@@ -161,6 +165,31 @@ void td_srv_item_put_batch(td_srv_wbuf *items, const uint8_t *batch, size_t len)
 void td_srv_item_put_peer(td_srv_wbuf *items, uint64_t session, uint64_t agent,
                           const char *user, size_t user_len, const uint8_t *state,
                           size_t state_len);
+
+/* ---- deflated messages (protocol version 2, PROTOCOL.md section 3.9) ---- */
+
+/* Set in the type byte: the body (everything after it) is a varint, the
+ * size of the inflated body, then a raw deflate stream (RFC 1951). */
+#define TD_SRV_FLAG_DEFLATE 0x40
+/* Messages shorter than this are sent as they are. */
+#define TD_SRV_DEFLATE_MIN 1024
+
+/* If msg (len bytes, len >= 1) carries TD_SRV_FLAG_DEFLATE, inflates it
+ * into a malloc'd *out (the type byte without the flag, then the body;
+ * *out_len bytes) and returns TD_SRV_E_OK. A message without the flag
+ * gives TD_SRV_E_OK with *out NULL. Errors, with *why (if not NULL) a
+ * static explanation: TD_SRV_E_TOO_LARGE when the declared inflated body
+ * is above max_body (nothing is inflated), TD_SRV_E_BAD_MESSAGE for a
+ * corrupt stream, a size that does not match, bytes after the stream,
+ * TD_SRV_E_INTERNAL when out of memory. Never writes more than the
+ * declared size, and that only if it is within max_body. */
+td_srv_code td_srv_msg_inflate(const uint8_t *msg, size_t len, uint64_t max_body,
+                               uint8_t **out, size_t *out_len, const char **why);
+/* Appends msg (len bytes: an encoded message, type byte first) to w
+ * deflated (level 1) if it is at least TD_SRV_DEFLATE_MIN bytes and
+ * deflating makes it shorter: returns 1. Returns 0, having written
+ * nothing, if it is not worth it, -1 when out of memory. */
+int td_srv_msg_deflate(const uint8_t *msg, size_t len, td_srv_wbuf *w);
 
 /* 1 if a document id is valid: 1..255 bytes of UTF-8, no control chars. */
 int td_srv_doc_id_valid(const uint8_t *p, size_t len);

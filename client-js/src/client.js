@@ -40,6 +40,15 @@
  * got (with a cluster, normally nothing: an acknowledged batch is on a
  * quorum of brokers; between independent servers, everything).
  *
+ * Protocol version 2 (docs/PROTOCOL.md section 3.9): HELLO asks for version
+ * 2 unless opts.compression is false; the server then sends large messages
+ * deflated, and this client deflates its own large messages where the
+ * platform deflates synchronously (Node). An older server answers
+ * bad_version: the client falls back to version 1 at once, for that URL,
+ * and stays there while this Client lives. Deflated frames are inflated in
+ * order: while one inflates asynchronously (browsers), the frames behind it
+ * wait in _inq.
+ *
  * disconnect() takes the client offline on purpose: no socket, no retries,
  * network events ignored. Edits go on applying locally and queue as pending
  * batches, exactly as during an outage; connect() (or reconnect()) ends it,
@@ -49,7 +58,7 @@
 import { Emitter } from './emitter.js';
 import * as wire from './wire.js';
 import { Doc, randomAgent } from './doc.js';
-import { onNetworkChange, defaultStorage, networkUp } from '#platform';
+import { onNetworkChange, defaultStorage, networkUp, inflateRaw, deflateRawSync } from '#platform';
 import { CoreError } from './core.js';
 
 const AUTH_CODES = new Set([6, 7, 8]);
@@ -77,6 +86,13 @@ export class Client extends Emitter {
     this._welcomedUrl = null;
     this._core = core;
     this._WS = WebSocketImpl;
+    /* Protocol version 2 (deflated messages) unless compression: false;
+     * URLs whose server refused version 2 (answered bad_version) get 1. */
+    this._compression = opts.compression !== false;
+    this._v1Urls = new Set();
+    /* The version of the current connection's WELCOME (0 before one). */
+    this.protocol = 0;
+    this._inq = null; /* frames waiting behind an asynchronous inflate */
     this._token = opts.token ?? '';
     /* Replica id for HELLO and, when set by the caller, for every document
      * (tests); otherwise each document takes a fresh random one. */
@@ -301,8 +317,14 @@ export class Client extends Emitter {
     ws.onclose = (ev) => { if (this._ws === ws) this._onClose(ev.code, ev.reason); };
   }
 
+  /* The version HELLO asks for on this URL. */
+  _helloVersion() {
+    return this._compression && !this._v1Urls.has(this.url) ? wire.PROTOCOL_VERSION : 1;
+  }
+
   _hello() {
-    this._send(wire.encodeHello(this._sentToken, this.agent));
+    this._helloSent = this._helloVersion();
+    this._send(wire.encodeHello(this._sentToken, this.agent, this._helloSent));
   }
 
   async _refreshToken() {
@@ -318,6 +340,9 @@ export class Client extends Emitter {
   _send(bytes) {
     const ws = this._ws;
     if (!ws || ws.readyState !== 1) return false;
+    if (this.protocol >= 2 && deflateRawSync && bytes.length >= wire.DEFLATE_MIN) {
+      try { bytes = wire.deflateMessage(bytes, deflateRawSync); } catch { /* send it plain */ }
+    }
     try { ws.send(bytes); return true; } catch { return false; }
   }
 
@@ -326,6 +351,8 @@ export class Client extends Emitter {
     clearTimeout(this._helloTimer);
     const ws = this._ws;
     this._ws = null;
+    this._inq = null;
+    this.protocol = 0;
     this._gen = (this._gen ?? 0) + 1;
     if (ws) {
       try { ws.close(); } catch { /* already closed */ }
@@ -398,6 +425,48 @@ export class Client extends Emitter {
       : ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
         : null;
     if (!u8) { this._protocolError('unexpected frame type'); return; }
+    if (this._inq) { this._inq.push(u8); return; }
+    const plain = this._plain(u8);
+    if (plain && typeof plain.then === 'function') {
+      this._inq = [];
+      this._drainInflating(plain, this._inq);
+      return;
+    }
+    if (plain) this._onPlainFrame(plain);
+  }
+
+  /* u8 as a plain message: itself, or inflated (a Uint8Array, or a Promise
+   * of one on platforms that inflate asynchronously); null after a
+   * protocol error. */
+  _plain(u8) {
+    if (!(u8.length && (u8[0] & wire.DEFLATE))) return u8;
+    if (this.protocol < 2) {
+      this._protocolError(`deflated message (type 0x${u8[0].toString(16)}) on a version ${this.protocol || 1} connection`);
+      return null;
+    }
+    try { return wire.inflateMessage(u8, inflateRaw); } catch (e) { this._protocolError(e.message); return null; }
+  }
+
+  /* Handles the inflating message `first`, then the frames that queue in q
+   * behind it, in order; stops if the connection (and so q) changes. */
+  async _drainInflating(first, q) {
+    let next = first;
+    for (;;) {
+      let plain;
+      try { plain = await next; } catch (e) {
+        if (this._inq === q) this._protocolError(e.message);
+        return;
+      }
+      if (this._inq !== q) return;
+      this._onPlainFrame(plain);
+      if (this._inq !== q) return;
+      if (!q.length) { this._inq = null; return; }
+      next = this._plain(q.shift());
+      if (!next) return;
+    }
+  }
+
+  _onPlainFrame(u8) {
     let m;
     try { m = wire.decodeServer(u8); } catch (e) { this._protocolError(e.message); return; }
     try {
@@ -434,7 +503,10 @@ export class Client extends Emitter {
   }
 
   _onWelcome(m) {
-    if (m.version !== 1) throw new wire.WireError(`unsupported protocol version ${m.version}`);
+    if (m.version < 1 || m.version > (this._helloSent ?? 1)) {
+      throw new wire.WireError(`unsupported protocol version ${m.version}`);
+    }
+    this.protocol = m.version;
     clearTimeout(this._helloTimer);
     const again = this.status === 'online';
     const moved = !again && this._welcomedUrl !== null && this._welcomedUrl !== this.url;
@@ -466,6 +538,13 @@ export class Client extends Emitter {
       this._authError = info;
       this._stopped = true;
       this.emit('error', { ...info, fatal: true });
+      return;
+    }
+    if (m.code === 3 && this.status !== 'online' && this._helloSent > 1) {
+      /* An older server: it speaks version 1 only. Again at once, with 1. */
+      this._v1Urls.add(this.url);
+      this._drop();
+      this._connect(this._sentToken);
       return;
     }
     if (m.code === 3) { this._stopped = true; this.emit('error', { ...info, fatal: true }); return; }

@@ -45,3 +45,30 @@ export function networkUp() {
 export function defaultStorage() {
   return typeof indexedDB !== 'undefined' ? new IdbStorage() : null;
 }
+
+/* Deflated messages (protocol version 2, wire.js): the platform's
+ * DecompressionStream('deflate-raw'), which is asynchronous (the client
+ * keeps the messages in order behind it). Reading stops past size + 1
+ * bytes. Sending stays plain (no synchronous deflate here): the server
+ * takes both. */
+export function inflateRaw(stream, size) {
+  if (typeof DecompressionStream !== 'function') throw new Error('no DecompressionStream');
+  const ds = new DecompressionStream('deflate-raw');
+  const writer = ds.writable.getWriter();
+  writer.write(stream).catch(() => {});
+  writer.close().catch(() => {});
+  return (async () => {
+    const reader = ds.readable.getReader();
+    const out = new Uint8Array(size + 1);
+    let n = 0;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      if (n + value.length > size) { reader.cancel().catch(() => {}); return out; }
+      out.set(value, n);
+      n += value.length;
+    }
+    return out.subarray(0, n);
+  })();
+}
+export const deflateRawSync = null;

@@ -12,6 +12,7 @@
 import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { inflateRawSync, deflateRawSync as zDeflateRawSync, constants as zc } from 'node:zlib';
 
 export const isBrowser = false;
 
@@ -57,3 +58,18 @@ export async function getWebSocket() {
 export function onNetworkChange() { return () => {}; }
 export function networkUp() { return true; }
 export function defaultStorage() { return null; }
+
+/* Deflated messages (protocol version 2, wire.js): Node's zlib, in step
+ * with the socket (no reordering). The output is bounded to size + 1
+ * bytes, whatever the stream holds. */
+export function inflateRaw(stream, size) {
+  try {
+    return new Uint8Array(inflateRawSync(stream, { maxOutputLength: Math.max(1, size + 1) }));
+  } catch (e) {
+    if (e?.code === 'ERR_BUFFER_TOO_LARGE') return new Uint8Array(size + 1);
+    throw e;
+  }
+}
+export function deflateRawSync(body) {
+  return new Uint8Array(zDeflateRawSync(body, { level: 1, strategy: zc.Z_DEFAULT_STRATEGY }));
+}

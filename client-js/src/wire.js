@@ -8,6 +8,12 @@
  * WireError for anything else; the connection turns that into an 'error'
  * event and a reconnect, so a bad frame never reaches application code.
  *
+ * Protocol version 2 (docs/PROTOCOL.md section 3.9): a message whose type
+ * byte has DEFLATE (0x40) set is deflated: a varint (the inflated body's
+ * size), then a raw deflate stream of the body. inflateMessage() and
+ * deflateMessage() turn one into the other; the platform (#platform)
+ * supplies the deflate itself.
+ *
  * 64-bit fields (agent, session, batch_id) travel as BigInt inside this file;
  * decoded messages give Numbers where the value is below 2^53 (sessions and
  * limits) and BigInt for agents.
@@ -51,8 +57,67 @@ class Writer {
   }
 }
 
-export function encodeHello(token, agent) {
-  return new Writer().byte(C.HELLO).varint(1).string(token || '').varint(agent).done();
+/* The protocol versions this client speaks: 2 (deflated messages) and 1. */
+export const PROTOCOL_VERSION = 2;
+export const DEFLATE = 0x40;
+/* Messages shorter than this are sent as they are (as the server does). */
+export const DEFLATE_MIN = 1024;
+/* The largest inflated message the client accepts from a server. */
+export const MAX_INFLATED = 1 << 30;
+
+export function encodeHello(token, agent, version = 1) {
+  return new Writer().byte(C.HELLO).varint(version).string(token || '').varint(agent).done();
+}
+
+/* A deflated message: the type byte with DEFLATE, the inflated body's size,
+ * the raw deflate stream `z` of the body. */
+export function joinDeflated(type, bodyLen, z) {
+  const head = new Writer().byte(type | DEFLATE).varint(bodyLen).done();
+  const out = new Uint8Array(head.length + z.length);
+  out.set(head, 0);
+  out.set(z, head.length);
+  return out;
+}
+
+/* msg deflated with deflateRawSync(body) if it is at least DEFLATE_MIN
+ * bytes and that makes it shorter; otherwise msg itself. */
+export function deflateMessage(msg, deflateRawSync) {
+  if (msg.length < DEFLATE_MIN || (msg[0] & DEFLATE)) return msg;
+  const z = deflateRawSync(msg.subarray(1));
+  if (!z) return msg;
+  const out = joinDeflated(msg[0], msg.length - 1, z);
+  return out.length < msg.length ? out : msg;
+}
+
+/* The plain message of a deflated one. inflateRaw(stream, size) returns the
+ * inflated bytes (at most size + 1 of them) or a Promise of them; so does
+ * this. Throws (or rejects with) WireError when the size is above `max` or
+ * the stream does not inflate to exactly the declared size. */
+export function inflateMessage(u8, inflateRaw, max = MAX_INFLATED) {
+  const r = new Reader(u8);
+  const type = r.byte() & ~DEFLATE;
+  const size = r.num();
+  if (size > max) r.fail(`deflated message of ${size} bytes (above ${max})`);
+  const stream = u8.subarray(r.at);
+  const done = (body) => {
+    if (!body || body.length !== size) {
+      throw new WireError(`malformed message: deflated body inflates to ${body ? body.length : 'nothing'} bytes, not ${size}`);
+    }
+    const out = new Uint8Array(size + 1);
+    out[0] = type;
+    out.set(body, 1);
+    return out;
+  };
+  let body;
+  try { body = inflateRaw(stream, size); } catch (e) {
+    throw new WireError(`malformed message: corrupt deflate stream (${e?.message ?? e})`);
+  }
+  if (body && typeof body.then === 'function') {
+    return body.then(done, (e) => {
+      throw new WireError(`malformed message: corrupt deflate stream (${e?.message ?? e})`);
+    });
+  }
+  return done(body);
 }
 export function encodeSubscribe(doc, vv) {
   return new Writer().byte(C.SUBSCRIBE).string(doc).bytes(vv).done();

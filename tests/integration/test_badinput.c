@@ -175,9 +175,10 @@ static void build_corpus(void)
         td_cli_put_raw(&c->msg, big, MAX_FRAME + 1);
         free(big);
     }
-    c = add("HELLO version 2", TD_CLI_E_BAD_VERSION, 0);
+    /* Version 2 is known (deflated messages); 3 is the first unknown one. */
+    c = add("HELLO version 3", TD_CLI_E_BAD_VERSION, 0);
     c->close_code = 1002, c->pre_hello = 1;
-    td_cli_put_u8(&c->msg, TD_CLI_HELLO), td_cli_put_varint(&c->msg, 2);
+    td_cli_put_u8(&c->msg, TD_CLI_HELLO), td_cli_put_varint(&c->msg, 3);
     td_cli_put_bytes(&c->msg, "", 0), td_cli_put_varint(&c->msg, 5);
     c = add("HELLO version 0", TD_CLI_E_BAD_VERSION, 0);
     c->close_code = 1002, c->pre_hello = 1;
@@ -186,13 +187,18 @@ static void build_corpus(void)
 
     /* on an established connection: framing */
     raw_case("empty message", TD_CLI_E_BAD_MESSAGE, "", 0);
-    static const uint8_t unknown[] = {0x00, 0x06, 0x07, 0x10, 0x42, 0x7f, 0x80, 0x81, 0x83, 0x87, 0xff};
+    static const uint8_t unknown[] = {0x00, 0x06, 0x07, 0x10, 0x3f, 0x80, 0x81, 0x83, 0x87, 0xff};
     static char unknown_names[sizeof unknown][32];
     for (size_t i = 0; i < sizeof unknown; i++) {
         snprintf(unknown_names[i], sizeof unknown_names[i], "unknown type 0x%02x", unknown[i]);
         uint8_t m[3] = {unknown[i], 0x01, 0x61};
         raw_case(unknown_names[i], TD_CLI_E_UNKNOWN_TYPE, m, 3);
     }
+
+    /* The deflate flag (0x40) of protocol version 2 on this version 1
+     * connection: malformed, whatever follows. */
+    raw_case("deflate flag on a v1 connection (0x44)", TD_CLI_E_BAD_MESSAGE, "\x44\x03\x01\x02", 4);
+    raw_case("deflate flag on a v1 connection (0x7f)", TD_CLI_E_BAD_MESSAGE, "\x7f\x01\x61", 3);
 
     /* HELLO (re-HELLO on an open server) */
     raw_case("HELLO truncated after type", TD_CLI_E_BAD_MESSAGE, "\x01", 1);

@@ -196,7 +196,7 @@ int main(int argc, char **argv)
     d = srv_decode(m);
     CHECK(d.code == TD_SRV_E_BAD_MESSAGE);
     td_cli_msg_free(m);
-    static const uint8_t unk[] = {0x42, 0x00};
+    static const uint8_t unk[] = {0x06, 0x00};
     td_cli_send_raw(a, unk, sizeof unk, 0);
     m = td_cli_expect(a, TD_SRV_MSG_ERROR, 3000);
     d = srv_decode(m);
