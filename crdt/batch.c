@@ -1065,6 +1065,9 @@ td_crdt_err td_crdt_apply_ex(td_crdt_doc *d, const uint8_t *p, size_t len,
     d->apply_partial = 0;
     if (!p && len)
         return td_crdt_fail(d, TD_CRDT_ERR_ARG, "no batch");
+    td_crdt_err full_e = td_crdt_full(d); /* needs the history */
+    if (full_e)
+        return full_e;
     tried t;
     td_crdt_err e = try_apply(d, p, len, opts, &t);
     if (e)
@@ -1735,6 +1738,9 @@ td_crdt_err td_crdt_commit_general(td_crdt_doc *d, uint8_t **out, size_t *len)
 {
     if (!out || !len)
         return td_crdt_fail(d, TD_CRDT_ERR_ARG, "commit needs out and len");
+    td_crdt_err full_e = td_crdt_full(d); /* needs the history */
+    if (full_e)
+        return full_e;
     return commit_general(d, out, len);
 }
 
@@ -1763,6 +1769,9 @@ td_crdt_err td_crdt_commit(td_crdt_doc *d, uint8_t **out, size_t *len)
 {
     if (!out || !len)
         return td_crdt_fail(d, TD_CRDT_ERR_ARG, "commit needs out and len");
+    td_crdt_err full_e = td_crdt_full(d); /* needs the history */
+    if (full_e)
+        return full_e;
     td_crdt_err e;
     return commit_fast(d, SIZE_MAX, out, len, &e) ? e : commit_general(d, out, len);
 }
@@ -1847,6 +1856,9 @@ td_crdt_err td_crdt_diff(td_crdt_doc *d, const uint8_t *vv, size_t vv_len,
         return td_crdt_fail(d, TD_CRDT_ERR_ARG, "diff needs out and len");
     *out = NULL;
     *len = 0;
+    td_crdt_err full_e = td_crdt_full(d); /* needs the history */
+    if (full_e)
+        return full_e;
     uint32_t *peer = td_crdt_mem(d, NULL, (d->nagents + 1) * sizeof *peer);
     if (!peer)
         return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
@@ -2067,6 +2079,9 @@ td_crdt_err td_crdt_commit_max(td_crdt_doc *d, size_t max_bytes, uint8_t **out, 
     if (!out || !len || !more)
         return td_crdt_fail(d, TD_CRDT_ERR_ARG, "commit_max needs out, len and more");
     *more = 0;
+    td_crdt_err full_e = td_crdt_full(d); /* needs the history */
+    if (full_e)
+        return full_e;
     /* Typing commits one op: the general path builds, orders and frees
      * per-agent arrays for it, which costs the wasm client (one commit per
      * keystroke) several times the edit. */
@@ -2080,6 +2095,9 @@ td_crdt_err td_crdt_commit_max_general(td_crdt_doc *d, size_t max_bytes, uint8_t
                                        size_t *len, int *more)
 {
     *more = 0;
+    td_crdt_err full_e = td_crdt_full(d); /* needs the history */
+    if (full_e)
+        return full_e;
     size_t na = (size_t)d->nagents + 1;
     uint32_t *cut = td_crdt_mem(d, NULL, na * sizeof *cut);
     uint32_t *to = td_crdt_mem(d, NULL, na * sizeof *to);
@@ -2114,6 +2132,9 @@ td_crdt_err td_crdt_diff_max(td_crdt_doc *d, const uint8_t *vv, size_t vv_len, s
     *out = *next_vv = NULL;
     *len = *next_len = 0;
     *done = 0;
+    td_crdt_err full_e = td_crdt_full(d); /* needs the history */
+    if (full_e)
+        return full_e;
     size_t na = (size_t)d->nagents + 1;
     uint32_t *peer = td_crdt_mem(d, NULL, na * sizeof *peer);
     uint32_t *cut = td_crdt_mem(d, NULL, na * sizeof *cut);

@@ -131,6 +131,14 @@ typedef struct td_seq {
         td_leaf *leaf;
         uint32_t ri, vpos;
     } cur;
+    /* A text of a lazily loaded document (doc->lazy.snap set; snapshot.c)
+     * that has no runs yet: its visible content is the UTF-8 at
+     * doc->lazy.text + lazy_off, lazy_bytes long, and the snapshot holds
+     * lazy_runs runs of it. Of the fields above only obj and vis (the code
+     * points of that UTF-8) are valid; root, first, last, total, text, clen
+     * are empty until td_crdt_materialize replaces the whole td_seq. */
+    uint8_t lazy;
+    uint32_t lazy_off, lazy_bytes, lazy_runs;
 } td_seq;
 
 typedef struct td_mapent {
@@ -283,6 +291,26 @@ struct td_crdt_doc {
         uint32_t *obj_map, capobj;
         uint32_t *objs, capobjs;
     } enc;
+
+    /* Lazy load (td_crdt_options.trusted_snapshot, snapshot.c): while
+     * lazy.snap is set, the document was loaded from that snapshot (a copy,
+     * lazy.len bytes; its main and text columns decoded in lazy.main and
+     * lazy.text, the other columns from offset lazy.rest) with only what
+     * reading needs: agents and their version vector, max_lamport, nops,
+     * committed, objects (roots, nested, parents, keys), maps complete, and
+     * texts as UTF-8 (td_seq.lazy, into lazy.text). Not yet there: the runs
+     * of texts, the id indexes and the delete records. Every entry point
+     * that needs them, or changes anything but the object table, calls
+     * td_crdt_full first, which decodes the rest (td_crdt_materialize) or
+     * returns its error, leaving the document lazy and unchanged. Lists
+     * make a load eager, so a lazy document's lists are complete. */
+    struct {
+        uint8_t *snap;
+        size_t len;
+        uint8_t *text, *main; /* the decoded text and main columns */
+        size_t text_len, main_len;
+        size_t rest;          /* offset in snap of the columns not decoded */
+    } lazy;
 
     char err[160];
 };
@@ -480,6 +508,17 @@ td_crdt_err td_crdt_commit_max_general(td_crdt_doc *d, size_t max_bytes, uint8_t
  * (snapshot_check.c). */
 const char *td_crdt_snapshot_check(td_crdt_doc *d, int *oom);
 void td_crdt_pending_free(td_crdt_doc *d);
+/* Ends the lazy state of a document (see td_crdt_doc.lazy): decodes the
+ * runs, indexes and delete records from the kept snapshot and puts them in.
+ * On error (NOMEM, or DECODE for a snapshot that was trusted but is not
+ * intact) the document stays lazy and td_crdt_doc_error says why. */
+td_crdt_err td_crdt_materialize(td_crdt_doc *d);
+static inline td_crdt_err td_crdt_full(td_crdt_doc *d)
+{
+    return d->lazy.snap ? td_crdt_materialize(d) : TD_CRDT_OK;
+}
+/* Frees what a lazy document keeps (doc.c, on td_crdt_doc_free). */
+void td_crdt_lazy_free(td_crdt_doc *d);
 /* The v1 encoder, kept for tests and the benchmark's baseline: v2 must
  * load every v1 snapshot. */
 td_crdt_err td_crdt_snapshot_encode_v1(td_crdt_doc *d, uint8_t **out, size_t *len);

@@ -424,6 +424,7 @@ void td_crdt_doc_free(td_crdt_doc *d)
     }
     td_crdt_pending_free(d);
     td_crdt_spares_free(d);
+    td_crdt_lazy_free(d);
     td_crdt_memfree(d, d->enc.ops);
     td_crdt_memfree(d, d->enc.agent_map);
     td_crdt_memfree(d, d->enc.obj_map);
@@ -510,6 +511,9 @@ static td_obj *seq_at(td_crdt_doc *d, td_crdt_obj h, uint8_t kind, const char *w
 td_crdt_err td_crdt_text_insert(td_crdt_doc *d, td_crdt_obj h, size_t pos,
                                 const char *utf8, size_t len)
 {
+    td_crdt_err full_e = td_crdt_full(d); /* edits need the history */
+    if (full_e)
+        return full_e;
     if (!seq_at(d, h, TD_CRDT_TEXT, "text", pos))
         return TD_CRDT_ERR_ARG;
     if (len == 0)
@@ -539,6 +543,9 @@ td_crdt_err td_crdt_text_insert(td_crdt_doc *d, td_crdt_obj h, size_t pos,
 static td_crdt_err seq_delete(td_crdt_doc *d, td_crdt_obj h, td_crdt_kind kind,
                               const char *what, size_t pos, size_t count)
 {
+    td_crdt_err full_e = td_crdt_full(d); /* edits need the history */
+    if (full_e)
+        return full_e;
     td_obj *o = obj_of(d, h, kind, what);
     if (!o)
         return TD_CRDT_ERR_ARG;
@@ -568,6 +575,8 @@ td_crdt_err td_crdt_text_get(td_crdt_doc *d, td_crdt_obj h, char **out, size_t *
         return TD_CRDT_ERR_ARG;
     td_buf b;
     td_crdt_wb_init(&b, d);
+    if (o->u.seq.lazy && o->u.seq.lazy_bytes) /* lazily loaded: the snapshot's UTF-8 */
+        td_crdt_wb_bytes(&b, d->lazy.text + o->u.seq.lazy_off, o->u.seq.lazy_bytes);
     for (td_leaf *l = o->u.seq.first; l; l = l->next)
         for (uint32_t i = 0; i < l->n; i++)
             if (!l->r[i].deleted)
@@ -588,6 +597,9 @@ td_crdt_err td_crdt_text_get(td_crdt_doc *d, td_crdt_obj h, char **out, size_t *
 td_crdt_err td_crdt_list_insert(td_crdt_doc *d, td_crdt_obj h, size_t pos,
                                 const td_crdt_value *vals, size_t n)
 {
+    td_crdt_err full_e = td_crdt_full(d); /* edits need the history */
+    if (full_e)
+        return full_e;
     if (!seq_at(d, h, TD_CRDT_LIST, "list", pos))
         return TD_CRDT_ERR_ARG;
     if (n == 0)
@@ -613,6 +625,9 @@ td_crdt_err td_crdt_list_insert(td_crdt_doc *d, td_crdt_obj h, size_t pos,
 td_crdt_err td_crdt_list_insert_obj(td_crdt_doc *d, td_crdt_obj h, size_t pos,
                                     td_crdt_kind kind, td_crdt_obj *out)
 {
+    td_crdt_err full_e = td_crdt_full(d); /* edits need the history */
+    if (full_e)
+        return full_e;
     td_obj *o = obj_of(d, h, TD_CRDT_LIST, "list");
     if (!o)
         return TD_CRDT_ERR_ARG;
@@ -684,6 +699,9 @@ static td_crdt_err check_key(td_crdt_doc *d, const char *key, size_t klen)
 td_crdt_err td_crdt_map_set(td_crdt_doc *d, td_crdt_obj h, const char *key,
                             size_t klen, const td_crdt_value *val)
 {
+    td_crdt_err full_e = td_crdt_full(d); /* edits need the history */
+    if (full_e)
+        return full_e;
     td_obj *o = obj_of(d, h, TD_CRDT_MAP, "map");
     if (!o)
         return TD_CRDT_ERR_ARG;
@@ -699,6 +717,9 @@ td_crdt_err td_crdt_map_set(td_crdt_doc *d, td_crdt_obj h, const char *key,
 td_crdt_err td_crdt_map_set_obj(td_crdt_doc *d, td_crdt_obj h, const char *key,
                                 size_t klen, td_crdt_kind kind, td_crdt_obj *out)
 {
+    td_crdt_err full_e = td_crdt_full(d); /* edits need the history */
+    if (full_e)
+        return full_e;
     td_obj *o = obj_of(d, h, TD_CRDT_MAP, "map");
     if (!o)
         return TD_CRDT_ERR_ARG;
@@ -731,6 +752,9 @@ td_crdt_err td_crdt_map_set_obj(td_crdt_doc *d, td_crdt_obj h, const char *key,
 
 td_crdt_err td_crdt_map_delete(td_crdt_doc *d, td_crdt_obj h, const char *key, size_t klen)
 {
+    td_crdt_err full_e = td_crdt_full(d); /* edits need the history */
+    if (full_e)
+        return full_e;
     td_obj *o = obj_of(d, h, TD_CRDT_MAP, "map");
     if (!o)
         return TD_CRDT_ERR_ARG;

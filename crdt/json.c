@@ -80,6 +80,11 @@ static void put_val(td_crdt_doc *d, td_buf *b, const td_val *v)
 
 static void put_text(td_crdt_doc *d, td_buf *b, const td_seq *q)
 {
+    if (q->lazy) { /* lazily loaded: the snapshot's UTF-8 */
+        put_str(b, q->lazy_bytes ? (const char *)d->lazy.text + q->lazy_off : NULL,
+                q->lazy_bytes);
+        return;
+    }
     td_buf t;
     td_crdt_wb_init(&t, d);
     for (td_leaf *l = q->first; l; l = l->next)
@@ -147,7 +152,9 @@ static int name_cmp(const td_obj *a, const td_obj *b)
 
 static int touched(const td_obj *o)
 {
-    return o->kind == TD_CRDT_MAP ? o->u.map.n > 0 : o->u.seq.total > 0;
+    if (o->kind == TD_CRDT_MAP)
+        return o->u.map.n > 0;
+    return o->u.seq.lazy ? o->u.seq.lazy_runs > 0 : o->u.seq.total > 0;
 }
 
 td_crdt_err td_crdt_to_json(td_crdt_doc *d, char **out, size_t *len)

@@ -150,6 +150,9 @@ static td_crdt_err local_insert_at(td_crdt_doc *d, uint32_t obj, uint32_t pos,
 
 td_crdt_err td_crdt_seq_place_after(td_crdt_doc *d, uint32_t obj, int start, td_id id)
 {
+    td_crdt_err e = td_crdt_full(d);
+    if (e)
+        return e;
     td_pos p;
     if (obj && !start && !td_crdt_seq_locate(d, obj, id, &p))
         return td_crdt_fail(d, TD_CRDT_ERR_ARG, "no such item in this sequence");

@@ -371,11 +371,17 @@ done:
 
 td_crdt_err td_crdt_snapshot_encode(td_crdt_doc *d, uint8_t **out, size_t *len)
 {
+    td_crdt_err e = td_crdt_full(d);
+    if (e)
+        return e;
     return snapshot_encode(d, 2, out, len);
 }
 
 td_crdt_err td_crdt_snapshot_encode_v1(td_crdt_doc *d, uint8_t **out, size_t *len)
 {
+    td_crdt_err e = td_crdt_full(d);
+    if (e)
+        return e;
     return snapshot_encode(d, 1, out, len);
 }
 
@@ -394,6 +400,11 @@ typedef struct snapdec {
     const char *why;
     const td_leaf *last_leaf; /* where the previous delete target was found */
     int trusted;              /* td_crdt_options.trusted_snapshot */
+    int lazy;                 /* decode only what reading needs (dec_lazy) */
+    int given;                /* v2: columns [0, given) are set already, and
+                                 the others start at rest */
+    const uint8_t *rest;
+    size_t coln[NCOL];        /* decoded size of each column */
 } snapdec;
 
 #define BAD(s, msg) ((s)->why = (msg), TD_CRDT_ERR_DECODE)
@@ -937,6 +948,74 @@ static td_crdt_err dec_deletes(snapdec *s)
     return TD_CRDT_OK;
 }
 
+/* Columns [from, to) of a v2 snapshot, read one after the other from s->r. */
+static td_crdt_err dec_cols(snapdec *s, int from, int to)
+{
+    /* an empty column has no buffer: read it from a static empty one (no
+     * arithmetic on NULL) */
+    static const uint8_t none[1];
+    for (int c = from; c < to; c++) {
+        size_t n = 0;
+        td_crdt_err e = td_crdt_ent_get(s->d, &s->r, &s->colmem[c], &n, &s->why);
+        if (e)
+            return e;
+        const uint8_t *p = n ? s->colmem[c] : none;
+        s->col[c] = (td_rd){p, p + n, 0};
+        s->coln[c] = n;
+    }
+    s->rest = s->r.p;
+    if (to == NCOL && td_crdt_rd_left(&s->r))
+        return BAD(s, "trailing bytes after the columns");
+    for (int c = to; c < NCOL; c++) /* not decoded (lazy): read as empty */
+        s->col[c] = (td_rd){none, none, 0};
+    return TD_CRDT_OK;
+}
+
+/* A text of a lazy load: its run count and its visible UTF-8, kept where the
+ * text column holds it (td_seq.lazy). The runs are read by
+ * td_crdt_materialize, which also checks that they hold that many code
+ * points. */
+static td_crdt_err dec_text_lazy(snapdec *s, uint32_t h)
+{
+    td_seq *q = &s->d->objs[h - 1]->u.seq;
+    td_rd *M = s->in[C_MAIN];
+    uint32_t nruns = td_crdt_rd_u32(M, TD_MAX_SEQ);
+    uint32_t nbytes = td_crdt_rd_u32(M, 0x7fffffff);
+    const uint8_t *p = td_crdt_rd_bytes(s->in[C_TEXT], nbytes);
+    size_t n = p ? td_crdt_utf8_count((const char *)p, nbytes) : SIZE_MAX;
+    if (M->bad || n == SIZE_MAX || n > TD_MAX_SEQ || (n && !nruns))
+        return BAD(s, "text content");
+    q->lazy = 1;
+    q->lazy_runs = nruns;
+    q->lazy_off = nbytes ? (uint32_t)(p - s->colmem[C_TEXT]) : 0;
+    q->lazy_bytes = nbytes;
+    q->vis = (uint32_t)n;
+    return TD_CRDT_OK;
+}
+
+/* The rest of a lazy load, after the objects: maps whole, texts by
+ * dec_text_lazy, the delete counts (their records are in columns not
+ * decoded), and nothing left over in the two columns read. */
+static td_crdt_err dec_lazy(snapdec *s)
+{
+    td_crdt_doc *d = s->d;
+    td_crdt_err e = TD_CRDT_OK;
+    for (uint32_t i = 0; !e && i < s->nobj; i++) {
+        uint32_t h = s->obj[i];
+        e = d->objs[h - 1]->kind == TD_CRDT_MAP ? dec_map(s, h) : dec_text_lazy(s, h);
+        if (!e && col_bad(s))
+            e = BAD(s, "truncated");
+    }
+    for (uint32_t ai = 0; !e && ai < s->na; ai++) {
+        (void)td_crdt_rd_u32(s->in[C_MAIN], TD_MAX_SEQ);
+        if (s->in[C_MAIN]->bad)
+            e = BAD(s, "delete count");
+    }
+    if (!e && (td_crdt_rd_left(s->in[C_MAIN]) || td_crdt_rd_left(s->in[C_TEXT])))
+        e = BAD(s, "trailing bytes");
+    return e;
+}
+
 static td_crdt_err dec_all(snapdec *s)
 {
     td_crdt_doc *d = s->d;
@@ -949,19 +1028,16 @@ static td_crdt_err dec_all(snapdec *s)
     }
     for (int c = 0; c < NCOL; c++)
         s->in[c] = magic[2] == 1 ? &s->r : &s->col[c];
-    for (int c = 0; magic[2] == 2 && c < NCOL; c++) {
-        size_t n;
-        td_crdt_err e = td_crdt_ent_get(d, &s->r, &s->colmem[c], &n, &s->why);
+    /* A lazy load (trusted v2 only) decodes the main and text columns now,
+     * the others (runs, deletes) when the document is materialized. */
+    s->lazy = s->lazy && s->trusted && magic[2] == 2;
+    if (magic[2] == 2) {
+        if (s->given)
+            s->r.p = s->rest;
+        td_crdt_err e = dec_cols(s, s->given, s->lazy ? C_TEXT + 1 : NCOL);
         if (e)
             return e;
-        /* an empty column has no buffer: read it from a static empty one (no
-         * arithmetic on NULL) */
-        static const uint8_t none[1];
-        const uint8_t *p = n ? s->colmem[c] : none;
-        s->col[c] = (td_rd){p, p + n, 0};
     }
-    if (magic[2] == 2 && td_crdt_rd_left(&s->r))
-        return BAD(s, "trailing bytes after the columns");
     s->na = td_crdt_rd_u32(s->in[C_MAIN], (uint32_t)(td_crdt_rd_left(s->in[C_MAIN]) / 9));
     if (s->in[C_MAIN]->bad)
         return BAD(s, "agent count");
@@ -985,6 +1061,16 @@ static td_crdt_err dec_all(snapdec *s)
     if (s->in[C_MAIN]->bad || d->max_lamport > ((uint64_t)1 << 62))
         return BAD(s, "lamport");
     td_crdt_err e = dec_objects(s);
+    if (!e && s->lazy) {
+        /* a list's values sit in the main column after its runs, so a
+         * document with lists is loaded whole */
+        for (uint32_t i = 0; s->lazy && i < s->nobj; i++)
+            s->lazy = d->objs[s->obj[i] - 1]->kind != TD_CRDT_LIST;
+        if (s->lazy)
+            return dec_lazy(s);
+        if ((e = dec_cols(s, C_TEXT + 1, NCOL)))
+            return e;
+    }
     for (uint32_t i = 0; !e && i < s->nobj; i++) {
         uint32_t h = s->obj[i];
         e = d->objs[h - 1]->kind == TD_CRDT_MAP ? dec_map(s, h) : dec_seq(s, h);
@@ -1047,7 +1133,24 @@ td_crdt_err td_crdt_doc_load(const td_crdt_options *opts, const uint8_t *snap,
     if (!snap)
         snap = none; /* len is 0: no pointer arithmetic on NULL */
     snapdec s = {.d = d, .r = {snap, snap + len, 0}, .trusted = opts && opts->trusted_snapshot};
+    s.lazy = s.trusted;
     e = dec_all(&s);
+    if (!e && s.lazy) {
+        /* keep the snapshot for td_crdt_materialize, and the text column
+         * the lazy texts point into */
+        if (!(d->lazy.snap = td_crdt_mem(d, NULL, len))) {
+            e = TD_CRDT_ERR_NOMEM;
+        } else {
+            memcpy(d->lazy.snap, snap, len);
+            d->lazy.len = len;
+            d->lazy.rest = (size_t)(s.rest - snap);
+            d->lazy.text = s.colmem[C_TEXT];
+            d->lazy.text_len = s.coln[C_TEXT];
+            d->lazy.main = s.colmem[C_MAIN];
+            d->lazy.main_len = s.coln[C_MAIN];
+            s.colmem[C_TEXT] = s.colmem[C_MAIN] = NULL;
+        }
+    }
     for (int c = 0; c < NCOL; c++)
         td_crdt_memfree(d, s.colmem[c]);
     td_crdt_memfree(d, s.agent);
@@ -1061,5 +1164,112 @@ td_crdt_err td_crdt_doc_load(const td_crdt_options *opts, const uint8_t *snap,
     }
     d->committed = d->agents[d->self].vv;
     *out = d;
+    return TD_CRDT_OK;
+}
+
+/* ---- lazy documents --------------------------------------------------------- */
+
+void td_crdt_lazy_free(td_crdt_doc *d)
+{
+    td_crdt_memfree(d, d->lazy.snap);
+    td_crdt_memfree(d, d->lazy.text);
+    td_crdt_memfree(d, d->lazy.main);
+    memset(&d->lazy, 0, sizeof d->lazy);
+}
+
+/* Whether f, the kept snapshot decoded whole, is the document d was loaded
+ * as: the same agents (index by index) and counts, and the same objects
+ * (handle by handle, texts lazy) as far as f has them. Holds by
+ * construction -- both were built by the same decoder from the same bytes,
+ * and nothing that adds agents or objects of the snapshot ran since; a
+ * cheap guard for the handle-by-handle exchange below. */
+static int same_shape(const td_crdt_doc *d, const td_crdt_doc *f)
+{
+    if (d->nagents != f->nagents || d->nobjs < f->nobjs || d->self != f->self ||
+        d->nops != f->nops || d->max_lamport != f->max_lamport)
+        return 0;
+    for (uint32_t i = 0; i < d->nagents; i++)
+        if (d->agents[i].id != f->agents[i].id || d->agents[i].vv != f->agents[i].vv)
+            return 0;
+    for (uint32_t h = 1; h <= f->nobjs; h++) {
+        const td_obj *a = d->objs[h - 1], *b = f->objs[h - 1];
+        if (a->kind != b->kind || a->is_root != b->is_root || a->parent != b->parent ||
+            (a->kind == TD_CRDT_TEXT) != (a->u.seq.lazy == 1) ||
+            (a->kind == TD_CRDT_TEXT && a->u.seq.vis != b->u.seq.vis))
+            return 0;
+    }
+    for (uint32_t h = f->nobjs + 1; h <= d->nobjs; h++) { /* roots made since: empty */
+        const td_obj *a = d->objs[h - 1];
+        if (!a->is_root || (a->kind == TD_CRDT_MAP ? a->u.map.n != 0
+                                                   : a->u.seq.lazy || a->u.seq.total != 0))
+            return 0;
+    }
+    return 1;
+}
+
+td_crdt_err td_crdt_materialize(td_crdt_doc *d)
+{
+    if (!d->lazy.snap)
+        return TD_CRDT_OK;
+    td_crdt_options o = {
+        .alloc = d->alloc,
+        .alloc_ud = d->alloc_ud,
+        .agent = d->agents[d->self].id,
+        .max_pending_ops = d->max_pending_ops,
+        .max_pending_bytes = d->max_pending_bytes,
+        .max_depth = d->max_depth,
+    };
+    td_crdt_doc *f;
+    td_crdt_err e = td_crdt_doc_new(&o, &f);
+    if (e)
+        return td_crdt_fail(d, e, "out of memory (loading the rest of a lazy snapshot)");
+    /* the main and text columns are decoded already: the decode starts at
+     * the run columns */
+    static const uint8_t none[1];
+    const uint8_t *m = d->lazy.main_len ? d->lazy.main : none;
+    const uint8_t *t = d->lazy.text_len ? d->lazy.text : none;
+    snapdec s = {.d = f, .r = {d->lazy.snap, d->lazy.snap + d->lazy.len, 0}, .trusted = 1,
+                 .given = C_TEXT + 1, .rest = d->lazy.snap + d->lazy.rest};
+    s.col[C_MAIN] = (td_rd){m, m + d->lazy.main_len, 0};
+    s.col[C_TEXT] = (td_rd){t, t + d->lazy.text_len, 0};
+    e = dec_all(&s);
+    for (int c = 0; c < NCOL; c++)
+        td_crdt_memfree(f, s.colmem[c]);
+    td_crdt_memfree(f, s.agent);
+    td_crdt_memfree(f, s.obj);
+    if (!e && !same_shape(d, f))
+        e = BAD(&s, "the snapshot does not decode to the document it loaded as");
+    if (e) {
+        const char *why = s.why ? s.why : td_crdt_doc_error(f);
+        e = td_crdt_fail(d, e, "loading the rest of a lazy snapshot: %s", why);
+        td_crdt_doc_free(f);
+        return e;
+    }
+    /* the texts and the agents' indexes and deletes of f go to d, handle
+     * by handle and index by index; maps (and the object table) stay */
+    for (uint32_t h = 1; h <= f->nobjs; h++) {
+        td_obj *a = d->objs[h - 1], *b = f->objs[h - 1];
+        if (a->kind != TD_CRDT_TEXT)
+            continue;
+        td_seq t = a->u.seq;
+        a->u.seq = b->u.seq;
+        b->u.seq = t;
+    }
+    for (uint32_t i = 0; i < d->nagents; i++) {
+        td_agent *a = &d->agents[i], *b = &f->agents[i];
+        td_idx ti = a->idx;
+        a->idx = b->idx;
+        b->idx = ti;
+        td_delrec *td = a->dels;
+        uint32_t tn = a->ndels, tc = a->capdels;
+        a->dels = b->dels;
+        a->ndels = b->ndels;
+        a->capdels = b->capdels;
+        b->dels = td;
+        b->ndels = tn;
+        b->capdels = tc;
+    }
+    td_crdt_doc_free(f);
+    td_crdt_lazy_free(d);
     return TD_CRDT_OK;
 }

@@ -76,7 +76,12 @@ typedef struct td_crdt_options {
      * part of a load's cost. 1: the caller knows the bytes are this
      * library's own encoding and intact (the store verifies its digest), so
      * that check is skipped (each piece is still validated on its own).
-     * Never set it for bytes from the network or a file a user hands in. */
+     * Never set it for bytes from the network or a file a user hands in.
+     * A trusted load is also lazy (crdt/README.md): it decodes what reading
+     * needs, and the first call that needs the history (an edit, apply,
+     * commit, diff, snapshot_encode) decodes the rest; if that fails (out of
+     * memory, bytes damaged after all) that call returns the error and the
+     * document stays as it was. */
     int trusted_snapshot;
 } td_crdt_options;
 

@@ -268,6 +268,68 @@ tt_feed_result tt_feed_load(const uint8_t *p, size_t len, char *why, size_t n)
     return r;
 }
 
+tt_feed_result tt_feed_load_trusted(const uint8_t *p, size_t len, char *why, size_t n)
+{
+    td_crdt_options o;
+    memset(&o, 0, sizeof o);
+    o.agent = 0x1111;
+    td_crdt_doc *full = NULL, *d = NULL;
+    int full_ok = td_crdt_doc_load(&o, p, len, &full, NULL) == TD_CRDT_OK;
+    o.trusted_snapshot = 1;
+    td_crdt_err e = td_crdt_doc_load(&o, p, len, &d, NULL);
+    tt_feed_result r = TT_FEED_ACCEPTED;
+    char *j1 = NULL, *j2 = NULL, *j3 = NULL; /* j1, j2 of d; j3 of full */
+    uint8_t *s1 = NULL, *s2 = NULL;
+    size_t l1 = 0, l2 = 0;
+    if (e != TD_CRDT_OK) {
+        if (e == TD_CRDT_ERR_NOMEM || full_ok)
+            r = (say(why, n, "trusted doc_load: %s (untrusted: %s)", td_crdt_strerror(e),
+                    full_ok ? "accepted" : "refused"), TT_FEED_BROKEN);
+        else
+            r = TT_FEED_REJECTED;
+        goto out;
+    }
+    /* reading works on the lazy state */
+    if ((e = td_crdt_to_json(d, &j1, &l1))) {
+        r = (say(why, n, "to_json of a trusted load: %s", td_crdt_strerror(e)), TT_FEED_BROKEN);
+        goto out;
+    }
+    /* the first history-using call decodes the rest, or refuses cleanly */
+    e = td_crdt_snapshot_encode(d, &s1, &l1);
+    if (e != TD_CRDT_OK) {
+        if (e == TD_CRDT_ERR_NOMEM || full_ok) {
+            r = (say(why, n, "snapshot_encode after a trusted load: %s (%s)", td_crdt_strerror(e),
+                    td_crdt_doc_error(d)), TT_FEED_BROKEN);
+        } else if (td_crdt_to_json(d, &j2, &l2) != TD_CRDT_OK || strcmp(j1, j2) != 0) {
+            r = (say(why, n, "a trusted load reads differently after a refused decode"),
+                 TT_FEED_BROKEN);
+        } else {
+            r = TT_FEED_REJECTED;
+        }
+        goto out;
+    }
+    if (full_ok) { /* then it is the same document */
+        if (td_crdt_snapshot_encode(full, &s2, &l2) != TD_CRDT_OK || l1 != l2 ||
+            memcmp(s1, s2, l1) != 0)
+            r = (say(why, n, "trusted and untrusted loads encode differently"), TT_FEED_BROKEN);
+        else if (td_crdt_to_json(full, &j3, &l2) != TD_CRDT_OK || strcmp(j1, j3) != 0)
+            r = (say(why, n, "trusted and untrusted loads read differently"), TT_FEED_BROKEN);
+    }
+out:
+    if (d) {
+        td_crdt_buf_free(d, j1);
+        td_crdt_buf_free(d, j2);
+        td_crdt_buf_free(d, s1);
+    }
+    if (full) {
+        td_crdt_buf_free(full, s2);
+        td_crdt_buf_free(full, j3);
+    }
+    td_crdt_doc_free(d);
+    td_crdt_doc_free(full);
+    return r;
+}
+
 tt_feed_result tt_feed_diff(td_crdt_doc *full, const tt_bytes *full_snap, const uint8_t *p,
                             size_t len, int check_unchanged, char *why, size_t n)
 {

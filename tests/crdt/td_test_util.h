@@ -191,6 +191,12 @@ tt_feed_result tt_feed_apply(td_crdt_doc *d, const tt_bytes *before, const uint8
                              size_t len, int *changed, char *why, size_t whylen);
 /* td_crdt_doc_load of p; on success the document must be valid. */
 tt_feed_result tt_feed_load(const uint8_t *p, size_t len, char *why, size_t whylen);
+/* td_crdt_doc_load of p with trusted_snapshot (a lazy load): reading must
+ * work, and the first history-using call (snapshot_encode) must decode the
+ * rest or refuse with DECODE/LIMIT, the document staying readable as it
+ * was; where the untrusted load accepts p, both must give the same
+ * document. Never crashes on any input. */
+tt_feed_result tt_feed_load_trusted(const uint8_t *p, size_t len, char *why, size_t whylen);
 /* td_crdt_diff(full, vv = p); on error full must be unchanged (checked when
  * check_unchanged); on success a fresh replica must take the output, and a
  * normal diff must complete it to full_snap. */
