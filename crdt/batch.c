@@ -751,7 +751,7 @@ static td_crdt_err integrate_set(td_crdt_doc *d, const batch *b, const bop *o, u
             td_crdt_obj_drop_last_nested(d);
         td_crdt_val_free(d, &v);
     }
-    if (lamport > d->max_lamport)
+    if (!e && lamport > d->max_lamport) /* a write that failed was not seen */
         d->max_lamport = lamport;
     return e;
 }
@@ -772,7 +772,11 @@ static td_crdt_err integrate_op(td_crdt_doc *d, const batch *b, const bop *o, ui
         if (rec.len == 1)
             rec.desc = 0; /* one target has no direction: keep records canonical */
         uint32_t lo = o->desc ? rec.target.seq - (rec.len - 1) : rec.target.seq;
-        e = td_crdt_seq_delete_ids(d, h, rec.target.agent, lo, lo + rec.len - 1);
+        /* the record's room first: items deleted by an op the version
+         * vector does not count would stay so */
+        e = td_crdt_delrec_reserve(d, b->doc_agent[o->agent], 1);
+        if (!e)
+            e = td_crdt_seq_delete_ids(d, h, rec.target.agent, lo, lo + rec.len - 1);
         if (!e)
             e = td_crdt_delrec_add(d, b->doc_agent[o->agent], &rec);
         break;

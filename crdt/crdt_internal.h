@@ -45,6 +45,7 @@
 #define TD_LEAF_MAX 32
 #define TD_INNER_MAX 16
 #define TD_IDX_CHUNK 128
+#define TD_TREE_MAX_HEIGHT 11 /* inner levels of a sequence tree */
 #define TD_MAX_NAME 255
 #define TD_MAX_KEY 65535
 
@@ -250,10 +251,15 @@ struct td_crdt_doc {
     uint32_t nroots, caproots;
 
     /* Nodes set aside before a tree insertion starts, so that splitting can
-     * never fail halfway through. */
-    td_inner *spare_inner[12];
+     * never fail halfway through: for one insertion, or for the two of an
+     * edit that splits a run and inserts next to it (td_crdt_seq_reserve).
+     * Index chunks likewise, for the id-index entries of those runs. */
+    td_inner *spare_inner[2 * TD_TREE_MAX_HEIGHT + 3];
     uint32_t nspare_inner;
-    td_leaf *spare_leaf;
+    td_leaf *spare_leaf[2];
+    uint32_t nspare_leaf;
+    td_idx_chunk *spare_chunk[2];
+    uint32_t nspare_chunk;
 
     /* The pending set: pend[0 .. npend_sorted) is sorted by (wait_agent,
      * wait_seq), the rest was parked since and is merged in before a lookup. */
@@ -333,6 +339,9 @@ td_crdt_err td_crdt_obj_new_nested(td_crdt_doc *d, uint8_t kind, td_id id,
                               uint32_t parent, uint32_t *out);
 void td_crdt_obj_drop_last_nested(td_crdt_doc *d);
 td_crdt_err td_crdt_delrec_add(td_crdt_doc *d, uint32_t agent, const td_delrec *r);
+/* Room for n more delete records of agent: td_crdt_delrec_add cannot fail
+ * for the next n. */
+td_crdt_err td_crdt_delrec_reserve(td_crdt_doc *d, uint32_t agent, uint32_t n);
 void td_crdt_val_free(td_crdt_doc *d, td_val *v);
 void td_crdt_val_export(const td_crdt_doc *d, const td_val *v, td_crdt_value *out);
 
@@ -352,6 +361,9 @@ int td_crdt_idx_walk(td_idx *x, uint32_t from, int (*fn)(void *, td_idx_ent *), 
  * hold seq), or from the first entry if there is none: one search. */
 int td_crdt_idx_walk_floor(td_idx *x, uint32_t seq, int (*fn)(void *, td_idx_ent *), void *ud);
 void td_crdt_idx_free(td_crdt_doc *d, td_idx *x);
+/* Room for k new keys near seq: td_crdt_idx_put of k new keys, each near
+ * seq (in its chunk), cannot fail. Uses the document's spare chunks. */
+td_crdt_err td_crdt_idx_reserve(td_crdt_doc *d, td_idx *x, uint32_t seq, uint32_t k);
 /* Fills the empty index x with the n entries e, whose keys strictly
  * increase, in full chunks. */
 td_crdt_err td_crdt_idx_build(td_crdt_doc *d, td_idx *x, const td_idx_ent *e, uint32_t n);
@@ -379,6 +391,11 @@ td_crdt_err td_crdt_seq_insert_run(td_crdt_doc *d, td_seq *s, td_leaf *leaf,
  * td_crdt_idx_build (snapshot.c). */
 td_crdt_err td_crdt_seq_append_unindexed(td_crdt_doc *d, td_seq *s, const td_run *r);
 void td_crdt_spares_free(td_crdt_doc *d);
+/* Sets aside what k <= 2 run insertions may need -- the i-th into
+ * leaves[i] (or a leaf split from it), with the new id-index key keys[i] --
+ * so that an edit making all of them cannot fail between them. */
+td_crdt_err td_crdt_seq_reserve(td_crdt_doc *d, const td_seq *s,
+                                const td_leaf *const *leaves, const td_id *keys, uint32_t k);
 void td_crdt_seq_adjust(td_seq *s, td_leaf *leaf, int64_t dtot, int64_t dvis);
 /* Tries to merge run ri with run ri+1 of the same leaf. */
 int td_crdt_seq_try_merge(td_crdt_doc *d, td_leaf *leaf, uint32_t ri);

@@ -167,6 +167,15 @@ td_crdt_err td_crdt_delrec_add(td_crdt_doc *d, uint32_t agent, const td_delrec *
     return TD_CRDT_OK;
 }
 
+td_crdt_err td_crdt_delrec_reserve(td_crdt_doc *d, uint32_t agent, uint32_t n)
+{
+    td_agent *a = &d->agents[agent];
+    if (n > UINT32_MAX - a->ndels ||
+        !td_crdt_grow(d, (void **)&a->dels, &a->capdels, a->ndels + n, sizeof *a->dels))
+        return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    return TD_CRDT_OK;
+}
+
 /* ---- objects ------------------------------------------------------------- */
 
 td_obj *td_crdt_obj_get(const td_crdt_doc *d, td_crdt_obj h)

@@ -59,6 +59,37 @@ td_idx_ent *td_crdt_idx_floor(td_idx *x, uint32_t seq)
     return &c->e[ent_floor(c, seq)];
 }
 
+/* A chunk for a split or a new first key: a spare one if an edit set it
+ * aside (td_crdt_idx_reserve). */
+static td_idx_chunk *chunk_new(td_crdt_doc *d)
+{
+    if (d->nspare_chunk)
+        return d->spare_chunk[--d->nspare_chunk];
+    return td_crdt_mem(d, NULL, sizeof(td_idx_chunk));
+}
+
+td_crdt_err td_crdt_idx_reserve(td_crdt_doc *d, td_idx *x, uint32_t seq, uint32_t k)
+{
+    int64_t ci = chunk_floor(x, seq);
+    if (x->n && x->chunks[ci < 0 ? 0 : ci]->n + k <= TD_IDX_CHUNK)
+        return TD_CRDT_OK; /* the chunk takes them all */
+    if (x->cap < x->n + k) {
+        uint32_t cap = x->cap;
+        uint32_t cap2 = x->cap;
+        if (!td_crdt_grow(d, (void **)&x->chunks, &cap, x->n + k, sizeof *x->chunks) ||
+            !td_crdt_grow(d, (void **)&x->first, &cap2, x->n + k, sizeof *x->first))
+            return TD_CRDT_ERR_NOMEM;
+        x->cap = cap < cap2 ? cap : cap2;
+    }
+    while (d->nspare_chunk < k) {
+        td_idx_chunk *c = td_crdt_mem(d, NULL, sizeof *c);
+        if (!c)
+            return TD_CRDT_ERR_NOMEM;
+        d->spare_chunk[d->nspare_chunk++] = c;
+    }
+    return TD_CRDT_OK;
+}
+
 static td_crdt_err chunk_insert_at(td_crdt_doc *d, td_idx *x, uint32_t pos,
                                    td_idx_chunk *c, uint32_t first)
 {
@@ -87,7 +118,7 @@ td_crdt_err td_crdt_idx_put(td_crdt_doc *d, td_idx *x, uint32_t seq, td_leaf *le
     int64_t ci = chunk_floor(x, seq);
     if (ci < 0) {
         if (x->n == 0 || x->chunks[0]->n == TD_IDX_CHUNK) {
-            td_idx_chunk *c = td_crdt_mem(d, NULL, sizeof *c);
+            td_idx_chunk *c = chunk_new(d);
             if (!c)
                 return TD_CRDT_ERR_NOMEM;
             c->n = 1;
@@ -110,7 +141,7 @@ td_crdt_err td_crdt_idx_put(td_crdt_doc *d, td_idx *x, uint32_t seq, td_leaf *le
     if (c->n == TD_IDX_CHUNK) {
         /* Split: appending at the very end starts a fresh chunk, so that
          * sequential creation fills chunks completely. */
-        td_idx_chunk *nc = td_crdt_mem(d, NULL, sizeof *nc);
+        td_idx_chunk *nc = chunk_new(d);
         if (!nc)
             return TD_CRDT_ERR_NOMEM;
         uint32_t keep = (at == TD_IDX_CHUNK && (uint32_t)ci == x->n - 1)

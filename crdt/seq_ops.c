@@ -109,6 +109,17 @@ static void cache_set(td_seq *s, td_leaf *leaf, uint32_t ri, uint32_t vpos)
     s->cur.vpos = vpos;
 }
 
+/* An insert inside the run at lp splits it, then inserts the new run next
+ * to the second half: both insertions are reserved first, or a failing
+ * second would leave the first. */
+static td_crdt_err reserve_split_insert(td_crdt_doc *d, td_seq *s, td_pos lp, uint32_t seq0)
+{
+    const td_run *r = &lp.leaf->r[lp.ri];
+    const td_leaf *lv[2] = {lp.leaf, lp.leaf};
+    td_id keys[2] = {{r->id.agent, r->id.seq + lp.off + 1}, {d->self, seq0}};
+    return td_crdt_seq_reserve(d, s, lv, keys, 2);
+}
+
 /* The hottest path of all: the cursor cache names the run this agent is
  * typing and pos is right after its last item. The run grows in place if
  * nothing was inserted after it meanwhile (its right origin is still next). */
@@ -199,8 +210,10 @@ static td_crdt_err insert_after_deleted(td_crdt_doc *d, td_seq *s, uint32_t obj,
     }
     s->cur.valid = 0;
     uint32_t off = 0, oldclen = s->clen;
-    td_crdt_err e = content_append(d, s, cps, vals, n, &off);
-    if (e)
+    td_crdt_err e = TD_CRDT_OK;
+    if (lp.off + 1 < lr->len)
+        e = reserve_split_insert(d, s, lp, seq0);
+    if (e || (e = content_append(d, s, cps, vals, n, &off)))
         return e;
     td_run run = {{self, seq0}, n, off, left, right, 0};
     td_pos at;
@@ -270,8 +283,10 @@ static td_crdt_err local_insert_at(td_crdt_doc *d, uint32_t obj, uint32_t pos,
         right = s->first->r[0].id;
     }
     uint32_t off = 0, oldclen = s->clen;
-    td_crdt_err e = content_append(d, s, cps, vals, n, &off);
-    if (e)
+    td_crdt_err e = TD_CRDT_OK;
+    if (pos > 0 && lp.off + 1 < lr->len)
+        e = reserve_split_insert(d, s, lp, seq0);
+    if (e || (e = content_append(d, s, cps, vals, n, &off)))
         return e;
     td_run run = {{self, seq0}, n, off, left, right, 0};
     td_pos at;
@@ -373,12 +388,62 @@ static int delete_by_shift(td_crdt_doc *d, td_seq *s, td_pos p, td_pos *at)
     return 1;
 }
 
+/* A delete splits at most twice: where it starts inside a run and where it
+ * ends inside one. Reserves both splits (their leaves and new keys start[]
+ * / end[]) unless the only one is at the start: that one is the delete's
+ * first change, and fails alone. */
+static td_crdt_err reserve_splits(td_crdt_doc *d, td_seq *s, const td_pos *start,
+                                  const td_pos *end)
+{
+    const td_leaf *lv[2];
+    td_id keys[2];
+    uint32_t k = 0;
+    if (start) {
+        const td_run *r = &start->leaf->r[start->ri];
+        lv[k] = start->leaf;
+        keys[k++] = (td_id){r->id.agent, r->id.seq + start->off};
+    }
+    if (end) {
+        const td_run *r = &end->leaf->r[end->ri];
+        lv[k] = end->leaf;
+        keys[k++] = (td_id){r->id.agent, r->id.seq + end->off};
+    }
+    return end ? td_crdt_seq_reserve(d, s, lv, keys, k) : TD_CRDT_OK;
+}
+
+/* Sets aside what a local delete of n items from p can allocate, before it
+ * marks any: a failure after the first piece would leave items deleted
+ * that no delete op counts. Each visible run it touches is a piece with a
+ * delete record of its own (at most). */
+static td_crdt_err reserve_delete(td_crdt_doc *d, td_seq *s, td_pos p, uint32_t n)
+{
+    uint32_t pieces = 1, avail = p.leaf->r[p.ri].len - p.off;
+    td_pos q = p;
+    while (n > avail) {
+        n -= avail;
+        do {
+            if (!td_crdt_pos_next_run(&q))
+                return td_crdt_fail(d, TD_CRDT_ERR_INVALID_OP, "delete past the end");
+        } while (q.leaf->r[q.ri].deleted);
+        pieces++;
+        avail = q.leaf->r[q.ri].len;
+    }
+    td_crdt_err e = td_crdt_delrec_reserve(d, d->self, pieces);
+    if (e)
+        return e;
+    q.off += n; /* the first item after the delete */
+    return reserve_splits(d, s, p.off ? &p : NULL, q.off < q.leaf->r[q.ri].len ? &q : NULL);
+}
+
 td_crdt_err td_crdt_seq_local_delete(td_crdt_doc *d, uint32_t obj, uint32_t pos, uint32_t n)
 {
     td_seq *s = seq_of(d, obj);
     uint32_t self = d->self;
-    while (n > 0) {
-        td_pos p = find_visible(s, pos);
+    td_pos p = find_visible(s, pos);
+    td_crdt_err re = reserve_delete(d, s, p, n);
+    if (re)
+        return re;
+    for (;;) {
         td_run *r = &p.leaf->r[p.ri];
         uint32_t k = r->len - p.off < n ? r->len - p.off : n;
         td_delrec rec = {d->agents[self].vv, k, obj, r->id, 0};
@@ -399,8 +464,10 @@ td_crdt_err td_crdt_seq_local_delete(td_crdt_doc *d, uint32_t obj, uint32_t pos,
         d->nops += k;
         n -= k;
         cache_set(s, at.leaf, at.ri, pos);
+        if (n == 0)
+            return TD_CRDT_OK;
+        p = find_visible(s, pos);
     }
-    return TD_CRDT_OK;
 }
 
 td_crdt_err td_crdt_seq_delete_ids(td_crdt_doc *d, uint32_t obj, uint32_t ta, uint32_t lo,
@@ -408,6 +475,18 @@ td_crdt_err td_crdt_seq_delete_ids(td_crdt_doc *d, uint32_t obj, uint32_t ta, ui
 {
     td_seq *s = seq_of(d, obj);
     s->cur.valid = 0;
+    /* the splits at both ends first: a failing second must not leave the
+     * items between them deleted */
+    td_pos ps, pe;
+    if (!td_crdt_seq_locate(d, obj, (td_id){ta, lo}, &ps) ||
+        !td_crdt_seq_locate(d, obj, (td_id){ta, hi}, &pe))
+        return td_crdt_fail(d, TD_CRDT_ERR_INVALID_OP, "delete of an unknown item");
+    pe.off++;
+    int split_start = ps.off && !ps.leaf->r[ps.ri].deleted;
+    int split_end = pe.off < pe.leaf->r[pe.ri].len && !pe.leaf->r[pe.ri].deleted;
+    td_crdt_err re = reserve_splits(d, s, split_start ? &ps : NULL, split_end ? &pe : NULL);
+    if (re)
+        return re;
     uint64_t seq = lo;
     while (seq <= hi) {
         td_pos p;

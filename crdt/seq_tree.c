@@ -15,6 +15,9 @@
  * Every insertion first reserves the nodes a cascade of splits could need
  * (td_reserve) and the id-index entry of the new run, so once the tree
  * starts changing nothing can fail: an error leaves the tree as it was.
+ * An edit that makes two insertions (split a run, then insert next to it)
+ * reserves for both first (td_crdt_seq_reserve): the first must not stay
+ * when the second fails.
  */
 #include "crdt_internal.h"
 
@@ -52,8 +55,10 @@ void td_crdt_spares_free(td_crdt_doc *d)
 {
     while (d->nspare_inner)
         td_crdt_memfree(d, d->spare_inner[--d->nspare_inner]);
-    td_crdt_memfree(d, d->spare_leaf);
-    d->spare_leaf = NULL;
+    while (d->nspare_leaf)
+        td_crdt_memfree(d, d->spare_leaf[--d->nspare_leaf]);
+    while (d->nspare_chunk)
+        td_crdt_memfree(d, d->spare_chunk[--d->nspare_chunk]);
 }
 
 static uint32_t tree_height(const td_seq *s)
@@ -70,24 +75,41 @@ static uint32_t tree_height(const td_seq *s)
     return h;
 }
 
-/* Sets aside one leaf and one inner node per level plus a new root. */
-static td_crdt_err td_reserve(td_crdt_doc *d, const td_seq *s)
+/* Sets aside, for k cascades of splits, one leaf and one inner node per
+ * level plus a new root each (the tree may grow a level in each). */
+static td_crdt_err td_reserve(td_crdt_doc *d, const td_seq *s, uint32_t k)
 {
-    uint32_t need = tree_height(s) + 1;
-    if (need > sizeof d->spare_inner / sizeof d->spare_inner[0])
+    uint32_t h = tree_height(s);
+    if (h > TD_TREE_MAX_HEIGHT)
         return td_crdt_fail(d, TD_CRDT_ERR_LIMIT, "sequence tree too deep");
+    uint32_t need = k * (h + 1) + k * (k - 1) / 2;
     while (d->nspare_inner < need) {
         td_inner *in = td_crdt_mem(d, NULL, sizeof *in);
         if (!in)
             return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
         d->spare_inner[d->nspare_inner++] = in;
     }
-    if (!d->spare_leaf) {
-        d->spare_leaf = td_crdt_mem(d, NULL, sizeof *d->spare_leaf);
-        if (!d->spare_leaf)
+    while (d->nspare_leaf < k) {
+        td_leaf *l = td_crdt_mem(d, NULL, sizeof *l);
+        if (!l)
             return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+        d->spare_leaf[d->nspare_leaf++] = l;
     }
     return TD_CRDT_OK;
+}
+
+td_crdt_err td_crdt_seq_reserve(td_crdt_doc *d, const td_seq *s,
+                                const td_leaf *const *leaves, const td_id *keys, uint32_t k)
+{
+    int full = 0;
+    for (uint32_t i = 0; i < k; i++)
+        full |= leaves[i]->n + k > TD_LEAF_MAX;
+    /* leaves with room for all k take them without a node */
+    td_crdt_err e = full ? td_reserve(d, s, k) : TD_CRDT_OK;
+    for (uint32_t i = 0; i < k && !e; i++)
+        if (td_crdt_idx_reserve(d, &d->agents[keys[i].agent].idx, keys[i].seq, k))
+            e = td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
+    return e;
 }
 
 static td_inner *take_inner(td_crdt_doc *d)
@@ -99,8 +121,7 @@ static td_inner *take_inner(td_crdt_doc *d)
 
 static td_leaf *take_leaf(td_crdt_doc *d, uint32_t obj)
 {
-    td_leaf *l = d->spare_leaf;
-    d->spare_leaf = NULL;
+    td_leaf *l = d->spare_leaf[--d->nspare_leaf];
     memset(l, 0, offsetof(td_leaf, r));
     l->obj = obj;
     return l;
@@ -209,9 +230,6 @@ static uint32_t run_vis(const td_run *r)
 static td_crdt_err insert_run(td_crdt_doc *d, td_seq *s, td_leaf *leaf, uint32_t ri,
                               const td_run *r, td_pos *at, int index)
 {
-    td_crdt_err e = td_reserve(d, s);
-    if (e)
-        return e;
     int fresh = !s->root;
     if (fresh) {
         ri = 0;
@@ -219,8 +237,14 @@ static td_crdt_err insert_run(td_crdt_doc *d, td_seq *s, td_leaf *leaf, uint32_t
         leaf = s->last;
         ri = leaf->n;
     }
+    /* only a new root or a full leaf takes nodes */
+    if (fresh || leaf->n == TD_LEAF_MAX) {
+        td_crdt_err e = td_reserve(d, s, 1);
+        if (e)
+            return e;
+    }
     td_idx *x = &d->agents[r->id.agent].idx;
-    if (index && td_crdt_idx_put(d, x, r->id.seq, fresh ? d->spare_leaf : leaf))
+    if (index && td_crdt_idx_put(d, x, r->id.seq, fresh ? d->spare_leaf[d->nspare_leaf - 1] : leaf))
         return td_crdt_fail(d, TD_CRDT_ERR_NOMEM, "out of memory");
     if (fresh) { /* a new leaf has room, so the spare is not needed below */
         leaf = take_leaf(d, s->obj);
