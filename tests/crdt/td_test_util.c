@@ -262,6 +262,52 @@ char *tt_text(td_crdt_doc *doc, td_crdt_obj text)
     return s;
 }
 
+void *tt_failing_hook(void *ud, void *ptr, size_t size)
+{
+    tt_failing *c = ud;
+    if (size == 0) {
+        free(ptr);
+        return NULL;
+    }
+    if (c && ++c->n == c->fail_at) {
+        c->failed = 1;
+        return NULL;
+    }
+    return realloc(ptr, size);
+}
+
+td_crdt_value tt_rand_scalar(tt_rng *r, char *buf)
+{
+    td_crdt_value v;
+    memset(&v, 0, sizeof v);
+    switch (tt_rng_below(r, 4)) {
+    case 0: v.type = TD_CRDT_V_INT; v.u.i = (int64_t)tt_rng_below(r, 1000) - 500; break;
+    case 1:
+        v.type = TD_CRDT_V_STR;
+        v.u.str.len = tt_rand_utf8(r, 1 + tt_rng_below(r, 8), buf);
+        v.u.str.ptr = buf;
+        break;
+    case 2: v.type = TD_CRDT_V_FLOAT; v.u.f = (double)tt_rng_below(r, 1000) / 7; break;
+    default: v.type = TD_CRDT_V_NULL; break;
+    }
+    return v;
+}
+
+td_crdt_obj tt_pick_text(td_crdt_doc *d, uint64_t k)
+{
+    td_crdt_obj t = 0;
+    if (k % 4 < 2) {
+        CHECK_OK(d, td_crdt_root(d, TD_CRDT_TEXT, k % 4 ? "b" : "a", 1, &t));
+        return t;
+    }
+    td_crdt_obj m;
+    td_crdt_value v;
+    char key[2] = {(char)('0' + (char)(k / 4 % 4)), 0};
+    CHECK_OK(d, td_crdt_root(d, TD_CRDT_MAP, "m", 1, &m));
+    CHECK_OK(d, td_crdt_map_get(d, m, key, 1, &v));
+    return v.type == TD_CRDT_V_OBJ && v.obj_kind == TD_CRDT_TEXT ? v.u.obj : 0;
+}
+
 int tt_alloc_watch;
 static size_t watch_max;
 

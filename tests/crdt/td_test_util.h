@@ -125,6 +125,23 @@ void *tt_alloc_hook(void *ud, void *ptr, size_t size);
 void tt_alloc_watch_reset(void);
 size_t tt_alloc_watch_max(void);
 
+/* Allocation failure injection: with td_crdt_options.alloc = tt_failing_hook
+ * and alloc_ud a tt_failing, the fail_at-th allocation (counted in n) fails
+ * and sets `failed`; fail_at 0 fails none. For sweeps that fail each
+ * allocation of a call in turn. */
+typedef struct tt_failing {
+    unsigned long n, fail_at;
+    int failed;
+} tt_failing;
+void *tt_failing_hook(void *ud, void *ptr, size_t size);
+
+/* A random scalar value (int, string of up to 8 code points written to buf,
+ * which needs 4 * 8 bytes, float, null). */
+td_crdt_value tt_rand_scalar(tt_rng *r, char *buf);
+/* A text of d picked by k: root "a" or "b", or the nested text under a key
+ * of map "m" (0 if that key holds none). */
+td_crdt_obj tt_pick_text(td_crdt_doc *d, uint64_t k);
+
 /* A new document with this agent (fails the test on error). */
 td_crdt_doc *tt_new_doc(uint64_t agent);
 /* Loads a snapshot with this agent (fails the test on error). */

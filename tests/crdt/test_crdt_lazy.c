@@ -13,7 +13,7 @@
  *                     replica, then random ops: same results (codes, batches,
  *                     diffs, apply info), same texts, JSON, version vectors,
  *                     events, and snapshots byte-identical to the original
- *   lazy_oom          a failing allocation swept over the first
+ *   lazy_oom          a tt_failing allocation swept over the first
  *                     history-using call (the deferred decode and the call's
  *                     own work): NOMEM leaving the replica as it was, or
  *                     success; a retry makes the replica equal the full one
@@ -59,44 +59,10 @@ static void pool_add(tt_bytes *pool, size_t *n, tt_bytes b)
     pool[(*n)++] = b;
 }
 
-static td_crdt_value scalar(tt_rng *r, char *buf)
-{
-    td_crdt_value v;
-    memset(&v, 0, sizeof v);
-    switch (tt_rng_below(r, 4)) {
-    case 0: v.type = TD_CRDT_V_INT; v.u.i = (int64_t)tt_rng_below(r, 1000) - 500; break;
-    case 1:
-        v.type = TD_CRDT_V_STR;
-        v.u.str.len = tt_rand_utf8(r, 1 + tt_rng_below(r, 8), buf);
-        v.u.str.ptr = buf;
-        break;
-    case 2: v.type = TD_CRDT_V_FLOAT; v.u.f = (double)tt_rng_below(r, 1000) / 7; break;
-    default: v.type = TD_CRDT_V_NULL; break;
-    }
-    return v;
-}
-
-/* A text of d picked by k: root "a" or "b", or the nested text under a key
- * of map "m" (0 if that key holds none). */
-static td_crdt_obj pick_text(td_crdt_doc *d, uint64_t k)
-{
-    td_crdt_obj t = 0;
-    if (k % 4 < 2) {
-        CHECK_OK(d, td_crdt_root(d, TD_CRDT_TEXT, k % 4 ? "b" : "a", 1, &t));
-        return t;
-    }
-    td_crdt_obj m;
-    td_crdt_value v;
-    char key[2] = {(char)('0' + (char)(k / 4 % 4)), 0};
-    CHECK_OK(d, td_crdt_root(d, TD_CRDT_MAP, "m", 1, &m));
-    CHECK_OK(d, td_crdt_map_get(d, m, key, 1, &v));
-    return v.type == TD_CRDT_V_OBJ && v.obj_kind == TD_CRDT_TEXT ? v.u.obj : 0;
-}
-
 static void rand_edit(tt_rng *r, td_crdt_doc *d, int with_list)
 {
     char buf[4 * 64 + 8];
-    td_crdt_obj t = pick_text(d, tt_rng_next(r)), m;
+    td_crdt_obj t = tt_pick_text(d, tt_rng_next(r)), m;
     CHECK_OK(d, td_crdt_root(d, TD_CRDT_MAP, "m", 1, &m));
     size_t tl = t ? td_crdt_text_length(d, t) : 0;
     switch (tt_rng_below(r, 10)) {
@@ -114,7 +80,7 @@ static void rand_edit(tt_rng *r, td_crdt_doc *d, int with_list)
         break;
     case 6: {
         char key[2] = {(char)('0' + tt_rng_below(r, 6)), 0};
-        td_crdt_value v = scalar(r, buf);
+        td_crdt_value v = tt_rand_scalar(r, buf);
         CHECK_OK(d, td_crdt_map_set(d, m, key, 1, &v));
         break;
     }
@@ -135,7 +101,7 @@ static void rand_edit(tt_rng *r, td_crdt_doc *d, int with_list)
         if (with_list) {
             td_crdt_obj l;
             CHECK_OK(d, td_crdt_root(d, TD_CRDT_LIST, "l", 1, &l));
-            td_crdt_value v = scalar(r, buf);
+            td_crdt_value v = tt_rand_scalar(r, buf);
             CHECK_OK(d, td_crdt_list_insert(d, l, tt_rng_below(r, td_crdt_list_length(d, l) + 1), &v, 1));
         }
         break;
@@ -194,33 +160,13 @@ static void world_free(world *w)
 
 /* ---- loading -------------------------------------------------------------------- */
 
-/* Counts allocations and fails the fail_at-th (0: none). */
-typedef struct failing {
-    unsigned long n, fail_at;
-    int failed;
-} failing;
-
-static void *failing_hook(void *ud, void *ptr, size_t size)
-{
-    failing *c = ud;
-    if (size == 0) {
-        free(ptr);
-        return NULL;
-    }
-    if (c && ++c->n == c->fail_at) {
-        c->failed = 1;
-        return NULL;
-    }
-    return realloc(ptr, size);
-}
-
-static td_crdt_doc *load(const tt_bytes *snap, uint64_t agent, int trusted, failing *c)
+static td_crdt_doc *load(const tt_bytes *snap, uint64_t agent, int trusted, tt_failing *c)
 {
     td_crdt_options o;
     memset(&o, 0, sizeof o);
     o.agent = agent;
     o.trusted_snapshot = trusted;
-    o.alloc = failing_hook;
+    o.alloc = tt_failing_hook;
     o.alloc_ud = c;
     td_crdt_doc *d = NULL;
     const char *msg = NULL;
@@ -320,7 +266,7 @@ static uint64_t read_digest(td_crdt_doc *d)
     uint64_t h = 14695981039346656037ull;
     td_crdt_obj m;
     for (uint64_t k = 0; k < 16; k += 1) {
-        td_crdt_obj t = pick_text(d, k);
+        td_crdt_obj t = tt_pick_text(d, k);
         if (!t)
             continue;
         char *s = NULL;
@@ -350,7 +296,7 @@ static uint64_t read_digest(td_crdt_doc *d)
 static void do_op(td_crdt_doc *d, const world *w, const opspec *op, outcome *o)
 {
     memset(o, 0, sizeof *o);
-    td_crdt_obj t = pick_text(d, op->a), m;
+    td_crdt_obj t = tt_pick_text(d, op->a), m;
     CHECK_OK(d, td_crdt_root(d, TD_CRDT_MAP, "m", 1, &m));
     size_t tl = t ? td_crdt_text_length(d, t) : 0;
     uint8_t *p = NULL, *p2 = NULL;
@@ -417,7 +363,7 @@ static void do_op(td_crdt_doc *d, const world *w, const opspec *op, outcome *o)
         char buf[4 * 8 + 8];
         tt_rng r;
         tt_rng_seed(&r, op->c);
-        td_crdt_value v = scalar(&r, buf);
+        td_crdt_value v = tt_rand_scalar(&r, buf);
         o->e = td_crdt_map_set(d, m, key, 1, &v);
         break;
     }
@@ -621,7 +567,7 @@ static void test_oom(void)
             outcome want;
             do_op(fu, &w, &op, &want);
             /* how many allocations the deferred decode makes, and the call */
-            failing c = {0, 0, 0};
+            tt_failing c = {0, 0, 0};
             td_crdt_doc *lz = load(&w.snap, w.agent0, 1, &c);
             prepare(lz);
             c.n = 0;

@@ -30,59 +30,6 @@ static uint64_t seed;
 
 enum { NREP = 3, NWORLDS = 40, NSCRIPT = 26 };
 
-/* Counts allocations and fails the fail_at-th (0: none). */
-typedef struct failing {
-    unsigned long n, fail_at;
-    int failed;
-} failing;
-
-static void *failing_hook(void *ud, void *ptr, size_t size)
-{
-    failing *c = ud;
-    if (size == 0) {
-        free(ptr);
-        return NULL;
-    }
-    if (c && ++c->n == c->fail_at) {
-        c->failed = 1;
-        return NULL;
-    }
-    return realloc(ptr, size);
-}
-
-static td_crdt_value scalar(tt_rng *r, char *buf)
-{
-    td_crdt_value v;
-    memset(&v, 0, sizeof v);
-    switch (tt_rng_below(r, 4)) {
-    case 0: v.type = TD_CRDT_V_INT; v.u.i = (int64_t)tt_rng_below(r, 1000) - 500; break;
-    case 1:
-        v.type = TD_CRDT_V_STR;
-        v.u.str.len = tt_rand_utf8(r, 1 + tt_rng_below(r, 8), buf);
-        v.u.str.ptr = buf;
-        break;
-    case 2: v.type = TD_CRDT_V_FLOAT; v.u.f = (double)tt_rng_below(r, 1000) / 7; break;
-    default: v.type = TD_CRDT_V_NULL; break;
-    }
-    return v;
-}
-
-/* Root text "a" or "b", or the nested text under a key of map "m" (0 if
- * that key holds none). */
-static td_crdt_obj pick_text(td_crdt_doc *d, uint64_t k)
-{
-    td_crdt_obj t = 0, m;
-    if (k % 4 < 2) {
-        CHECK_OK(d, td_crdt_root(d, TD_CRDT_TEXT, k % 4 ? "b" : "a", 1, &t));
-        return t;
-    }
-    td_crdt_value v;
-    char key[2] = {(char)('0' + (char)(k / 4 % 4)), 0};
-    CHECK_OK(d, td_crdt_root(d, TD_CRDT_MAP, "m", 1, &m));
-    CHECK_OK(d, td_crdt_map_get(d, m, key, 1, &v));
-    return v.type == TD_CRDT_V_OBJ && v.obj_kind == TD_CRDT_TEXT ? v.u.obj : 0;
-}
-
 enum {
     E_TEXT_INS,
     E_TEXT_KEY,
@@ -122,15 +69,15 @@ static td_id item_id(td_crdt_doc *d, td_crdt_obj h, uint32_t i)
 
 /* One edit of the given kind with parameters from r. Setup (roots, place)
  * happens before *armed is set: only the call under test may fail. */
-static td_crdt_err edit(td_crdt_doc *d, int kind, tt_rng *r, failing *c, unsigned long fail_at)
+static td_crdt_err edit(td_crdt_doc *d, int kind, tt_rng *r, tt_failing *c, unsigned long fail_at)
 {
     char buf[4 * 64 + 8];
-    td_crdt_obj t = pick_text(d, tt_rng_next(r)), m, l;
+    td_crdt_obj t = tt_pick_text(d, tt_rng_next(r)), m, l;
     CHECK_OK(d, td_crdt_root(d, TD_CRDT_MAP, "m", 1, &m));
     CHECK_OK(d, td_crdt_root(d, TD_CRDT_LIST, "l", 1, &l));
     size_t tl = t ? td_crdt_text_length(d, t) : 0, ll = td_crdt_list_length(d, l);
     uint64_t a = tt_rng_next(r), b = tt_rng_next(r);
-    td_crdt_value v = scalar(r, buf + 128);
+    td_crdt_value v = tt_rand_scalar(r, buf + 128);
     char key[2] = {(char)('0' + a % 6), 0};
     size_t len = tt_rand_utf8(r, 1 + b % (a % 3 ? 6 : 30), buf);
     int placed = 0;
@@ -217,7 +164,7 @@ static void rand_edit(tt_rng *r, td_crdt_doc *d)
 
 /* The world of seed s, then the first nedits edits of its script on
  * replica 0 (whose allocations go through c), which is returned. */
-static td_crdt_doc *build(uint64_t s, int nedits, failing *c)
+static td_crdt_doc *build(uint64_t s, int nedits, tt_failing *c)
 {
     tt_rng r;
     tt_rng_seed(&r, s);
@@ -225,7 +172,7 @@ static td_crdt_doc *build(uint64_t s, int nedits, failing *c)
     td_crdt_options o;
     memset(&o, 0, sizeof o);
     o.agent = 1 + tt_rng_below(&r, 1000) * 1000003ull;
-    o.alloc = failing_hook;
+    o.alloc = tt_failing_hook;
     o.alloc_ud = c;
     CHECK_OK(NULL, td_crdt_doc_new(&o, &rep[0]));
     for (int i = 1; i < NREP; i++)
@@ -296,7 +243,7 @@ static void test_sweep(void)
                 snprintf(ctx, sizeof ctx,
                          "test_crdt_oom_edit %llu (world %d, edit %d: %s, allocation %lu)",
                          (unsigned long long)seed, w, j, kind_name[kind], k);
-                failing c = {0, 0, 0};
+                tt_failing c = {0, 0, 0};
                 td_crdt_doc *d = build(ws, j, &c);
                 tt_bytes snap = tt_snap(d), vv = tt_vv(d);
                 char *json = tt_json(d);
