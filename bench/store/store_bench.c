@@ -3,6 +3,7 @@
  *
  *   tandem-store-bench [--trace automerge-paper.json.gz] [--seconds S]
  *                      [--dir DIR] [--modes always,group,off] [--window N]
+ *                      [--latency-rate R]
  *
  * 1. Appends: batches per second for batches of 1, 16 and 256 ops in each
  *    durability mode. Batches are real CRDT batches (typing at random
@@ -18,6 +19,12 @@
  * 3. Load: milliseconds to load the automerge-paper document (every txn of
  *    the trace one batch) from the log alone, before compaction, and from
  *    its snapshot after; the loaded text is checked against endContent.
+ * 4. Latency of one append at a time (--latency-rate R, default 1000 a
+ *    second, paced; 0 skips it): the percentiles of append-to-completion in
+ *    the `group` and `off` modes, beside a plain synced RocksDB put of the
+ *    same bytes at the same pace. A durable broadcast waits for its append,
+ *    so the synced put's tail is the floor under any durable fan-out p99 on
+ *    this disk, whatever the server does.
  */
 #define _XOPEN_SOURCE 700 /* nftw */
 
@@ -41,6 +48,7 @@
 
 static double g_seconds = 1.5;
 static size_t g_window = 4096; /* appends outstanding at once (--window) */
+static double g_rate = 1000;    /* appends a second in section 4 (--latency-rate) */
 static const char *g_base = "/tmp";
 
 static double now_s(void)
@@ -557,11 +565,110 @@ static void bench_trace(const char *path)
     free(tb.end_content);
 }
 
+/* ---- 4. one append at a time ------------------------------------------ */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Waits until t0 + i / g_rate: a steady pace, as typing clients give. */
+static void pace(double t0, uint64_t i)
+{
+    double due = t0 + (double)i / g_rate, left;
+    while ((left = due - now_s()) > 0) {
+        struct timespec ts = {0, (long)(left > 1e-3 ? 1e6 : left * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void print_latency(const char *what, double *ms, size_t n)
+{
+    qsort(ms, n, sizeof *ms, cmp_double);
+    printf("%-22s %8zu %9.3f %9.3f %9.3f %9.3f %9.3f\n", what, n, ms[n / 2],
+           ms[n * 9 / 10], ms[n * 99 / 100], ms[n * 999 / 1000], ms[n - 1]);
+}
+
+static void bench_latency(void)
+{
+    static const td_store_durability modes[] = {TD_STORE_SYNC_GROUP, TD_STORE_SYNC_OFF};
+    size_t n = (size_t)(g_rate * g_seconds);
+    double *ms;
+    batch *b;
+
+    if (g_rate <= 0 || n < 100)
+        return;
+    ms = malloc(n * sizeof *ms);
+    b = make_batches(1);
+    printf("\n== one append at a time: %.0f a second, %.1f s (ms)\n", g_rate, g_seconds);
+    printf("%-22s %8s %9s %9s %9s %9s %9s\n", "", "appends", "p50", "p90", "p99", "p99.9",
+           "max");
+    for (int m = 0; m < 2; m++) {
+        char *dir = mkdir_tmp(), what[40];
+        td_store *st = open_store(dir, modes[m]);
+        td_store_error e = {0};
+        double t0 = now_s();
+        for (size_t i = 0; i < n; i++) {
+            td_store_batch tb;
+            const batch *x = &b[i % NBATCHES];
+            memset(&tb, 0, sizeof tb);
+            tb.doc = doc_name(i % NDOCS);
+            tb.doc_len = strlen(tb.doc);
+            tb.ops = x->p;
+            tb.ops_len = x->n;
+            tb.nops = x->ops;
+            pace(t0, i);
+            double t = now_s();
+            if (td_store_append_wait(st, &tb, NULL, &e) != TD_STORE_OK)
+                die("append", e.msg);
+            ms[i] = (now_s() - t) * 1e3;
+        }
+        snprintf(what, sizeof what, "store, %s", td_store_durability_name(modes[m]));
+        print_latency(what, ms, n);
+        td_store_close(st);
+        rmtree(dir);
+        free(dir);
+    }
+    for (int sync = 1; sync >= 0; sync--) {
+        char *dir = mkdir_tmp(), *err = NULL;
+        rocksdb_options_t *o = rocksdb_options_create();
+        rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+        rocksdb_t *db;
+        double t0;
+        rocksdb_options_set_create_if_missing(o, 1);
+        rocksdb_writeoptions_set_sync(wo, (unsigned char)sync);
+        db = rocksdb_open(o, dir, &err);
+        if (err)
+            die("baseline open", err);
+        t0 = now_s();
+        for (size_t i = 0; i < n; i++) {
+            char key[32];
+            const batch *x = &b[i % NBATCHES];
+            int kl = snprintf(key, sizeof key, "doc/%016zx", i);
+            pace(t0, i);
+            double t = now_s();
+            rocksdb_put(db, wo, key, (size_t)kl, (const char *)x->p, x->n, &err);
+            if (err)
+                die("baseline put", err);
+            ms[i] = (now_s() - t) * 1e3;
+        }
+        print_latency(sync ? "plain put, synced" : "plain put, not synced", ms, n);
+        rocksdb_close(db);
+        rocksdb_writeoptions_destroy(wo);
+        rocksdb_options_destroy(o);
+        rmtree(dir);
+        free(dir);
+    }
+    free_batches(b);
+    free(ms);
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: tandem-store-bench [--trace automerge-paper.json.gz] "
                     "[--seconds S] [--dir DIR] [--modes always,group,off] "
-                    "[--window N]\n");
+                    "[--window N] [--latency-rate R]\n");
     exit(2);
 }
 
@@ -582,6 +689,10 @@ int main(int argc, char **argv)
             g_window = (size_t)atol(argv[++i]);
             if (g_window < 1)
                 usage();
+        } else if (strcmp(argv[i], "--latency-rate") == 0 && i + 1 < argc) {
+            g_rate = atof(argv[++i]);
+            if (g_rate < 0)
+                usage();
         } else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
             g_base = argv[++i];
         } else if (strcmp(argv[i], "--modes") == 0 && i + 1 < argc) {
@@ -601,5 +712,6 @@ int main(int argc, char **argv)
     printf("tandem-store-bench: data directories under %s\n", g_base);
     bench_appends(modes);
     bench_trace(trace);
+    bench_latency();
     return 0;
 }
