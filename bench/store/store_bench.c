@@ -199,6 +199,17 @@ static const char *doc_name(size_t i)
     return names[i];
 }
 
+/* tb: batch x appended to document number doc. */
+static void to_append(td_store_batch *tb, const batch *x, size_t doc)
+{
+    memset(tb, 0, sizeof *tb);
+    tb->doc = doc_name(doc);
+    tb->doc_len = strlen(tb->doc);
+    tb->ops = x->p;
+    tb->ops_len = x->n;
+    tb->nops = x->ops;
+}
+
 typedef struct append_result {
     double batches_per_s, bytes_per_s;
     uint64_t batches, writes;
@@ -219,12 +230,7 @@ static append_result run_appends(td_store *st, const batch *b, double seconds)
         while (td_store_outstanding(st) < g_window) {
             td_store_batch tb;
             const batch *x = &b[(submitted / NDOCS) % NBATCHES];
-            memset(&tb, 0, sizeof tb);
-            tb.doc = doc_name(submitted % NDOCS);
-            tb.doc_len = strlen(tb.doc);
-            tb.ops = x->p;
-            tb.ops_len = x->n;
-            tb.nops = x->ops;
+            to_append(&tb, x, submitted % NDOCS);
             if (td_store_append(st, &tb, count_ack, &c, &e) != TD_STORE_OK)
                 die("append", e.msg);
             submitted++;
@@ -611,13 +617,7 @@ static void bench_latency(void)
         double t0 = now_s();
         for (size_t i = 0; i < n; i++) {
             td_store_batch tb;
-            const batch *x = &b[i % NBATCHES];
-            memset(&tb, 0, sizeof tb);
-            tb.doc = doc_name(i % NDOCS);
-            tb.doc_len = strlen(tb.doc);
-            tb.ops = x->p;
-            tb.ops_len = x->n;
-            tb.nops = x->ops;
+            to_append(&tb, &b[i % NBATCHES], i % NDOCS);
             pace(t0, i);
             double t = now_s();
             if (td_store_append_wait(st, &tb, NULL, &e) != TD_STORE_OK)

@@ -15,11 +15,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { WebSocket, WebSocketServer } from 'ws';
 import { connect } from '../src/index.js';
-import { Server, serverMissing, mustRun, prng, until, freePort } from './helpers.mjs';
+import { Server, serverMissing, mustRun, prng, until, freePort, bigText } from './helpers.mjs';
 
 const NOT_RUN = mustRun(serverMissing());
 const SEED = Number(process.env.TD_SEED || 1);
 const OPTS = { backoff: { baseMs: 50, capMs: 500 } };
+
+/* Words of the big texts: compressible, some multi-byte in UTF-8. */
+const WORDS = ['tandem ', 'deflate ', 'wire ', 'é ', 'Ж ', '漢字 ', 'line\n', 'of text ', 'and more '];
 
 /* A WebSocket class that records every frame it receives: [type, bytes]. */
 function spyingWebSocket(log) {
@@ -32,18 +35,6 @@ function spyingWebSocket(log) {
       });
     }
   };
-}
-
-function bigText(rnd, n) {
-  const words = ['tandem ', 'deflate ', 'wire ', 'é ', 'Ж ', '漢字 ', 'line\n', 'of text ', 'and more '];
-  const parts = [];
-  let len = 0;
-  while (len < n) {
-    const w = rnd.pick(words);
-    parts.push(w);
-    len += w.length;
-  }
-  return parts.join('').slice(0, n);
 }
 
 async function metrics(server) {
@@ -66,7 +57,7 @@ test('a large document loads deflated and ends identical; v1 clients unchanged',
     const w = await writer.open('big');
     await w.synced;
     assert.equal(writer.protocol, 2, 'the writer speaks version 2');
-    const text = bigText(prng(SEED), 300000);
+    const text = bigText(prng(SEED), 300000, WORDS);
     /* in pieces, so that the UPDATEs are both small and large */
     for (let at = 0; at < text.length; at += 50000) w.text('body').insert(at, text.slice(at, at + 50000));
     w.text('body').insert(0, 'x');
@@ -99,7 +90,7 @@ test('a large document loads deflated and ends identical; v1 clients unchanged',
     assert.ok(log1.length > 0 && log1.every(([t]) => !(t & 0x40)), 'nothing deflated reached the version 1 client');
 
     /* a large edit now reaches both, deflated for the version 2 one only */
-    const more = bigText(prng(SEED + 1), 20000);
+    const more = bigText(prng(SEED + 1), 20000, WORDS);
     log.length = 0;
     log1.length = 0;
     w.text('body').insert(1, more);
@@ -160,7 +151,7 @@ test('against a version 1 server the client falls back to version 1', { skip: NO
     const writer = await connect(server.url, OPTS);
     clients.push(writer);
     const w = await writer.open('old');
-    const text = bigText(prng(SEED + 2), 50000);
+    const text = bigText(prng(SEED + 2), 50000, WORDS);
     w.text('body').insert(0, text);
     await w.synced;
 

@@ -136,6 +136,19 @@ export function prng(seed) {
 
 export const ALPHABET = [...'abcdefghijklmnopqrstuvwxyz   \n', 'é', 'Ж', '漢', '😀', '🎉'];
 
+/* n UTF-16 units of text made of `words` picked by rnd (BMP only: a paste
+ * is about bytes, not about surrogate pairs), some multi-byte in UTF-8. */
+export function bigText(rnd, n, words = ['tandem ', 'edit ', 'paste ', 'é ', 'Ж ', '漢字 ', 'line\n', 'a', 'bc ']) {
+  const parts = [];
+  let len = 0;
+  while (len < n) {
+    const w = rnd.pick(words);
+    parts.push(w);
+    len += w.length;
+  }
+  return parts.join('').slice(0, n);
+}
+
 /* Applies a text change's delta (UTF-16) to a string. */
 export function applyDelta(str, delta) {
   let out = '', at = 0;

@@ -31,7 +31,7 @@ import net from 'node:net';
 import assert from 'node:assert/strict';
 import { connect, MemoryStorage } from '../src/index.js';
 import { maxBatchFor } from '../src/wire.js';
-import { Server, serverMissing, mustRun, prng, until, freePort } from './helpers.mjs';
+import { Server, serverMissing, mustRun, prng, until, freePort, bigText } from './helpers.mjs';
 
 const NOT_RUN = mustRun(serverMissing());
 const SEED = Number(process.env.TD_SEED || 1);
@@ -45,20 +45,6 @@ function timer() {
     console.log(`# ${what}: ${now - last} ms (${now - t0} ms in all)`);
     last = now;
   };
-}
-
-/* n UTF-16 units of text (BMP only: the paste is about bytes, not about
- * surrogate pairs), some multi-byte in UTF-8. */
-function bigText(rnd, n) {
-  const words = ['tandem ', 'edit ', 'paste ', 'é ', 'Ж ', '漢字 ', 'line\n', 'a', 'bc '];
-  const parts = [];
-  let len = 0;
-  while (len < n) {
-    const w = rnd.pick(words);
-    parts.push(w);
-    len += w.length;
-  }
-  return parts.join('').slice(0, n);
 }
 
 /* Every error event of an emitter, for the assertions at the end. */

@@ -106,3 +106,45 @@ int srv_stop(td_cli_server *s)
         return -1;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
+
+int srv_apply_msg(td_crdt_doc *doc, const td_srv_msg *m)
+{
+    if (m->type == TD_SRV_MSG_SYNC)
+        return m->batch.len ? (int)td_crdt_apply(doc, m->batch.ptr, m->batch.len, NULL) : 0;
+    if (m->type == TD_SRV_MSG_REMOTE) {
+        size_t pos = 0;
+        td_srv_item it;
+        while (td_srv_items_next(m, &pos, &it))
+            if (td_crdt_apply(doc, it.batch.ptr, it.batch.len, NULL) != TD_CRDT_OK)
+                return -1;
+        return 0;
+    }
+    return -1;
+}
+
+int srv_apply_raw(td_crdt_doc *doc, const td_cli_msg *raw)
+{
+    td_srv_msg m = srv_decode(raw);
+    return srv_apply_msg(doc, &m);
+}
+
+char *srv_text_of(td_crdt_doc *doc)
+{
+    td_crdt_obj t;
+    char *s = NULL, *copy;
+    size_t len;
+    int owned = td_crdt_root(doc, TD_CRDT_TEXT, "body", 4, &t) == TD_CRDT_OK &&
+                td_crdt_text_get(doc, t, &s, &len) == TD_CRDT_OK;
+    if (!owned) {
+        s = "<error>";
+        len = strlen(s);
+    }
+    copy = malloc(len + 1);
+    if (copy) {
+        memcpy(copy, s, len);
+        copy[len] = '\0';
+    }
+    if (owned)
+        td_crdt_buf_free(doc, s);
+    return copy;
+}

@@ -29,6 +29,13 @@ int srv_send_msg(td_cli_conn *c, const td_srv_msg *m);
 /* Decodes a received message; all zero (type 0) if m is NULL or invalid.
  * The result points into m. */
 td_srv_msg srv_decode(const td_cli_msg *m);
+/* Applies a SYNC's or a REMOTE's batches to doc: 0, or -1 if the core
+ * refuses one or the message is of another type. srv_apply_raw decodes a
+ * received message first. */
+int srv_apply_msg(td_crdt_doc *doc, const td_srv_msg *m);
+int srv_apply_raw(td_crdt_doc *doc, const td_cli_msg *raw);
+/* The root text "body" of doc, malloc'd ("<error>" if it cannot be read). */
+char *srv_text_of(td_crdt_doc *doc);
 /* 1 once the connection is closed; *code (may be NULL) gets its close code. */
 int srv_closed(td_cli_conn *c, int *code);
 /* td_cli_wait predicate: the connection (arg) is closed. */

@@ -120,34 +120,6 @@ static td_srv_msg take(td_cli_msg *raw, uint8_t **plain)
     return d;
 }
 
-static int apply_msg(td_crdt_doc *doc, const td_srv_msg *m)
-{
-    if (m->type == TD_SRV_MSG_SYNC)
-        return m->batch.len ? (int)td_crdt_apply(doc, m->batch.ptr, m->batch.len, NULL) : 0;
-    if (m->type == TD_SRV_MSG_REMOTE) {
-        size_t pos = 0;
-        td_srv_item it;
-        while (td_srv_items_next(m, &pos, &it))
-            if (td_crdt_apply(doc, it.batch.ptr, it.batch.len, NULL) != TD_CRDT_OK)
-                return -1;
-        return 0;
-    }
-    return -1;
-}
-
-static char *text_of(td_crdt_doc *doc)
-{
-    td_crdt_obj t;
-    char *s = NULL, *copy;
-    size_t len;
-    if (td_crdt_root(doc, TD_CRDT_TEXT, "body", 4, &t) != TD_CRDT_OK ||
-        td_crdt_text_get(doc, t, &s, &len) != TD_CRDT_OK)
-        return strdup("<error>");
-    copy = strdup(s);
-    td_crdt_buf_free(doc, s);
-    return copy;
-}
-
 /* A batch of doc inserting `len` bytes of compressible text at `at`. */
 static uint8_t *text_batch(td_crdt_doc *doc, size_t at, size_t len, size_t *blen)
 {
@@ -369,7 +341,7 @@ static void server_tests(const char *bin, const char *data)
     REQUIRE(m);
     CHECK(m->data[0] == TD_SRV_MSG_REMOTE && m->len < TD_SRV_DEFLATE_MIN);
     d = take(m, &plain);
-    CHECK(apply_msg(d2, &d) == 0);
+    CHECK(srv_apply_msg(d2, &d) == 0);
     td_cli_msg_free(m);
 
     /* A large UPDATE from v1 (plain, version 1): v2 gets it deflated. */
@@ -389,11 +361,11 @@ static void server_tests(const char *bin, const char *data)
            m->len, m->data[0]);
     CHECK(m->data[0] == (TD_SRV_MSG_REMOTE | TD_SRV_FLAG_DEFLATE) && m->len < plain_remote / 4);
     d = take(m, &plain);
-    CHECK(plain && d.type == TD_SRV_MSG_REMOTE && apply_msg(d2, &d) == 0);
+    CHECK(plain && d.type == TD_SRV_MSG_REMOTE && srv_apply_msg(d2, &d) == 0);
     free(plain);
     td_cli_msg_free(m);
-    t1 = text_of(d1);
-    t2 = text_of(d2);
+    t1 = srv_text_of(d1);
+    t2 = srv_text_of(d2);
     CHECK(strlen(t1) == 20010 && strcmp(t1, t2) == 0);
     free(t2);
     t2 = NULL;
@@ -417,11 +389,11 @@ static void server_tests(const char *bin, const char *data)
     REQUIRE(m);
     CHECK(m->data[0] == TD_SRV_MSG_REMOTE && m->len >= TD_SRV_DEFLATE_MIN);
     d = take(m, &plain);
-    CHECK(!plain && apply_msg(d1, &d) == 0);
+    CHECK(!plain && srv_apply_msg(d1, &d) == 0);
     td_cli_msg_free(m);
     free(t1);
-    t1 = text_of(d1);
-    t2 = text_of(d2);
+    t1 = srv_text_of(d1);
+    t2 = srv_text_of(d2);
     CHECK(strlen(t1) == 35010 && strcmp(t1, t2) == 0);
 
     /* The flag on the version 1 connection: bad_message, even for a
@@ -452,11 +424,11 @@ static void server_tests(const char *bin, const char *data)
     printf("  SYNC: %zu bytes plain (v1), %zu deflated (v2)\n", sync_plain, m->len);
     CHECK(m->data[0] == (TD_SRV_MSG_SYNC | TD_SRV_FLAG_DEFLATE) && m->len < sync_plain / 4);
     d = take(m, &plain);
-    CHECK(plain && apply_msg(d3, &d) == 0);
+    CHECK(plain && srv_apply_msg(d3, &d) == 0);
     free(plain);
     td_cli_msg_free(m);
     free(t2);
-    t2 = text_of(d3);
+    t2 = srv_text_of(d3);
     CHECK(strcmp(t1, t2) == 0);
 
     /* Hostile deflated messages on the version 2 connection. */

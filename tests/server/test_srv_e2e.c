@@ -64,36 +64,6 @@ static void send_doc_msg(td_cli_conn *c, td_srv_msg_type t, const char *doc, con
     srv_send_msg(c, &m);
 }
 
-/* Applies a SYNC or REMOTE to doc. */
-static int apply_msg(td_crdt_doc *doc, td_cli_msg *raw)
-{
-    td_srv_msg m = srv_decode(raw);
-    if (m.type == TD_SRV_MSG_SYNC)
-        return m.batch.len ? (int)td_crdt_apply(doc, m.batch.ptr, m.batch.len, NULL) : 0;
-    if (m.type == TD_SRV_MSG_REMOTE) {
-        size_t pos = 0;
-        td_srv_item it;
-        while (td_srv_items_next(&m, &pos, &it))
-            if (td_crdt_apply(doc, it.batch.ptr, it.batch.len, NULL) != TD_CRDT_OK)
-                return -1;
-        return 0;
-    }
-    return -1;
-}
-
-static char *text_of(td_crdt_doc *doc)
-{
-    td_crdt_obj t;
-    char *s = NULL, *copy;
-    size_t len;
-    if (td_crdt_root(doc, TD_CRDT_TEXT, "body", 4, &t) != TD_CRDT_OK ||
-        td_crdt_text_get(doc, t, &s, &len) != TD_CRDT_OK)
-        return strdup("<error>");
-    copy = strdup(s);
-    td_crdt_buf_free(doc, s);
-    return copy;
-}
-
 int main(int argc, char **argv)
 {
     int port = 0;
@@ -155,7 +125,7 @@ int main(int argc, char **argv)
     send_doc_msg(b, TD_SRV_MSG_SUBSCRIBE, "e2e", NULL, 0, 0);
     m = td_cli_expect(a, TD_SRV_MSG_SYNC, 3000);
     REQUIRE(m);
-    CHECK(apply_msg(da, m) == 0);
+    CHECK(srv_apply_raw(da, m) == 0);
     td_cli_msg_free(m);
     m = td_cli_expect(b, TD_SRV_MSG_SYNC, 3000);
     REQUIRE(m);
@@ -175,9 +145,9 @@ int main(int argc, char **argv)
     td_cli_msg_free(m);
     m = td_cli_expect(b, TD_SRV_MSG_REMOTE, 5000);
     REQUIRE(m);
-    CHECK(apply_msg(db, m) == 0);
+    CHECK(srv_apply_raw(db, m) == 0);
     td_cli_msg_free(m);
-    char *tb = text_of(db);
+    char *tb = srv_text_of(db);
     CHECK(strcmp(tb, "hello") == 0);
     free(tb);
 
@@ -287,9 +257,9 @@ int main(int argc, char **argv)
     send_doc_msg(c, TD_SRV_MSG_SUBSCRIBE, "e2e", NULL, 0, 0);
     m = td_cli_expect(c, TD_SRV_MSG_SYNC, 5000);
     REQUIRE(m);
-    CHECK(apply_msg(dc, m) == 0);
+    CHECK(srv_apply_raw(dc, m) == 0);
     td_cli_msg_free(m);
-    char *tc_ = text_of(dc);
+    char *tc_ = srv_text_of(dc);
     CHECK(strcmp(tc_, "hello") == 0);
     free(tc_);
     CHECK(srv_stop(&g_srv) == 0);
