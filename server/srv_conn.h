@@ -58,6 +58,7 @@ typedef struct td_srv_conns {
     uint64_t max_conns, max_per_addr; /* WebSocket connections */
     uint64_t preauth_bytes; /* largest message and send queue before HELLO */
     int64_t hello_timeout_us, frame_timeout_us;
+    uint8_t *gbuf; /* td_srv_conn_writeable's gathering, made on first use */
     uint64_t n; /* open connections */
     td_srv_peer_addr *addrs[TD_SRV_ADDR_BUCKETS];
 } td_srv_conns;
@@ -74,6 +75,9 @@ struct td_srv_conn {
     int close_code;  /* non-zero: close with it once the queue is written */
     int close_sent;  /* our close frame is out: wait for the peer's, drop input */
     int authenticated; /* see td_srv_conn_authenticated */
+    /* No permessage-deflate on this connection: queued frames are framed
+     * here and written together (td_srv_conn_writeable). */
+    int gather;
     uint8_t *rx;     /* reassembly of messages bigger than one read */
     size_t rx_len, rx_cap;
     int in_rx;       /* a message is half received (on all->partial) */

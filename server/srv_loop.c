@@ -54,6 +54,10 @@ typedef struct server {
     phase phase;
     int64_t phase_deadline_us;
     lws_sorted_usec_list_t sul_maint;
+    lws_sorted_usec_list_t sul_flush; /* held broadcasts due */
+    int64_t flush_due_us;             /* 0: sul_flush not scheduled */
+    int64_t meter_wall_us, meter_cpu_us; /* start of the busy window */
+    double busy;                      /* the loop thread's busy share */
     lws_retry_bo_t idle; /* the keepalive PING; lws keeps a pointer to it */
     int fd_budget;       /* sockets numbered from here on are refused */
 } server;
@@ -78,9 +82,64 @@ static void store_wake(void *ud)
         lws_cancel_service(ctx);
 }
 
+/* ---- pacing: broadcasts wait a little while the loop is busy ------------------ */
+
+/* A delivery costs a send() (about 7 us here, both sides' TCP work on
+ * loopback), and a document's batches become durable a few at a time,
+ * one store group every millisecond or so. A saturated loop thus spends
+ * itself sending one frame per batch per subscriber while the input waits
+ * in the kernel. So the loop measures its own thread's share of CPU; past
+ * HOLD_FROM it lets a document's durable batches wait up to a hold that
+ * grows to HOLD_MAX_US at HOLD_FULL, and each subscriber gets them in one
+ * frame (native REMOTE) or one write (srv_conn's gathering). Below
+ * HOLD_FROM nothing waits: light load keeps its latency (issue 14,
+ * "coalescing that adapts to load"). The acknowledgement is never held. */
+#define BUSY_WINDOW_US 20000
+#define HOLD_FROM 0.70
+#define HOLD_FULL 0.95
+#define HOLD_MAX_US 8000
+
+static int64_t thread_cpu_us(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void meter_tick(server *srv)
+{
+    int64_t now = td_srv_now_us(), cpu = thread_cpu_us(), hold = 0;
+    int64_t wall = now - srv->meter_wall_us;
+    if (srv->meter_wall_us && wall < BUSY_WINDOW_US)
+        return;
+    if (srv->meter_wall_us && wall > 0) {
+        double b = (double)(cpu - srv->meter_cpu_us) / (double)wall;
+        srv->busy = 0.5 * srv->busy + 0.5 * (b > 1 ? 1 : b < 0 ? 0 : b);
+    }
+    srv->meter_wall_us = now;
+    srv->meter_cpu_us = cpu;
+    if (srv->phase == PHASE_RUNNING && srv->busy > HOLD_FROM) {
+        double f = (srv->busy - HOLD_FROM) / (HOLD_FULL - HOLD_FROM);
+        hold = (int64_t)(HOLD_MAX_US * (f > 1 ? 1 : f));
+    }
+    td_srv_service_hold(srv->svc, hold);
+    srv->m.loop_busy_permille = (uint64_t)(srv->busy * 1000);
+    srv->m.broadcast_hold_us = (uint64_t)hold;
+}
+
+static void run_due(server *srv);
+
+static void flush_tick(lws_sorted_usec_list_t *sul)
+{
+    server *srv = lws_container_of(sul, server, sul_flush);
+    srv->flush_due_us = 0;
+    run_due(srv);
+}
+
 /* Everything due after a wake-up or a timer: store completions (which
  * acknowledge), loader results (which answer subscriptions and release
- * held-back messages), then the turn's broadcasts. */
+ * held-back messages), then the broadcasts that are due. */
 static void run_due(server *srv)
 {
     td_store_poll(srv->store, 0);
@@ -89,7 +148,13 @@ static void run_due(server *srv)
     td_srv_native_replay(srv->native);
     td_srv_yws_replay(srv->yws);
     td_srv_hocus_replay(srv->hocus);
-    td_srv_service_flush(srv->svc);
+    int64_t due = td_srv_service_flush(srv->svc);
+    if (due && (!srv->flush_due_us || due < srv->flush_due_us)) {
+        int64_t wait = due - td_srv_now_us();
+        srv->flush_due_us = due;
+        lws_sul_schedule(srv->ctx, 0, &srv->sul_flush, flush_tick,
+                         wait > 0 ? (lws_usec_t)wait : 1);
+    }
     td_srv_pres_flush(srv->pres);
 }
 
@@ -206,8 +271,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         /* (Not server_max_window_bits: lws 4.1 sizes the inflater of the
          * peer's messages from it too, which breaks clients that compress
          * with the full 15-bit window.) */
-        if (srv->cfg->deflate)
-            lws_set_extension_option(wsi, "permessage-deflate", "mem_level", "1");
+        /* -1: the client did not take the extension, so srv_conn may
+         * frame and gather this connection's messages itself. */
+        p->c->gather = !srv->cfg->deflate ||
+                       lws_set_extension_option(wsi, "permessage-deflate", "mem_level", "1") < 0;
         return 0;
 
     case LWS_CALLBACK_RECEIVE:
@@ -256,9 +323,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 #ifndef RX_BUFFER
 #define RX_BUFFER 4096
 #endif
+#define TX_PACKET (64u << 10)
 
 static const struct lws_protocols protocols[] = {
-    {"tandem", callback, sizeof(pss), RX_BUFFER, 0, NULL, 0},
+    /* tx_packet_size: the most lws sends in one write; srv_conn gathers
+     * queued frames up to 32 KiB into one write. */
+    {"tandem", callback, sizeof(pss), RX_BUFFER, 0, NULL, TX_PACKET},
     {NULL, NULL, 0, 0, 0, NULL, 0}};
 
 static const struct lws_extension extensions[] = {
@@ -512,6 +582,7 @@ int td_srv_run(const td_srv_config *cfg)
             rc = 1;
             break;
         }
+        meter_tick(srv);
         if (g_stop && srv->phase == PHASE_RUNNING)
             begin_shutdown(srv);
     }
@@ -520,6 +591,7 @@ int td_srv_run(const td_srv_config *cfg)
     td_srv_service_attach(srv->svc, NULL);
     td_srv_presence_attach(srv->pres, NULL);
     lws_sul_cancel(&srv->sul_maint);
+    lws_sul_cancel(&srv->sul_flush);
     lws_context_destroy(srv->ctx);
     srv->ctx = NULL;
     parts_free(srv);

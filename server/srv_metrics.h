@@ -33,6 +33,8 @@ typedef struct td_srv_metrics {
     uint64_t connections, connections_total, docs_loaded;
     uint64_t ops_applied, batches_applied, batches_duplicate;
     uint64_t bytes_in, bytes_out, frames_in, frames_out;
+    uint64_t writes_out; /* socket writes of queued messages: frames_out / writes_out per send */
+    uint64_t loop_busy_permille, broadcast_hold_us; /* srv_loop's pacing */
     uint64_t presence_updates, presence_broadcasts, presence_expired;
     uint64_t errors[TD_SRV_E_COUNT];
     uint64_t slow_consumer_closes, store_failures, doc_load_failures;

@@ -116,6 +116,7 @@ struct td_srv_doc {
     size_t inflight;
     STAILQ_HEAD(, td_srv_rec) out;  /* durable, to broadcast at the flush */
     int dirty;                       /* in the flush list */
+    int64_t out_since_us;            /* first flush that found `out` waiting; 0: none */
     LIST_ENTRY(td_srv_doc) dirty_link;
     td_srv_pres_room room;
     td_srv_owners owners; /* who may write which agent */
@@ -148,6 +149,7 @@ struct td_srv_service {
     /* broadcasts */
     LIST_HEAD(, td_srv_doc) dirty;
     uint64_t epoch;
+    int64_t hold_us; /* td_srv_service_hold */
     /* cluster mode: the transport, publishes awaiting their answer (in tag
      * order, which is nearly the order answers come back in) */
     td_srv_cluster *cl;
@@ -1666,16 +1668,45 @@ static void flush_batches(td_srv_service *svc, td_srv_doc *d, int64_t now)
     }
 }
 
-void td_srv_service_flush(td_srv_service *svc)
+void td_srv_service_hold(td_srv_service *svc, int64_t hold_us)
 {
-    int64_t now = td_srv_now_us();
+    svc->hold_us = hold_us > 0 ? hold_us : 0;
+}
+
+/* A document's durable batches wait in `out` for at most hold_us after the
+ * first flush that saw them, so that a busy loop sends each subscriber one
+ * frame (native) or one write (srv_conn's gathering) for several batches
+ * instead of one per batch. With no hold (the loop is not busy) they go
+ * out in the turn that made them durable, as before. */
+int64_t td_srv_service_flush(td_srv_service *svc)
+{
+    int64_t now = td_srv_now_us(), due = 0;
     td_srv_doc *d;
+    LIST_HEAD(, td_srv_doc) held = LIST_HEAD_INITIALIZER(held);
     while ((d = LIST_FIRST(&svc->dirty))) {
         LIST_REMOVE(d, dirty_link);
+        if (STAILQ_EMPTY(&d->out)) {
+            d->dirty = 0;
+            d->out_since_us = 0;
+            continue;
+        }
+        if (!d->out_since_us)
+            d->out_since_us = now;
+        if (now - d->out_since_us < svc->hold_us) {
+            LIST_INSERT_HEAD(&held, d, dirty_link);
+            if (!due || d->out_since_us + svc->hold_us < due)
+                due = d->out_since_us + svc->hold_us;
+            continue;
+        }
         d->dirty = 0;
-        if (!STAILQ_EMPTY(&d->out))
-            flush_batches(svc, d, now);
+        d->out_since_us = 0;
+        flush_batches(svc, d, now);
     }
+    while ((d = LIST_FIRST(&held))) {
+        LIST_REMOVE(d, dirty_link);
+        LIST_INSERT_HEAD(&svc->dirty, d, dirty_link);
+    }
+    return due;
 }
 
 /* ---- reads ------------------------------------------------------------------------------ */

@@ -70,8 +70,13 @@ void td_srv_service_cluster_poll(td_srv_service *svc);
 int td_srv_service_broker(const td_srv_service *svc);
 /* Unloads idle documents (1 Hz). */
 void td_srv_service_maintain(td_srv_service *svc);
-/* Broadcasts what became durable this turn. */
-void td_srv_service_flush(td_srv_service *svc);
+/* Broadcasts what became durable. While a hold is set (td_srv_service_hold)
+ * a document's batches wait up to that long after the first flush that
+ * found them, so that several go out together; returns when the earliest
+ * held document is due (td_srv_now_us() time), or 0 when none is held. */
+int64_t td_srv_service_flush(td_srv_service *svc);
+/* How long a busy loop lets broadcasts wait (0: not at all). */
+void td_srv_service_hold(td_srv_service *svc, int64_t hold_us);
 
 /* ---- clients ---------------------------------------------------------------------- */
 

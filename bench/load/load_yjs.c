@@ -36,6 +36,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "load_metrics.h"
 #include "load_yjs.h"
 #include "td_client.h"
 
@@ -689,6 +690,7 @@ static int a_run(int docs, int per, int probes, uint64_t interval_us, double sec
     int slice = (int)(((uint64_t)n * LAZY_TICK_US + LAZY_US - 1) / LAZY_US), cursor = 0;
     uint64_t t0 = td_cli_now_us(), end = t0 + (uint64_t)(secs * 1e6), tick = t0;
     double cpu0 = td_cli_proc_cpu_s(s.pid), self0 = self_cpu_s();
+    load_writes w0 = load_writes_of(&s);
     uint64_t half = interval_us / 2;
     for (int i = 0; i < n; i++)
         r.c[i].next_us = t0 + half + rnd() % (interval_us + 1);
@@ -749,6 +751,7 @@ static int a_run(int docs, int per, int probes, uint64_t interval_us, double sec
     printf("\n");
     pct_print("send-to-receive latency", &r.l, out->p);
     out->server_cores = server_figures(&s, cpu0, self0, elapsed);
+    load_print_writes(&s, w0);
     /* The figure least disturbed by whatever else runs on the machine:
      * the server's CPU per delivery, and the rate one core would carry. */
     if (r.deliveries)

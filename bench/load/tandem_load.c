@@ -38,8 +38,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "load_cluster.h"
+#include "load_metrics.h"
 #include "load_yjs.h"
 #include "td_client.h"
 #include "td_rng.h"
@@ -251,6 +253,7 @@ static int run_a(void)
     }
     uint64_t t0 = td_cli_now_us(), end = t0 + (uint64_t)(secs * 1e6);
     double cpu0 = td_cli_proc_cpu_s(s.pid);
+    load_writes w0 = load_writes_of(&s);
     for (int i = 0; i < A_N; i++)
         A[i].next_us = t0 + 50000 + rnd() % 100000;
     uint64_t typed = 0;
@@ -289,6 +292,7 @@ static int run_a(void)
            a_deliveries == expect ? "" : "  MISSING DELIVERIES");
     lat_print("send-to-receive latency", &a_lat);
     print_per_send(ds, A_N);
+    load_print_writes(&s, w0);
     g_fig.a_p50_ms = g_last_p50;
     g_fig.a_p99_ms = g_last_p99;
     g_fig.a_deliv_s = a_deliveries / elapsed;
@@ -299,6 +303,211 @@ static int run_a(void)
     free(A);
     lat_free(&a_lat);
     stop_server(&s);
+    return 0;
+}
+
+/* ---- S: the sweep of A's load ------------------------------------------------------------ */
+
+/* A's 10 documents x 20 clients, the same offered load as A typing k times
+ * faster, k growing until the p99 passes 50 ms (issue 14: single-character
+ * deliveries per second). A client here keeps a whole replica, which
+ * costs the load generator -- on the server's two cores -- more than the
+ * server's work: so per document S_TYPERS clients keep one, type the
+ * document's whole load between them and give the latency samples (each
+ * sees the other's characters), and the other 18 are light readers (no
+ * replica, reading about every S_LAZY_US, counting batches). The server's
+ * work per delivered character is the same as in A. */
+#define S_TYPERS 2
+#define S_LAZY_US 50000
+#define S_TICK_US 5000
+
+typedef struct s_typer {
+    td_cli_conn *conn;
+    td_cli_doc *doc;
+    td_crdt_obj text;
+    uint64_t agent, next_us, seen;
+    uint64_t *sent_us;
+    size_t nsent, capsent;
+    struct s_typer *other;
+} s_typer;
+
+static lat s_lat;
+static uint64_t s_seen;
+
+static void s_on_remote(td_cli_doc *d, const uint8_t *b, size_t len, void *ud)
+{
+    (void)b;
+    (void)len;
+    s_typer *me = ud, *o = me->other;
+    uint64_t now = td_cli_now_us(), have = td_crdt_vv_get(td_cli_doc_crdt(d), o->agent);
+    for (uint64_t q = me->seen; q < have && q < o->nsent; q++) {
+        lat_add(&s_lat, now - o->sent_us[q]);
+        s_seen++;
+    }
+    me->seen = have;
+}
+
+/* One step; returns the deliveries per second (0 on failure), the p99 in *p99. */
+static double s_step(int k, double secs, double *p99, int *missing)
+{
+    td_cli_server s;
+    td_cli_ctx_opts co = {0};
+    co.max_fds = A_N + 100;
+    s_typer ty[A_DOCS * S_TYPERS];
+    td_cli_conn *cs[A_N];
+    td_cli_doc *ds[A_N];
+    double rate = 0;
+    memset(ty, 0, sizeof ty);
+    memset(&s_lat, 0, sizeof s_lat);
+    s_seen = 0;
+    *p99 = 0;
+    *missing = 1;
+    if (start_server(&s, NULL) < 0)
+        return 0;
+    td_cli_ctx *ctx = td_cli_ctx_new(&co);
+    for (int i = 0; i < A_N; i++) {
+        char id[32];
+        int t = i % A_PER < S_TYPERS ? i / A_PER * S_TYPERS + i % A_PER : -1;
+        snprintf(id, sizeof id, "fanout-%d", i / A_PER);
+        td_cli_conn_opts o = {0};
+        td_cli_doc_opts dopt = {0};
+        if (t >= 0) {
+            o.cb.on_remote = s_on_remote;
+            o.cb.ud = &ty[t];
+        } else {
+            dopt.no_replica = 1;
+        }
+        cs[i] = td_cli_connect(ctx, s.url, &o);
+        ds[i] = td_cli_subscribe(cs[i], id, &dopt);
+        if (t >= 0) {
+            ty[t].conn = cs[i];
+            ty[t].doc = ds[i];
+            ty[t].agent = td_cli_agent(cs[i]);
+            ty[t].other = &ty[t ^ 1];
+            td_crdt_root(td_cli_doc_crdt(ds[i]), TD_CRDT_TEXT, "body", 4, &ty[t].text);
+        }
+    }
+    conns_ready r = {cs, ds, A_N};
+    if (!td_cli_wait(ctx, all_ready, &r, 30000)) {
+        fprintf(stderr, "S: clients not ready\n");
+        goto out;
+    }
+    for (int i = 0; i < A_N; i++)
+        if (i % A_PER >= S_TYPERS)
+            td_cli_set_reading(cs[i], 0);
+    /* the document's A load (A_PER chars every 100 ms) x k, over S_TYPERS */
+    uint64_t interval = (uint64_t)100000 * S_TYPERS / A_PER / (uint64_t)k, half = interval / 2;
+    uint64_t t0 = td_cli_now_us(), end = t0 + (uint64_t)(secs * 1e6), tick = t0, typed = 0;
+    int slice = (A_N * S_TICK_US + S_LAZY_US - 1) / S_LAZY_US, cursor = 0;
+    double cpu0 = td_cli_proc_cpu_s(s.pid);
+    load_writes w0 = load_writes_of(&s);
+    for (int t = 0; t < A_DOCS * S_TYPERS; t++)
+        ty[t].next_us = t0 + half + rnd() % (interval + 1);
+    while (td_cli_now_us() < end) {
+        uint64_t now = td_cli_now_us(), soonest = end;
+        int from = -1, to = -1;
+        if (now >= tick) { /* the next slice of light readers reads once */
+            from = cursor;
+            to = cursor + slice < A_N ? cursor + slice : A_N;
+            cursor = to < A_N ? to : 0;
+            for (int i = from; i < to; i++)
+                if (i % A_PER >= S_TYPERS)
+                    td_cli_set_reading(cs[i], 1);
+            tick = now + S_TICK_US;
+        }
+        for (int t = 0; t < A_DOCS * S_TYPERS; t++) {
+            s_typer *c = &ty[t];
+            if (c->next_us <= now) {
+                td_crdt_doc *doc = td_cli_doc_crdt(c->doc);
+                char ch = (char)('a' + rnd() % 26);
+                size_t len = td_crdt_text_length(doc, c->text);
+                td_crdt_text_insert(doc, c->text, len ? rnd() % (len + 1) : 0, &ch, 1);
+                if (c->nsent == c->capsent) {
+                    c->capsent = c->capsent ? c->capsent * 2 : 4096;
+                    c->sent_us = realloc(c->sent_us, c->capsent * sizeof *c->sent_us);
+                }
+                c->sent_us[c->nsent++] = td_cli_now_us();
+                td_cli_commit(c->doc, NULL);
+                typed++;
+                c->next_us = now + half + rnd() % (interval + 1);
+            }
+            if (c->next_us < soonest)
+                soonest = c->next_us;
+        }
+        if (tick < soonest)
+            soonest = tick;
+        now = td_cli_now_us();
+        uint64_t wait = soonest > now ? soonest - now : 0;
+        struct timespec ts = {0, (long)(wait < 1000 ? wait : 1000) * 1000};
+        if (wait)
+            nanosleep(&ts, NULL);
+        td_cli_service(ctx, 0);
+        for (int i = from; i >= 0 && i < to; i++)
+            if (i % A_PER >= S_TYPERS)
+                td_cli_set_reading(cs[i], 0);
+    }
+    double elapsed = (double)(td_cli_now_us() - t0) / 1e6;
+    for (int i = 0; i < A_N; i++)
+        td_cli_set_reading(cs[i], 1);
+    uint64_t expect = typed * (A_PER - 1), got = 0;
+    for (uint64_t dl = td_cli_now_us() + 10000000; td_cli_now_us() < dl;) {
+        got = s_seen;
+        for (int i = 0; i < A_N; i++)
+            if (i % A_PER >= S_TYPERS)
+                got += td_cli_doc_stats_get(ds[i])->remote_batches;
+        if (got >= expect)
+            break;
+        td_cli_service(ctx, 10);
+    }
+    rate = got / elapsed;
+    *missing = got < expect - expect / 100;
+    printf("  typed %llu chars (%.0f/s), deliveries %llu of %llu (%.0f/s)%s\n",
+           (unsigned long long)typed, typed / elapsed, (unsigned long long)got,
+           (unsigned long long)expect, rate, got == expect ? "" : "  MISSING DELIVERIES");
+    lat_print("send-to-receive latency", &s_lat);
+    *p99 = g_last_p99;
+    load_print_writes(&s, w0);
+    server_figures(&s, cpu0, elapsed);
+    if (got)
+        printf("  server CPU per delivery %.2f us\n",
+               (td_cli_proc_cpu_s(s.pid) - cpu0) / (double)got * 1e6);
+out:
+    td_cli_ctx_free(ctx);
+    for (int t = 0; t < A_DOCS * S_TYPERS; t++)
+        free(ty[t].sent_us);
+    lat_free(&s_lat);
+    stop_server(&s);
+    return rate;
+}
+
+static int run_sweep(void)
+{
+    static const int ks[] = {1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 28, 32, 40, 48, 64, 80, 96, 128};
+    double secs = g_seconds > 0 ? g_seconds : 5, best = 0, best_p99 = 0;
+    int best_k = 0;
+    printf("A sweep, native: %d docs x %d clients, A's load x k (%d typers per doc with a "
+           "replica, %d light readers reading every %d ms), %.0f s a step, until p99 > 50 ms\n",
+           A_DOCS, A_PER, S_TYPERS, A_PER - S_TYPERS, S_LAZY_US / 1000, secs);
+    for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++) {
+        double p99;
+        int missing;
+        printf(" k=%d: offered %d chars/s, %d deliveries/s\n", ks[i], A_N * 10 * ks[i],
+               A_N * 10 * ks[i] * (A_PER - 1));
+        double rate = s_step(ks[i], secs, &p99, &missing);
+        if (rate == 0 && i == 0)
+            return -1;
+        if (p99 > 50 || missing || rate == 0) {
+            printf("  => highest load with p99 <= 50 ms: k=%d, %.0f deliveries/s (p99 %.3f ms); "
+                   "k=%d: %.0f deliveries/s, p99 %.3f ms%s  [bar: >= 400,000/s]\n", best_k, best,
+                   best_p99, ks[i], rate, p99, missing ? ", deliveries missing" : "");
+            return 0;
+        }
+        best = rate;
+        best_k = ks[i];
+        best_p99 = p99;
+    }
+    printf("  => p99 never passed 50 ms up to k=%d: %.0f deliveries/s (p99 %.3f ms)  "
+           "[bar: >= 400,000/s]\n", best_k, best, best_p99);
     return 0;
 }
 
@@ -350,6 +559,7 @@ static int run_b(void)
     }
     uint64_t t0 = td_cli_now_us(), end = t0 + (uint64_t)(secs * 1e6);
     double cpu0 = td_cli_proc_cpu_s(s.pid);
+    load_writes w0 = load_writes_of(&s);
     uint64_t sent = 0;
     while (td_cli_now_us() < end) {
         for (int w = 0; w < B_WRITERS; w++) {
@@ -377,6 +587,7 @@ static int run_b(void)
            (double)minb * B_OPS * B_READERS / elapsed);
     lat_print("UPDATE-to-ACK latency", &b_ack);
     print_per_send(ds + B_WRITERS, B_READERS);
+    load_print_writes(&s, w0);
     g_fig.b_ops_s = minb * B_OPS / elapsed;
     server_figures(&s, cpu0, elapsed);
     td_cli_ctx_free(ctx);
@@ -544,7 +755,7 @@ static void usage(FILE *f)
                "                   [--bin TANDEM] [--proto native|yjs] [--no-baseline]\n"
                "                   [--nodes N] [--nats NATS_SERVER] [--bin-before TANDEM]\n"
                "  --only W      run one workload (default: all four; with --proto yjs\n"
-               "                also S, the sweep of A's load up to p99 > 50 ms)\n"
+               "                also S); S alone: the sweep of A's load up to p99 > 50 ms\n"
                "  --seconds S   duration of A and B (default 20 and 10; 5 a sweep step)\n"
                "  --conns N     connections of C (default 10000)\n"
                "  --durability M  the server's durability mode (default group, as the\n"
@@ -635,11 +846,9 @@ int main(int argc, char **argv)
         load_native nat = {run_a, run_b, run_c_once, run_d, &g_fig};
         return load_yjs_main(&cfg, &nat) < 0 ? 1 : 0;
     }
-    if (only && *only == 'S') {
-        fprintf(stderr, "tandem-load: the sweep (--only S) needs --proto yjs\n");
-        return 64;
-    }
     int rc = 0;
+    if (only && *only == 'S')
+        return run_sweep() < 0 ? 1 : 0;
     if (!only || *only == 'A')
         rc |= run_a();
     if (!only || *only == 'B')

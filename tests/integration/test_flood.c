@@ -22,7 +22,8 @@
  * A shared machine can stall the test's own threads: the timing bounds must
  * hold in one of up to three floods (each on a new document, each checked
  * in full otherwise); a server that blocks its loop misses them in all.
- * Afterwards: every flood batch got missing_ops, none was ACKed, the
+ * Afterwards: every flood batch got missing_ops, none was ACKed (and the
+ * server wrote those answers in fewer socket writes than messages), the
  * document holds exactly the other client's edits; the server is restarted
  * and GET /docs of the unloaded document and a SUBSCRIBE -> SYNC of it each
  * take under a second.
@@ -307,6 +308,13 @@ static int flood_once(td_cli_server *s, const char *dur, char **json_out)
            p.polls, p.worst_ms, it_sanitized() ? ", not asserted under sanitizers" : "");
     CHECK_MSG(st->errors[TD_CLI_E_MISSING_OPS] == n, "not every flood batch got missing_ops");
     CHECK_MSG(st->by_type[TD_CLI_ACK] == 0, "a batch with a missing op was ACKed");
+    /* Those answers were queued many per loop turn, so srv_conn.c framed
+     * them together (issue 14): fewer socket writes than messages, and the
+     * client parsed every one of them (above). */
+    double msgs = it_metric(s, "tandem_messages_out_total");
+    double writes = it_metric(s, "tandem_message_writes_total");
+    printf("flood %s: the server wrote %.0f messages in %.0f socket writes\n", DOC, msgs, writes);
+    CHECK_MSG(writes > 0 && writes < msgs, "no messages were gathered into one write");
     CHECK_MSG(!p.failed, "the measuring client failed during the flood");
     CHECK(nf >= 20);
     CHECK(p.bad_status == 0);
