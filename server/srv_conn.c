@@ -57,6 +57,7 @@ void td_srv_conns_init(td_srv_conns *all, td_srv_metrics *m)
     LIST_INIT(&all->list);
     TAILQ_INIT(&all->unauth);
     TAILQ_INIT(&all->partial);
+    TAILQ_INIT(&all->unflushed);
     all->m = m;
 }
 
@@ -204,6 +205,9 @@ void td_srv_conn_closed(td_srv_conn *c)
     queue_drop(c);
     rx_drop(c);
     unauth_end(c);
+    if (c->in_unflushed)
+        TAILQ_REMOVE(&all->unflushed, c, unflushed_link);
+    c->in_unflushed = 0;
     if (c->addr && --c->addr->n == 0) {
         td_srv_peer_addr **slot = addr_slot(all, c->addr->name);
         *slot = c->addr->next;
@@ -368,7 +372,17 @@ void td_srv_conn_send(td_srv_conn *c, td_srv_frame *f)
     STAILQ_INSERT_TAIL(&c->q, q, link);
     c->q_bytes += f->len;
     c->q_n++;
-    lws_callback_on_writable(c->wsi);
+    /* Before its HELLO a connection writes only in writeable callbacks,
+     * 64 frames a turn: one that floods us with junk and never reads gets
+     * ERRORs slower than it earns them, reaches --preauth-bytes and is
+     * closed at once, not once the kernel's buffer and lws's copy are full
+     * (lws then waits 5 s more to flush before closing). */
+    if (!c->gather || !c->authenticated || c->close_code) {
+        lws_callback_on_writable(c->wsi);
+    } else if (!c->in_unflushed) {
+        c->in_unflushed = 1;
+        TAILQ_INSERT_TAIL(&c->all->unflushed, c, unflushed_link);
+    }
 }
 
 /* The close handshake (RFC 6455 section 5.5.1) is ours, not lws's: once the
@@ -514,6 +528,31 @@ static int writeable_gathered(td_srv_conn *c)
         return send_close(c);
     }
     return 0;
+}
+
+void td_srv_conns_flush(td_srv_conns *all)
+{
+    td_srv_conn *c;
+    while ((c = TAILQ_FIRST(&all->unflushed))) {
+        TAILQ_REMOVE(&all->unflushed, c, unflushed_link);
+        c->in_unflushed = 0;
+        if (STAILQ_EMPTY(&c->q) || !c->wsi)
+            continue;
+        /* lws's copy of a partial write comes first, and it bounds what a
+         * peer that does not read makes us hold beyond our queue's cap. */
+        if (c->close_code || c->close_sent || lws_partial_buffered(c->wsi)) {
+            lws_callback_on_writable(c->wsi);
+            continue;
+        }
+        if (write_gathered(c) < 0) {
+            /* The socket failed: lws closes it on its next turn. */
+            queue_drop(c);
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+            continue;
+        }
+        if (!STAILQ_EMPTY(&c->q))
+            lws_callback_on_writable(c->wsi);
+    }
 }
 
 int td_srv_conn_writeable(td_srv_conn *c)

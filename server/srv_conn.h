@@ -53,6 +53,7 @@ typedef struct td_srv_conns {
     LIST_HEAD(, td_srv_conn) list;
     TAILQ_HEAD(, td_srv_conn) unauth;  /* no accepted HELLO yet, oldest first */
     TAILQ_HEAD(, td_srv_conn) partial; /* a message half received, oldest first */
+    TAILQ_HEAD(, td_srv_conn) unflushed; /* frames queued since td_srv_conns_flush */
     td_srv_metrics *m;
     uint64_t max_frame, send_queue;
     uint64_t max_conns, max_per_addr; /* WebSocket connections */
@@ -78,6 +79,8 @@ struct td_srv_conn {
     /* No permessage-deflate on this connection: queued frames are framed
      * here and written together (td_srv_conn_writeable). */
     int gather;
+    int in_unflushed; /* on all->unflushed */
+    TAILQ_ENTRY(td_srv_conn) unflushed_link;
     uint8_t *rx;     /* reassembly of messages bigger than one read */
     size_t rx_len, rx_cap;
     int in_rx;       /* a message is half received (on all->partial) */
@@ -99,6 +102,13 @@ void td_srv_conns_free(td_srv_conns *all);
  * --max-conns and --max-conns-per-ip. Returns what lws wants back: 0 (go
  * on), 1 (refused: we answered 503 with Retry-After), -1 (hang up). */
 int td_srv_conns_confirm_upgrade(td_srv_conns *all, struct lws *wsi);
+/* Writes what was queued since the last call on the authenticated
+ * connections that gather (c->gather), straight from the loop rather than in a writeable
+ * callback of the next turn: that round trip cost a poll() over every
+ * socket per turn that broadcast anything (issue 14). A connection with
+ * output lws still holds, or more queued than one write takes, waits for
+ * its writeable callback as before. Call after each lws_service(). */
+void td_srv_conns_flush(td_srv_conns *all);
 /* Closes, with 1008, every connection past its HELLO deadline or with a
  * message unfinished for longer than the frame timeout. Called about once
  * a second. */

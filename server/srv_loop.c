@@ -585,6 +585,7 @@ int td_srv_run(const td_srv_config *cfg)
             rc = 1;
             break;
         }
+        td_srv_conns_flush(&srv->conns);
         meter_tick(srv);
         if (g_stop && srv->phase == PHASE_RUNNING)
             begin_shutdown(srv);
