@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "load_cluster.h"
+#include "load_type.h"
 #include "td_client.h"
 
 #define MAX_NODES 8
@@ -251,8 +252,7 @@ typedef struct a_client {
     td_crdt_obj text;
     uint64_t agent;
     uint64_t next_us;
-    uint64_t *sent_us; /* by seq */
-    size_t nsent, capsent;
+    load_typed sent;
     uint64_t seen[A_PER];
     int idx, node;
 } a_client;
@@ -275,8 +275,8 @@ static void a_on_remote(td_cli_doc *d, const uint8_t *b, size_t len, void *ud)
             continue;
         uint64_t have = td_crdt_vv_get(doc, w->agent);
         lat *l = w->node == me->node ? &a_same : &a_cross;
-        for (uint64_t s = me->seen[k]; s < have && s < w->nsent; s++) {
-            lat_add(l, now - w->sent_us[s]);
+        for (uint64_t s = me->seen[k]; s < have && s < w->sent.n; s++) {
+            lat_add(l, now - w->sent.us[s]);
             a_deliveries++;
         }
         me->seen[k] = have;
@@ -446,17 +446,7 @@ static int run_a_nodes(int nodes, a_result *res)
         for (int i = 0; i < A_N; i++) {
             a_client *c = &A[i];
             if (c->next_us <= now) {
-                td_crdt_doc *doc = td_cli_doc_crdt(c->doc);
-                char ch = (char)('a' + rnd() % 26);
-                size_t len = td_crdt_text_length(doc, c->text);
-                td_crdt_text_insert(doc, c->text, len ? rnd() % (len + 1) : 0, &ch, 1);
-                if (c->nsent == c->capsent) {
-                    c->capsent = c->capsent ? c->capsent * 2 : 512;
-                    c->sent_us = realloc(c->sent_us, c->capsent * sizeof *c->sent_us);
-                }
-                c->sent_us[c->nsent++] = td_cli_now_us();
-                td_cli_commit(c->doc, NULL);
-                typed++;
+                typed += load_type_char(c->doc, c->text, &c->sent, g_cfg->rng) == 0;
                 c->next_us = now + 50000 + rnd() % 100001;
             }
             if (c->next_us < soonest)
@@ -505,7 +495,7 @@ out:
         td_cli_ctx_free(ctx);
     if (A)
         for (int i = 0; i < A_N; i++)
-            free(A[i].sent_us);
+            load_typed_free(&A[i].sent);
     free(A);
     A = NULL;
     a_deliveries = 0;

@@ -42,6 +42,7 @@
 
 #include "load_cluster.h"
 #include "load_metrics.h"
+#include "load_type.h"
 #include "load_yjs.h"
 #include "td_client.h"
 #include "td_rng.h"
@@ -175,8 +176,7 @@ typedef struct a_client {
     td_crdt_obj text;
     uint64_t agent;
     uint64_t next_us;
-    uint64_t *sent_us; /* by seq */
-    size_t nsent, capsent;
+    load_typed sent;
     uint64_t seen[A_PER]; /* ops seen of each peer in the same doc */
     int idx;
 } a_client;
@@ -198,8 +198,8 @@ static void a_on_remote(td_cli_doc *d, const uint8_t *b, size_t len, void *ud)
         if (w == me)
             continue;
         uint64_t have = td_crdt_vv_get(doc, w->agent);
-        for (uint64_t s = me->seen[k]; s < have && s < w->nsent; s++) {
-            lat_add(&a_lat, now - w->sent_us[s]);
+        for (uint64_t s = me->seen[k]; s < have && s < w->sent.n; s++) {
+            lat_add(&a_lat, now - w->sent.us[s]);
             a_deliveries++;
         }
         me->seen[k] = have;
@@ -262,17 +262,7 @@ static int run_a(void)
         for (int i = 0; i < A_N; i++) {
             a_client *c = &A[i];
             if (c->next_us <= now) {
-                td_crdt_doc *doc = td_cli_doc_crdt(c->doc);
-                char ch = (char)('a' + rnd() % 26);
-                size_t len = td_crdt_text_length(doc, c->text);
-                td_crdt_text_insert(doc, c->text, len ? rnd() % (len + 1) : 0, &ch, 1);
-                if (c->nsent == c->capsent) {
-                    c->capsent = c->capsent ? c->capsent * 2 : 512;
-                    c->sent_us = realloc(c->sent_us, c->capsent * sizeof *c->sent_us);
-                }
-                c->sent_us[c->nsent++] = td_cli_now_us();
-                td_cli_commit(c->doc, NULL);
-                typed++;
+                typed += load_type_char(c->doc, c->text, &c->sent, &g_rng) == 0;
                 c->next_us = now + 50000 + rnd() % 100001;
             }
             if (c->next_us < soonest)
@@ -299,7 +289,7 @@ static int run_a(void)
     server_figures(&s, cpu0, elapsed);
     td_cli_ctx_free(ctx);
     for (int i = 0; i < A_N; i++)
-        free(A[i].sent_us);
+        load_typed_free(&A[i].sent);
     free(A);
     lat_free(&a_lat);
     stop_server(&s);
@@ -326,8 +316,7 @@ typedef struct s_typer {
     td_cli_doc *doc;
     td_crdt_obj text;
     uint64_t agent, next_us, seen;
-    uint64_t *sent_us;
-    size_t nsent, capsent;
+    load_typed sent;
     struct s_typer *other;
 } s_typer;
 
@@ -340,8 +329,8 @@ static void s_on_remote(td_cli_doc *d, const uint8_t *b, size_t len, void *ud)
     (void)len;
     s_typer *me = ud, *o = me->other;
     uint64_t now = td_cli_now_us(), have = td_crdt_vv_get(td_cli_doc_crdt(d), o->agent);
-    for (uint64_t q = me->seen; q < have && q < o->nsent; q++) {
-        lat_add(&s_lat, now - o->sent_us[q]);
+    for (uint64_t q = me->seen; q < have && q < o->sent.n; q++) {
+        lat_add(&s_lat, now - o->sent.us[q]);
         s_seen++;
     }
     me->seen = have;
@@ -418,17 +407,7 @@ static double s_step(int k, double secs, double *p99, int *missing)
         for (int t = 0; t < A_DOCS * S_TYPERS; t++) {
             s_typer *c = &ty[t];
             if (c->next_us <= now) {
-                td_crdt_doc *doc = td_cli_doc_crdt(c->doc);
-                char ch = (char)('a' + rnd() % 26);
-                size_t len = td_crdt_text_length(doc, c->text);
-                td_crdt_text_insert(doc, c->text, len ? rnd() % (len + 1) : 0, &ch, 1);
-                if (c->nsent == c->capsent) {
-                    c->capsent = c->capsent ? c->capsent * 2 : 4096;
-                    c->sent_us = realloc(c->sent_us, c->capsent * sizeof *c->sent_us);
-                }
-                c->sent_us[c->nsent++] = td_cli_now_us();
-                td_cli_commit(c->doc, NULL);
-                typed++;
+                typed += load_type_char(c->doc, c->text, &c->sent, &g_rng) == 0;
                 c->next_us = now + half + rnd() % (interval + 1);
             }
             if (c->next_us < soonest)
@@ -474,7 +453,7 @@ static double s_step(int k, double secs, double *p99, int *missing)
 out:
     td_cli_ctx_free(ctx);
     for (int t = 0; t < A_DOCS * S_TYPERS; t++)
-        free(ty[t].sent_us);
+        load_typed_free(&ty[t].sent);
     lat_free(&s_lat);
     stop_server(&s);
     return rate;
