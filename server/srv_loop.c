@@ -179,6 +179,10 @@ static void begin_shutdown(server *srv)
             td_srv_service_inflight(srv->svc));
     srv->phase = PHASE_DRAINING;
     td_srv_service_accepting(srv->svc, 0);
+    /* Nothing waits for company any more: the drain's run_due sends every
+     * broadcast before the connections close. */
+    td_srv_service_hold(srv->svc, 0);
+    srv->m.broadcast_hold_us = 0;
     srv->phase_deadline_us = td_srv_now_us() + DRAIN_MAX_US;
     schedule_maint(srv);
 }
