@@ -17,7 +17,8 @@ TD_JOBS="${TD_JOBS:-2}"
 # start their own JetStream servers.
 TD_DEB_PACKAGES=(
     cmake make gcc libc6-dev pkg-config
-    libwebsockets-dev librocksdb-dev libsodium-dev libcjson-dev zlib1g-dev
+    libwebsockets-dev libwebsockets-evlib-ev libev-dev
+    librocksdb-dev libsodium-dev libcjson-dev zlib1g-dev
     libcmocka-dev
     clang lld libclang-rt-14-dev wasi-libc libclang-rt-14-dev-wasm32
     chromium

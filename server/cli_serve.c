@@ -34,6 +34,11 @@ static const td_srv_choice metrics_modes[] = {{"auto", TD_SRV_METRICS_AUTO},
                                               {"token", TD_SRV_METRICS_TOKEN},
                                               {NULL, 0}};
 
+/* --loop: what waits for the sockets (srv_config.h). */
+static const td_srv_choice loops[] = {{"epoll", TD_SRV_LOOP_EPOLL},
+                                      {"poll", TD_SRV_LOOP_POLL},
+                                      {NULL, 0}};
+
 /* --cluster-outage: what a write does while the broker is unreachable. */
 static const td_srv_choice outages[] = {{"refuse", TD_SRV_OUTAGE_REFUSE},
                                         {"outbox", TD_SRV_OUTAGE_OUTBOX},
@@ -133,6 +138,9 @@ static const td_srv_opt opts[] = {
      * (Debian 12) hits an assertion and aborts the process on some large
      * compressed messages, legitimate ones included (tests/server/
      * test_srv_bigmsg.c shows it with TD_TEST_DEFLATE=1). */
+    {OPT("loop", "TANDEM_LOOP", ENUM, loop, NULL), .choices = loops, .def = "epoll",
+     .help = "epoll: libev's epoll loop (a wait costs what is ready); poll:\n"
+             "libwebsockets' own poll() loop (a wait walks every socket)"},
     {OPT("deflate", "TANDEM_DEFLATE", BOOL, deflate, "0|1"), .def = "0",
      .help = "offer permessage-deflate (libwebsockets 4.1.6 as Debian ships it\n"
              "can abort on large compressed messages)"},

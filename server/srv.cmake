@@ -48,5 +48,5 @@ if(NOT TARGET tandem_srv)
   target_compile_definitions(tandem_srv PRIVATE
     TD_SRV_SOURCE_DIR="${PROJECT_SOURCE_DIR}" _GNU_SOURCE)
   target_link_libraries(tandem_srv PUBLIC tandem_crdt tandem_yjs tandem_store websockets_shared
-    PkgConfig::SODIUM PkgConfig::CJSON PkgConfig::TD_SRV_NATS ZLIB::ZLIB Threads::Threads m)
+    PkgConfig::SODIUM PkgConfig::CJSON PkgConfig::TD_SRV_NATS ZLIB::ZLIB Threads::Threads ev m)
 endif()

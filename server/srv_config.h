@@ -38,12 +38,22 @@ typedef struct td_srv_config {
     int metrics; /* who may GET /metrics: a td_srv_metrics_access */
     int log_level; /* lws LLL_ mask */
     int deflate;
+    int loop; /* a td_srv_loop_kind: what waits for the sockets */
     /* Cluster mode (docs/CLUSTER.md): the NATS URLs ("nats://h:p[,...]"),
      * NULL for a single node; this node's name (NULL: "node"). */
     const char *cluster, *cluster_node;
     uint64_t cluster_replicas; /* of the stream, when this node creates it */
     int cluster_outage;        /* a td_srv_cluster_outage: writes while the broker is away */
 } td_srv_config;
+
+/* --loop: EPOLL runs lws on a libev loop with the epoll backend, whose
+ * wait costs what is ready; POLL is lws's own poll() loop, whose every
+ * turn walks every socket (issue 14: 12-15% of the server's CPU at A's
+ * load with 200 connections). */
+typedef enum td_srv_loop_kind {
+    TD_SRV_LOOP_EPOLL = 0,
+    TD_SRV_LOOP_POLL
+} td_srv_loop_kind;
 
 /* --cluster-outage (docs/CLUSTER.md, "When JetStream is unreachable").
  * REFUSE: a write needs the broker (retryable error 23). OUTBOX: a write is

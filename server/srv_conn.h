@@ -107,7 +107,7 @@ int td_srv_conns_confirm_upgrade(td_srv_conns *all, struct lws *wsi);
  * callback of the next turn: that round trip cost a poll() over every
  * socket per turn that broadcast anything (issue 14). A connection with
  * output lws still holds, or more queued than one write takes, waits for
- * its writeable callback as before. Call after each lws_service(). */
+ * its writeable callback as before. Call at the end of each loop turn. */
 void td_srv_conns_flush(td_srv_conns *all);
 /* Closes, with 1008, every connection past its HELLO deadline or with a
  * message unfinished for longer than the frame timeout. Called about once

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include <ev.h>
 #include <sodium.h>
 
 #include "srv_cluster.h"
@@ -58,6 +59,8 @@ typedef struct server {
     int64_t flush_due_us;             /* 0: sul_flush not scheduled */
     int64_t meter_wall_us, meter_cpu_us; /* start of the busy window */
     double busy;                      /* the loop thread's busy share */
+    struct ev_loop *evloop;           /* --loop epoll: libev's loop, lws on it */
+    ev_prepare ev_turn;
     lws_retry_bo_t idle; /* the keepalive PING; lws keeps a pointer to it */
     int fd_budget;       /* sockets numbered from here on are refused */
 } server;
@@ -129,6 +132,28 @@ static void meter_tick(server *srv)
     td_srv_service_hold(srv->svc, hold);
     srv->m.loop_busy_permille = (uint64_t)(srv->busy * 1000);
     srv->m.broadcast_hold_us = (uint64_t)hold;
+}
+
+static void begin_shutdown(server *srv);
+
+/* After each turn of the loop: what the turn queued goes out, the meter
+ * reads the clock. */
+static void end_of_turn(server *srv)
+{
+    td_srv_conns_flush(&srv->conns);
+    meter_tick(srv);
+    if (g_stop && srv->phase == PHASE_RUNNING)
+        begin_shutdown(srv);
+}
+
+/* The epoll loop's (libev) hook before it waits again: one turn ended. */
+static void on_turn(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    server *srv = w->data;
+    (void)revents;
+    end_of_turn(srv);
+    if (srv->phase == PHASE_STOPPED)
+        ev_break(loop, EVBREAK_ALL);
 }
 
 static void run_due(server *srv);
@@ -545,6 +570,18 @@ int td_srv_run(const td_srv_config *cfg)
         info.extensions = extensions;
     info.user = srv;
     info.pt_serv_buf_size = 32768;
+    void *foreign[1] = {NULL};
+    if (cfg->loop == TD_SRV_LOOP_EPOLL) {
+        srv->evloop = ev_loop_new(EVBACKEND_EPOLL);
+        if (!srv->evloop) {
+            fprintf(stderr, "tandem serve: no epoll loop (libev): try --loop poll\n");
+            parts_free(srv);
+            return 1;
+        }
+        foreign[0] = srv->evloop;
+        info.options |= LWS_SERVER_OPTION_LIBEV;
+        info.foreign_loops = foreign;
+    }
     /* Every WebSocket is PINGed --ping-interval after its last PONG (or
      * its opening) and closed if the PONG is not back --ping-timeout later:
      * a half-open connection ends, and its presence with a LEAVE. lws counts
@@ -557,7 +594,10 @@ int td_srv_run(const td_srv_config *cfg)
     if (setrlimit(RLIMIT_NOFILE, &nofile) != 0)
         perror("tandem serve: setrlimit (no file descriptors in reserve)");
     if (!srv->ctx) {
-        fprintf(stderr, "tandem serve: cannot listen on %s:%d\n", cfg->addr, cfg->port);
+        fprintf(stderr, "tandem serve: cannot listen on %s:%d%s\n", cfg->addr, cfg->port,
+                srv->evloop ? " (or libwebsockets' libev plugin is missing: try --loop poll)" : "");
+        if (srv->evloop)
+            ev_loop_destroy(srv->evloop);
         parts_free(srv);
         return 1;
     }
@@ -573,8 +613,9 @@ int td_srv_run(const td_srv_config *cfg)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    fprintf(stderr, "tandem serve: listening on %s:%d, data %s (durability %s)%s%s\n",
+    fprintf(stderr, "tandem serve: listening on %s:%d, data %s (durability %s, %s loop)%s%s\n",
             cfg->addr, cfg->port, cfg->data, td_store_durability_name(cfg->durability),
+            srv->evloop ? "epoll" : "poll",
             cfg->static_dir ? ", static files from " : "",
             cfg->static_dir ? cfg->static_dir : "");
     if (!srv->have_key)
@@ -584,15 +625,20 @@ int td_srv_run(const td_srv_config *cfg)
     if (g_stop)
         begin_shutdown(srv);
 
-    while (srv->phase != PHASE_STOPPED) {
-        if (lws_service(srv->ctx, 0) < 0) {
-            rc = 1;
-            break;
+    if (srv->evloop) {
+        ev_prepare_init(&srv->ev_turn, on_turn);
+        srv->ev_turn.data = srv;
+        ev_prepare_start(srv->evloop, &srv->ev_turn);
+        ev_run(srv->evloop, 0);
+        ev_prepare_stop(srv->evloop, &srv->ev_turn);
+    } else {
+        while (srv->phase != PHASE_STOPPED) {
+            if (lws_service(srv->ctx, 0) < 0) {
+                rc = 1;
+                break;
+            }
+            end_of_turn(srv);
         }
-        td_srv_conns_flush(&srv->conns);
-        meter_tick(srv);
-        if (g_stop && srv->phase == PHASE_RUNNING)
-            begin_shutdown(srv);
     }
 
     g_ctx = NULL;
@@ -602,6 +648,8 @@ int td_srv_run(const td_srv_config *cfg)
     lws_sul_cancel(&srv->sul_flush);
     lws_context_destroy(srv->ctx);
     srv->ctx = NULL;
+    if (srv->evloop)
+        ev_loop_destroy(srv->evloop);
     parts_free(srv);
     fprintf(stderr, "tandem serve: stopped\n");
     return rc;

@@ -279,7 +279,10 @@ int main(int argc, char **argv)
         printf("%-34s -> accepted after a fresh HELLO\n", "write after re-HELLO");
         free(fresh);
         free(short_tok);
-        CHECK(it_wait_converged(&wd, 1, 5000));
+        /* both replicas, so the writer's copy has the retried batch too
+         * (alone, it counted as converged before its REMOTE arrived) */
+        td_cli_doc *both[2] = {wd, d};
+        CHECK(it_wait_converged(both, 2, 5000));
         td_cli_conn_free(c);
     }
 
