@@ -115,10 +115,12 @@ static int64_t thread_cpu_us(void)
 
 static void meter_tick(server *srv)
 {
-    int64_t now = td_srv_now_us(), cpu = thread_cpu_us(), hold = 0;
+    int64_t now = td_srv_now_us(), hold = 0;
     int64_t wall = now - srv->meter_wall_us;
     if (srv->meter_wall_us && wall < BUSY_WINDOW_US)
         return;
+    /* a system call (the monotonic clock is not): once a window */
+    int64_t cpu = thread_cpu_us();
     if (srv->meter_wall_us && wall > 0) {
         double b = (double)(cpu - srv->meter_cpu_us) / (double)wall;
         srv->busy = 0.5 * srv->busy + 0.5 * (b > 1 ? 1 : b < 0 ? 0 : b);

@@ -68,6 +68,27 @@ int td_check_run(const char *name, void (*fn)(void))
     return failed;
 }
 
+void td_check_seed(int argc, char **argv, uint64_t *seed)
+{
+    if (argc > 1)
+        *seed = strtoull(argv[1], NULL, 0);
+    printf("seed %llu\n", (unsigned long long)*seed);
+}
+
+int td_check_cases(const td_check_case *cases, size_t n, const char *prog,
+                   const uint64_t *seed)
+{
+    int failed = 0;
+    for (size_t i = 0; i < n; i++)
+        failed += td_check_run(cases[i].name, cases[i].fn);
+    if (failed && seed)
+        printf("%d test(s) failed (replay: %s %llu)\n", failed, prog,
+               (unsigned long long)*seed);
+    else if (failed)
+        printf("%d test(s) failed\n", failed);
+    return failed ? 1 : 0;
+}
+
 int td_check_status(const char *name)
 {
     if (name)

@@ -18,6 +18,8 @@
 #define TD_CHECK_H
 
 #include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
 
 extern jmp_buf *td_check_jmp;
 extern const char *td_check_context;
@@ -57,6 +59,18 @@ void td_check_fail(const char *file, int line, const char *fmt, ...)
 int td_check_guarded(void (*fn)(void *), void *arg);
 /* The same for fn(), printing `ok   name` or `FAIL name`. */
 int td_check_run(const char *name, void (*fn)(void));
+/* A program made of test cases: its main reads a seed (td_check_seed),
+ * then hands its table to td_check_cases. */
+typedef struct td_check_case {
+    const char *name;
+    void (*fn)(void);
+} td_check_case;
+/* argv[1], if given, replaces *seed; prints the seed either way. */
+void td_check_seed(int argc, char **argv, uint64_t *seed);
+/* Runs every case (td_check_run); if any failed, says how many and, given
+ * a seed, the command that replays the run. Returns main's exit status. */
+int td_check_cases(const td_check_case *cases, size_t n, const char *prog,
+                   const uint64_t *seed);
 /* 0 if no check failed so far, else 1; prints a summary line when asked. */
 int td_check_status(const char *name);
 

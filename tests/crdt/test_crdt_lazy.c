@@ -771,22 +771,11 @@ static void test_corrupt(void)
 int main(int argc, char **argv)
 {
     seed = (uint64_t)time(NULL);
-    if (argc > 1)
-        seed = strtoull(argv[1], NULL, 10);
-    printf("seed %llu\n", (unsigned long long)seed);
-    static const struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
+    td_check_seed(argc, argv, &seed);
+    static const td_check_case tests[] = {
         {"lazy_equivalence", test_equivalence},
         {"lazy_oom", test_oom},
         {"lazy_corrupt", test_corrupt},
     };
-    int failed = 0;
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
-        failed += tt_test_run(tests[i].name, tests[i].fn);
-    if (failed)
-        printf("%d test(s) failed (replay: test_crdt_lazy %llu)\n", failed,
-               (unsigned long long)seed);
-    return failed ? 1 : 0;
+    return td_check_cases(tests, sizeof tests / sizeof tests[0], argv[0], &seed);
 }

@@ -814,13 +814,9 @@ static void test_pending_large(void)
 
 int main(int argc, char **argv)
 {
-    g_seed = argc > 1 ? strtoull(argv[1], NULL, 0) : (uint64_t)time(NULL);
-    printf("test_crdt_limits seed %llu (replay: %s %llu)\n", (unsigned long long)g_seed, argv[0],
-           (unsigned long long)g_seed);
-    static const struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
+    g_seed = (uint64_t)time(NULL);
+    td_check_seed(argc, argv, &g_seed);
+    static const td_check_case tests[] = {
         {"apply_ex", test_apply_ex},
         {"split_random", test_split_random},
         {"split_paste", test_split_paste},
@@ -828,11 +824,5 @@ int main(int argc, char **argv)
         {"pending_large", test_pending_large},
         {"oom", test_oom},
     };
-    int failed = 0;
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
-        failed += tt_test_run(tests[i].name, tests[i].fn);
-    if (failed)
-        printf("%d test(s) failed (replay: %s %llu)\n", failed, argv[0],
-               (unsigned long long)g_seed);
-    return failed ? 1 : 0;
+    return td_check_cases(tests, sizeof tests / sizeof tests[0], argv[0], &g_seed);
 }

@@ -261,21 +261,11 @@ static void test_load_refuses_repeated_ids(void)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1)
-        seed = strtoull(argv[1], NULL, 10);
-    printf("seed %llu\n", (unsigned long long)seed);
-    static const struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
+    td_check_seed(argc, argv, &seed);
+    static const td_check_case tests[] = {
         {"commit_reuse", test_commit_reuse},
         {"load_many_runs", test_load_many_runs},
         {"load_refuses_repeated_ids", test_load_refuses_repeated_ids},
     };
-    int failed = 0;
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
-        failed += tt_test_run(tests[i].name, tests[i].fn);
-    if (failed)
-        printf("%d test(s) failed\n", failed);
-    return failed ? 1 : 0;
+    return td_check_cases(tests, sizeof tests / sizeof tests[0], argv[0], &seed);
 }

@@ -192,22 +192,12 @@ static void test_v2_damage(void)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1)
-        seed = strtoull(argv[1], NULL, 10);
-    printf("seed %llu\n", (unsigned long long)seed);
-    static const struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
+    td_check_seed(argc, argv, &seed);
+    static const td_check_case tests[] = {
         {"columns", test_columns},
         {"v1_loads", test_v1_loads},
         {"unknown_version", test_unknown_version},
         {"v2_damage", test_v2_damage},
     };
-    int failed = 0;
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
-        failed += tt_test_run(tests[i].name, tests[i].fn);
-    if (failed)
-        printf("%d test(s) failed\n", failed);
-    return failed ? 1 : 0;
+    return td_check_cases(tests, sizeof tests / sizeof tests[0], argv[0], &seed);
 }

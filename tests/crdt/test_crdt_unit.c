@@ -1784,12 +1784,10 @@ static void test_alloc_hook(void)
     td_crdt_doc_free(src);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    static const struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
+    (void)argc;
+    static const td_check_case tests[] = {
         {"strerror", test_strerror},
         {"error_messages", test_error_messages},
         {"new_doc", test_new_doc},
@@ -1821,10 +1819,5 @@ int main(void)
         {"observer", test_observer},
         {"alloc_hook", test_alloc_hook},
     };
-    int failed = 0;
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
-        failed += tt_test_run(tests[i].name, tests[i].fn);
-    if (failed)
-        printf("%d test(s) failed\n", failed);
-    return failed ? 1 : 0;
+    return td_check_cases(tests, sizeof tests / sizeof tests[0], argv[0], NULL);
 }
