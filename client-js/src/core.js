@@ -39,7 +39,9 @@ function copyOut(u8, ptr, len) {
   if (len > SMALL) return u8.slice(ptr, ptr + len);
   if (SLAB - slabAt < len) { slab = new ArrayBuffer(SLAB); slabAt = 0; }
   const out = new Uint8Array(slab, slabAt, len);
-  out.set(u8.subarray(ptr, ptr + len));
+  /* a loop, not set(subarray): a keystroke's batch would pay for one more
+   * view object than bytes it copies */
+  for (let i = 0; i < len; i++) out[i] = u8[ptr + i];
   slabAt += (len + 7) & ~7;
   return out;
 }
@@ -95,6 +97,9 @@ export function loadCore(source) {
 export class Core {
   constructor(mod) {
     this.ex = new WebAssembly.Instance(mod, {}).exports;
+    /* A reactor module runs its constructors once, here, instead of around
+     * every exported call as a command module's wrappers do. */
+    if (typeof this.ex._initialize === 'function') this.ex._initialize();
     if (this.ex.abi_version() !== ABI) {
       throw new Error(`tandem_crdt.wasm has ABI ${this.ex.abi_version()}, this client needs ${ABI}`);
     }
@@ -158,7 +163,13 @@ export class CoreDoc {
     this.ex = core.ex;
     this.h = h;
     this.onEvents = null;
-    this.ex.observe(h, 1);
+    this.observe(true);
+  }
+  /* Whether the core records change events (an app without listeners, a
+   * benchmark, may turn them off: then no call drains any). */
+  observe(on) {
+    this.observing = !!on;
+    this.ex.observe(this.h, on ? 1 : 0);
   }
   free() { if (this.h) { this.ex.doc_free(this.h); this.h = 0; } }
   check(rc, op) {
@@ -172,6 +183,7 @@ export class CoreDoc {
    * {kind: 'insert'|'delete'|'key', obj, pos, count, key, local}, and a flag
    * set when some were lost (the owner then re-reads everything). */
   drain() {
+    if (!this.observing) return;
     const { core } = this;
     const lost = this.ex.events_take(core.slot + 48);
     const ptr = core.u32(core.slot + 48), len = core.u32(core.slot + 52);
@@ -367,20 +379,27 @@ export class CoreDoc {
    * order; [] when there are none. If the core fails after the first batch,
    * what was committed is returned and the rest stays for the next call. */
   commitMax(maxBytes) {
-    const { core } = this;
-    const out = [];
-    for (let more = 1; more;) {
-      try {
-        this.check(this.ex.commit_max(this.h, maxBytes, core.slot, core.slot + SLOT_FLAG), 'commit');
-      } catch (e) {
-        if (out.length) return out;
-        throw e;
+    const { core, ex, h } = this;
+    const slot = core.slot;
+    let out = null;
+    for (;;) {
+      const rc = ex.commit_max(h, maxBytes, slot, slot + SLOT_FLAG);
+      if (rc !== 0) {
+        try {
+          this.check(rc, 'commit');
+        } catch (e) {
+          if (out) return out;
+          throw e;
+        }
       }
-      more = core.u32(core.slot + SLOT_FLAG);
+      const more = core.u32(slot + SLOT_FLAG);
       const b = this.takeBuf();
-      if (b) out.push(b);
+      if (b) {
+        if (out) out.push(b);
+        else out = [b];
+      }
+      if (!more) return out ?? [];
     }
-    return out;
   }
   snapshot() { return this.bufCall('snapshot_encode'); }
   vv() { return this.bufCall('vv_encode') ?? new Uint8Array(0); }

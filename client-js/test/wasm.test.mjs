@@ -76,6 +76,7 @@ const dec = new TextDecoder('utf-8', { fatal: true });
 class Core {
   constructor() {
     this.ex = new WebAssembly.Instance(module, importStubs(module)).exports;
+    this.ex._initialize(); /* a reactor module: its constructors, once */
     this.slot = this.ex.alloc(32); /* out slots, reused by every call */
   }
   get u8() { return new Uint8Array(this.ex.memory.buffer); }

@@ -24,6 +24,7 @@ for (const imp of WebAssembly.Module.imports(mod)) {
   imports[imp.module][imp.name] = () => { throw new Error(`unexpected import ${imp.module}.${imp.name}`) }
 }
 const { exports: X } = new WebAssembly.Instance(mod, imports)
+X._initialize?.() // a reactor module: its constructors, once
 const mem = () => new Uint8Array(X.memory.buffer)
 const u32 = (p) => new DataView(X.memory.buffer).getUint32(p, true)
 
