@@ -559,28 +559,31 @@ static int same_run(const td_pos *a, const td_pos *b)
  * same on every replica, so every replica rewrites the op alike, and the
  * stored run then keeps the invariant left < run < right. */
 static td_crdt_err yata_place(td_crdt_doc *d, td_seq *s, uint64_t agent_id,
-                              td_id left, td_id *rightp, td_pos *dest, int *at_end)
+                              td_id left, td_id *rightp, td_pos cur, int end,
+                              td_pos *dest, int *at_end)
 {
     td_id right = *rightp;
-    td_pos cur, rp = {0};
-    int end;
-    if (left.agent != TD_NONE) {
-        if (!td_crdt_seq_locate(d, s->obj, left, &cur))
-            return td_crdt_fail(d, TD_CRDT_ERR_INVALID_OP, "left origin not found");
-        end = !td_crdt_pos_next_run(&cur);
-    } else {
-        end = !(s->first && s->first->n);
-        cur = (td_pos){s->first, 0, 0};
-    }
+    td_pos rp = {0};
     int have_right = right.agent != TD_NONE;
-    if (have_right && !td_crdt_seq_locate(d, s->obj, right, &rp))
-        return td_crdt_fail(d, TD_CRDT_ERR_INVALID_OP, "right origin not found");
     *dest = cur;
     *at_end = end;
-    if (end && have_right)
-        rightp->agent = TD_NONE; /* nothing is after the left origin: see above */
-    if (end || (have_right && same_run(&cur, &rp)))
-        return TD_CRDT_OK; /* nothing concurrent between the origins */
+    if (end) {
+        if (have_right)
+            rightp->agent = TD_NONE; /* nothing is after the left origin: see above */
+        return TD_CRDT_OK;
+    }
+    if (have_right) {
+        /* The caller split the runs so that right starts one: when the run
+         * after the left origin starts with it, nothing is concurrent
+         * between the origins (the usual case), and right needs no lookup. */
+        const td_run *next = &cur.leaf->r[cur.ri];
+        if (next->id.agent == right.agent && next->id.seq == right.seq)
+            return TD_CRDT_OK;
+        if (!td_crdt_seq_locate(d, s->obj, right, &rp))
+            return td_crdt_fail(d, TD_CRDT_ERR_INVALID_OP, "right origin not found");
+        if (same_run(&cur, &rp))
+            return TD_CRDT_OK;
+    }
     int64_t lidx, ridx;
     if (!origin_index(d, s, left, 0, &lidx) || !origin_index(d, s, right, 1, &ridx))
         return td_crdt_fail(d, TD_CRDT_ERR_INVALID_OP, "origin not found");
@@ -629,6 +632,10 @@ td_crdt_err td_crdt_seq_integrate(td_crdt_doc *d, uint32_t obj, td_id id, uint32
         if ((e = td_crdt_seq_split(d, s, &p)))
             return e;
     }
+    /* cur: the run right after the left origin (the first run without
+     * one), where the scan for concurrent runs starts; end: there is none. */
+    td_pos cur;
+    int end;
     if (left.agent != TD_NONE) {
         if (!td_crdt_seq_locate(d, obj, left, &p))
             return td_crdt_fail(d, TD_CRDT_ERR_INVALID_OP, "left origin not found");
@@ -636,11 +643,19 @@ td_crdt_err td_crdt_seq_integrate(td_crdt_doc *d, uint32_t obj, td_id id, uint32
             p.off++;
             if ((e = td_crdt_seq_split(d, s, &p)))
                 return e;
+            cur = p; /* the split-off rest of left's run */
+            end = 0;
+        } else {
+            cur = p;
+            end = !td_crdt_pos_next_run(&cur);
         }
+    } else {
+        cur = (td_pos){s->first, 0, 0};
+        end = !(s->first && s->first->n);
     }
     td_pos dest = {0};
     int at_end = 1;
-    if ((e = yata_place(d, s, d->agents[id.agent].id, left, &right, &dest, &at_end)))
+    if ((e = yata_place(d, s, d->agents[id.agent].id, left, &right, cur, end, &dest, &at_end)))
         return e;
     uint32_t off = TD_NO_CONTENT, oldclen = s->clen;
     /* deleted text arrives without content; list values always come */
