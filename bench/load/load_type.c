@@ -30,3 +30,8 @@ void load_typed_free(load_typed *t)
     t->us = NULL;
     t->n = t->cap = 0;
 }
+
+int load_wait_ms(uint64_t due, uint64_t now)
+{
+    return due > now ? (int)((due - now + 999) / 1000) : 0;
+}

@@ -21,4 +21,13 @@ typedef struct load_typed {
 int load_type_char(td_cli_doc *d, td_crdt_obj text, load_typed *t, td_rng *rng);
 void load_typed_free(load_typed *t);
 
+/* How long a typing loop waits for the network before its next character,
+ * due at `due` (both td_cli_now_us()): whole milliseconds, rounded up. A
+ * wait of 0 is a service that does not block, and with 200 clients typing
+ * the next character is nearly always less than a millisecond away: the
+ * loop spun, and took most of a core from the server it measures. Rounded
+ * up, a character goes out up to a millisecond late; its latency counts
+ * from when it went out. */
+int load_wait_ms(uint64_t due, uint64_t now);
+
 #endif /* TD_LOAD_TYPE_H */

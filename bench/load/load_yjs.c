@@ -37,6 +37,7 @@
 #include <time.h>
 
 #include "load_metrics.h"
+#include "load_type.h"
 #include "load_yjs.h"
 #include "td_client.h"
 
@@ -726,7 +727,7 @@ static int a_run(int docs, int per, int probes, uint64_t interval_us, double sec
                 nanosleep(&ts, NULL);
             td_cli_service(ctx, 0);
         } else {
-            td_cli_service(ctx, soonest > now ? (int)((soonest - now) / 1000) : 0);
+            td_cli_service(ctx, load_wait_ms(soonest, now));
         }
         if (from >= 0)
             set_reading(&r, from, to, 0);

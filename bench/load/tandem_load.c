@@ -269,7 +269,7 @@ static int run_a(void)
                 soonest = c->next_us;
         }
         now = td_cli_now_us();
-        td_cli_service(ctx, soonest > now ? (int)((soonest - now) / 1000) : 0);
+        td_cli_service(ctx, load_wait_ms(soonest, now));
     }
     double elapsed = (double)(td_cli_now_us() - t0) / 1e6;
     /* drain: every op must reach the 19 others */
