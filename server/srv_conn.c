@@ -463,16 +463,20 @@ static size_t ws_header(uint8_t *h, size_t len)
     return 4;
 }
 
-static void dequeue_written(td_srv_conn *c, td_srv_qitem *q)
+/* Takes the written head frame off the queue and counts it; the caller
+ * owns the reference. */
+static td_srv_frame *dequeue_written(td_srv_conn *c)
 {
+    td_srv_qitem *q = STAILQ_FIRST(&c->q);
+    td_srv_frame *f = q->f;
     td_srv_metrics *m = c->all->m;
-    m->bytes_out += q->f->len;
+    m->bytes_out += f->len;
     m->frames_out++;
     STAILQ_REMOVE_HEAD(&c->q, link);
-    c->q_bytes -= q->f->len;
+    c->q_bytes -= f->len;
     c->q_n--;
-    td_srv_frame_unref(q->f);
     free(q);
+    return f;
 }
 
 /* Writes the head of the queue as one send: every frame that fits in
@@ -490,7 +494,7 @@ static int write_gathered(td_srv_conn *c)
         if (lws_write(c->wsi, q->f->buf + LWS_PRE, q->f->len, LWS_WRITE_BINARY) < 0)
             return -1;
         all->m->writes_out++;
-        dequeue_written(c, q);
+        td_srv_frame_unref(dequeue_written(c));
         return 1;
     }
     while ((q = STAILQ_FIRST(&c->q)) && frames < WRITE_BUDGET_FRAMES &&
@@ -498,7 +502,7 @@ static int write_gathered(td_srv_conn *c)
         at += ws_header(all->gbuf + at, q->f->len);
         memcpy(all->gbuf + at, q->f->buf + LWS_PRE, q->f->len);
         at += q->f->len;
-        dequeue_written(c, q);
+        td_srv_frame_unref(dequeue_written(c));
         frames++;
     }
     if (lws_write(c->wsi, all->gbuf, at, LWS_WRITE_RAW) < 0)
@@ -580,23 +584,17 @@ int td_srv_conn_writeable(td_srv_conn *c)
         int n = lws_write(c->wsi, q->f->buf + LWS_PRE, q->f->len, LWS_WRITE_BINARY);
         if (n < 0)
             return -1;
-        m->bytes_out += q->f->len;
-        m->frames_out++;
         m->writes_out++;
         frames++;
         bytes += q->f->len;
-        STAILQ_REMOVE_HEAD(&c->q, link);
-        c->q_bytes -= q->f->len;
-        c->q_n--;
-        if (q->f->len > DEFLATE_STEP) {
-            c->draining = q->f; /* keeps the reference */
-            free(q);
+        td_srv_frame *f = dequeue_written(c);
+        if (f->len > DEFLATE_STEP) {
+            c->draining = f; /* keeps the reference */
             if (!STAILQ_EMPTY(&c->q) || c->close_code)
                 lws_callback_on_writable(c->wsi);
             return 0;
         }
-        td_srv_frame_unref(q->f);
-        free(q);
+        td_srv_frame_unref(f);
     }
     if (c->close_code) {
         /* The close frame goes in a turn of its own, after the last frame

@@ -59,7 +59,7 @@ typedef struct td_srv_conns {
     uint64_t max_conns, max_per_addr; /* WebSocket connections */
     uint64_t preauth_bytes; /* largest message and send queue before HELLO */
     int64_t hello_timeout_us, frame_timeout_us;
-    uint8_t *gbuf; /* td_srv_conn_writeable's gathering, made on first use */
+    uint8_t *gbuf; /* where gathered frames are framed (srv_conn.c), made on first use */
     uint64_t n; /* open connections */
     td_srv_peer_addr *addrs[TD_SRV_ADDR_BUCKETS];
 } td_srv_conns;
