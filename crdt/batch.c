@@ -1074,6 +1074,10 @@ td_crdt_err td_crdt_apply_ex(td_crdt_doc *d, const uint8_t *p, size_t len,
         return full_e;
     tried t;
     td_crdt_err e = try_apply(d, p, len, opts, &t);
+    if (t.state == TRY_WAIT) {
+        info->wait_agent = t.wait_agent;
+        info->wait_seq = t.wait_seq;
+    }
     if (e)
         return e; /* agents grown by a partial integration stay noted */
     info->ops_duplicate = t.dups;

@@ -120,6 +120,10 @@ typedef struct td_crdt_apply_info {
     size_t ops_applied;   /* new ops integrated (this batch and pending ones it released) */
     size_t ops_duplicate; /* ops of this batch that were already known */
     int parked;           /* 1 if this batch waits in the pending set */
+    /* Parked, or refused with TD_CRDT_ERR_MISSING: the op it waits for. The
+     * batch may integrate once td_crdt_vv_get(doc, wait_agent) > wait_seq
+     * (it may then wait for another). */
+    uint64_t wait_agent, wait_seq;
 } td_crdt_apply_info;
 
 /* ---- byte codec -------------------------------------------------------- */

@@ -61,6 +61,7 @@ typedef struct server {
     double busy;                      /* the loop thread's busy share */
     struct ev_loop *evloop;           /* --loop epoll: libev's loop, lws on it */
     ev_prepare ev_turn;
+    ev_timer ev_flush;                /* --loop epoll: sul_flush's stand-in */
     lws_retry_bo_t idle; /* the keepalive PING; lws keeps a pointer to it */
     int fd_budget;       /* sockets numbered from here on are refused */
 } server;
@@ -160,11 +161,38 @@ static void on_turn(struct ev_loop *loop, ev_prepare *w, int revents)
 
 static void run_due(server *srv);
 
+/* What run_due queued goes out now: the poll loop runs its timers before
+ * it waits, and would only write after the wait. */
 static void flush_tick(lws_sorted_usec_list_t *sul)
 {
     server *srv = lws_container_of(sul, server, sul_flush);
     srv->flush_due_us = 0;
     run_due(srv);
+    td_srv_conns_flush(&srv->conns);
+}
+
+static void on_flush_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    server *srv = w->data;
+    (void)loop, (void)revents;
+    srv->flush_due_us = 0;
+    run_due(srv);
+}
+
+/* Calls run_due in wait_us. On libev, lws arms its timer for the earliest
+ * lws_sul only when it services the loop itself, so a sul scheduled from
+ * a callback could fire up to the next unrelated event (the 1 s maintenance
+ * tick) late: a timer of our own on the same loop fires on time. */
+static void schedule_flush(server *srv, int64_t wait_us)
+{
+    if (!srv->evloop) {
+        lws_sul_schedule(srv->ctx, 0, &srv->sul_flush, flush_tick, (lws_usec_t)wait_us);
+        return;
+    }
+    ev_timer_stop(srv->evloop, &srv->ev_flush);
+    ev_now_update(srv->evloop);
+    ev_timer_set(&srv->ev_flush, (double)wait_us / 1e6, 0.);
+    ev_timer_start(srv->evloop, &srv->ev_flush);
 }
 
 /* Everything due after a wake-up or a timer: store completions (which
@@ -182,8 +210,7 @@ static void run_due(server *srv)
     if (due && (!srv->flush_due_us || due < srv->flush_due_us)) {
         int64_t wait = due - td_srv_now_us();
         srv->flush_due_us = due;
-        lws_sul_schedule(srv->ctx, 0, &srv->sul_flush, flush_tick,
-                         wait > 0 ? (lws_usec_t)wait : 1);
+        schedule_flush(srv, wait > 0 ? wait : 1);
     }
     td_srv_pres_flush(srv->pres);
 }
@@ -631,7 +658,10 @@ int td_srv_run(const td_srv_config *cfg)
         ev_prepare_init(&srv->ev_turn, on_turn);
         srv->ev_turn.data = srv;
         ev_prepare_start(srv->evloop, &srv->ev_turn);
+        ev_init(&srv->ev_flush, on_flush_timer);
+        srv->ev_flush.data = srv;
         ev_run(srv->evloop, 0);
+        ev_timer_stop(srv->evloop, &srv->ev_flush);
         ev_prepare_stop(srv->evloop, &srv->ev_turn);
     } else {
         while (srv->phase != PHASE_STOPPED) {

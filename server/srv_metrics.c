@@ -94,6 +94,8 @@ static const struct {
      "UPDATE batches applied and stored."},
     {"tandem_batches_duplicate_total", "counter", offsetof(td_srv_metrics, batches_duplicate),
      "UPDATE batches holding only known ops (acknowledged, not stored)."},
+    {"tandem_batches_deferred_total", "counter", offsetof(td_srv_metrics, batches_deferred),
+     "UPDATE batches that waited for ops not yet received (PROTOCOL.md section 12)."},
     {"tandem_bytes_in_total", "counter", offsetof(td_srv_metrics, bytes_in),
      "WebSocket message bytes received."},
     {"tandem_bytes_out_total", "counter", offsetof(td_srv_metrics, bytes_out),

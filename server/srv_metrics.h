@@ -31,7 +31,7 @@ typedef enum {
 
 typedef struct td_srv_metrics {
     uint64_t connections, connections_total, docs_loaded;
-    uint64_t ops_applied, batches_applied, batches_duplicate;
+    uint64_t ops_applied, batches_applied, batches_duplicate, batches_deferred;
     uint64_t bytes_in, bytes_out, frames_in, frames_out;
     uint64_t writes_out; /* socket writes of queued messages: frames_out / writes_out per send */
     uint64_t loop_busy_permille, broadcast_hold_us; /* srv_loop's pacing */

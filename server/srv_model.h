@@ -33,6 +33,10 @@ typedef struct td_srv_applied {
                   * memory midway): it must be reloaded */
     int parked;  /* (with rules.park) the batch waits for missing dependencies */
     int empty;   /* the batch holds no ops at all (a Yjs provider's empty sync step 2) */
+    /* Refused with missing_ops: the op it waits for (see `has`); 0 if the
+     * model cannot name one. */
+    int waits;
+    uint64_t wait_agent, wait_seq;
 } td_srv_applied;
 
 /* What the service requires of a batch besides validity. A server never
@@ -67,6 +71,9 @@ typedef struct td_srv_model {
     td_srv_code (*diff)(td_srv_mdoc *d, const uint8_t *vv, size_t vv_len, uint8_t **ops,
                         size_t *ops_len, uint8_t **state, size_t *state_len, char *msg,
                         size_t msglen);
+    /* 1 if the document holds op (agent, seq) of a td_srv_applied's wait.
+     * NULL for a model that never names one. */
+    int (*has)(td_srv_mdoc *d, uint64_t agent, uint64_t seq);
     /* The document's state (version vector) after the last apply. */
     int (*state)(td_srv_mdoc *d, uint8_t **out, size_t *len);
     /* The document as JSON (not NUL-terminated). */

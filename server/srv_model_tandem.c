@@ -125,6 +125,9 @@ static td_srv_code tandem_apply(td_srv_mdoc *d, const uint8_t *batch, size_t len
         /* Out of memory midway may leave a causal prefix of the batch
          * integrated (tandem_crdt.h): the service reloads the document. */
         out->partial = e == TD_CRDT_ERR_NOMEM && td_crdt_apply_partial(CRDT(d));
+        out->waits = e == TD_CRDT_ERR_MISSING;
+        out->wait_agent = info.wait_agent;
+        out->wait_seq = info.wait_seq;
         return code;
     }
     out->ops_new = info.ops_applied;
@@ -151,6 +154,11 @@ static td_srv_code tandem_diff(td_srv_mdoc *d, const uint8_t *vv, size_t vv_len,
     return e == TD_CRDT_ERR_NOMEM ? TD_SRV_E_INTERNAL : TD_SRV_E_BAD_MESSAGE;
 }
 
+static int tandem_has(td_srv_mdoc *d, uint64_t agent, uint64_t seq)
+{
+    return td_crdt_vv_get(CRDT(d), agent) > seq;
+}
+
 static int tandem_state(td_srv_mdoc *d, uint8_t **out, size_t *len)
 {
     return td_crdt_vv_encode(CRDT(d), out, len) == TD_CRDT_OK ? 0 : -1;
@@ -167,6 +175,7 @@ static void tandem_buf_free(td_srv_mdoc *d, void *p)
 }
 
 const td_srv_model td_srv_model_tandem = {
-    "tandem",     TD_STORE_KIND_TANDEM, tandem_load,  tandem_free,     tandem_apply, tandem_diff,
-    tandem_state, tandem_json,  tandem_buf_free,
+    .name = "tandem", .kind = TD_STORE_KIND_TANDEM, .load = tandem_load, .free = tandem_free,
+    .apply = tandem_apply, .diff = tandem_diff, .has = tandem_has, .state = tandem_state,
+    .json = tandem_json, .buf_free = tandem_buf_free,
 };

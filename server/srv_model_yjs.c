@@ -144,6 +144,7 @@ static void yjs_buf_free(td_srv_mdoc *d, void *p)
 }
 
 const td_srv_model td_srv_model_yjs = {
-    "yjs",     TD_STORE_KIND_YJS, yjs_load,  yjs_free,     yjs_apply,
-    yjs_diff,  yjs_state,         yjs_json,  yjs_buf_free,
+    .name = "yjs", .kind = TD_STORE_KIND_YJS, .load = yjs_load, .free = yjs_free,
+    .apply = yjs_apply, .diff = yjs_diff, .has = NULL, /* it parks, never refuses missing ops */
+    .state = yjs_state, .json = yjs_json, .buf_free = yjs_buf_free,
 };

@@ -129,6 +129,11 @@ struct td_srv_doc {
      * batch was parked at some point (its ops may be in no snapshot yet) */
     uint64_t cl_since_snap;
     int cl_parked;
+    /* client batches waiting for their dependencies, in arrival order */
+    TAILQ_HEAD(, deferred) deferred;
+    size_t ndeferred, deferred_bytes;
+    LIST_ENTRY(td_srv_doc) defer_link; /* in svc->deferring while any wait */
+    int retrying;
 };
 
 struct td_srv_service {
@@ -161,6 +166,8 @@ struct td_srv_service {
     /* the last stream sequence stored, of documents not registered now */
     struct cursor **cursors;
     size_t ncursors;
+    LIST_HEAD(, td_srv_doc) deferring; /* documents with deferred batches */
+    uint64_t defer_pass;
 };
 
 #define CURSOR_BUCKETS 4096
@@ -181,6 +188,9 @@ static void sub_remove(td_srv_service *svc, td_srv_sub *u);
 static void repub_all(td_srv_service *svc);
 static void outbox_flush(td_srv_service *svc);
 static void outbox_catch_up(td_srv_service *svc, td_srv_doc *d);
+static void defer_drop_sub(td_srv_sub *u);
+static void defer_retry(td_srv_service *svc, td_srv_doc *d);
+static int64_t defer_expire(td_srv_service *svc, int64_t now);
 
 static void client_error(td_srv_service *svc, td_srv_client *c, td_srv_code code,
                          const td_srv_doc *d, uint64_t batch_id, const char *fmt, ...)
@@ -284,6 +294,7 @@ static td_srv_doc *reg_add(td_srv_service *svc, const char *id, size_t len)
     d->svc = svc;
     STAILQ_INIT(&d->fifo);
     STAILQ_INIT(&d->out);
+    TAILQ_INIT(&d->deferred);
     d->hash = doc_hash(svc, id, len);
     d->cl_stored = cursor_take(svc, d);
     if (svc->ndocs + 1 > svc->nbuckets)
@@ -525,6 +536,7 @@ int td_srv_service_new(td_srv_service **out, const td_srv_config *cfg, td_store 
     svc->m = m;
     svc->accepting = 1;
     TAILQ_INIT(&svc->pubs);
+    LIST_INIT(&svc->deferring);
     TAILQ_INIT(&svc->repubs);
     svc->nbuckets = 64;
     svc->buckets = calloc(svc->nbuckets, sizeof *svc->buckets);
@@ -666,6 +678,7 @@ static void sub_remove(td_srv_service *svc, td_srv_sub *u)
     td_srv_doc *d = u->doc;
     td_srv_pres_leave(svc->pres, &u->pres);
     sub_loaded(u);
+    defer_drop_sub(u);
     LIST_REMOVE(u, client_link);
     c->nsubs--;
     LIST_REMOVE(u, doc_link);
@@ -1315,6 +1328,7 @@ static void cl_delivered(void *ud, const char *id, size_t id_len, uint64_t seq, 
             doc_stale(svc, d);
         return;
     }
+    defer_retry(svc, d); /* client batches may wait for these ops */
     r->doc = d;
     r->remote = 1;
     r->cl_seq = seq;
@@ -1494,8 +1508,26 @@ static int bind_claims(td_srv_doc *d, td_srv_client *c, const claims *k,
     return 0;
 }
 
-void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
-                   const uint8_t *batch, size_t len)
+/* What update_apply did with a batch. */
+typedef enum {
+    APPLIED,  /* applied (or a duplicate), its answer to come */
+    ANSWERED, /* refused: the client has its error */
+    MISSING   /* its dependencies are missing: nothing applied, nothing said */
+} applied_as;
+
+/* The op a MISSING batch waits for, and the refusal to send if it never
+ * comes. */
+typedef struct need {
+    int known;
+    uint64_t agent, seq;
+    char msg[200];
+} need;
+
+/* Applies one batch of u's and hands it to the store, or refuses it. With
+ * `nd`, a batch whose dependencies are missing is left unanswered
+ * (MISSING) for the caller to defer. */
+static applied_as update_apply(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
+                               const uint8_t *batch, size_t len, need *nd)
 {
     td_srv_client *c = u->client;
     td_srv_doc *d = u->doc;
@@ -1507,19 +1539,19 @@ void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
     if (!svc->accepting) {
         client_error(svc, c, TD_SRV_E_SHUTTING_DOWN, d, batch_id,
                      "server shutting down; resend after reconnecting");
-        return;
+        return ANSWERED;
     }
     if (len > svc->cfg->max_batch) {
         client_error(svc, c, TD_SRV_E_TOO_LARGE, d, batch_id,
                      "batch of %zu bytes exceeds the limit of %llu", len,
                      (unsigned long long)svc->cfg->max_batch);
-        return;
+        return ANSWERED;
     }
     if (d->state != DOC_READY || u->waiting) {
         /* (A waiting subscription's front-end holds its batches back.) */
         client_error(svc, c, TD_SRV_E_BUSY, d, batch_id,
                      "document reloading after a store failure; resend later");
-        return;
+        return ANSWERED;
     }
     /* Refused before it touches the replica: an ACK needs the broker, and
      * the broker takes nothing past its max_payload. */
@@ -1527,18 +1559,18 @@ void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
         client_error(svc, c, TD_SRV_E_TOO_LARGE, d, batch_id,
                      "batch of %zu bytes exceeds the cluster broker's limit of %zu", len,
                      td_srv_cluster_max_payload(svc->cl));
-        return;
+        return ANSWERED;
     }
     if (svc->cl && !td_srv_cluster_up(svc->cl) && !svc->outbox) {
         svc->m->cluster_publish_failures++;
         client_error(svc, c, TD_SRV_E_UNAVAILABLE, d, batch_id,
                      "the cluster's broker is unreachable; resend later");
-        return;
+        return ANSWERED;
     }
     r = calloc(1, sizeof *r);
     if (!r) {
         client_error(svc, c, TD_SRV_E_INTERNAL, d, batch_id, "out of memory");
-        return;
+        return ANSWERED;
     }
     claims k = {svc, d, c, NULL, 0, 0, 0, 0};
     td_srv_apply_rules rules = {agent_check, &k, 0};
@@ -1551,13 +1583,22 @@ void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
         snprintf(msg, sizeof msg, "the cluster's broker did not answer an authorship claim; "
                                   "resend later");
     }
+    if (code == TD_SRV_E_MISSING_OPS && nd && info.waits) {
+        nd->known = 1;
+        nd->agent = info.wait_agent;
+        nd->seq = info.wait_seq;
+        memcpy(nd->msg, msg, sizeof nd->msg);
+        free(k.agents);
+        free(r);
+        return MISSING;
+    }
     if (code != TD_SRV_E_OK) {
         c->ops->error(c, code, d->id, d->id_len, batch_id, msg);
         free(k.agents);
         free(r);
         if (info.partial)
             doc_stale(svc, d);
-        return;
+        return ANSWERED;
     }
     r->doc = d;
     r->client = c;
@@ -1575,7 +1616,7 @@ void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
         svc->m->batches_duplicate++;
         free(k.agents);
         doc_drain(svc, d);
-        return;
+        return APPLIED;
     }
     svc->m->ops_applied += info.ops_new;
     svc->m->batches_applied++;
@@ -1605,6 +1646,200 @@ void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
     svc->inflight++;
     if (sc != TD_STORE_OK)
         rec_refused(svc, d, r, sc, &se);
+    return APPLIED;
+}
+
+/* ---- batches waiting for their dependencies ------------------------------------------ */
+/*
+ * A batch whose ops depend on ops the document lacks is not refused at
+ * once: the ops it needs may be on their way on another connection. Clients
+ * that share one model of a document (several sockets of one process, a
+ * relay) write on top of each other's ops before the server has them, and
+ * the kernel and the loop do not keep the order between sockets. Such a
+ * batch waits up to DEFER_US for the op it names (the model's `has`), and
+ * is applied, stored and acknowledged as usual once that op is in; if the
+ * op never comes it is refused with missing_ops, nothing applied (PROTOCOL.md
+ * section 12). A later batch of the same subscription waits behind it, so
+ * its answers keep their order. The bounds keep what a client can make the
+ * server hold (and retry) small: a batch past them is refused at once.
+ */
+#define DEFER_US 500000
+#define DEFER_MAX 64                 /* batches per document */
+#define DEFER_BYTES ((size_t)256 << 10) /* their bytes per document */
+
+typedef struct deferred {
+    TAILQ_ENTRY(deferred) link;
+    td_srv_sub *u;
+    uint64_t batch_id;
+    need nd;      /* !nd.known: it waits behind an earlier batch of u's */
+    int64_t until_us;
+    size_t len;
+    uint8_t batch[];
+} deferred;
+
+static void defer_unlink(td_srv_doc *d, deferred *w)
+{
+    TAILQ_REMOVE(&d->deferred, w, link);
+    d->ndeferred--;
+    d->deferred_bytes -= w->len;
+    w->u->ndeferred--;
+    if (!d->ndeferred)
+        LIST_REMOVE(d, defer_link);
+}
+
+static void defer_link(td_srv_service *svc, td_srv_doc *d, deferred *w, int at_head)
+{
+    if (!d->ndeferred)
+        LIST_INSERT_HEAD(&svc->deferring, d, defer_link);
+    if (at_head)
+        TAILQ_INSERT_HEAD(&d->deferred, w, link);
+    else
+        TAILQ_INSERT_TAIL(&d->deferred, w, link);
+    d->ndeferred++;
+    d->deferred_bytes += w->len;
+    w->u->ndeferred++;
+}
+
+/* Defers a batch of u's (nd NULL: behind u's earlier ones). Returns 0, or
+ * -1 past the bounds or out of memory. */
+static int defer_add(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
+                     const uint8_t *batch, size_t len, const need *nd)
+{
+    td_srv_doc *d = u->doc;
+    if (d->ndeferred >= DEFER_MAX || len > DEFER_BYTES - d->deferred_bytes)
+        return -1;
+    deferred *w = malloc(sizeof *w + len);
+    if (!w)
+        return -1;
+    w->u = u;
+    w->batch_id = batch_id;
+    if (nd)
+        w->nd = *nd;
+    else
+        w->nd.known = 0;
+    w->until_us = td_srv_now_us() + DEFER_US;
+    w->len = len;
+    memcpy(w->batch, batch, len);
+    defer_link(svc, d, w, 0);
+    svc->m->batches_deferred++;
+    wake(svc); /* its expiry goes into the flush timer (td_srv_service_flush) */
+    return 0;
+}
+
+/* u is going away: its deferred batches are dropped unanswered. */
+static void defer_drop_sub(td_srv_sub *u)
+{
+    td_srv_doc *d = u->doc;
+    deferred *w, *nx;
+    for (w = TAILQ_FIRST(&d->deferred); w && u->ndeferred; w = nx) {
+        nx = TAILQ_NEXT(w, link);
+        if (w->u == u) {
+            defer_unlink(d, w);
+            free(w);
+        }
+    }
+}
+
+/* Tries w again (it is unlinked); `last`: refuse it if still missing.
+ * Returns 1 if it was answered or applied, 0 if it still waits (linked
+ * again at the head: it was the first of its subscription's). */
+static int defer_try(td_srv_service *svc, td_srv_doc *d, deferred *w, int last)
+{
+    need nd = {0};
+    applied_as a = update_apply(svc, w->u, w->batch_id, w->batch, w->len, last ? NULL : &nd);
+    if (a == MISSING) {
+        w->nd = nd;
+        defer_link(svc, d, w, 1);
+        return 0;
+    }
+    free(w);
+    return 1;
+}
+
+/* Applies every deferred batch of d that can go now, and those these
+ * release in turn. A batch is tried when the op it waits for is in, or,
+ * waiting behind an earlier batch of its subscription, when that one is
+ * gone. Each application may answer (even drop) subscriptions, so every
+ * try starts the walk again from the head. */
+static void defer_retry(td_srv_service *svc, td_srv_doc *d)
+{
+    if (d->retrying || !d->ndeferred)
+        return;
+    d->retrying = 1;
+    int progress = 1;
+    while (progress && d->ndeferred) {
+        uint64_t pass = ++svc->defer_pass;
+        progress = 0;
+        for (;;) {
+            deferred *w;
+            TAILQ_FOREACH(w, &d->deferred, link) {
+                if (w->u->defer_pass == pass)
+                    continue; /* an earlier batch of its subscription waits */
+                if (w->nd.known && !d->model->has(d->mdoc, w->nd.agent, w->nd.seq)) {
+                    w->u->defer_pass = pass;
+                    continue;
+                }
+                break;
+            }
+            if (!w)
+                break;
+            td_srv_sub *u = w->u;
+            defer_unlink(d, w);
+            if (defer_try(svc, d, w, 0))
+                progress = 1;
+            else
+                u->defer_pass = pass;
+        }
+    }
+    d->retrying = 0;
+}
+
+/* Refuses the deferred batches whose time is up (after one last try);
+ * returns when the next one is due (0: none waits). */
+static int64_t defer_expire(td_srv_service *svc, int64_t now)
+{
+    int64_t due = 0;
+    td_srv_doc *d, *dn;
+    for (d = LIST_FIRST(&svc->deferring); d; d = dn) {
+        dn = LIST_NEXT(d, defer_link);
+        int expired = 0;
+        deferred *w;
+        for (;;) {
+            TAILQ_FOREACH(w, &d->deferred, link)
+                if (w->until_us <= now)
+                    break;
+            if (!w)
+                break;
+            defer_unlink(d, w);
+            defer_try(svc, d, w, 1);
+            expired = 1;
+        }
+        if (expired)
+            defer_retry(svc, d); /* what waited behind them */
+    }
+    LIST_FOREACH(d, &svc->deferring, defer_link) {
+        deferred *w;
+        TAILQ_FOREACH(w, &d->deferred, link)
+            if (!due || w->until_us < due)
+                due = w->until_us;
+    }
+    return due;
+}
+
+void td_srv_update(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
+                   const uint8_t *batch, size_t len)
+{
+    td_srv_doc *d = u->doc;
+    need nd = {0};
+    /* Behind a deferred batch of the same subscription. (Past the bounds it
+     * goes now: if it depends on the waiting one, it is refused.) */
+    if (u->ndeferred && defer_add(svc, u, batch_id, batch, len, NULL) == 0)
+        return;
+    applied_as a = update_apply(svc, u, batch_id, batch, len, d->model->has ? &nd : NULL);
+    if (a == MISSING && defer_add(svc, u, batch_id, batch, len, &nd) < 0)
+        client_error(svc, u->client, TD_SRV_E_MISSING_OPS, d, batch_id, "%s", nd.msg);
+    if (a == APPLIED)
+        defer_retry(svc, d);
 }
 
 void td_srv_presence_update(td_srv_service *svc, td_srv_sub *u, const uint8_t *state,
@@ -1706,6 +1941,9 @@ int64_t td_srv_service_flush(td_srv_service *svc)
         LIST_REMOVE(d, dirty_link);
         LIST_INSERT_HEAD(&svc->dirty, d, dirty_link);
     }
+    int64_t defer_due = defer_expire(svc, now);
+    if (defer_due && (!due || defer_due < due))
+        due = defer_due;
     return due;
 }
 

@@ -36,6 +36,8 @@ struct td_srv_sub {
     size_t vv_len;
     td_srv_pres_member pres;
     td_srv_held held; /* the front-end's */
+    size_t ndeferred;    /* its batches waiting for their dependencies */
+    uint64_t defer_pass; /* scratch of defer_retry */
 };
 
 /* models: one table per document kind, indexed by td_store_kind. */

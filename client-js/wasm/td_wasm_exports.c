@@ -81,8 +81,6 @@ _Static_assert(offsetof(td_crdt_value, type) == 0, "value.type at +0");
 _Static_assert(offsetof(td_crdt_value, obj_kind) == 4, "value.obj_kind at +4");
 _Static_assert(offsetof(td_crdt_value, u) == 8, "value.u at +8");
 _Static_assert(offsetof(td_crdt_value, u.str.len) == 12, "value.str.len at +12");
-_Static_assert(sizeof(td_crdt_apply_info) == 12, "apply_info is 12 bytes");
-_Static_assert(offsetof(td_crdt_apply_info, parked) == 8, "parked at +8");
 _Static_assert(sizeof(td_wasm_buf) == 8, "buffer out slot is 8 bytes");
 #endif
 
@@ -379,12 +377,19 @@ TD_EXPORT("commit") int tdw_commit(td_crdt_doc *doc, td_wasm_buf *out)
     return buf_result(err, ptr, len, out);
 }
 
-/* info: NULL or a 12-byte slot (see the top of this file). */
+/* info: NULL or a 12-byte slot (see the top of this file): the first three
+ * fields of td_crdt_apply_info, which JS reads by offset. */
 TD_EXPORT("apply")
-int tdw_apply(td_crdt_doc *doc, const uint8_t *batch, size_t len,
-              td_crdt_apply_info *info)
+int tdw_apply(td_crdt_doc *doc, const uint8_t *batch, size_t len, uint32_t *info)
 {
-    return (int)td_crdt_apply(doc, batch, len, info);
+    td_crdt_apply_info in;
+    int rc = (int)td_crdt_apply(doc, batch, len, &in);
+    if (info) {
+        info[0] = (uint32_t)in.ops_applied;
+        info[1] = (uint32_t)in.ops_duplicate;
+        info[2] = (uint32_t)in.parked;
+    }
+    return rc;
 }
 
 TD_EXPORT("pending_ops") size_t tdw_pending_ops(const td_crdt_doc *doc)

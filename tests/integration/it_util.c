@@ -510,8 +510,8 @@ void it_raw_subscribe(td_cli_conn *c, const char *doc, td_crdt_doc *replica)
     }
 }
 
-int it_raw_update(td_cli_conn *c, const char *doc, uint64_t batch_id, const uint8_t *batch,
-                  size_t len, int timeout_ms)
+void it_raw_send_update(td_cli_conn *c, const char *doc, uint64_t batch_id,
+                        const uint8_t *batch, size_t len)
 {
     td_cli_buf b = {0};
     td_cli_put_u8(&b, TD_CLI_UPDATE);
@@ -520,6 +520,10 @@ int it_raw_update(td_cli_conn *c, const char *doc, uint64_t batch_id, const uint
     td_cli_put_bytes(&b, batch, len);
     CHECK(!b.oom && td_cli_send_raw(c, b.data, b.len, 0) == 0);
     td_cli_buf_free(&b);
+}
+
+int it_raw_answer(td_cli_conn *c, const char *doc, uint64_t *batch_id, int timeout_ms)
+{
     uint64_t deadline = td_cli_now_us() + (uint64_t)timeout_ms * 1000u;
     size_t dl = strlen(doc);
     for (;;) {
@@ -530,25 +534,33 @@ int it_raw_update(td_cli_conn *c, const char *doc, uint64_t batch_id, const uint
         if (!m)
             return -1;
         size_t pos = 1;
-        uint64_t code = 0, idl = 0, bid = 0;
-        int rc = -2;
-        if (m->len && m->data[0] == TD_CLI_ACK) {
-            if (td_cli_get_varint(m->data, m->len, &pos, &idl) == 0 && idl <= m->len - pos &&
-                idl == dl && memcmp(m->data + pos, doc, dl) == 0) {
-                pos += idl;
-                if (td_cli_get_varint(m->data, m->len, &pos, &bid) == 0 && bid == batch_id)
-                    rc = 0;
-            }
-        } else if (m->len && m->data[0] == TD_CLI_ERROR) {
-            if (td_cli_get_varint(m->data, m->len, &pos, &code) == 0 &&
-                td_cli_get_varint(m->data, m->len, &pos, &idl) == 0 && idl <= m->len - pos) {
-                pos += idl;
-                if (td_cli_get_varint(m->data, m->len, &pos, &bid) == 0 && bid == batch_id)
-                    rc = (int)code;
-            }
+        uint64_t code = 0, idl = 0;
+        int ack = m->len && m->data[0] == TD_CLI_ACK;
+        int err = m->len && m->data[0] == TD_CLI_ERROR;
+        /* ACK: doc, batch id; ERROR: code, doc, batch id */
+        int ok = (ack || (err && td_cli_get_varint(m->data, m->len, &pos, &code) == 0)) &&
+                 td_cli_get_varint(m->data, m->len, &pos, &idl) == 0 && idl <= m->len - pos &&
+                 idl == dl && memcmp(m->data + pos, doc, dl) == 0;
+        if (ok) {
+            pos += idl;
+            ok = td_cli_get_varint(m->data, m->len, &pos, batch_id) == 0;
         }
         td_cli_msg_free(m);
-        if (rc != -2)
+        if (ok)
+            return ack ? 0 : (int)code;
+    }
+}
+
+int it_raw_update(td_cli_conn *c, const char *doc, uint64_t batch_id, const uint8_t *batch,
+                  size_t len, int timeout_ms)
+{
+    it_raw_send_update(c, doc, batch_id, batch, len);
+    uint64_t deadline = td_cli_now_us() + (uint64_t)timeout_ms * 1000u;
+    for (;;) {
+        uint64_t now = td_cli_now_us(), bid = 0;
+        int rc = now >= deadline ? -1
+                                 : it_raw_answer(c, doc, &bid, (int)((deadline - now) / 1000) + 1);
+        if (rc < 0 || bid == batch_id)
             return rc;
     }
 }

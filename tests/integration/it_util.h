@@ -89,6 +89,12 @@ void it_raw_subscribe(td_cli_conn *c, const char *doc, td_crdt_doc *replica);
  * within timeout_ms. Other messages are discarded. */
 int it_raw_update(td_cli_conn *c, const char *doc, uint64_t batch_id, const uint8_t *batch,
                   size_t len, int timeout_ms);
+/* Its two halves: sends the UPDATE without waiting; waits for the next ACK
+ * or ERROR about doc (0 or the code, -1 when nothing came) and its batch id.
+ * Other messages are discarded. */
+void it_raw_send_update(td_cli_conn *c, const char *doc, uint64_t batch_id,
+                        const uint8_t *batch, size_t len);
+int it_raw_answer(td_cli_conn *c, const char *doc, uint64_t *batch_id, int timeout_ms);
 /* A connection with token (may be NULL) and agent (0: random) subscribed to
  * doc, READY and synced; fails the test otherwise. */
 td_cli_doc *it_open_doc(td_cli_server *s, const char *token, uint64_t agent, const char *doc);

@@ -1,7 +1,7 @@
 /*
  * test_authorship.c -- issue 10, "What must be shown" 1: ops are bound to
  * their author (PROTOCOL.md section 12), and a batch the server cannot
- * integrate is refused, never parked (missing_ops).
+ * integrate is refused (missing_ops, after a short hold), never parked.
  *
  * With a key (--public-key), the victim ann edits a document with agent A.
  * The attacker eve (another user, with the write right) sends batches under
@@ -30,8 +30,9 @@
  *
  * missing_ops: a client whose batch skips its own earlier, unsent batch, or
  * depends on another replica's ops the server never got, is refused with
- * missing_ops and nothing is applied; sending the missing batch first and
- * then the refused one works.
+ * missing_ops (after the hold of about 0.5 s) and nothing is applied; sending
+ * the missing batch first and then the refused one works. A batch whose ops
+ * arrive on another connection during the hold is ACKed (deferred()).
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -285,6 +286,122 @@ static void keyed(void)
     free(bob);
 }
 
+/* ---- batches waiting for their dependencies (PROTOCOL.md section 12) ---- */
+
+#define DDOC "open/deferred"
+
+/* base's replica reaches want's JSON (fails the test after 10 s). */
+static void converges_on(client base, td_crdt_doc *want_replica, const char *what)
+{
+    char *want = replica_json(want_replica), *js = NULL;
+    for (int i = 0; i < 200; i++) {
+        free(js);
+        js = td_cli_doc_json(base.d);
+        if (it_json_equal(js, want))
+            break;
+        td_cli_wait(it_ctx(), NULL, NULL, 50);
+    }
+    CHECK_MSG(it_json_equal(js, want), "%s: %s vs %s", what, js, want);
+    free(js);
+    free(want);
+}
+
+/* A batch written on top of ops that are still on their way on another
+ * connection waits for them and is ACKed once they are in; a later batch of
+ * its connection waits behind it, so the answers keep their order. A batch
+ * whose ops never come is refused after the hold (about 0.5 s); past the
+ * bound of 64 waiting batches a document's batches are refused at once. */
+static void deferred(td_cli_server *s)
+{
+    client base = connect_client(s, NULL, 0, DDOC);
+    edits_acked(base.d, 3, "the deferred document");
+    double deferred0 = it_metric(s, "tandem_batches_deferred_total");
+    td_cli_conn *g1 = it_raw_connect(s, NULL, 0), *g2 = it_raw_connect(s, NULL, 0);
+    td_crdt_doc *p = it_replica(td_cli_random64()), *r = it_replica(td_cli_random64());
+    td_crdt_doc *q = it_replica(td_cli_random64());
+    it_raw_subscribe(g1, DDOC, p);
+    it_raw_subscribe(g2, DDOC, r);
+    it_text_append(p, "P");
+    size_t lp, lr, lq;
+    uint8_t *bp = it_commit(p, &lp);
+    CHECK(td_crdt_apply(r, bp, lp, NULL) == TD_CRDT_OK);
+    it_text_append(r, "R"); /* after P's op: depends on it */
+    uint8_t *br = it_commit(r, &lr);
+    td_crdt_obj qm;
+    td_crdt_value one = {.type = TD_CRDT_V_INT};
+    one.u.i = 1;
+    CHECK(td_crdt_root(q, TD_CRDT_MAP, "qm", 2, &qm) == TD_CRDT_OK);
+    CHECK(td_crdt_map_set(q, qm, "x", 1, &one) == TD_CRDT_OK);
+    uint8_t *bq = it_commit(q, &lq); /* depends on nothing */
+
+    it_raw_send_update(g2, DDOC, 11, br, lr);
+    it_raw_send_update(g2, DDOC, 12, bq, lq);
+    td_cli_wait(it_ctx(), NULL, NULL, 100); /* both reach the server first */
+    uint64_t bid = 0;
+    int rc = it_raw_update(g1, DDOC, 21, bp, lp, 5000);
+    CHECK_MSG(rc == 0, "the batch the other depends on: %d", rc);
+    rc = it_raw_answer(g2, DDOC, &bid, 5000);
+    printf("deferred: first answer on connection 2: %d for batch %llu\n", rc,
+           (unsigned long long)bid);
+    CHECK_MSG(rc == 0 && bid == 11, "the dependent batch: answer %d for batch %llu", rc,
+              (unsigned long long)bid);
+    rc = it_raw_answer(g2, DDOC, &bid, 5000);
+    CHECK_MSG(rc == 0 && bid == 12, "the batch behind it: answer %d for batch %llu", rc,
+              (unsigned long long)bid);
+    CHECK(it_metric(s, "tandem_batches_deferred_total") >= deferred0 + 2);
+    CHECK(td_crdt_apply(r, bq, lq, NULL) == TD_CRDT_OK);
+    converges_on(base, r, "after the deferred batches");
+    CHECK(it_doc_matches(s, DDOC, NULL, base.d));
+
+    /* ops that never come: refused after the hold, nothing applied */
+    td_crdt_doc *x = it_replica(td_cli_random64());
+    CHECK(td_crdt_apply(x, bp, lp, NULL) == TD_CRDT_OK);
+    it_text_append(x, "never sent");
+    free(it_commit(x, &lp));
+    enum { CHAIN = 70, BOUND = 64 };
+    uint8_t *chain[CHAIN];
+    size_t lens[CHAIN];
+    for (int i = 0; i < CHAIN; i++) {
+        it_text_append(x, "x");
+        chain[i] = it_commit(x, &lens[i]);
+    }
+    uint64_t t0 = td_cli_now_us();
+    rc = it_raw_update(g2, DDOC, 100, chain[0], lens[0], 5000);
+    double ms = (double)(td_cli_now_us() - t0) / 1000;
+    printf("deferred: a batch whose ops never come: %d after %.0f ms\n", rc, ms);
+    CHECK_MSG(rc == TD_CLI_E_MISSING_OPS, "expected missing_ops, got %d", rc);
+    CHECK_MSG(ms >= 400 && ms < 3000, "refused after %.0f ms, not after the hold", ms);
+    /* the bound: the first 64 wait, the rest are answered at once */
+    for (int i = 0; i < CHAIN; i++)
+        it_raw_send_update(g2, DDOC, 200 + (uint64_t)i, chain[i], lens[i]);
+    int order_ok = 1;
+    for (int i = 0; i < CHAIN; i++) {
+        rc = it_raw_answer(g2, DDOC, &bid, 5000);
+        CHECK_MSG(rc == TD_CLI_E_MISSING_OPS, "chain batch %d: answer %d", i, rc);
+        /* the 6 past the bound come first, then the 64 in order */
+        uint64_t want = i < CHAIN - BOUND ? 200 + BOUND + (uint64_t)i
+                                          : 200 + (uint64_t)(i - (CHAIN - BOUND));
+        order_ok &= bid == want;
+    }
+    CHECK_MSG(order_ok, "answers past the bound did not come first, or the waiting ones "
+                        "out of order");
+    CHECK(it_server_alive(s));
+    CHECK(it_doc_matches(s, DDOC, NULL, base.d));
+    printf("deferred: 70 batches with missing ops: 6 refused at once, 64 after the hold\n");
+    for (int i = 0; i < CHAIN; i++)
+        free(chain[i]);
+    free(bp);
+    free(br);
+    free(bq);
+    td_crdt_doc_free(p);
+    td_crdt_doc_free(r);
+    td_crdt_doc_free(q);
+    td_crdt_doc_free(x);
+    td_cli_conn_free(g1);
+    td_cli_conn_free(g2);
+    td_cli_conn_free(base.c);
+}
+
 #define ODOC "open/doc"
 #define GDOC "open/gap"
 
@@ -415,6 +532,7 @@ static void open_server(void)
     td_cli_conn_free(g);
     td_cli_conn_free(base.c);
     td_cli_conn_free(obs.c);
+    deferred(s);
 }
 
 int main(int argc, char **argv)
