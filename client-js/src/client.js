@@ -216,6 +216,7 @@ export class Client extends Emitter {
       doc.pending.push({ rid: rec.rid, batch: rec.batch, id: 0, limit: Infinity });
     }
     doc._cycle = null;
+    doc._notePendingEmpty();
     this.docs.set(id, doc);
     if (this.status === 'online') this._subscribe(doc);
     return doc;
@@ -229,13 +230,15 @@ export class Client extends Emitter {
   /* moved: this connection is to another node than the last one, which
    * may lack what that one acknowledged: the pending batches are not sent
    * now, the SYNC's version vector decides what to send (Doc._resendLacking,
-   * which replaces them by the diff). The same for several pending batches
-   * (see the header): the diff sends them as one. */
+   * which replaces them by the diff). Several pending batches are sent as
+   * one, right behind SUBSCRIBE (Doc._mergePending, usually done while the
+   * socket opened), or, when the replica cannot tell what the server has,
+   * as the diff against the SYNC's version vector. */
   _subscribe(doc, moved = false) {
     doc._subscribed = false;
     /* A repair waiting out its delay goes ahead on the new connection. */
     if (doc._recovering === 'wait') doc._resync();
-    else if (doc._recovering === null && (moved || (this._mergeResend && doc.pending.length > 1))) doc._recovering = 'sync';
+    else if (doc._recovering === null && (moved || (this._mergeResend && doc.pending.length > 1 && !doc._mergePending()))) doc._recovering = 'sync';
     doc._subscribedOnWire = this._send(wire.encodeSubscribe(doc.id, doc._core.vv()));
     for (const rec of doc.pending) rec.id = 0;
     doc._byId.clear();
@@ -325,6 +328,12 @@ export class Client extends Emitter {
   _hello() {
     this._helloSent = this._helloVersion();
     this._send(wire.encodeHello(this._sentToken, this.agent, this._helloSent));
+    /* While the server answers: several pending batches become one, sent
+     * right behind SUBSCRIBE at WELCOME (see _subscribe), for the limits of
+     * the last WELCOME (made again if this one differs). */
+    if (this._mergeResend && this.limits) {
+      for (const d of this.docs.values()) if (d.pending.length > 1) d._mergePending();
+    }
   }
 
   async _refreshToken() {

@@ -8,9 +8,11 @@
  * big paste). A committed batch joins `pending` (and, with a storage, is
  * written there before anything else), goes to the server when a connection
  * is up, and leaves `pending` only on its ACK. After a reconnect the client
- * resends the pending batches after SUBSCRIBE (docs/PROTOCOL.md section 5):
- * one as it is, several as one batch, the diff against the SYNC's version
- * vector, which replaces them (_resendLacking; client.js).
+ * resends the pending batches right behind SUBSCRIBE (docs/PROTOCOL.md
+ * section 5): one as it is, several as one batch, made while the socket
+ * opens (_mergePending: the diff against what the server is known to have);
+ * when that is not known, the diff against the SYNC's version vector
+ * replaces them (_resendLacking; client.js).
  * A batch the server refused in a way a resend repairs (missing_ops,
  * agent_taken, too_large after the limit shrank) is replaced, with every
  * batch behind it, by what the server lacks (_recover).
@@ -40,7 +42,7 @@
  */
 import { Emitter } from './emitter.js';
 import { KIND, KIND_NAME } from './core.js';
-import { maxBatchFor } from './wire.js';
+import { maxBatchFor, vvWithCount } from './wire.js';
 import { Text, List, TMap, parseId, snapValue, u16Of, astralOf, astralInsert, astralDelete, cpCount } from './objects.js';
 import { UndoManager } from './undo.js';
 import { Presence } from './presence.js';
@@ -102,6 +104,10 @@ export class Doc extends Emitter {
     this._recovering = null;
     this._recoverTimer = null;
     this._takenCount = 0; /* agent_taken refusals since the last ACK */
+    /* This agent's op count when `pending` was last empty, and the limit
+     * `pending` was merged for since (see _mergePending; 0: not merged). */
+    this._seq0 = null;
+    this._merged = 0;
     this._byId = new Map(); /* batch id on this connection -> record */
     this._everSynced = false;
     this._subscribed = false; /* SYNC received on this connection */
@@ -260,6 +266,7 @@ export class Doc extends Emitter {
   /* batches: made for a server limit of `limit` bytes. */
   _queue(batches, limit) {
     if (!batches.length) return;
+    this._merged = 0;
     for (const batch of batches) {
       const rec = { rid: this._storage ? recordId() : null, batch, id: 0, limit };
       this.pending.push(rec);
@@ -537,8 +544,41 @@ export class Doc extends Emitter {
     this.pending = this.pending.filter((r) => r.id !== 0);
     this._recovering = null;
     if (this._storage) this._removed.push(...stale.map((r) => r.rid));
+    this._seq0 = null; /* the diff may hold ops of earlier agents */
     this._queue(batches, limit);
+    this._notePendingEmpty();
     this._scheduleSave();
+  }
+
+  /* A reconnect's pending batches as one (or as few as the limit allows),
+   * made without waiting for the server's version vector, so they go out
+   * right behind SUBSCRIBE: one round trip less than _resendLacking, and
+   * the diff can be made while the socket opens. Every op of this replica
+   * except this agent's from _seq0 on came from the server (SYNC, REMOTE)
+   * or was acknowledged by it, so the diff against the replica's version
+   * vector with this agent's count set back to _seq0 holds what the server
+   * may lack, and at worst ops it has (harmless repeats). _seq0 is null when
+   * that is not known (batches restored from storage or made by an earlier
+   * agent, a repair): then this returns false and the SYNC decides. */
+  _mergePending() {
+    const limit = this._batchLimit();
+    if (this._merged === limit) return true;
+    if (this._seq0 === null || this._recovering !== null) return false;
+    const known = vvWithCount(this._core.vv(), this.agent, this._seq0);
+    const batches = this._core.diffMax(known, limit);
+    const stale = this.pending;
+    this.pending = [];
+    this._byId.clear();
+    if (this._storage) this._removed.push(...stale.map((r) => r.rid));
+    this._queue(batches, limit);
+    this._merged = limit; /* made again if WELCOME brings another limit */
+    this._scheduleSave();
+    return true;
+  }
+
+  /* pending is empty: every op of the replica is on the server. */
+  _notePendingEmpty() {
+    if (!this.pending.length && this._recovering === null) this._seq0 = this._core.vvGet(this.agent);
   }
 
   /* A refusal nothing here can repair (too_large for a batch already split
@@ -566,6 +606,7 @@ export class Doc extends Emitter {
   _forget(rec) {
     const i = this.pending.indexOf(rec);
     if (i >= 0) this.pending.splice(i, 1);
+    this._notePendingEmpty();
     if (this._storage) { this._removed.push(rec.rid); this._scheduleSave(); }
   }
 
@@ -610,6 +651,8 @@ export class Doc extends Emitter {
   /* Swaps in another replica: roots keep their wrappers (re-resolved),
    * nested ones are detached, and every root gets a 'reset' change event. */
   _replaceCore(fresh) {
+    this._seq0 = null; /* pending holds the old agent's ops */
+    this._merged = 0;
     const old = this._core;
     this._cycle = null;
     this._core = fresh;

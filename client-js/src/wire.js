@@ -48,6 +48,12 @@ class Writer {
     return this;
   }
   bytes(u8) { this.varint(u8.length); this.parts.push(u8); this.n += u8.length; return this; }
+  u64le(v) {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, BigInt.asUintN(64, BigInt(v)), true);
+    this.parts.push(b); this.n += 8;
+    return this;
+  }
   string(s) { return this.bytes(enc.encode(s)); }
   done() {
     const out = new Uint8Array(this.n);
@@ -214,6 +220,30 @@ class Reader {
     for (let i = 0; i < n; i++) out.push(item());
     return out;
   }
+}
+
+/* A version vector (docs/FORMAT.md section 2: 01, a count, then per agent
+ * its u64 id and its count) with agent's count set to `count` (0: left
+ * out); the other entries keep their order. Throws WireError if vv is
+ * malformed. */
+export function vvWithCount(vv, agent, count) {
+  if (!vv.length) return vv;
+  const r = new Reader(vv);
+  if (r.byte() !== 1) r.fail('unknown version vector version');
+  const n = r.num();
+  const keep = [];
+  for (let i = 0; i < n; i++) {
+    if (vv.length - r.at < 8) r.fail('truncated');
+    const id = new DataView(vv.buffer, vv.byteOffset + r.at, 8).getBigUint64(0, true);
+    r.at += 8;
+    const c = r.varintBig();
+    if (id !== agent) keep.push([id, c]);
+    else if (count > 0) keep.push([id, BigInt(count)]);
+  }
+  r.end();
+  const w = new Writer().byte(1).varint(keep.length);
+  for (const [id, c] of keep) w.u64le(id).varint(c);
+  return w.done();
 }
 
 /* Decodes one server message into a plain object {type, ...}; throws

@@ -298,7 +298,7 @@ function spySocket() {
   return spy;
 }
 
-test('a reconnect with many pending batches sends them as ONE update; a drop during it loses nothing',
+test('a reconnect with many pending batches sends them as ONE update, before the SYNC; a drop during it loses nothing',
   { skip: NOT_RUN, timeout: 120000 }, async () => {
     const server = new Server();
     await server.start();
@@ -328,8 +328,8 @@ test('a reconnect with many pending batches sends them as ONE update; a drop dur
       typeOffline(N);
       assert.equal(da.pending.length, N, 'one pending batch per offline edit');
       assert.equal(da.text('t').toString(), model);
-      let pendingAtSend = -1, pendingAtAck = -1;
-      spy.onUpdate = () => { pendingAtSend = da.pending.length; };
+      let pendingAtSend = -1, pendingAtAck = -1, syncsAtSend = -1;
+      spy.onUpdate = () => { pendingAtSend = da.pending.length; syncsAtSend = spy.count('received', 0x82); };
       spy.onFrame = (t) => { if (t === 0x83) pendingAtAck = da.pending.length; };
       const syncedAtAcks = [];
       const onSynced = (f) => { if (f) syncedAtAcks.push(spy.count('received', 0x83)); };
@@ -342,6 +342,7 @@ test('a reconnect with many pending batches sends them as ONE update; a drop dur
       assert.equal(spy.count('sent', 0x04), 1, `one UPDATE for ${N} pending batches`);
       assert.equal(spy.count('received', 0x83), 1, 'one ACK');
       assert.equal(pendingAtSend, 1, 'the pending batches were replaced by the one sent');
+      assert.equal(syncsAtSend, 0, 'sent right behind SUBSCRIBE, not after the SYNC');
       assert.equal(pendingAtAck, 1, 'still pending when the ACK arrives');
       assert.deepEqual(syncedAtAcks, [1], 'synced (pending 0) only after the ACK');
       assert.equal(da.pending.length, 0);
