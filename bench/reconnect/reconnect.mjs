@@ -146,7 +146,8 @@ try {
       res[name].push(o.ms);
       stageRes[name].push(o.stages);
       console.log(`round ${r + 1} ${name.padEnd(10)} D = ${o.ms.toFixed(2).padStart(8)} ms  (${o.pending} pending batches, ` +
-        `${o.updates} UPDATE frames, Y: ${o.remoteEvents} remote change events, doc ${o.len} chars)`);
+        `${o.updates} UPDATE frames, Y: ${o.remoteEvents} remote change events, doc ${o.len} chars)\n` +
+        `        stages: ${STAGES.map((k) => `${k} ${o.stages[k].toFixed(2)}`).join(', ')}`);
     }
   }
   for (const [name, ms] of Object.entries(res)) {
