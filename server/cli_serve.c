@@ -97,7 +97,8 @@ static const td_srv_opt opts[] = {
      .help = "after a token expires, how long reads go on before the connection\n"
              "is closed (a HELLO with a fresh token in time keeps it)"},
     {OPT("compact-ops", "TANDEM_COMPACT_OPS", COUNT, compact_ops, "N"), .def = "10000",
-     .help = "fold a document's log into a snapshot after N ops"},
+     .help = "fold a document's log into a snapshot after N ops (or an eighth\n"
+             "of the document's ops, if that is more)"},
     {OPT("compact-bytes", "TANDEM_COMPACT_BYTES", SIZE, compact_bytes, "BYTES"),
      .def = "4M", .help = "... or after this many log bytes"},
     {OPT("max-conns", "TANDEM_MAX_CONNS", COUNT, max_conns, "N"), .def = "10000", .min = 1,

@@ -30,7 +30,8 @@
  * nothing, in RocksDB or in memory: the caller must not acknowledge them.
  *
  * Compaction folds the log into a new snapshot once a document's log holds
- * `compact_ops` ops or `compact_bytes` bytes; with TD_STORE_COMPACT_AUTO a
+ * `compact_ops` ops (or an eighth of the snapshot's ops, if that is more)
+ * or `compact_bytes` bytes; with TD_STORE_COMPACT_AUTO a
  * second thread does that in the background. Loads read the snapshot plus
  * the log tail after it.
  *
@@ -109,7 +110,8 @@ typedef struct td_store_options {
     td_store_compact_mode compaction;
     int create_if_missing; /* create the data directory if it does not exist */
     int read_only;         /* open without the lock; appends, compactions fail */
-    uint64_t compact_ops;   /* compact once the log holds this many ops; 0: 10,000 */
+    uint64_t compact_ops;   /* compact once the log holds this many ops (or an eighth
+                             * of the snapshot's, if more); 0: 10,000 */
     uint64_t compact_bytes; /* ... or this many bytes; 0: 4 MiB */
     /* Called on the store thread whenever completions are ready for
      * td_store_poll(). Must be cheap and thread-safe (lws_cancel_service). */

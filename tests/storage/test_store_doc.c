@@ -546,11 +546,63 @@ static void test_rejected_batch(void)
     free(dir);
 }
 
+/* The threshold grows with the document: with compact_ops 100, a document
+ * whose snapshot holds S ops is due once its log holds max(100, S/8) ops,
+ * not after every 100 (a compaction rewrites all S). */
+static void test_compact_growth(void)
+{
+    char *dir = st_tmpdir();
+    td_store *st = open_opts(dir, TD_STORE_COMPACT_MANUAL, 100);
+    td_crdt_doc *ref = new_doc(13);
+    td_store_error e = {0};
+    td_store_compact_info ci;
+    td_store_doc_info info;
+    uint64_t ops = 0;
+    td_crdt_obj t;
+
+    CHECK(td_crdt_root(ref, TD_CRDT_TEXT, "t", 1, &t) == TD_CRDT_OK);
+    for (int i = 0; i < 40; i++) { /* 40 x 100 = 4,000 ops */
+        for (int k = 0; k < 100; k++)
+            CHECK(td_crdt_text_insert(ref, t, 0, "x", 1) == TD_CRDT_OK);
+        commit_append(st, "big", ref, &ops);
+    }
+    CHECK_OK(td_store_compact(st, "big", 3, 0, &ci, &e), &e); /* due: compacts */
+    CHECK(ci.compacted);
+    CHECK_OK(td_store_doc_stat(st, "big", 3, &info, &e), &e);
+    uint64_t snap = info.snap_ops, step = snap / 8;
+    CHECK_MSG(snap >= 4000 && step > 100, "snapshot of %llu ops", (unsigned long long)snap);
+    /* a log of 100 ops, then up to just under S/8: not due */
+    uint64_t logged = 0;
+    while (logged + 100 < step) {
+        for (int k = 0; k < 100; k++)
+            CHECK(td_crdt_text_insert(ref, t, 0, "y", 1) == TD_CRDT_OK);
+        commit_append(st, "big", ref, &ops);
+        logged += 100;
+        CHECK_OK(td_store_compact(st, "big", 3, 0, &ci, &e), &e); /* not due: nothing */
+        CHECK_MSG(!ci.compacted, "compacted after %llu ops of a %llu-op document",
+                  (unsigned long long)logged, (unsigned long long)snap);
+    }
+    /* past S/8: due */
+    for (int k = 0; k < 100; k++)
+        CHECK(td_crdt_text_insert(ref, t, 0, "z", 1) == TD_CRDT_OK);
+    commit_append(st, "big", ref, &ops);
+    CHECK_OK(td_store_doc_stat(st, "big", 3, &info, &e), &e);
+    CHECK(info.log_ops >= step);
+    CHECK_OK(td_store_compact(st, "big", 3, 0, &ci, &e), &e);
+    CHECK(ci.compacted);
+    check_same(st, "big", ref);
+    td_crdt_doc_free(ref);
+    td_store_close(st);
+    st_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     int failed = 0;
     st_rng_seed(&rng, st_test_seed("test_store_doc"));
     failed += st_test_run("load_and_compact", test_load_and_compact);
+    failed += st_test_run("compact_growth", test_compact_growth);
     failed += st_test_run("compact_during_appends", test_compact_during_appends);
     failed += st_test_run("auto_compaction", test_auto_compaction);
     failed += st_test_run("read_missing", test_read_missing);
