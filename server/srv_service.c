@@ -1328,7 +1328,6 @@ static void cl_delivered(void *ud, const char *id, size_t id_len, uint64_t seq, 
             doc_stale(svc, d);
         return;
     }
-    defer_retry(svc, d); /* client batches may wait for these ops */
     r->doc = d;
     r->remote = 1;
     r->cl_seq = seq;
@@ -1367,6 +1366,9 @@ static void cl_delivered(void *ud, const char *id, size_t id_len, uint64_t seq, 
         rec_refused(svc, d, r, sc, &se); /* releases what it can */
     else
         doc_release(svc, d);
+    /* Client batches may wait for these ops: behind them in the FIFO, so
+     * that they are broadcast after what they build on. */
+    defer_retry(svc, d);
 }
 
 static void cl_broker(void *ud, int up)

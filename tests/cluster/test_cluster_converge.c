@@ -7,7 +7,8 @@
  * same content, read from JetStream alone. That node then unloads the
  * documents (no subscriber for --doc-idle) while the others keep editing,
  * and loads them again: it reads on from where it stopped, and agrees
- * again.
+ * again. Last, a batch sent to one node on top of an op another node has
+ * not yet passed on waits for it and is ACKed (PROTOCOL.md section 12).
  *
  * Concurrency comes from editing several rounds without servicing the event
  * loop in between (as integration_convergence does), so clients commit on
@@ -181,5 +182,53 @@ int main(int argc, char **argv)
     printf("node 4 received %.0f batches at its first load, %.0f after reloading\n", got0,
            got1 - got0);
     CHECK_MSG(got1 - got0 < got0, "node 4 read the subjects from the start again");
+
+    /* A batch sent to node 2 on top of an op that node 1 has but node 2 has
+     * not got from the stream yet waits for it there (PROTOCOL.md section
+     * 12), and is ACKed once the op arrives from JetStream. */
+    static const char DEF[] = "cl-deferred";
+    td_cli_conn *g1 = it_raw_connect(nodes[0], NULL, 0), *g2 = it_raw_connect(nodes[1], NULL, 0);
+    td_crdt_doc *p = it_replica(td_cli_random64()), *q = it_replica(td_cli_random64());
+    it_raw_subscribe(g1, DEF, p);
+    it_raw_subscribe(g2, DEF, q);
+    it_text_append(p, "from node 1");
+    size_t lp, lq;
+    uint8_t *bp = it_commit(p, &lp);
+    CHECK(td_crdt_apply(q, bp, lp, NULL) == TD_CRDT_OK);
+    it_text_append(q, ", then node 2");
+    uint8_t *bq = it_commit(q, &lq);
+    double deferred0 = it_metric(nodes[1], "tandem_batches_deferred_total");
+    it_raw_send_update(g1, DEF, 1, bp, lp);
+    it_raw_send_update(g2, DEF, 1, bq, lq);
+    uint64_t bid = 0;
+    int rc1 = it_raw_answer(g1, DEF, &bid, 10000);
+    int rc2 = it_raw_answer(g2, DEF, &bid, 10000);
+    double deferred = it_metric(nodes[1], "tandem_batches_deferred_total") - deferred0;
+    printf("a batch on top of another node's op: answers %d and %d, %.0f deferred on node 2\n",
+           rc1, rc2, deferred);
+    CHECK_MSG(rc1 == 0 && rc2 == 0, "answers %d and %d, not two ACKs", rc1, rc2);
+    char *want = NULL;
+    size_t wl = 0;
+    CHECK(td_crdt_to_json(q, &want, &wl) == TD_CRDT_OK);
+    for (int k = 0; k < 2; k++) { /* the two nodes that hold it */
+        char *json = NULL;
+        for (int tries = 0; tries < 50; tries++) {
+            free(json);
+            json = cl_doc_json(nodes[k], DEF);
+            if (json && it_json_equal(json, want))
+                break;
+            td_cli_wait(ctx, NULL, NULL, 20);
+        }
+        CHECK_MSG(json && it_json_equal(json, want), "node %d has %s, not %s", k + 1,
+                  json ? json : "nothing", want);
+        free(json);
+    }
+    td_crdt_buf_free(q, want);
+    free(bp);
+    free(bq);
+    td_crdt_doc_free(p);
+    td_crdt_doc_free(q);
+    td_cli_conn_free(g1);
+    td_cli_conn_free(g2);
     it_pass();
 }
