@@ -167,6 +167,7 @@ struct td_srv_service {
     struct cursor **cursors;
     size_t ncursors;
     LIST_HEAD(, td_srv_doc) deferring; /* documents with deferred batches */
+    size_t deferred_bytes;             /* theirs, in all */
     uint64_t defer_pass;
 };
 
@@ -1666,8 +1667,10 @@ static applied_as update_apply(td_srv_service *svc, td_srv_sub *u, uint64_t batc
  * server hold (and retry) small: a batch past them is refused at once.
  */
 #define DEFER_US 500000
-#define DEFER_MAX 64                 /* batches per document */
-#define DEFER_BYTES ((size_t)256 << 10) /* their bytes per document */
+#define DEFER_MAX 64                        /* batches per document */
+#define DEFER_BYTES ((size_t)256 << 10)     /* their bytes per document, */
+#define DEFER_CLIENT_BYTES ((size_t)256 << 10) /* per connection, */
+#define DEFER_ALL_BYTES ((size_t)64 << 20)  /* and in all */
 
 typedef struct deferred {
     TAILQ_ENTRY(deferred) link;
@@ -1684,6 +1687,8 @@ static void defer_unlink(td_srv_doc *d, deferred *w)
     TAILQ_REMOVE(&d->deferred, w, link);
     d->ndeferred--;
     d->deferred_bytes -= w->len;
+    d->svc->deferred_bytes -= w->len;
+    w->u->client->deferred_bytes -= w->len;
     w->u->ndeferred--;
     if (!d->ndeferred)
         LIST_REMOVE(d, defer_link);
@@ -1699,6 +1704,8 @@ static void defer_link(td_srv_service *svc, td_srv_doc *d, deferred *w, int at_h
         TAILQ_INSERT_TAIL(&d->deferred, w, link);
     d->ndeferred++;
     d->deferred_bytes += w->len;
+    svc->deferred_bytes += w->len;
+    w->u->client->deferred_bytes += w->len;
     w->u->ndeferred++;
 }
 
@@ -1708,7 +1715,9 @@ static int defer_add(td_srv_service *svc, td_srv_sub *u, uint64_t batch_id,
                      const uint8_t *batch, size_t len, const need *nd)
 {
     td_srv_doc *d = u->doc;
-    if (d->ndeferred >= DEFER_MAX || len > DEFER_BYTES - d->deferred_bytes)
+    if (d->ndeferred >= DEFER_MAX || len > DEFER_BYTES - d->deferred_bytes ||
+        len > DEFER_CLIENT_BYTES - u->client->deferred_bytes ||
+        len > DEFER_ALL_BYTES - svc->deferred_bytes)
         return -1;
     deferred *w = malloc(sizeof *w + len);
     if (!w)

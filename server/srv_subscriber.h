@@ -111,6 +111,7 @@ struct td_srv_client {
     LIST_HEAD(, td_srv_sub) subs;
     size_t nsubs;
     LIST_HEAD(, td_srv_rec) recs; /* its batches between apply and broadcast */
+    size_t deferred_bytes;        /* of its batches waiting for dependencies */
     uint64_t mark;    /* broadcast epoch scratch */
 };
 

@@ -310,7 +310,8 @@ static void converges_on(client base, td_crdt_doc *want_replica, const char *wha
  * connection waits for them and is ACKed once they are in; a later batch of
  * its connection waits behind it, so the answers keep their order. A batch
  * whose ops never come is refused after the hold (about 0.5 s); past the
- * bound of 64 waiting batches a document's batches are refused at once. */
+ * bound of 64 waiting batches a document's batches are refused at once, and
+ * so are a connection's past 256 KiB. */
 static void deferred(td_cli_server *s)
 {
     client base = connect_client(s, NULL, 0, DDOC);
@@ -388,6 +389,40 @@ static void deferred(td_cli_server *s)
     CHECK(it_server_alive(s));
     CHECK(it_doc_matches(s, DDOC, NULL, base.d));
     printf("deferred: 70 batches with missing ops: 6 refused at once, 64 after the hold\n");
+    /* the bound per connection: 256 KiB in all its documents */
+    it_raw_subscribe(g2, DDOC "-2", NULL);
+    td_crdt_doc *y = it_replica(td_cli_random64());
+    it_text_append(y, "never sent either");
+    free(it_commit(y, &lp));
+    char *big = malloc(100 << 10);
+    CHECK(big != NULL);
+    memset(big, 'b', (size_t)100 << 10);
+    big[(100 << 10) - 1] = '\0';
+    uint8_t *bigs[3];
+    size_t bigl[3];
+    for (int i = 0; i < 3; i++) {
+        it_text_append(y, big);
+        bigs[i] = it_commit(y, &bigl[i]);
+    }
+    free(big);
+    it_raw_send_update(g2, DDOC, 300, bigs[0], bigl[0]);
+    it_raw_send_update(g2, DDOC, 301, bigs[1], bigl[1]);
+    t0 = td_cli_now_us();
+    it_raw_send_update(g2, DDOC "-2", 302, bigs[2], bigl[2]);
+    rc = it_raw_answer(g2, DDOC "-2", &bid, 5000);
+    ms = (double)(td_cli_now_us() - t0) / 1000;
+    printf("deferred: a third 100 KiB batch of one connection: %d after %.0f ms\n", rc, ms);
+    CHECK_MSG(rc == TD_CLI_E_MISSING_OPS && bid == 302 && ms < 400,
+              "past 256 KiB of one connection: answer %d for %llu after %.0f ms, not at once", rc,
+              (unsigned long long)bid, ms);
+    for (int i = 0; i < 2; i++) {
+        rc = it_raw_answer(g2, DDOC, &bid, 5000);
+        CHECK_MSG(rc == TD_CLI_E_MISSING_OPS && bid == 300 + (uint64_t)i,
+                  "big batch %d: answer %d for %llu", i, rc, (unsigned long long)bid);
+    }
+    for (int i = 0; i < 3; i++)
+        free(bigs[i]);
+    td_crdt_doc_free(y);
     for (int i = 0; i < CHAIN; i++)
         free(chain[i]);
     free(bp);
