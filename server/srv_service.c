@@ -1774,7 +1774,9 @@ static int defer_try(td_srv_service *svc, td_srv_doc *d, deferred *w, int last)
  * try starts the walk again from the head. */
 static void defer_retry(td_srv_service *svc, td_srv_doc *d)
 {
-    if (d->retrying || !d->ndeferred)
+    /* (Not while the document reloads: it may have no replica; the batches
+     * wait for the next retry or their expiry.) */
+    if (d->retrying || !d->ndeferred || d->state != DOC_READY)
         return;
     d->retrying = 1;
     int progress = 1;
