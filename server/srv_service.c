@@ -190,6 +190,7 @@ static void repub_all(td_srv_service *svc);
 static void outbox_flush(td_srv_service *svc);
 static void outbox_catch_up(td_srv_service *svc, td_srv_doc *d);
 static void defer_drop_sub(td_srv_sub *u);
+static void defer_settle_sub(td_srv_service *svc, td_srv_sub *u);
 static void defer_retry(td_srv_service *svc, td_srv_doc *d);
 static int64_t defer_expire(td_srv_service *svc, int64_t now);
 
@@ -722,7 +723,10 @@ void td_srv_subscribe(td_srv_service *svc, td_srv_client *c, const uint8_t *doc,
     }
     u = td_srv_sub_find(c, doc, len);
     if (u) {
-        /* Resync. While waiting, the newer vv replaces the older. */
+        /* Resync: the client sends what the server lacks next, so its
+         * batches waiting here are answered first, not behind it. */
+        defer_settle_sub(svc, u);
+        /* While waiting, the newer vv replaces the older. */
         if (u->waiting || u->doc->state != DOC_READY) {
             if (sub_keep_vv(u, vv, vv_len) == 0 && !u->waiting) {
                 u->waiting = 1;
@@ -1765,6 +1769,21 @@ static int defer_try(td_srv_service *svc, td_srv_doc *d, deferred *w, int last)
     }
     free(w);
     return 1;
+}
+
+/* Answers u's deferred batches now, in order: each is applied if its ops
+ * came, else refused (missing_ops). */
+static void defer_settle_sub(td_srv_service *svc, td_srv_sub *u)
+{
+    td_srv_doc *d = u->doc;
+    while (u->ndeferred) {
+        deferred *w;
+        TAILQ_FOREACH(w, &d->deferred, link)
+            if (w->u == u)
+                break;
+        defer_unlink(d, w);
+        defer_try(svc, d, w, 1);
+    }
 }
 
 /* Applies every deferred batch of d that can go now, and those these

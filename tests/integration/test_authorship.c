@@ -311,7 +311,8 @@ static void converges_on(client base, td_crdt_doc *want_replica, const char *wha
  * its connection waits behind it, so the answers keep their order. A batch
  * whose ops never come is refused after the hold (about 0.5 s); past the
  * bound of 64 waiting batches a document's batches are refused at once, and
- * so are a connection's past 256 KiB. */
+ * so are a connection's past 256 KiB. A resync (SUBSCRIBE again) answers
+ * the subscription's waiting batches at once. */
 static void deferred(td_cli_server *s)
 {
     client base = connect_client(s, NULL, 0, DDOC);
@@ -423,6 +424,21 @@ static void deferred(td_cli_server *s)
     for (int i = 0; i < 3; i++)
         free(bigs[i]);
     td_crdt_doc_free(y);
+    /* a resync answers the subscription's waiting batches at once */
+    it_text_append(x, "q");
+    size_t lz;
+    uint8_t *bz = it_commit(x, &lz);
+    it_raw_send_update(g2, DDOC, 400, bz, lz);
+    t0 = td_cli_now_us();
+    td_cli_wait(it_ctx(), NULL, NULL, 20);
+    it_raw_subscribe(g2, DDOC, NULL);
+    rc = it_raw_answer(g2, DDOC, &bid, 5000);
+    ms = (double)(td_cli_now_us() - t0) / 1000;
+    printf("deferred: a waiting batch at a resync: %d after %.0f ms\n", rc, ms);
+    CHECK_MSG(rc == TD_CLI_E_MISSING_OPS && bid == 400 && ms < 400,
+              "at a resync: answer %d for %llu after %.0f ms, not at once", rc,
+              (unsigned long long)bid, ms);
+    free(bz);
     for (int i = 0; i < CHAIN; i++)
         free(chain[i]);
     free(bp);
