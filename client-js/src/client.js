@@ -330,8 +330,9 @@ export class Client extends Emitter {
     this._send(wire.encodeHello(this._sentToken, this.agent, this._helloSent));
     /* While the server answers: several pending batches become one, sent
      * right behind SUBSCRIBE at WELCOME (see _subscribe), for the limits of
-     * the last WELCOME (made again if this one differs). */
-    if (this._mergeResend && this.limits) {
+     * the last WELCOME (made again if this one differs). Not for a HELLO
+     * with a new token on a live connection: its batches are in flight. */
+    if (this._mergeResend && this.limits && this.status !== 'online') {
       for (const d of this.docs.values()) if (d.pending.length > 1) d._mergePending();
     }
   }
