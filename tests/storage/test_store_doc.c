@@ -546,6 +546,26 @@ static void test_rejected_batch(void)
     free(dir);
 }
 
+/* Appends `rounds` batches of 100 one-character inserts to "big". */
+static void append_hundreds(td_store *st, td_crdt_doc *ref, td_crdt_obj t, int rounds,
+                            uint64_t *ops)
+{
+    for (int i = 0; i < rounds; i++) {
+        for (int k = 0; k < 100; k++)
+            CHECK(td_crdt_text_insert(ref, t, 0, "x", 1) == TD_CRDT_OK);
+        commit_append(st, "big", ref, ops);
+    }
+}
+
+/* Compacts "big" if due; says whether it did. */
+static int compact_if_due(td_store *st)
+{
+    td_store_error e = {0};
+    td_store_compact_info ci;
+    CHECK_OK(td_store_compact(st, "big", 3, 0, &ci, &e), &e);
+    return ci.compacted;
+}
+
 /* The threshold grows with the document: with compact_ops 100, a document
  * whose snapshot holds S ops is due once its log holds max(100, S/8) ops,
  * not after every 100 (a compaction rewrites all S). */
@@ -553,45 +573,31 @@ static void test_compact_growth(void)
 {
     char *dir = st_tmpdir();
     td_store *st = open_opts(dir, TD_STORE_COMPACT_MANUAL, 100);
-    td_crdt_doc *ref = new_doc(13);
-    td_store_error e = {0};
-    td_store_compact_info ci;
-    td_store_doc_info info;
-    uint64_t ops = 0;
+    td_crdt_doc *doc = new_doc(13);
+    td_store_doc_info stat;
+    td_store_error err = {0};
+    uint64_t n = 0;
     td_crdt_obj t;
 
-    CHECK(td_crdt_root(ref, TD_CRDT_TEXT, "t", 1, &t) == TD_CRDT_OK);
-    for (int i = 0; i < 40; i++) { /* 40 x 100 = 4,000 ops */
-        for (int k = 0; k < 100; k++)
-            CHECK(td_crdt_text_insert(ref, t, 0, "x", 1) == TD_CRDT_OK);
-        commit_append(st, "big", ref, &ops);
-    }
-    CHECK_OK(td_store_compact(st, "big", 3, 0, &ci, &e), &e); /* due: compacts */
-    CHECK(ci.compacted);
-    CHECK_OK(td_store_doc_stat(st, "big", 3, &info, &e), &e);
-    uint64_t snap = info.snap_ops, step = snap / 8;
+    CHECK(td_crdt_root(doc, TD_CRDT_TEXT, "t", 1, &t) == TD_CRDT_OK);
+    append_hundreds(st, doc, t, 40, &n); /* 4,000 ops */
+    CHECK(compact_if_due(st));
+    CHECK_OK(td_store_doc_stat(st, "big", 3, &stat, &err), &err);
+    uint64_t snap = stat.snap_ops, step = snap / 8;
     CHECK_MSG(snap >= 4000 && step > 100, "snapshot of %llu ops", (unsigned long long)snap);
     /* a log of 100 ops, then up to just under S/8: not due */
-    uint64_t logged = 0;
-    while (logged + 100 < step) {
-        for (int k = 0; k < 100; k++)
-            CHECK(td_crdt_text_insert(ref, t, 0, "y", 1) == TD_CRDT_OK);
-        commit_append(st, "big", ref, &ops);
-        logged += 100;
-        CHECK_OK(td_store_compact(st, "big", 3, 0, &ci, &e), &e); /* not due: nothing */
-        CHECK_MSG(!ci.compacted, "compacted after %llu ops of a %llu-op document",
+    for (uint64_t logged = 100; logged < step; logged += 100) {
+        append_hundreds(st, doc, t, 1, &n);
+        CHECK_MSG(!compact_if_due(st), "compacted after %llu ops of a %llu-op document",
                   (unsigned long long)logged, (unsigned long long)snap);
     }
     /* past S/8: due */
-    for (int k = 0; k < 100; k++)
-        CHECK(td_crdt_text_insert(ref, t, 0, "z", 1) == TD_CRDT_OK);
-    commit_append(st, "big", ref, &ops);
-    CHECK_OK(td_store_doc_stat(st, "big", 3, &info, &e), &e);
-    CHECK(info.log_ops >= step);
-    CHECK_OK(td_store_compact(st, "big", 3, 0, &ci, &e), &e);
-    CHECK(ci.compacted);
-    check_same(st, "big", ref);
-    td_crdt_doc_free(ref);
+    append_hundreds(st, doc, t, 1, &n);
+    CHECK_OK(td_store_doc_stat(st, "big", 3, &stat, &err), &err);
+    CHECK(stat.log_ops >= step);
+    CHECK(compact_if_due(st));
+    check_same(st, "big", doc);
+    td_crdt_doc_free(doc);
     td_store_close(st);
     st_rmtree(dir);
     free(dir);
