@@ -1755,12 +1755,13 @@ static void defer_drop_sub(td_srv_sub *u)
     }
 }
 
-/* Tries w again (it is unlinked); `last`: refuse it if still missing.
+/* Takes w out and tries it again; `last`: refuse it if still missing.
  * Returns 1 if it was answered or applied, 0 if it still waits (linked
  * again at the head: it was the first of its subscription's). */
 static int defer_try(td_srv_service *svc, td_srv_doc *d, deferred *w, int last)
 {
     need nd = {0};
+    defer_unlink(d, w);
     applied_as a = update_apply(svc, w->u, w->batch_id, w->batch, w->len, last ? NULL : &nd);
     if (a == MISSING) {
         w->nd = nd;
@@ -1781,7 +1782,6 @@ static void defer_settle_sub(td_srv_service *svc, td_srv_sub *u)
         TAILQ_FOREACH(w, &d->deferred, link)
             if (w->u == u)
                 break;
-        defer_unlink(d, w);
         defer_try(svc, d, w, 1);
     }
 }
@@ -1816,7 +1816,6 @@ static void defer_retry(td_srv_service *svc, td_srv_doc *d)
             if (!w)
                 break;
             td_srv_sub *u = w->u;
-            defer_unlink(d, w);
             if (defer_try(svc, d, w, 0))
                 progress = 1;
             else
@@ -1842,7 +1841,6 @@ static int64_t defer_expire(td_srv_service *svc, int64_t now)
                     break;
             if (!w)
                 break;
-            defer_unlink(d, w);
             defer_try(svc, d, w, 1);
             expired = 1;
         }

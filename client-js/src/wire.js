@@ -209,6 +209,12 @@ class Reader {
     if (/[\u0000-\u001f\u007f]/.test(s)) this.fail('control character in doc id');
     return s;
   }
+  u64le() {
+    if (this.u8.length - this.at < 8) this.fail('truncated');
+    const v = new DataView(this.u8.buffer, this.u8.byteOffset + this.at, 8).getBigUint64(0, true);
+    this.at += 8;
+    return v;
+  }
   end() { if (this.at !== this.u8.length) this.fail('trailing bytes'); }
   /* A count, then that many items read by `item`. Each item takes at least
    * one byte, so a count beyond what is left is a lie. */
@@ -233,9 +239,7 @@ export function vvWithCount(vv, agent, count) {
   const n = r.num();
   const keep = [];
   for (let i = 0; i < n; i++) {
-    if (vv.length - r.at < 8) r.fail('truncated');
-    const id = new DataView(vv.buffer, vv.byteOffset + r.at, 8).getBigUint64(0, true);
-    r.at += 8;
+    const id = r.u64le();
     const c = r.varintBig();
     if (id !== agent) keep.push([id, c]);
     else if (count > 0) keep.push([id, BigInt(count)]);
